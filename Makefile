@@ -1,0 +1,71 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+# Every target below builds what it needs (virtualenv, pinned dependencies, generated code).
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+GEN    := gen
+PROTOS := $(shell find protos -name '*.proto' | sort)
+GENSTAMP := $(GEN)/.stamp
+
+.PHONY: setup gen run test test-fast check lint fmt types imports bench soak lock clean
+
+setup: $(STAMP) $(GENSTAMP)
+
+$(STAMP): requirements.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.11 is required (python3.11 or python3 on PATH)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@# Make the repository and the generated code importable from the venv's python, wherever it runs.
+	$(PY) -c "import site,sys,os; p=site.getsitepackages()[0]; open(os.path.join(p,'trading_core.pth'),'w').write(os.path.abspath('.')+'\n'+os.path.abspath('$(GEN)')+'\n')"
+	@touch $(STAMP)
+
+gen: $(GENSTAMP)
+
+$(GENSTAMP): $(STAMP) $(PROTOS)
+	@rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	@# The descriptor set keeps the proto comments, so reflection (grpcurl describe) can show them.
+	$(PY) -m grpc_tools.protoc -Iprotos --include_imports --include_source_info --descriptor_set_out=$(GEN)/descriptors.binpb $(PROTOS)
+	@touch $(GENSTAMP)
+
+run: setup
+	$(PY) -m launcher
+
+test: setup
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest tests/unit
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+types: setup
+	$(BIN)/mypy
+
+imports: setup
+	$(BIN)/lint-imports
+
+check: lint types imports test
+
+bench: setup
+	$(PY) -m bench
+
+soak: setup
+	$(PY) -m bench --soak
+
+lock:
+	rm -rf /tmp/trading-core-lock && $(PYTHON) -m venv /tmp/trading-core-lock
+	/tmp/trading-core-lock/bin/pip install --quiet -r requirements.in
+	{ echo '# Fully pinned lock of requirements.in (pip freeze in a clean venv). Regenerate with `make lock`.'; /tmp/trading-core-lock/bin/pip freeze; } > requirements.txt
+
+clean:
+	rm -rf $(VENV) $(GEN) var .pytest_cache .mypy_cache .ruff_cache

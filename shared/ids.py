@@ -1,0 +1,49 @@
+"""Identifiers that cannot collide: a millisecond timestamp plus 80 random bits (ULID layout).
+
+The original design used timestamps alone, which collide as soon as two orders arrive in the
+same millisecond. Here 80 bits come from ``os.urandom``; within one process, ids made in the
+same millisecond are strictly increasing, so they also sort in creation order.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+_lock = threading.Lock()
+_last_ms = 0
+_last_rand = 0
+
+
+def _encode(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        value, rem = divmod(value, 32)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
+
+
+def new_ulid() -> str:
+    """Return a 26-character, lexicographically sortable, collision-free identifier."""
+    global _last_ms, _last_rand
+    with _lock:
+        now = time.time_ns() // 1_000_000
+        if now <= _last_ms:
+            # Same (or earlier, if the clock stepped back) millisecond: increment the random part
+            # so that ids keep increasing and stay unique.
+            now = _last_ms
+            rand = _last_rand + 1
+            if rand >= 1 << 80:
+                now += 1
+                rand = int.from_bytes(os.urandom(10), "big")
+        else:
+            rand = int.from_bytes(os.urandom(10), "big")
+        _last_ms, _last_rand = now, rand
+    return _encode(now, 10) + _encode(rand, 16)
+
+
+def new_id(prefix: str) -> str:
+    """Return ``<prefix>_<ulid>``, for example ``ord_01J9Z3...``; at most 30 characters for 3-letter prefixes."""
+    return f"{prefix}_{new_ulid()}"

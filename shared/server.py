@@ -1,0 +1,301 @@
+"""gRPC aio server bootstrap shared by the services.
+
+``create_server`` returns ``(server, port, health)``: health and reflection are registered,
+the request-context interceptor (request ids, access log, error mapping) wraps every handler,
+and SO_REUSEPORT is off so that a port clash is an error instead of two servers sharing a port.
+``run_until_signal`` waits for SIGTERM or SIGINT, flips health to NOT_SERVING first, then stops
+the server with a grace period and runs the service's own clean-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha._async import ReflectionServicer
+
+from shared.errors import DomainError, internal_status, to_status
+from shared.ids import new_ulid
+from shared.logs import request_id_var
+
+log = logging.getLogger("grpc.server")
+
+REQUEST_ID = "x-request-id"
+DESCRIPTOR_SET = Path(__file__).resolve().parent.parent / "gen" / "descriptors.binpb"
+
+SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One gRPC service to host: its full name, the generated ``add_..._to_server`` and the servicer."""
+
+    name: str
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+
+
+class PortInUse(RuntimeError):
+    """The address is taken, most likely by another running instance."""
+
+
+# --- errors, request ids and access log -------------------------------------------------------
+
+
+def _request_id(details: grpc.HandlerCallDetails) -> str:
+    for key, value in details.invocation_metadata or ():
+        if key == REQUEST_ID and value:
+            return str(value)[:64]
+    return new_ulid()
+
+
+class RequestContextInterceptor(grpc.aio.ServerInterceptor):
+    """Binds a request id, logs one access line per call and maps exceptions to statuses.
+
+    A ``DomainError`` becomes its rich status; anything else becomes INTERNAL with a generic
+    message while the traceback goes to the log, never to the client.
+    """
+
+    def __init__(self, access_log: bool = True):
+        self.access_log = access_log
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        if method.startswith("/grpc.reflection.") or method.startswith("/grpc.health."):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, details),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, details),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _done(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        if not self.access_log:
+            return
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+        level = logging.INFO if code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED) else logging.WARNING
+        log.log(level, "rpc", extra={"method": method, "code": code.name, "ms": elapsed_ms})
+
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> grpc.StatusCode:
+        if isinstance(exc, DomainError):
+            await context.abort_with_status(to_status(exc))  # type: ignore[attr-defined]
+            return exc.code  # pragma: no cover - abort raises
+        log.exception("unexpected error in %s", method)
+        await context.abort_with_status(internal_status())  # type: ignore[attr-defined]
+        return grpc.StatusCode.INTERNAL  # pragma: no cover - abort raises
+
+    def _wrap_unary(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
+        method = details.method
+
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = request_id_var.set(_request_id(details))
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
+                await self._fail(context, exc, method)
+            finally:
+                self._done(method, code, started)
+                request_id_var.reset(token)
+
+        return wrapper
+
+    def _wrap_stream(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
+        method = details.method
+
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            token = request_id_var.set(_request_id(details))
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
+                await self._fail(context, exc, method)
+            finally:
+                self._done(method, code, started)
+                request_id_var.reset(token)
+
+        return wrapper
+
+
+# --- reflection that keeps the proto comments ---------------------------------------------------
+
+
+def _load_descriptor_set(path: Path) -> dict[str, bytes]:
+    if not path.exists():
+        return {}
+    file_set = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+    return {f.name: f.SerializeToString() for f in file_set.file}
+
+
+class CommentedReflectionServicer(ReflectionServicer):
+    """Server reflection that serves our files with their source comments.
+
+    The generated ``_pb2`` modules drop comments, so stock reflection would show grpcurl
+    ``describe`` without them. ``make gen`` writes a descriptor set with source info; this
+    servicer answers from it and falls back to the default pool for anything else.
+    """
+
+    def __init__(self, service_names: Iterable[str], descriptor_set: Path = DESCRIPTOR_SET):
+        super().__init__(service_names)
+        self._raw = _load_descriptor_set(descriptor_set)
+
+    def _response(self, descriptor: Any, request: Any) -> Any:
+        seen: dict[str, Any] = {}
+        stack = [descriptor]
+        while stack:
+            current = stack.pop()
+            if current.name in seen:
+                continue
+            seen[current.name] = current
+            stack.extend(current.dependencies)
+        serialized = []
+        for name, file_descriptor in seen.items():
+            raw = self._raw.get(name)
+            if raw is None:
+                proto = descriptor_pb2.FileDescriptorProto()
+                file_descriptor.CopyToProto(proto)
+                raw = proto.SerializeToString()
+            serialized.append(raw)
+        return reflection_pb2.ServerReflectionResponse(
+            file_descriptor_response=reflection_pb2.FileDescriptorResponse(file_descriptor_proto=serialized),
+            original_request=request,
+        )
+
+    def _file_by_filename(self, request: Any, filename: str) -> Any:
+        try:
+            descriptor = descriptor_pool.Default().FindFileByName(filename)
+        except KeyError:
+            return super()._file_by_filename(request, filename)
+        return self._response(descriptor, request)
+
+    def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
+        try:
+            descriptor = descriptor_pool.Default().FindFileContainingSymbol(fully_qualified_name)
+        except KeyError:
+            return super()._file_containing_symbol(request, fully_qualified_name)
+        return self._response(descriptor, request)
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+
+
+async def create_server(
+    bind: str,
+    registrations: Sequence[Registration],
+    *,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    access_log: bool = True,
+    options: Sequence[tuple[str, Any]] = (),
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Start an aio server on ``bind`` (port 0 picks a free port) and return (server, port, health)."""
+    server = grpc.aio.server(
+        interceptors=[RequestContextInterceptor(access_log), *interceptors],
+        options=[*SERVER_OPTIONS, *options],
+    )
+    for registration in registrations:
+        registration.add_to_server(registration.servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [r.name for r in registrations]
+    reflection_servicer = CommentedReflectionServicer([*names, health.SERVICE_NAME, reflection.SERVICE_NAME])
+    reflection_pb2_grpc_add(reflection_servicer, server)
+    try:
+        port = server.add_insecure_port(bind)
+    except RuntimeError as exc:
+        raise PortInUse(f"cannot listen on {bind}: the address is in use or invalid") from exc
+    if port == 0:  # older grpcio returns 0 instead of raising
+        raise PortInUse(f"cannot listen on {bind}: the address is in use or invalid")
+    await server.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer
+
+
+def reflection_pb2_grpc_add(servicer: ReflectionServicer, server: grpc.aio.Server) -> None:
+    """Register the reflection servicer (grpcio-reflection ships only v1alpha)."""
+    from grpc_reflection.v1alpha import reflection_pb2_grpc
+
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+
+
+async def run_until_signal(
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    *,
+    grace: float = 5.0,
+    cleanup: Callable[[], Awaitable[None]] | None = None,
+    stop_event: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop_event``): NOT_SERVING first, then stop(grace), then clean up."""
+    loop = asyncio.get_running_loop()
+    stop = stop_event or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(grace)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if cleanup is not None:
+            await cleanup()
+    log.info("stopped")
+
+
+def install_uvloop() -> None:
+    """Use uvloop for the event loop when it is installed (measured faster here; see README)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
