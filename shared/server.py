@@ -65,6 +65,14 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
     return new_ulid()
 
 
+def _code_of(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, DomainError):
+        return exc.code
+    if isinstance(exc, NotImplementedError):
+        return grpc.StatusCode.UNIMPLEMENTED
+    return grpc.StatusCode.INTERNAL
+
+
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     """Binds a request id, logs one access line per call and maps exceptions to statuses.
 
@@ -111,6 +119,10 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
         if isinstance(exc, DomainError):
             await context.abort_with_status(to_status(exc))  # type: ignore[attr-defined]
             return exc.code  # pragma: no cover - abort raises
+        if isinstance(exc, NotImplementedError):
+            # The generated base class of an RPC that is not built yet.
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
+            return grpc.StatusCode.UNIMPLEMENTED  # pragma: no cover - abort raises
         log.exception("unexpected error in %s", method)
         await context.abort_with_status(internal_status())  # type: ignore[attr-defined]
         return grpc.StatusCode.INTERNAL  # pragma: no cover - abort raises
@@ -131,7 +143,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
-                code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
+                code = _code_of(exc)
                 await self._fail(context, exc, method)
             finally:
                 self._done(method, code, started)
@@ -156,7 +168,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
-                code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
+                code = _code_of(exc)
                 await self._fail(context, exc, method)
             finally:
                 self._done(method, code, started)
