@@ -24,11 +24,8 @@ $(STAMP): requirements.txt
 
 gen: $(GENSTAMP)
 
-$(GENSTAMP): $(STAMP) $(PROTOS)
-	@rm -rf $(GEN) && mkdir -p $(GEN)
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
-	@# The descriptor set keeps the proto comments, so reflection (grpcurl describe) can show them.
-	$(PY) -m grpc_tools.protoc -Iprotos --include_imports --include_source_info --descriptor_set_out=$(GEN)/descriptors.binpb $(PROTOS)
+$(GENSTAMP): $(STAMP) $(PROTOS) scripts/gen-protos.sh
+	sh scripts/gen-protos.sh $(PY) $(GEN)
 	@touch $(GENSTAMP)
 
 run: setup

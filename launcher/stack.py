@@ -1,0 +1,249 @@
+"""Start every process of the trading core, wait until each is healthy, and stop them all cleanly.
+
+The launcher imports no service code: it runs ``python -m services.<name>`` as child processes,
+exactly as a user or a container would, each in its own session so that a Ctrl-C in the
+terminal reaches only the launcher, which then stops the children in reverse order.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.config import (
+    DEFAULT_EXCHANGE_GATEWAY_ADDR,
+    DEFAULT_ORDER_SERVICE_ADDR,
+    DEFAULT_SIM_PORT,
+    DEFAULT_USER_SERVICE_ADDR,
+    REPO_ROOT,
+)
+from shared.healthcheck import probe
+
+STOP_TIMEOUT = 10.0
+START_TIMEOUT = 60.0
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    module: str
+    check: str  # host:port for gRPC health, or an http:// URL
+    env_var: str = ""
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+class LaunchError(Exception):
+    """The stack could not be started; the message says why and what to do."""
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def port_is_free(addr: str) -> bool:
+    """Whether ``host:port`` can be bound right now (SO_REUSEADDR off, like the services)."""
+    host, port = _split(addr)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def build_environment(base: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Fill in every variable the processes need; return the environment and notes for the banner."""
+    env = dict(base)
+    notes = []
+    env.setdefault("ORDER_SERVICE_ADDR", DEFAULT_ORDER_SERVICE_ADDR)
+    env.setdefault("USER_SERVICE_ADDR", DEFAULT_USER_SERVICE_ADDR)
+    env.setdefault("EXCHANGE_GATEWAY_ADDR", DEFAULT_EXCHANGE_GATEWAY_ADDR)
+    env.setdefault("BINANCE_ENV", "sim")
+    env.setdefault("SIM_PORT", str(DEFAULT_SIM_PORT))
+    for name, prefix in (("TRADING_ADMIN_TOKEN", "adm"), ("TRADING_SERVICE_TOKEN", "svc")):
+        if not env.get(name):
+            env[name] = f"{prefix}_{secrets.token_urlsafe(24)}"
+            notes.append(f"{name} was not set: generated a development value for this run")
+    if env["BINANCE_ENV"] == "sim":
+        env.setdefault("SIM_RANDOM_WALK", "true")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env, notes
+
+
+def plan(env: Mapping[str, str]) -> list[Child]:
+    """The processes to start, in start order."""
+    children = []
+    if env["BINANCE_ENV"] == "sim":
+        port = env["SIM_PORT"]
+        ping = f"http://127.0.0.1:{port}/api/v3/ping"
+        children.append(Child("exchange_simulator", "services.exchange_simulator", ping, "SIM_PORT"))
+    children += [
+        Child("user_service", "services.user_service", f"{env['USER_SERVICE_ADDR']}", "USER_SERVICE_ADDR"),
+        Child(
+            "exchange_gateway",
+            "services.exchange_gateway",
+            f"{env['EXCHANGE_GATEWAY_ADDR']}",
+            "EXCHANGE_GATEWAY_ADDR",
+        ),
+        Child("order_service", "services.order_service", f"{env['ORDER_SERVICE_ADDR']}", "ORDER_SERVICE_ADDR"),
+    ]
+    return children
+
+
+def check_ports(children: list[Child], env: Mapping[str, str]) -> None:
+    """Fail with a clear message if an address is taken (another `make run`, most likely)."""
+    for child in children:
+        addr = f"127.0.0.1:{env['SIM_PORT']}" if child.env_var == "SIM_PORT" else env[child.env_var]
+        if not port_is_free(addr):
+            raise LaunchError(
+                f"{addr} ({child.env_var}, {child.name}) is already in use: is another `make run` running? "
+                f"Stop it, or set {child.env_var} to a free address."
+            )
+
+
+class Stack:
+    """Starts, watches and stops the children."""
+
+    def __init__(self, env: dict[str, str], children: list[Child], out: object = sys.stdout):
+        self.env = env
+        self.children = children
+        self.out = out
+        self._stopping = False
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)  # type: ignore[call-overload]
+
+    def start(self) -> None:
+        """Start each child and wait for it to be healthy before the next one."""
+        for child in self.children:
+            child.process = subprocess.Popen(
+                [sys.executable, "-m", child.module],
+                cwd=REPO_ROOT,
+                env=self.env,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + START_TIMEOUT
+            while not probe(child.check):
+                if self._stopping:
+                    return
+                if child.process.poll() is not None:
+                    raise LaunchError(f"{child.name} exited with code {child.process.returncode} while starting")
+                if time.monotonic() > deadline:
+                    raise LaunchError(f"{child.name} did not become healthy within {START_TIMEOUT:.0f} s")
+                time.sleep(0.1)
+            self.say(f"  {child.name:<18} healthy (pid {child.process.pid})")
+
+    def stop(self) -> None:
+        """SIGTERM every child in reverse order, wait, then SIGKILL what is left."""
+        self._stopping = True
+        running = [c for c in reversed(self.children) if c.process and c.process.poll() is None]
+        for child in running:
+            assert child.process is not None
+            try:
+                child.process.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            # Stop in order: the order service drains before the services it calls go away.
+            try:
+                child.process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.say(f"  {child.name} did not stop within {STOP_TIMEOUT:.0f} s: killing it")
+                os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+
+    def first_exited(self) -> Child | None:
+        """A child that exited on its own, if any."""
+        for child in self.children:
+            if child.process is not None and child.process.poll() is not None:
+                return child
+        return None
+
+
+def banner(env: Mapping[str, str], notes: list[str]) -> str:
+    """What a newcomer needs to start talking to the stack."""
+    grpcurl = str(REPO_ROOT / ".venv" / "bin" / "grpcurl")
+    admin = env["TRADING_ADMIN_TOKEN"]
+    user = env["USER_SERVICE_ADDR"]
+    lines = [
+        "",
+        "Trading core is up.",
+        f"  OrderService      {env['ORDER_SERVICE_ADDR']}   (trading.order.v1.OrderService)",
+        f"  UserService       {user}   (trading.user.v1.UserService)",
+        f"  ExchangeGateway   {env['EXCHANGE_GATEWAY_ADDR']}   (trading.gateway.v1.ExchangeGateway)",
+    ]
+    if env["BINANCE_ENV"] == "sim":
+        sim = f"http://127.0.0.1:{env['SIM_PORT']}"
+        lines.append(f"  Exchange simulator {sim}  (Binance spot API stand-in, random walk on)")
+    else:
+        lines.append(f"  Exchange          Binance {env['BINANCE_ENV']}")
+    lines += [
+        "",
+        f"Admin token: {admin}",
+        *[f"Note: {n}" for n in notes],
+        "",
+        "Try:",
+        f"  {grpcurl} -plaintext {user} list",
+        f"  {grpcurl} -plaintext {user} describe trading.user.v1.UserService",
+        f"  {grpcurl} -plaintext -H 'authorization: Bearer {admin}' \\",
+        """      -d '{"username": "alice", "email": "alice@example.com"}' \\""",
+        f"      {user} trading.user.v1.UserService/CreateUser",
+        "  (the README walks through deposits, API keys and orders)",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stack until SIGINT or SIGTERM; exit 0 after a clean stop."""
+    env, notes = build_environment(os.environ)
+    children = plan(env)
+    try:
+        check_ports(children, env)
+    except LaunchError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    Path(REPO_ROOT / "var").mkdir(exist_ok=True)
+    stack = Stack(env, children)
+    stop_requested = False
+
+    def _request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        stack._stopping = True
+
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+    print("Starting the trading core...", flush=True)
+    code = 0
+    try:
+        stack.start()
+        if not stop_requested:
+            print(banner(env, notes), flush=True)
+        while not stop_requested:
+            dead = stack.first_exited()
+            if dead is not None:
+                returncode = dead.process.returncode if dead.process else "?"
+                print(f"make run: {dead.name} exited unexpectedly (code {returncode})", file=sys.stderr)
+                code = 1
+                break
+            time.sleep(0.2)
+    except LaunchError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        print("Stopping...", flush=True)
+        stack.stop()
+        print("Stopped.", flush=True)
+    return code
