@@ -93,7 +93,10 @@ async def test_grpcurl_describe_shows_the_proto_comments(served):
     def describe():
         return subprocess.run(
             [GRPCURL, "-plaintext", f"127.0.0.1:{port}", "describe", "trading.user.v1.DepositRequest"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout
 
     out = await asyncio.to_thread(describe)
@@ -106,9 +109,18 @@ async def test_error_details_reach_grpcurl_as_json(served):
 
     def invoke():
         return subprocess.run(
-            [GRPCURL, "-plaintext", "-format-error", "-d", json.dumps({"user_id": "bad"}),
-             f"127.0.0.1:{port}", "trading.user.v1.UserService/GetUser"],
-            capture_output=True, text=True, timeout=30,
+            [
+                GRPCURL,
+                "-plaintext",
+                "-format-error",
+                "-d",
+                json.dumps({"user_id": "bad"}),
+                f"127.0.0.1:{port}",
+                "trading.user.v1.UserService/GetUser",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
 
     result = await asyncio.to_thread(invoke)
