@@ -22,8 +22,23 @@ def test_valid_amounts_parse_exactly(text, expected):
 
 @pytest.mark.parametrize(
     "text",
-    ["", " 1", "1e5", "NaN", "Infinity", "-inf", "1.123456789", "-1", "0", "0.0", "abc", "1,5", "0x10",
-     "123456789012345678901", "1.2.3"],
+    [
+        "",
+        " 1",
+        "1e5",
+        "NaN",
+        "Infinity",
+        "-inf",
+        "1.123456789",
+        "-1",
+        "0",
+        "0.0",
+        "abc",
+        "1,5",
+        "0x10",
+        "123456789012345678901",
+        "1.2.3",
+    ],
 )
 def test_invalid_amounts_name_the_field(text):
     with pytest.raises(InvalidArgument) as info:
