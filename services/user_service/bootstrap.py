@@ -1,12 +1,20 @@
-"""Composition root: config -> server."""
+"""Composition root: config -> engine -> transactions -> use cases -> authorizer -> servicer -> server."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
+import grpc
+from grpc_health.v1 import health
+
+from services.user_service.adapters.transactions import SqlTransactions, create_schema
+from services.user_service.api.auth import Authorizer
 from services.user_service.api.servicer import UserServiceServicer
 from services.user_service.config import Config
-from shared.logs import setup_logging
+from services.user_service.service.app import UserService
+from shared.db import create_sqlite_engine
+from shared.logs import register_secret, setup_logging
 from shared.server import Registration, create_server, run_until_signal
 from trading.user.v1 import user_service_pb2_grpc
 
@@ -15,11 +23,70 @@ SERVICE_NAME = "trading.user.v1.UserService"
 log = logging.getLogger("user_service")
 
 
+@dataclass
+class RunningService:
+    """A started user service: where it listens, and how to stop it."""
+
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+    addr: str
+    users: UserService
+    transactions: SqlTransactions
+    _stopped: bool = field(default=False, repr=False)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Go NOT_SERVING, let running calls finish within ``grace`` seconds, then close the database."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the database (after the server stopped)."""
+        await self.transactions.aclose()
+
+
+def _client_addr(listen_addr: str, port: int) -> str:
+    host = listen_addr.rsplit(":", 1)[0] if ":" in listen_addr else listen_addr
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+async def start(config: Config) -> RunningService:
+    """Create the schema if needed, bind ``config.listen_addr`` (port 0 allowed) and start serving."""
+    register_secret(config.admin_token)
+    register_secret(config.service_token)
+    engine = create_sqlite_engine(config.db_url, synchronous=config.db_synchronous)
+    create_schema(engine)
+    transactions = SqlTransactions(engine, max_batch=config.max_batch)
+    users = UserService(transactions)
+    servicer = UserServiceServicer(users, Authorizer(config.admin_token, config.service_token, users))
+    registration = Registration(SERVICE_NAME, user_service_pb2_grpc.add_UserServiceServicer_to_server, servicer)
+    try:
+        server, port, health_servicer = await create_server(
+            config.listen_addr, [registration], access_log=config.access_log
+        )
+    except BaseException:
+        transactions.close()
+        raise
+    return RunningService(
+        server=server,
+        health=health_servicer,
+        port=port,
+        addr=_client_addr(config.listen_addr, port),
+        users=users,
+        transactions=transactions,
+    )
+
+
 async def main(config: Config | None = None) -> None:
     """Run the service until SIGTERM or SIGINT."""
     config = config or Config.from_env()
     setup_logging("user_service", config.log_level)
-    registration = Registration(SERVICE_NAME, user_service_pb2_grpc.add_UserServiceServicer_to_server, UserServiceServicer())
-    server, port, health = await create_server(config.listen_addr, [registration])
-    log.info("listening", extra={"addr": config.listen_addr, "port": port})
-    await run_until_signal(server, health)
+    running = await start(config)
+    log.info("listening", extra={"addr": config.listen_addr, "port": running.port})
+    await run_until_signal(running.server, running.health, grace=5.0, cleanup=running.close)

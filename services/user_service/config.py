@@ -4,23 +4,50 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from shared.config import DEFAULT_USER_SERVICE_ADDR, env_str
+from shared.config import DEFAULT_USER_SERVICE_ADDR, ConfigError, env_int, env_secret, env_str, sqlite_url
+
+DB_FILENAME = "user_service.db"
 
 
 @dataclass(frozen=True)
 class Config:
-    """Everything the service needs from its environment."""
+    """Everything the service needs from its environment. Tests build it directly.
 
-    listen_addr: str = DEFAULT_USER_SERVICE_ADDR
+    ``listen_addr`` may use port 0 (a free port); ``db_url`` is a SQLite URL. The two tokens
+    are secrets: they are kept out of ``repr`` and masked in every log line.
+    """
+
+    listen_addr: str
+    db_url: str
+    admin_token: str = field(repr=False)
+    service_token: str = field(repr=False)
     log_level: str = "INFO"
+    db_synchronous: str = "FULL"
+    """SQLite ``synchronous``: FULL syncs every commit (durable across power loss); NORMAL does not."""
+    max_batch: int = 64
+    """Most write requests committed together in one transaction (group commit)."""
+    access_log: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.admin_token or not self.service_token:
+            raise ConfigError("TRADING_ADMIN_TOKEN and TRADING_SERVICE_TOKEN must be set")
+        if self.admin_token == self.service_token:
+            raise ConfigError("TRADING_ADMIN_TOKEN and TRADING_SERVICE_TOKEN must differ")
+        if self.db_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ConfigError(f"USER_DB_SYNCHRONOUS must be FULL, NORMAL or EXTRA, got {self.db_synchronous!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
-        """Build the configuration from environment variables."""
+        """Build the configuration from environment variables; raise ConfigError naming what is wrong."""
         env = os.environ if env is None else env
         return cls(
             listen_addr=env_str(env, "USER_SERVICE_ADDR", DEFAULT_USER_SERVICE_ADDR),
+            db_url=sqlite_url(env, "USER_DB_URL", DB_FILENAME),
+            admin_token=env_secret(env, "TRADING_ADMIN_TOKEN"),
+            service_token=env_secret(env, "TRADING_SERVICE_TOKEN"),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
+            db_synchronous=env_str(env, "USER_DB_SYNCHRONOUS", "FULL").upper(),
+            max_batch=env_int(env, "USER_DB_MAX_BATCH", 64),
         )

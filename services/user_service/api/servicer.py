@@ -1,9 +1,163 @@
-"""gRPC servicer of trading.user.v1.UserService: not built yet, every RPC answers UNIMPLEMENTED."""
+"""gRPC servicer of trading.user.v1.UserService: authorize, decode, call a use case, encode.
+
+No business rules here. Errors are ``shared.errors`` exceptions; the shared server interceptor
+turns them into rich statuses (ErrorInfo, BadRequest naming the field).
+"""
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
+import grpc
+
+from services.user_service.api import codec
+from services.user_service.api.auth import Authorizer
+from services.user_service.domain import validation as v
+from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
+from services.user_service.service.accounts import AuthenticationFailed
+from services.user_service.service.app import UserService
+from shared.errors import InvalidArgument
+from shared.money import fmt
+from shared.timeutil import ms_from_ts
+from trading.user.v1 import user_service_pb2 as pb
 from trading.user.v1 import user_service_pb2_grpc
+
+Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
-    """The generated base class answers UNIMPLEMENTED for every RPC until the service is built."""
+    """Serves users, API keys and the ledger."""
+
+    def __init__(self, users: UserService, authorizer: Authorizer):
+        self._users = users
+        self._auth = authorizer
+
+    async def _owned(self, context: Context, rpc: str, user_id: str) -> None:
+        principal = await self._auth.authorize(context, rpc)
+        v.user_id(user_id)
+        self._auth.owner(context, rpc, principal, user_id)
+
+    # --- users --------------------------------------------------------------------------------
+
+    async def CreateUser(self, request: pb.CreateUserRequest, context: Context) -> pb.CreateUserResponse:
+        await self._auth.authorize(context, "CreateUser")
+        user = await self._users.create_user(request.username, request.email)
+        return pb.CreateUserResponse(user=codec.user_to_pb(user))
+
+    async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:
+        await self._owned(context, "GetUser", request.user_id)
+        user = await self._users.get_user(request.user_id)
+        return pb.GetUserResponse(user=codec.user_to_pb(user))
+
+    async def ListUsers(self, request: pb.ListUsersRequest, context: Context) -> pb.ListUsersResponse:
+        await self._auth.authorize(context, "ListUsers")
+        status = codec.status_from_pb(request.status)
+        page = await self._users.list_users(status, request.page_size, request.page_token)
+        return pb.ListUsersResponse(
+            users=[codec.user_to_pb(u) for u in page.items], next_page_token=page.next_page_token
+        )
+
+    async def UpdateUserStatus(
+        self, request: pb.UpdateUserStatusRequest, context: Context
+    ) -> pb.UpdateUserStatusResponse:
+        await self._auth.authorize(context, "UpdateUserStatus")
+        v.user_id(request.user_id)
+        user = await self._users.update_user_status(request.user_id, codec.status_from_pb(request.status))
+        return pb.UpdateUserStatusResponse(user=codec.user_to_pb(user))
+
+    # --- API keys -----------------------------------------------------------------------------
+
+    async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: Context) -> pb.CreateApiKeyResponse:
+        await self._auth.authorize(context, "CreateApiKey")
+        secret, key = await self._users.create_api_key(request.user_id, request.label)
+        return pb.CreateApiKeyResponse(key_id=key.key_id, api_key=secret, key=codec.api_key_to_pb(key))
+
+    async def ListApiKeys(self, request: pb.ListApiKeysRequest, context: Context) -> pb.ListApiKeysResponse:
+        await self._owned(context, "ListApiKeys", request.user_id)
+        keys = await self._users.list_api_keys(request.user_id)
+        return pb.ListApiKeysResponse(keys=[codec.api_key_to_pb(k) for k in keys])
+
+    async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest, context: Context) -> pb.RevokeApiKeyResponse:
+        await self._auth.authorize(context, "RevokeApiKey")
+        key = await self._users.revoke_api_key(request.key_id)
+        return pb.RevokeApiKeyResponse(key=codec.api_key_to_pb(key))
+
+    # --- balances and the ledger ---------------------------------------------------------------
+
+    async def Deposit(self, request: pb.DepositRequest, context: Context) -> pb.DepositResponse:
+        await self._auth.authorize(context, "Deposit")
+        command = Deposit.parse(request.user_id, request.asset, request.amount, request.request_id)
+        result = await self._users.deposit(command)
+        return pb.DepositResponse(balance=codec.balance_to_pb(result.balance))
+
+    async def Withdraw(self, request: pb.WithdrawRequest, context: Context) -> pb.WithdrawResponse:
+        await self._auth.authorize(context, "Withdraw")
+        command = Withdraw.parse(request.user_id, request.asset, request.amount, request.request_id)
+        result = await self._users.withdraw(command)
+        return pb.WithdrawResponse(balance=codec.balance_to_pb(result.balance))
+
+    async def GetBalances(self, request: pb.GetBalancesRequest, context: Context) -> pb.GetBalancesResponse:
+        await self._owned(context, "GetBalances", request.user_id)
+        balances = await self._users.get_balances(request.user_id)
+        return pb.GetBalancesResponse(balances=[codec.balance_to_pb(b) for b in balances])
+
+    async def ListLedgerEntries(
+        self, request: pb.ListLedgerEntriesRequest, context: Context
+    ) -> pb.ListLedgerEntriesResponse:
+        await self._owned(context, "ListLedgerEntries", request.user_id)
+        page = await self._users.list_entries(request.user_id, request.asset, request.page_size, request.page_token)
+        return pb.ListLedgerEntriesResponse(
+            entries=[codec.entry_to_pb(e) for e in page.items], next_page_token=page.next_page_token
+        )
+
+    # --- internal ------------------------------------------------------------------------------
+
+    async def AuthenticateApiKey(
+        self, request: pb.AuthenticateApiKeyRequest, context: Context
+    ) -> pb.AuthenticateApiKeyResponse:
+        await self._auth.authorize(context, "AuthenticateApiKey")
+        if not request.api_key:
+            raise InvalidArgument("api_key", "is required")
+        try:
+            key, user = await self._users.authenticate(request.api_key)
+        except AuthenticationFailed as exc:
+            self._auth.log_failure(context, "AuthenticateApiKey", exc.why, exc.key_id_prefix)
+            raise
+        return pb.AuthenticateApiKeyResponse(user=codec.user_to_pb(user), key_id=key.key_id)
+
+    async def ReserveFunds(self, request: pb.ReserveFundsRequest, context: Context) -> pb.ReserveFundsResponse:
+        await self._auth.authorize(context, "ReserveFunds")
+        command = Reserve.parse(request.order_id, request.user_id, request.asset, request.amount)
+        result = await self._users.reserve(command)
+        return pb.ReserveFundsResponse(
+            balance=codec.balance_to_pb(result.balance), reservation=codec.reservation_to_pb(result.reservation)
+        )
+
+    async def ReleaseFunds(self, request: pb.ReleaseFundsRequest, context: Context) -> pb.ReleaseFundsResponse:
+        await self._auth.authorize(context, "ReleaseFunds")
+        command = Release.parse(request.order_id, request.release_id, request.amount)
+        result = await self._users.release(command)
+        response = pb.ReleaseFundsResponse(released=fmt(result.released))
+        if result.reservation is not None:
+            response.reservation.CopyFrom(codec.reservation_to_pb(result.reservation))
+        return response
+
+    async def SettleTrade(self, request: pb.SettleTradeRequest, context: Context) -> pb.SettleTradeResponse:
+        await self._auth.authorize(context, "SettleTrade")
+        command = Settle.parse(
+            trade_id=request.trade_id,
+            order_id=request.order_id,
+            user_id=request.user_id,
+            debit_asset=request.debit_asset,
+            debit_amount=request.debit_amount,
+            credit_asset=request.credit_asset,
+            credit_amount=request.credit_amount,
+            fee_asset=request.fee_asset,
+            fee_amount=request.fee_amount,
+            trade_ms=ms_from_ts(request.trade_time) if request.HasField("trade_time") else None,
+        )
+        result = await self._users.settle(command)
+        return pb.SettleTradeResponse(
+            balances=[codec.balance_to_pb(b) for b in result.balances],
+            reservation=codec.reservation_to_pb(result.reservation),
+        )

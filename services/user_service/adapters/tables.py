@@ -1,0 +1,129 @@
+"""SQLite schema of the user service.
+
+Money columns are ``ExactDecimal`` (canonical text with 8 places, TEXT affinity): exact, but never
+SUM or ORDER BY them in SQL. Defences in the schema itself, besides the code's checks:
+- ledger entries are append-only: triggers refuse UPDATE and DELETE;
+- balances and reservation figures cannot be stored negative (CHECK on the text's sign);
+- usernames, e-mails and idempotency keys are UNIQUE, so a racing duplicate cannot slip in.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    DDL,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    event,
+)
+
+from shared.db import ExactDecimal
+
+metadata = MetaData()
+
+
+def _not_negative(*columns: str) -> list[CheckConstraint]:
+    return [CheckConstraint(f"{c} NOT LIKE '-%'", name=f"ck_{c}_not_negative") for c in columns]
+
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(30), primary_key=True),
+    Column("username", String(32), nullable=False, unique=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("create_ms", BigInteger, nullable=False),
+    Column("update_ms", BigInteger, nullable=False),
+    Column("last_login_ms", BigInteger),
+    Index("ix_users_status", "status", "user_id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(30), primary_key=True),
+    Column("user_id", String(30), ForeignKey("users.user_id"), nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("create_ms", BigInteger, nullable=False),
+    Column("revoke_ms", BigInteger),
+    Column("last_used_ms", BigInteger),
+    Index("ix_api_keys_user", "user_id", "key_id"),
+)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("user_id", String(30), ForeignKey("users.user_id"), nullable=False),
+    Column("asset", String(20), nullable=False),
+    Column("available", ExactDecimal, nullable=False),
+    Column("locked", ExactDecimal, nullable=False),
+    Column("update_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "asset"),
+    *_not_negative("available", "locked"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    # AUTOINCREMENT: ids are never reused, so they increase in the order entries were written.
+    Column("entry_id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(30), ForeignKey("users.user_id"), nullable=False),
+    Column("asset", String(20), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("available_delta", ExactDecimal, nullable=False),
+    Column("locked_delta", ExactDecimal, nullable=False),
+    Column("available_after", ExactDecimal, nullable=False),
+    Column("locked_after", ExactDecimal, nullable=False),
+    Column("reference", String(128), nullable=False),
+    Column("order_id", String(64)),
+    Column("create_ms", BigInteger, nullable=False),
+    Index("ix_ledger_user", "user_id", "entry_id"),
+    Index("ix_ledger_user_asset", "user_id", "asset", "entry_id"),
+    sqlite_autoincrement=True,
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("user_id", String(30), ForeignKey("users.user_id"), nullable=False),
+    Column("asset", String(20), nullable=False),
+    Column("reserved", ExactDecimal, nullable=False),
+    Column("consumed", ExactDecimal, nullable=False),
+    Column("released", ExactDecimal, nullable=False),
+    Column("create_ms", BigInteger, nullable=False),
+    Column("update_ms", BigInteger, nullable=False),
+    Index("ix_reservations_user", "user_id", "asset"),
+    *_not_negative("reserved", "consumed", "released"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(16), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("result", Text, nullable=False),
+    Column("create_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("scope", "key"),
+)
+
+for _verb in ("UPDATE", "DELETE"):
+    event.listen(
+        ledger_entries,
+        "after_create",
+        DDL(
+            f"CREATE TRIGGER ledger_entries_no_{_verb.lower()} BEFORE {_verb} ON ledger_entries "
+            "BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END"
+        ),
+    )

@@ -1,0 +1,150 @@
+"""The user service's records: users, API keys, balances, ledger entries and reservations.
+
+Pure data: no I/O, no gRPC, no SQLAlchemy. Money is ``Decimal`` with 8 decimal places.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from enum import Enum
+
+from shared.errors import FailedPrecondition
+from shared.money import MAX_INTEGER_DIGITS, ZERO, fmt
+
+MAX_BALANCE = Decimal(10) ** MAX_INTEGER_DIGITS
+"""Balances stay below this so that every stored figure fits DECIMAL(28, 8) (20 integer digits)."""
+
+
+class UserStatus(Enum):
+    """Whether a user may trade; only ACTIVE users may reserve funds."""
+
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+    SUSPENDED = "SUSPENDED"
+
+
+class EntryKind(Enum):
+    """Why a ledger entry exists."""
+
+    DEPOSIT = "DEPOSIT"
+    WITHDRAWAL = "WITHDRAWAL"
+    RESERVE = "RESERVE"
+    RELEASE = "RELEASE"
+    TRADE_DEBIT = "TRADE_DEBIT"
+    TRADE_CREDIT = "TRADE_CREDIT"
+    FEE = "FEE"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A customer of the brokerage."""
+
+    user_id: str
+    username: str
+    email: str
+    status: UserStatus
+    create_ms: int
+    update_ms: int
+    last_login_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key's stored record: the secret itself is never kept, only its SHA-256."""
+
+    key_id: str
+    user_id: str
+    label: str
+    secret_hash: str
+    create_ms: int
+    revoke_ms: int | None = None
+    last_used_ms: int | None = None
+
+    @property
+    def revoked(self) -> bool:
+        """Whether the key was revoked (revocation is final)."""
+        return self.revoke_ms is not None
+
+
+class InsufficientFunds(FailedPrecondition):
+    """A balance would go negative."""
+
+    default_reason = "INSUFFICIENT_FUNDS"
+
+
+class BalanceLimitExceeded(FailedPrecondition):
+    """A balance would exceed the largest supported figure."""
+
+    default_reason = "BALANCE_LIMIT_EXCEEDED"
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """One asset's balance of one user; ``total`` is always ``available + locked``."""
+
+    user_id: str
+    asset: str
+    available: Decimal = ZERO
+    locked: Decimal = ZERO
+
+    @property
+    def total(self) -> Decimal:
+        """available + locked."""
+        return self.available + self.locked
+
+    def moved(self, available_delta: Decimal, locked_delta: Decimal) -> Balance:
+        """Return the balance after a change, or raise if a side would go negative or out of range."""
+        available = self.available + available_delta
+        locked = self.locked + locked_delta
+        if available < 0:
+            raise InsufficientFunds(
+                f"insufficient available {self.asset}: {fmt(self.available)} available, {fmt(-available_delta)} needed",
+                metadata={"asset": self.asset, "available": fmt(self.available), "needed": fmt(-available_delta)},
+            )
+        if locked < 0:
+            # Cannot happen while locked equals the sum of the reservations' remainders.
+            raise InsufficientFunds(
+                f"insufficient locked {self.asset}: {fmt(self.locked)} locked, {fmt(-locked_delta)} needed",
+                metadata={"asset": self.asset, "locked": fmt(self.locked), "needed": fmt(-locked_delta)},
+            )
+        if available + locked >= MAX_BALANCE:
+            raise BalanceLimitExceeded(
+                f"{self.asset} balance would exceed the supported maximum of {MAX_INTEGER_DIGITS} integer digits",
+                metadata={"asset": self.asset},
+            )
+        return replace(self, available=available, locked=locked)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One append-only change to one balance. ``entry_id`` is assigned by storage, increasing."""
+
+    user_id: str
+    asset: str
+    kind: EntryKind
+    available_delta: Decimal
+    locked_delta: Decimal
+    available_after: Decimal
+    locked_after: Decimal
+    reference: str
+    create_ms: int
+    order_id: str | None = None
+    entry_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Funds held for one order: ``remaining = reserved - consumed - released`` is still locked."""
+
+    order_id: str
+    user_id: str
+    asset: str
+    reserved: Decimal
+    consumed: Decimal = ZERO
+    released: Decimal = ZERO
+
+    @property
+    def remaining(self) -> Decimal:
+        """What the reservation still holds."""
+        return self.reserved - self.consumed - self.released

@@ -1,0 +1,195 @@
+"""The user service's use cases behind one async facade, over the ``Transactions`` port."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from services.user_service.domain import api_keys
+from services.user_service.domain import validation as v
+from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
+from services.user_service.domain.model import ApiKey, Balance, LedgerEntry, User, UserStatus
+from services.user_service.domain.results import FundsResult, ReleaseResult, ReserveResult, SettleResult
+from services.user_service.service import accounts, money
+from services.user_service.service.ports import Repository, Transactions
+from shared.errors import InvalidArgument
+from shared.ids import new_id
+from shared.timeutil import now_ms
+
+T = TypeVar("T")
+
+DEFAULT_LOGIN_TOUCH_INTERVAL_MS = 1000
+"""Successful authentications are recorded at most this often per key, to keep reads off the writer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list and the token of the next page ('' on the last page)."""
+
+    items: list[T]
+    next_page_token: str
+
+
+def _encode_token(kind: str, value: str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, kind: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgument("page_token", "is not a token returned by this list") from None
+    prefix, _, value = raw.partition(":")
+    if prefix != kind or not value:
+        raise InvalidArgument("page_token", "is not a token returned by this list")
+    return value
+
+
+class UserService:
+    """Users, API keys and the balance ledger."""
+
+    def __init__(
+        self,
+        transactions: Transactions,
+        *,
+        clock: Callable[[], int] = now_ms,
+        login_touch_interval_ms: int = DEFAULT_LOGIN_TOUCH_INTERVAL_MS,
+    ):
+        self._tx = transactions
+        self._clock = clock
+        self._touch_interval = login_touch_interval_ms
+
+    # --- users --------------------------------------------------------------------------------
+
+    async def create_user(self, username: str, email: str) -> User:
+        """Create an ACTIVE user with a unique username and e-mail."""
+        now = self._clock()
+        user = User(
+            user_id=new_id("usr"),
+            username=v.username(username),
+            email=v.email(email),
+            status=UserStatus.ACTIVE,
+            create_ms=now,
+            update_ms=now,
+        )
+        return await self._tx.write(lambda repo: accounts.create_user(repo, user))
+
+    async def get_user(self, user_id: str) -> User:
+        """Return one user."""
+        v.user_id(user_id)
+        return await self._tx.read(lambda repo: money.require_user(repo, user_id))
+
+    async def list_users(self, status: UserStatus | None, page_size: int, page_token: str) -> Page[User]:
+        """List users oldest first, optionally only those with ``status``."""
+        limit = v.page_size(page_size)
+        after = v.user_id(_decode_token(page_token, "u"), "page_token") if page_token else None
+        users = await self._tx.read(lambda repo: repo.list_users(status, after, limit + 1))
+        if len(users) > limit:
+            return Page(users[:limit], _encode_token("u", users[limit - 1].user_id))
+        return Page(users, "")
+
+    async def update_user_status(self, user_id: str, status: UserStatus | None) -> User:
+        """Set a user's status to ACTIVE, INACTIVE or SUSPENDED."""
+        v.user_id(user_id)
+        new_status = v.status(status)
+        now = self._clock()
+        return await self._tx.write(lambda repo: accounts.update_user_status(repo, user_id, new_status, now))
+
+    # --- API keys -----------------------------------------------------------------------------
+
+    async def create_api_key(self, user_id: str, label: str) -> tuple[str, ApiKey]:
+        """Make a key for a user; return the secret key (shown once) and its public record."""
+        v.user_id(user_id)
+        v.label(label)
+        issued = api_keys.issue()
+        now = self._clock()
+        key = await self._tx.write(lambda repo: accounts.create_api_key(repo, user_id, label, issued, now))
+        return issued.api_key, key
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
+        """A user's keys, revoked ones included, oldest first."""
+        v.user_id(user_id)
+
+        def run(repo: Repository) -> list[ApiKey]:
+            money.require_user(repo, user_id)
+            return repo.list_api_keys(user_id)
+
+        return await self._tx.read(run)
+
+    async def revoke_api_key(self, key_id: str) -> ApiKey:
+        """Revoke a key at once; revoking twice is not an error."""
+        v.key_id(key_id)
+        now = self._clock()
+        return await self._tx.write(lambda repo: accounts.revoke_api_key(repo, key_id, now))
+
+    async def authenticate(self, api_key: str) -> tuple[ApiKey, User]:
+        """Resolve an API key to its user and record the login; raise AuthenticationFailed if invalid."""
+        if api_keys.parse(api_key) is None:
+            raise accounts.AuthenticationFailed("malformed API key")
+        key, user = await self._tx.read(lambda repo: accounts.check_api_key(repo, api_key))
+        now = self._clock()
+        if key.last_used_ms is None or now - key.last_used_ms >= self._touch_interval:
+            user = await self._tx.write(lambda repo: accounts.touch_login(repo, key.key_id, user.user_id, now))
+        return key, user
+
+    # --- balances and the ledger ---------------------------------------------------------------
+
+    async def deposit(self, command: Deposit) -> FundsResult:
+        """Credit available, once per request_id."""
+        now = self._clock()
+        return await self._tx.write(lambda repo: money.deposit(repo, command, now))
+
+    async def withdraw(self, command: Withdraw) -> FundsResult:
+        """Debit available, once per request_id."""
+        now = self._clock()
+        return await self._tx.write(lambda repo: money.withdraw(repo, command, now))
+
+    async def reserve(self, command: Reserve) -> ReserveResult:
+        """Lock funds for an order, once per order_id."""
+        now = self._clock()
+        return await self._tx.write(lambda repo: money.reserve(repo, command, now))
+
+    async def release(self, command: Release) -> ReleaseResult:
+        """Return reserved funds, once per release_id."""
+        now = self._clock()
+        return await self._tx.write(lambda repo: money.release(repo, command, now))
+
+    async def settle(self, command: Settle) -> SettleResult:
+        """Book a trade, once per trade_id."""
+        now = self._clock()
+        return await self._tx.write(lambda repo: money.settle(repo, command, now))
+
+    async def get_balances(self, user_id: str) -> list[Balance]:
+        """Every balance of a user, sorted by asset."""
+        v.user_id(user_id)
+
+        def run(repo: Repository) -> list[Balance]:
+            money.require_user(repo, user_id)
+            return sorted(repo.list_balances(user_id), key=lambda b: b.asset)
+
+        return await self._tx.read(run)
+
+    async def list_entries(self, user_id: str, asset: str, page_size: int, page_token: str) -> Page[LedgerEntry]:
+        """A user's ledger entries, newest first, optionally for one asset."""
+        v.user_id(user_id)
+        asset_filter = v.asset(asset) if asset else None
+        limit = v.page_size(page_size)
+        before: int | None = None
+        if page_token:
+            raw = _decode_token(page_token, "e")
+            if not raw.isdigit():
+                raise InvalidArgument("page_token", "is not a token returned by this list")
+            before = int(raw)
+
+        def run(repo: Repository) -> list[LedgerEntry]:
+            money.require_user(repo, user_id)
+            return repo.list_entries(user_id, asset_filter, before, limit + 1)
+
+        entries = await self._tx.read(run)
+        if len(entries) > limit:
+            last = entries[limit - 1]
+            return Page(entries[:limit], _encode_token("e", str(last.entry_id)))
+        return Page(entries, "")
