@@ -1,0 +1,285 @@
+"""The WebSocket API at ``/ws-api/v3``: ping, time, and the user data stream by ``userDataStream.subscribe.signature``.
+
+Requests are ``{"id", "method", "params"}``; answers ``{"id", "status", "result" | "error", "rateLimits"}``. Events
+go to every connection subscribed for the account, wrapped as ``{"subscriptionId", "event"}``. A connection that
+is down receives nothing: events are not queued for it (a client reconciles over REST after reconnecting, as on
+Binance). The server sends a ping frame every ``ws_ping_interval_s`` and drops a client that has not answered with
+a pong for ``ws_pong_timeout_s``. Connecting costs 2 weight; at most ``ws_connections_per_5m`` connections per
+5 minutes are accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from services.exchange_simulator import errors, signing, wire
+from services.exchange_simulator.errors import BinanceError
+from services.exchange_simulator.matching import Event
+from services.exchange_simulator.rate_limits import FIVE_MINUTES_MS, FixedWindow
+
+if TYPE_CHECKING:
+    from services.exchange_simulator.simulator import Simulator
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED = 10_000
+"""A client this far behind is disconnected rather than buffered without bound."""
+CONNECT_WEIGHT = 2
+
+
+def _dumps(body: Any) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+class WsConnection:
+    """One client connection: an ordered outgoing queue (answers and events) and its subscription."""
+
+    def __init__(self, hub: WsHub, ws: web.WebSocketResponse, transport: asyncio.Transport | None, now: float):
+        self.hub = hub
+        self.ws = ws
+        self.transport = transport
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.subscription_id: int | None = None
+        self.next_subscription_id = 0
+        self.last_pong = now
+        self.alive = True
+        self.follow_ups: list[str] = []
+
+    def send_text(self, text: str) -> None:
+        if not self.alive:
+            return
+        if self.queue.qsize() >= MAX_QUEUED:
+            log.warning("WebSocket API client too slow; disconnecting it")
+            self.abort()
+            return
+        self.queue.put_nowait(text)
+
+    def abort(self) -> None:
+        """Drop the connection at once, with no close frame (what a network failure looks like)."""
+        self.alive = False
+        self.hub.connections.discard(self)
+        if self.transport is not None:
+            self.transport.abort()
+        self.queue.put_nowait(None)
+
+    async def write_loop(self) -> None:
+        while True:
+            text = await self.queue.get()
+            if text is None or not self.alive:
+                return
+            try:
+                await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                return
+
+
+class WsHub:
+    """All WebSocket API connections of the simulator."""
+
+    def __init__(self, sim: Simulator):
+        self.sim = sim
+        self.connections: set[WsConnection] = set()
+        self.refuse_until = 0
+        self._connects = FixedWindow(FIVE_MINUTES_MS)
+        self._methods: dict[str, tuple[int, Callable[[WsConnection, dict[str, Any], int], Any]]] = {
+            "ping": (1, self._ping),
+            "time": (1, self._time),
+            "userDataStream.subscribe.signature": (2, self._subscribe),
+            "userDataStream.unsubscribe": (2, self._unsubscribe),
+            "session.subscriptions": (2, self._subscriptions),
+        }
+
+    # ------------------------------------------------------------------ events
+
+    def broadcast(self, events: list[Event]) -> None:
+        """Send events to every subscribed connection, in order."""
+        targets = [c for c in self.connections if c.subscription_id is not None and c.alive]
+        if not targets:
+            return
+        encoded = [_dumps(wire.event_payload(event)) for event in events]
+        for conn in targets:
+            prefix = f'{{"subscriptionId":{conn.subscription_id},"event":'
+            for text in encoded:
+                conn.send_text(prefix + text + "}")
+
+    def drop_all(self, refuse_ms: int = 0) -> int:
+        """Abort every connection now; refuse new ones for ``refuse_ms``. Returns how many were dropped."""
+        dropped = list(self.connections)
+        for conn in dropped:
+            conn.abort()
+        if refuse_ms > 0:
+            self.refuse_until = self.sim.clock() + refuse_ms
+        return len(dropped)
+
+    async def close_all(self) -> None:
+        """Close every connection politely (server shutdown)."""
+        for conn in list(self.connections):
+            conn.alive = False
+            conn.queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=1001, message=b"server shutdown")
+        self.connections.clear()
+
+    # ------------------------------------------------------------------ connections
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The aiohttp handler of ``/ws-api/v3``."""
+        sim = self.sim
+        now = sim.clock()
+        if now < self.refuse_until:
+            return web.json_response(errors.internal_error().body(), status=503)
+        if self._connects.add(now) > sim.config.ws_connections_per_5m:
+            return web.json_response(
+                {
+                    "code": -1003,
+                    "msg": f"Too many connection attempts; current limit is {sim.config.ws_connections_per_5m} "
+                    "per 5 MINUTE.",
+                },
+                status=429,
+                headers={"Retry-After": str(max(1, (self._connects.end(now) - now) // 1000))},
+            )
+        rejection = sim.limiter.admit(CONNECT_WEIGHT, now)
+        if rejection is not None:
+            return web.json_response(
+                {"code": rejection.code, "msg": rejection.msg},
+                status=rejection.status,
+                headers={"Retry-After": str(rejection.retry_after)},
+            )
+        ws = web.WebSocketResponse(autoping=False, timeout=2.0, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        loop = asyncio.get_running_loop()
+        conn = WsConnection(self, ws, request.transport, loop.time())
+        self.connections.add(conn)
+        writer = loop.create_task(conn.write_loop())
+        pinger = loop.create_task(self._ping_loop(conn))
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    self._on_text(conn, message.data)
+                elif message.type == WSMsgType.PING:
+                    await ws.pong(message.data)
+                elif message.type == WSMsgType.PONG:
+                    conn.last_pong = loop.time()
+                elif message.type == WSMsgType.BINARY:
+                    conn.send_text(_dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request"))))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            conn.alive = False
+            self.connections.discard(conn)
+            pinger.cancel()
+            conn.queue.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(writer, timeout=1.0)
+        return ws
+
+    async def _ping_loop(self, conn: WsConnection) -> None:
+        config = self.sim.config
+        loop = asyncio.get_running_loop()
+        while conn.alive:
+            await asyncio.sleep(config.ws_ping_interval_s)
+            if not conn.alive:
+                return
+            if loop.time() - conn.last_pong > config.ws_pong_timeout_s:
+                log.info("WebSocket API client did not answer pings; disconnecting it")
+                conn.abort()
+                return
+            try:
+                await conn.ws.ping(b"")
+            except (ConnectionError, RuntimeError):
+                return
+
+    # ------------------------------------------------------------------ requests
+
+    def _error(self, request_id: Any, error: BinanceError, rate_limits: list[Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": request_id, "status": error.status, "error": error.body()}
+        if rate_limits is not None:
+            body["rateLimits"] = rate_limits
+        return body
+
+    def _on_text(self, conn: WsConnection, text: str) -> None:
+        sim = self.sim
+        try:
+            request = json.loads(text)
+        except ValueError:
+            conn.send_text(_dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request"))))
+            return
+        if not isinstance(request, dict):
+            conn.send_text(_dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request"))))
+            return
+        request_id = request.get("id")
+        method = request.get("method")
+        params = request.get("params") or {}
+        entry = self._methods.get(method) if isinstance(method, str) else None
+        if entry is None:
+            conn.send_text(_dumps(self._error(request_id, BinanceError(-1020, "This operation is not supported."))))
+            return
+        if not isinstance(params, dict):
+            conn.send_text(_dumps(self._error(request_id, BinanceError(-1135, "Invalid JSON Request"))))
+            return
+        weight, handler = entry
+        now = sim.clock()
+        rejection = sim.limiter.admit(weight, now)
+        rate_limits = [sim.limiter.weight_limit_status(now)]
+        if rejection is not None:
+            body = self._error(request_id, BinanceError(rejection.code, rejection.msg, rejection.status), rate_limits)
+            body["error"]["data"] = {"serverTime": now, "retryAfter": rejection.retry_at_ms}
+            conn.send_text(_dumps(body))
+            return
+        try:
+            result = handler(conn, params, now)
+        except BinanceError as error:
+            conn.send_text(_dumps(self._error(request_id, error, rate_limits)))
+            return
+        conn.send_text(_dumps({"id": request_id, "status": 200, "result": result, "rateLimits": rate_limits}))
+        while conn.follow_ups:
+            conn.send_text(conn.follow_ups.pop(0))
+
+    def _ping(self, conn: WsConnection, params: dict[str, Any], now: int) -> Any:
+        return {}
+
+    def _time(self, conn: WsConnection, params: dict[str, Any], now: int) -> Any:
+        return {"serverTime": now}
+
+    def _subscribe(self, conn: WsConnection, params: dict[str, Any], now: int) -> Any:
+        config = self.sim.config
+        api_key = params.get("apiKey")
+        if not api_key:
+            raise errors.mandatory("apiKey")
+        signature = params.get("signature")
+        if not signature or not isinstance(signature, str):
+            raise errors.mandatory("signature")
+        if api_key != config.api_key:
+            raise errors.rejected_api_key()
+        if not signing.verify(config.api_secret, signing.ws_payload(params), signature):
+            raise errors.bad_signature()
+        self.sim.check_time(params.get("timestamp"), params.get("recvWindow"), now)
+        if conn.subscription_id is not None:
+            raise BinanceError(-2035, "User Data Stream subscription already active.")
+        conn.subscription_id = conn.next_subscription_id
+        conn.next_subscription_id += 1
+        return {"subscriptionId": conn.subscription_id}
+
+    def _unsubscribe(self, conn: WsConnection, params: dict[str, Any], now: int) -> Any:
+        wanted = params.get("subscriptionId")
+        current = conn.subscription_id
+        if wanted is not None and (current is None or wanted != current):
+            raise BinanceError(-2036, "User Data Stream subscription not active.")
+        if current is not None:
+            conn.subscription_id = None
+            # Binance closes the stream with this event; it follows the answer on the same connection.
+            terminated = {"subscriptionId": current, "event": {"e": "eventStreamTerminated", "E": now}}
+            conn.follow_ups.append(_dumps(terminated))
+        return {}
+
+    def _subscriptions(self, conn: WsConnection, params: dict[str, Any], now: int) -> Any:
+        if conn.subscription_id is None:
+            return []
+        return [{"subscriptionId": conn.subscription_id}]
