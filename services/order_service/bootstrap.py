@@ -1,11 +1,20 @@
-"""Composition root: config -> server."""
+"""Composition root: config -> store -> channels and clients -> use cases -> servicer -> server."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+import grpc
+from grpc_health.v1 import health
+
+from services.order_service.adapters.db import SqlOrderStore
+from services.order_service.adapters.gateway_client import GrpcGateway
+from services.order_service.adapters.user_client import GrpcUserService
 from services.order_service.api.servicer import OrderServiceServicer
 from services.order_service.config import Config
+from services.order_service.service.app import OrderApp, Settings
+from shared.client import open_channel
 from shared.logs import setup_logging
 from shared.server import Registration, create_server, run_until_signal
 from trading.order.v1 import order_service_pb2_grpc
@@ -15,11 +24,90 @@ SERVICE_NAME = "trading.order.v1.OrderService"
 log = logging.getLogger("order_service")
 
 
+def settings_of(config: Config) -> Settings:
+    """The use cases' settings from the service configuration."""
+    return Settings(
+        market_protection=config.market_protection,
+        auth_cache_seconds=config.auth_cache_seconds,
+        rules_cache_seconds=config.rules_cache_seconds,
+        reconcile_interval=config.reconcile_interval,
+        resolve_after=config.resolve_after,
+        reserved_tokens=(config.service_token, config.admin_token),
+    )
+
+
+@dataclass
+class RunningService:
+    """A started order service: where it listens and how to stop it."""
+
+    port: int
+    addr: str
+    app: OrderApp
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    store: SqlOrderStore
+    channels: tuple[grpc.aio.Channel, ...]
+    stopped: bool = False
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """NOT_SERVING, stop the server (grace), stop the background tasks, close channels and the database."""
+        if self.stopped:
+            return
+        self.stopped = True
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.app.stop(grace)
+        for channel in self.channels:
+            await channel.close()
+        self.store.close()
+
+
+async def start(config: Config) -> RunningService:
+    """Open the database, connect to the user service and the gateway, recover, and serve."""
+    store = SqlOrderStore(config.db_url, synchronous=config.db_synchronous)
+    user_channel = open_channel(config.user_service_addr)
+    gateway_channel = open_channel(config.exchange_gateway_addr)
+    users = GrpcUserService(user_channel, config.service_token)
+    gateway = GrpcGateway(gateway_channel, config.service_token)
+    app = OrderApp(store, users, gateway, settings_of(config))
+    await app.start()
+    registration = Registration(
+        SERVICE_NAME, order_service_pb2_grpc.add_OrderServiceServicer_to_server, OrderServiceServicer(app)
+    )
+    try:
+        server, port, health_servicer = await create_server(
+            config.listen_addr, [registration], access_log=config.access_log
+        )
+    except BaseException:
+        await app.stop(0)
+        for channel in (user_channel, gateway_channel):
+            await channel.close()
+        store.close()
+        raise
+    host = config.listen_addr.rsplit(":", 1)[0]
+    return RunningService(
+        port=port,
+        addr=f"{host}:{port}",
+        app=app,
+        server=server,
+        health=health_servicer,
+        store=store,
+        channels=(user_channel, gateway_channel),
+    )
+
+
 async def main(config: Config | None = None) -> None:
     """Run the service until SIGTERM or SIGINT."""
     config = config or Config.from_env()
     setup_logging("order_service", config.log_level)
-    registration = Registration(SERVICE_NAME, order_service_pb2_grpc.add_OrderServiceServicer_to_server, OrderServiceServicer())
-    server, port, health = await create_server(config.listen_addr, [registration])
-    log.info("listening", extra={"addr": config.listen_addr, "port": port})
-    await run_until_signal(server, health)
+    service = await start(config)
+    log.info("listening", extra={"addr": service.addr, "port": service.port})
+    await run_until_signal(service.server, service.health, cleanup=lambda: _cleanup(service))
+
+
+async def _cleanup(service: RunningService) -> None:
+    service.stopped = True  # run_until_signal already stopped the server
+    await service.app.stop(1.0)
+    for channel in service.channels:
+        await channel.close()
+    service.store.close()

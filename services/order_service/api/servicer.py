@@ -1,9 +1,80 @@
-"""gRPC servicer of trading.order.v1.OrderService: not built yet, every RPC answers UNIMPLEMENTED."""
+"""gRPC servicer of trading.order.v1.OrderService: authenticate, decode, call a use case, encode.
+
+No business rules here. Errors are ``shared.errors`` exceptions, mapped to statuses by the
+server interceptor.
+"""
 
 from __future__ import annotations
 
-from trading.order.v1 import order_service_pb2_grpc
+from collections.abc import AsyncIterator
+
+import grpc
+
+from services.order_service.api.codec import decode_place, decode_status, encode_fill, encode_order
+from services.order_service.domain.model import Caller
+from services.order_service.service.app import OrderApp
+from services.order_service.service.deadline import Deadline
+from shared.auth import bearer_token
+from shared.errors import InvalidArgument
+from shared.timeutil import ts_from_ms
+from trading.order.v1 import order_service_pb2, order_service_pb2_grpc
 
 
 class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
-    """The generated base class answers UNIMPLEMENTED for every RPC until the service is built."""
+    """The public trading API over ``OrderApp``."""
+
+    def __init__(self, app: OrderApp):
+        self.app = app
+
+    async def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        return await self.app.auth.authenticate(bearer_token(context.invocation_metadata()))
+
+    async def PlaceOrder(self, request, context):  # type: ignore[no-untyped-def]
+        caller = await self._caller(context)
+        order = await self.app.place_order(caller, decode_place(request), Deadline.after(context.time_remaining()))
+        return order_service_pb2.PlaceOrderResponse(order=encode_order(order))
+
+    async def CancelOrder(self, request, context):  # type: ignore[no-untyped-def]
+        caller = await self._caller(context)
+        if not request.order_id:
+            raise InvalidArgument("order_id", "is required")
+        order = await self.app.cancel_order(caller, request.order_id, Deadline.after(context.time_remaining()))
+        return order_service_pb2.CancelOrderResponse(order=encode_order(order))
+
+    async def GetOrder(self, request, context):  # type: ignore[no-untyped-def]
+        caller = await self._caller(context)
+        order = await self.app.queries.get_order(caller, request.order_id)
+        return order_service_pb2.GetOrderResponse(order=encode_order(order))
+
+    async def ListOrders(self, request, context):  # type: ignore[no-untyped-def]
+        caller = await self._caller(context)
+        page = await self.app.queries.list_orders(
+            caller,
+            symbol=request.symbol,
+            status=decode_status(request.status),
+            active_only=request.active_only,
+            size=request.page_size,
+            token=request.page_token,
+        )
+        return order_service_pb2.ListOrdersResponse(
+            orders=[encode_order(o) for o in page.orders], next_page_token=page.next_page_token
+        )
+
+    async def ListFills(self, request, context):  # type: ignore[no-untyped-def]
+        caller = await self._caller(context)
+        page = await self.app.queries.list_fills(
+            caller, request.order_id, size=request.page_size, token=request.page_token
+        )
+        return order_service_pb2.ListFillsResponse(
+            fills=[encode_fill(f) for f in page.fills], next_page_token=page.next_page_token
+        )
+
+    async def WatchOrders(self, request, context) -> AsyncIterator[order_service_pb2.WatchOrdersResponse]:  # type: ignore[no-untyped-def,override]
+        caller = await self._caller(context)
+        subscription = self.app.hub.subscribe(caller.user_id, request.symbol)
+        # Tell the client the stream is live (headers) before the first change arrives.
+        await context.send_initial_metadata(())
+        async for order in subscription.stream():
+            yield order_service_pb2.WatchOrdersResponse(
+                order=encode_order(order), event_time=ts_from_ms(order.update_time_ms)
+            )

@@ -1,0 +1,63 @@
+"""gRPC client of trading.user.v1.UserService (service token), implementing ``UserPort``."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import grpc
+
+from services.order_service.domain.model import Caller, SettleTrade, UserStatus
+from shared.client import ServiceCaller
+from shared.money import fmt
+from shared.timeutil import ts_from_ms
+from trading.user.v1 import user_pb2, user_service_pb2, user_service_pb2_grpc
+
+USER_STATUS = {
+    user_pb2.USER_STATUS_ACTIVE: UserStatus.ACTIVE,
+    user_pb2.USER_STATUS_INACTIVE: UserStatus.INACTIVE,
+    user_pb2.USER_STATUS_SUSPENDED: UserStatus.SUSPENDED,
+}
+
+
+class GrpcUserService:
+    """The user service over one shared channel."""
+
+    def __init__(self, channel: grpc.aio.Channel, service_token: str):
+        self.stub = user_service_pb2_grpc.UserServiceStub(channel)
+        self.call = ServiceCaller(service_token, what="user service")
+
+    async def authenticate(self, api_key: str, timeout: float) -> Caller:
+        response = await self.call(
+            self.stub.AuthenticateApiKey, user_service_pb2.AuthenticateApiKeyRequest(api_key=api_key), timeout=timeout
+        )
+        user = response.user
+        return Caller(
+            user_id=user.user_id, status=USER_STATUS.get(user.status, UserStatus.UNKNOWN), key_id=response.key_id
+        )
+
+    async def reserve_funds(self, order_id: str, user_id: str, asset: str, amount: Decimal, timeout: float) -> None:
+        request = user_service_pb2.ReserveFundsRequest(
+            order_id=order_id, user_id=user_id, asset=asset, amount=fmt(amount)
+        )
+        await self.call(self.stub.ReserveFunds, request, timeout=timeout)
+
+    async def release_funds(self, order_id: str, release_id: str, amount: Decimal | None, timeout: float) -> None:
+        request = user_service_pb2.ReleaseFundsRequest(
+            order_id=order_id, release_id=release_id, amount="" if amount is None else fmt(amount)
+        )
+        await self.call(self.stub.ReleaseFunds, request, timeout=timeout)
+
+    async def settle_trade(self, trade: SettleTrade, timeout: float) -> None:
+        request = user_service_pb2.SettleTradeRequest(
+            trade_id=trade.trade_id,
+            order_id=trade.order_id,
+            user_id=trade.user_id,
+            debit_asset=trade.debit_asset,
+            debit_amount=fmt(trade.debit_amount),
+            credit_asset=trade.credit_asset,
+            credit_amount=fmt(trade.credit_amount),
+            fee_asset=trade.fee_asset,
+            fee_amount=fmt(trade.fee_amount),
+            trade_time=ts_from_ms(trade.trade_time_ms),
+        )
+        await self.call(self.stub.SettleTrade, request, timeout=timeout)

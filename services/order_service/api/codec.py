@@ -1,0 +1,126 @@
+"""Proto <-> domain for trading.order.v1: enums, the Order and Fill messages, PlaceOrder requests."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.order_service.domain.model import Fill, Order, OrderType, Side, TimeInForce
+from services.order_service.domain.placement import NewOrderRequest
+from services.order_service.domain.states import Status
+from shared.errors import InvalidArgument
+from shared.money import fmt
+from shared.timeutil import ms_from_ts, ts_from_ms
+from trading.order.v1 import order_pb2, order_service_pb2
+
+SIDE_IN = {order_pb2.ORDER_SIDE_BUY: Side.BUY, order_pb2.ORDER_SIDE_SELL: Side.SELL}
+SIDE_OUT = {v: k for k, v in SIDE_IN.items()}
+TYPE_IN = {
+    order_pb2.ORDER_TYPE_MARKET: OrderType.MARKET,
+    order_pb2.ORDER_TYPE_LIMIT: OrderType.LIMIT,
+    order_pb2.ORDER_TYPE_STOP: OrderType.STOP,
+    order_pb2.ORDER_TYPE_STOP_LIMIT: OrderType.STOP_LIMIT,
+}
+TYPE_OUT = {v: k for k, v in TYPE_IN.items()}
+TIF_IN = {
+    order_pb2.TIME_IN_FORCE_GTC: TimeInForce.GTC,
+    order_pb2.TIME_IN_FORCE_IOC: TimeInForce.IOC,
+    order_pb2.TIME_IN_FORCE_FOK: TimeInForce.FOK,
+}
+TIF_OUT = {v: k for k, v in TIF_IN.items()}
+TIF_OUT[TimeInForce.NONE] = order_pb2.TIME_IN_FORCE_UNSPECIFIED
+STATUS_OUT = {
+    Status.PENDING: order_pb2.ORDER_STATUS_PENDING,
+    Status.PARTIALLY_FILLED: order_pb2.ORDER_STATUS_PARTIALLY_FILLED,
+    Status.FILLED: order_pb2.ORDER_STATUS_FILLED,
+    Status.CANCELLED: order_pb2.ORDER_STATUS_CANCELLED,
+    Status.REJECTED: order_pb2.ORDER_STATUS_REJECTED,
+    Status.EXPIRED: order_pb2.ORDER_STATUS_EXPIRED,
+}
+STATUS_IN = {v: k for k, v in STATUS_OUT.items()}
+
+
+def _enum(value: int, table: dict, field: str):  # type: ignore[no-untyped-def,type-arg]
+    if value == 0:
+        return None
+    try:
+        return table[value]
+    except KeyError:
+        raise InvalidArgument(field, f"unknown value {value}") from None
+
+
+def decode_place(request: order_service_pb2.PlaceOrderRequest) -> NewOrderRequest:
+    """A PlaceOrder request as the use case takes it (unknown enum numbers are INVALID_ARGUMENT)."""
+    expire: int | None = None
+    if request.HasField("expire_time"):
+        expire = ms_from_ts(request.expire_time) or 0  # a zero timestamp is a time in the past
+    return NewOrderRequest(
+        symbol=request.symbol,
+        side=_enum(request.side, SIDE_IN, "side"),
+        type=_enum(request.type, TYPE_IN, "type"),
+        quantity=request.quantity,
+        price=request.price,
+        stop_price=request.stop_price,
+        time_in_force=_enum(request.time_in_force, TIF_IN, "time_in_force"),
+        expire_time_ms=expire,
+        client_order_id=request.client_order_id,
+    )
+
+
+def decode_status(value: int) -> Status | None:
+    """A ListOrders status filter (UNSPECIFIED: none)."""
+    status: Status | None = _enum(value, STATUS_IN, "status")
+    return status
+
+
+def _ts(ms: int) -> Timestamp:
+    ts = ts_from_ms(ms)
+    assert ts is not None
+    return ts
+
+
+def encode_order(order: Order) -> order_pb2.Order:
+    """The Order message; decimals with 8 places."""
+    message = order_pb2.Order(
+        order_id=order.order_id,
+        client_order_id=order.client_order_id,
+        user_id=order.user_id,
+        symbol=order.symbol,
+        side=SIDE_OUT[order.side],
+        type=TYPE_OUT[order.type],
+        status=STATUS_OUT[order.status],
+        quantity=fmt(order.quantity),
+        price=fmt(order.price),
+        stop_price=fmt(order.stop_price),
+        time_in_force=TIF_OUT[order.time_in_force],
+        filled_quantity=fmt(order.filled_quantity),
+        remaining_quantity=fmt(order.remaining_quantity),
+        average_price=fmt(order.average_price),
+        commission=fmt(order.commission),
+        commission_asset=order.commission_asset,
+        reject_reason=order.reject_reason,
+        exchange_order_id=order.exchange_order_id,
+        create_time=_ts(order.create_time_ms),
+        update_time=_ts(order.update_time_ms),
+        filled_quote_quantity=fmt(order.filled_quote_quantity),
+        cancel_requested=order.cancel_requested,
+    )
+    if order.expire_time_ms is not None:
+        message.expire_time.CopyFrom(_ts(order.expire_time_ms))
+    return message
+
+
+def encode_fill(fill: Fill) -> order_pb2.Fill:
+    """The Fill message."""
+    return order_pb2.Fill(
+        fill_id=fill.fill_id,
+        order_id=fill.order_id,
+        symbol=fill.symbol,
+        side=SIDE_OUT[fill.side],
+        price=fmt(fill.price),
+        quantity=fmt(fill.quantity),
+        quote_quantity=fmt(fill.quote_quantity),
+        commission=fmt(fill.commission),
+        commission_asset=fill.commission_asset,
+        is_maker=fill.is_maker,
+        trade_time=_ts(fill.trade_time_ms),
+    )

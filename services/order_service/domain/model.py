@@ -1,0 +1,274 @@
+"""The order model: enums, the order itself, fills, what the exchange reports, and the side effects owed.
+
+Pure data and arithmetic: no gRPC, no SQL. Every amount is a ``Decimal`` with at most 8 places.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from enum import StrEnum
+
+from shared.money import ZERO, div_round
+
+from .states import FINAL_STATES, PUBLIC_STATUS, State, Status
+
+
+class Side(StrEnum):
+    """Buy or sell."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(StrEnum):
+    """Order types of the public API (STOP is Binance STOP_LOSS, STOP_LIMIT is STOP_LOSS_LIMIT)."""
+
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    STOP = "STOP"
+    STOP_LIMIT = "STOP_LIMIT"
+
+
+class TimeInForce(StrEnum):
+    """Time in force; NONE for the market types, which have none."""
+
+    NONE = ""
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+
+
+PRICED_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
+"""Types that carry a limit price (and a time in force)."""
+TRIGGERED_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+"""Types that carry a stop price."""
+MARKET_TYPES = frozenset({OrderType.MARKET, OrderType.STOP})
+"""Types that execute as market orders (MARKET_LOT_SIZE applies, the reservation needs a price estimate)."""
+
+
+class UserStatus(StrEnum):
+    """A user's status as the user service reports it."""
+
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+    SUSPENDED = "SUSPENDED"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The user an API key acts for."""
+
+    user_id: str
+    status: UserStatus
+    key_id: str = ""
+
+
+@dataclass(frozen=True)
+class SymbolRules:
+    """The trading rules of one symbol (Binance exchangeInfo filters); zero means "no limit"."""
+
+    symbol: str
+    status: str
+    base_asset: str
+    quote_asset: str
+    min_price: Decimal = ZERO
+    max_price: Decimal = ZERO
+    tick_size: Decimal = ZERO
+    min_quantity: Decimal = ZERO
+    max_quantity: Decimal = ZERO
+    step_size: Decimal = ZERO
+    market_min_quantity: Decimal = ZERO
+    market_max_quantity: Decimal = ZERO
+    market_step_size: Decimal = ZERO
+    min_notional: Decimal = ZERO
+    max_notional: Decimal = ZERO
+    apply_min_to_market: bool = False
+    apply_max_to_market: bool = False
+    order_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Order:
+    """One user's order, as this service keeps it."""
+
+    order_id: str
+    client_order_id: str
+    user_id: str
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce
+    quantity: Decimal
+    price: Decimal | None
+    stop_price: Decimal | None
+    expire_time_ms: int | None
+    reserve_asset: str
+    reserve_amount: Decimal
+    state: State
+    create_time_ms: int
+    update_time_ms: int
+    filled_quantity: Decimal = ZERO
+    filled_quote_quantity: Decimal = ZERO
+    commission: Decimal = ZERO
+    commission_asset: str = ""
+    reject_reason: str = ""
+    exchange_order_id: str = ""
+    cancel_requested: bool = False
+    expire_requested: bool = False
+    version: int = 1
+
+    @property
+    def status(self) -> Status:
+        """The public status (the finer internal states all show as PENDING)."""
+        return PUBLIC_STATUS[self.state]
+
+    @property
+    def is_final(self) -> bool:
+        """Whether nothing more can happen to the order (except a very late trade, which is still settled)."""
+        return self.state in FINAL_STATES
+
+    @property
+    def remaining_quantity(self) -> Decimal:
+        """Ordered minus filled quantity (never negative)."""
+        return max(ZERO, self.quantity - self.filled_quantity)
+
+    @property
+    def average_price(self) -> Decimal:
+        """Quote filled divided by base filled, rounded half-even to 8 places; zero before the first fill."""
+        if self.filled_quantity == 0:
+            return ZERO
+        return div_round(self.filled_quote_quantity, self.filled_quantity)
+
+    def evolve(self, now_ms: int, **changes: object) -> Order:
+        """Return a copy with ``changes`` applied, a new update time and the next version."""
+        return replace(self, update_time_ms=now_ms, version=self.version + 1, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One trade of an order at the exchange."""
+
+    fill_id: str
+    order_id: str
+    symbol: str
+    side: Side
+    price: Decimal
+    quantity: Decimal
+    quote_quantity: Decimal
+    commission: Decimal
+    commission_asset: str
+    is_maker: bool
+    trade_time_ms: int
+    sequence: int
+
+
+class ExchangeStatus(StrEnum):
+    """An order's state at the exchange as the gateway reports it."""
+
+    UNKNOWN = "UNKNOWN"
+    NEW = "NEW"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+
+class ExecutionType(StrEnum):
+    """What one execution report says happened."""
+
+    NEW = "NEW"
+    TRADE = "TRADE"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+
+@dataclass(frozen=True)
+class ExchangeOrder:
+    """The gateway's view of an order (the answer to submit, cancel and query)."""
+
+    client_order_id: str
+    exchange_order_id: int
+    status: ExchangeStatus
+    executed_quantity: Decimal
+    cumulative_quote_quantity: Decimal
+    reject_reason: str = ""
+
+
+@dataclass(frozen=True)
+class ExecutionReport:
+    """One journaled execution from the gateway's StreamExecutions."""
+
+    sequence: int
+    client_order_id: str
+    exchange_order_id: int
+    symbol: str
+    execution_type: ExecutionType
+    order_status: ExchangeStatus
+    trade_id: int = 0
+    last_quantity: Decimal = ZERO
+    last_price: Decimal = ZERO
+    last_quote_quantity: Decimal = ZERO
+    cumulative_quantity: Decimal = ZERO
+    cumulative_quote_quantity: Decimal = ZERO
+    commission: Decimal = ZERO
+    commission_asset: str = ""
+    is_maker: bool = False
+    reject_reason: str = ""
+    transaction_time_ms: int = 0
+
+    @property
+    def fill_id(self) -> str:
+        """The fill's unique id, ``<symbol>:<trade id>`` (Binance trade ids are unique per symbol)."""
+        return f"{self.symbol}:{self.trade_id}"
+
+
+# --- side effects owed to the user service (stored in the outbox, performed with idempotency keys) ---
+
+
+@dataclass(frozen=True)
+class SettleTrade:
+    """Book one trade against the order's reservation; idempotent on trade_id."""
+
+    trade_id: str
+    order_id: str
+    user_id: str
+    debit_asset: str
+    debit_amount: Decimal
+    credit_asset: str
+    credit_amount: Decimal
+    fee_asset: str
+    fee_amount: Decimal
+    trade_time_ms: int
+
+
+@dataclass(frozen=True)
+class ReleaseFunds:
+    """Return the order's reservation (``amount`` None: all that is left); idempotent on release_id."""
+
+    order_id: str
+    release_id: str
+    amount: Decimal | None = None
+
+
+Effect = SettleTrade | ReleaseFunds
+
+
+def final_release(order_id: str) -> ReleaseFunds:
+    """The release owed when an order ends: everything still reserved, once."""
+    return ReleaseFunds(order_id=order_id, release_id=f"{order_id}:final")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying one event to an order produced: the new order, a fill, effects, and any anomaly."""
+
+    order: Order
+    fill: Fill | None = None
+    effects: tuple[Effect, ...] = ()
+    anomaly: str = ""

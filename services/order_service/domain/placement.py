@@ -1,0 +1,208 @@
+"""Validation of a new order against the symbol's rules, and the amount to reserve for it.
+
+Everything is checked before anything is reserved; each failure is an InvalidArgument naming the
+request field, so a client knows exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+
+from shared.errors import FailedPrecondition, InvalidArgument
+from shared.money import CTX, QUANTUM, fmt, is_multiple, mul, parse_decimal
+
+from .model import MARKET_TYPES, PRICED_TYPES, TRIGGERED_TYPES, OrderType, Side, SymbolRules, TimeInForce
+
+CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+
+# Binance's names of our order types, as listed in a symbol's orderTypes.
+BINANCE_TYPE = {
+    OrderType.MARKET: "MARKET",
+    OrderType.LIMIT: "LIMIT",
+    OrderType.STOP: "STOP_LOSS",
+    OrderType.STOP_LIMIT: "STOP_LOSS_LIMIT",
+}
+
+
+@dataclass(frozen=True)
+class NewOrderRequest:
+    """A PlaceOrder request as the API decoded it; enums are None when unset."""
+
+    symbol: str
+    side: Side | None
+    type: OrderType | None
+    quantity: str
+    price: str = ""
+    stop_price: str = ""
+    time_in_force: TimeInForce | None = None
+    expire_time_ms: int | None = None
+    client_order_id: str = ""
+
+
+@dataclass(frozen=True)
+class ValidOrder:
+    """A request that passed every check, with exact values."""
+
+    symbol: str
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce
+    quantity: Decimal
+    price: Decimal | None
+    stop_price: Decimal | None
+    expire_time_ms: int | None
+    client_order_id: str
+
+
+def check_symbol(symbol: str) -> str:
+    """Check the symbol's spelling (whether it exists is the rules' business)."""
+    if not symbol:
+        raise InvalidArgument("symbol", "is required")
+    if not SYMBOL.match(symbol):
+        raise InvalidArgument("symbol", "must be upper-case letters and digits, for example BTCUSDT")
+    return symbol
+
+
+def needs_reference_price(side: Side | None, type_: OrderType | None, rules: SymbolRules) -> bool:
+    """Whether validation or the reservation needs the last price (market-type orders only)."""
+    if type_ not in MARKET_TYPES:
+        return False
+    if type_ is OrderType.MARKET and (rules.apply_min_to_market or rules.apply_max_to_market):
+        return True
+    return side is Side.BUY
+
+
+def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_price: Decimal | None) -> ValidOrder:
+    """Check every field of ``request`` against ``rules``; raise InvalidArgument naming the first bad field."""
+    check_symbol(request.symbol)
+    if rules.status != "TRADING":
+        raise FailedPrecondition(
+            f"{request.symbol} is not trading (status {rules.status})", reason="SYMBOL_NOT_TRADING"
+        )
+    if request.side is None:
+        raise InvalidArgument("side", "is required: ORDER_SIDE_BUY or ORDER_SIDE_SELL")
+    if request.type is None:
+        raise InvalidArgument("type", "is required: ORDER_TYPE_MARKET, _LIMIT, _STOP or _STOP_LIMIT")
+    type_ = request.type
+    if rules.order_types and BINANCE_TYPE[type_] not in rules.order_types:
+        raise InvalidArgument("type", f"{type_} orders are not allowed on {request.symbol}")
+
+    if type_ in PRICED_TYPES:
+        tif = request.time_in_force or TimeInForce.GTC
+        if tif is TimeInForce.NONE:
+            tif = TimeInForce.GTC
+    else:
+        if request.time_in_force not in (None, TimeInForce.NONE):
+            raise InvalidArgument("time_in_force", f"must be unset for {type_} orders")
+        tif = TimeInForce.NONE
+
+    if request.client_order_id and not CLIENT_ORDER_ID.match(request.client_order_id):
+        raise InvalidArgument("client_order_id", "must be 1 to 64 characters of [A-Za-z0-9_.:-]")
+
+    quantity = parse_decimal(request.quantity, "quantity")
+    _check_quantity(quantity, rules.min_quantity, rules.max_quantity, rules.step_size)
+    if type_ in MARKET_TYPES:
+        _check_quantity(quantity, rules.market_min_quantity, rules.market_max_quantity, rules.market_step_size)
+
+    price = _price_field(request.price, "price", type_ in PRICED_TYPES, type_, rules)
+    stop_price = _price_field(request.stop_price, "stop_price", type_ in TRIGGERED_TYPES, type_, rules)
+
+    if request.expire_time_ms is not None and request.expire_time_ms <= now_ms:
+        raise InvalidArgument("expire_time", "must be in the future")
+
+    # NOTIONAL: limit types at their price; market types (when the symbol applies it to them) at the
+    # price they would trade at: the last price for MARKET, the trigger for STOP.
+    if price is not None:
+        _check_notional(mul(price, quantity), rules.min_notional, rules.max_notional, True, True)
+    elif type_ is OrderType.STOP and stop_price is not None:
+        _check_notional(
+            mul(stop_price, quantity),
+            rules.min_notional,
+            rules.max_notional,
+            rules.apply_min_to_market,
+            rules.apply_max_to_market,
+        )
+    elif last_price is not None:
+        _check_notional(
+            mul(last_price, quantity),
+            rules.min_notional,
+            rules.max_notional,
+            rules.apply_min_to_market,
+            rules.apply_max_to_market,
+        )
+
+    return ValidOrder(
+        symbol=request.symbol,
+        side=request.side,
+        type=type_,
+        time_in_force=tif,
+        quantity=quantity,
+        price=price,
+        stop_price=stop_price,
+        expire_time_ms=request.expire_time_ms,
+        client_order_id=request.client_order_id,
+    )
+
+
+def _check_quantity(quantity: Decimal, minimum: Decimal, maximum: Decimal, step: Decimal) -> None:
+    if minimum and quantity < minimum:
+        raise InvalidArgument("quantity", f"must be at least {fmt(minimum)}")
+    if maximum and quantity > maximum:
+        raise InvalidArgument("quantity", f"must be at most {fmt(maximum)}")
+    if not is_multiple(quantity, step):
+        raise InvalidArgument("quantity", f"must be a multiple of the step size {fmt(step)}")
+
+
+def _price_field(text: str, field: str, required: bool, type_: OrderType, rules: SymbolRules) -> Decimal | None:
+    if not required:
+        if text:
+            raise InvalidArgument(field, f"must be empty for {type_} orders")
+        return None
+    if not text:
+        raise InvalidArgument(field, f"is required for {type_} orders")
+    value = parse_decimal(text, field)
+    if rules.min_price and value < rules.min_price:
+        raise InvalidArgument(field, f"must be at least {fmt(rules.min_price)}")
+    if rules.max_price and value > rules.max_price:
+        raise InvalidArgument(field, f"must be at most {fmt(rules.max_price)}")
+    if not is_multiple(value, rules.tick_size):
+        raise InvalidArgument(field, f"must be a multiple of the tick size {fmt(rules.tick_size)}")
+    return value
+
+
+def _check_notional(notional: Decimal, minimum: Decimal, maximum: Decimal, apply_min: bool, apply_max: bool) -> None:
+    # The request has no notional field: quantity is what the caller changes to meet it.
+    if apply_min and minimum and notional < minimum:
+        raise InvalidArgument("quantity", f"notional (price x quantity) {fmt(notional)} is below {fmt(minimum)}")
+    if apply_max and maximum and notional > maximum:
+        raise InvalidArgument("quantity", f"notional (price x quantity) {fmt(notional)} is above {fmt(maximum)}")
+
+
+def ceil_to_scale(value: Decimal) -> Decimal:
+    """Round up to 8 decimal places: a reservation must cover the cost, never fall short by rounding."""
+    return value.quantize(QUANTUM, rounding=ROUND_CEILING, context=CTX)
+
+
+def reservation(
+    order: ValidOrder, rules: SymbolRules, last_price: Decimal | None, protection: Decimal
+) -> tuple[str, Decimal]:
+    """The asset and amount to reserve for ``order``.
+
+    BUY LIMIT and STOP_LIMIT: price x quantity of the quote asset. BUY MARKET: last price x quantity x
+    (1 + protection); BUY STOP: the higher of the last and the stop price, likewise (a buy stop triggers
+    at or above its stop). SELL: the quantity of the base asset. Rounded up to 8 places.
+    """
+    if order.side is Side.SELL:
+        return rules.base_asset, order.quantity
+    if order.type in PRICED_TYPES:
+        assert order.price is not None
+        return rules.quote_asset, ceil_to_scale(mul(order.price, order.quantity))
+    if last_price is None or last_price <= 0:
+        raise FailedPrecondition(f"no last price for {order.symbol} to reserve a market buy", reason="NO_PRICE")
+    estimate = last_price
+    if order.type is OrderType.STOP and order.stop_price is not None:
+        estimate = max(last_price, order.stop_price)
+    return rules.quote_asset, ceil_to_scale(mul(mul(estimate, order.quantity), 1 + protection))

@@ -1,0 +1,121 @@
+"""The order service's use cases and background tasks, wired over the three ports.
+
+``OrderApp`` is what the servicer talks to and what tests build over fakes. ``start`` loads the
+outbox, then runs the execution consumer, the expiry timers, recovery and the periodic
+reconciler as tasks; ``stop`` ends them (work in flight is finished by the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from services.order_service.service.auth import Authenticator
+from services.order_service.service.cancellation import CancelOrder
+from services.order_service.service.core import Core
+from services.order_service.service.executions import ExecutionConsumer
+from services.order_service.service.expiry import ExpiryScheduler
+from services.order_service.service.market import MarketData
+from services.order_service.service.outbox import Outbox
+from services.order_service.service.placement import PlaceOrder
+from services.order_service.service.ports import GatewayPort, OrderStore, UserPort
+from services.order_service.service.queries import Queries
+from services.order_service.service.recovery import Reconciler
+from services.order_service.service.watch import WatchHub
+from shared.timeutil import now_ms
+
+log = logging.getLogger("order_service")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunables of the use cases (the service Config maps onto these)."""
+
+    market_protection: Decimal = Decimal("0.05")
+    auth_cache_seconds: float = 2.0
+    rules_cache_seconds: float = 60.0
+    price_cache_seconds: float = 0.5
+    reconcile_interval: float = 5.0
+    resolve_after: float = 5.0
+    expiry_retry: float = 2.0
+    reserved_tokens: tuple[str, ...] = ()
+    watch_queue_size: int = 1000
+    execution_batch: int = 200
+    outbox_concurrency: int = 64
+    stream_max_backoff: float = 2.0
+
+
+class OrderApp:
+    """All use cases and background tasks of the order service."""
+
+    def __init__(
+        self,
+        store: OrderStore,
+        users: UserPort,
+        gateway: GatewayPort,
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], int] = now_ms,
+    ):
+        self.settings = settings = settings or Settings()
+        self.store = store
+        self.users = users
+        self.gateway = gateway
+        self.hub = WatchHub(settings.watch_queue_size)
+        self.outbox = Outbox(store, users, concurrency=settings.outbox_concurrency)
+        self.core = Core(store, self.hub, self.outbox, clock)
+        self.market = MarketData(
+            gateway, rules_ttl=settings.rules_cache_seconds, price_ttl=settings.price_cache_seconds
+        )
+        self.auth = Authenticator(users, ttl=settings.auth_cache_seconds, reserved_tokens=settings.reserved_tokens)
+        self.expiry = ExpiryScheduler(self.core, gateway, retry_delay=settings.expiry_retry)
+        self.place_order = PlaceOrder(
+            self.core, users, gateway, self.market, self.expiry, protection=settings.market_protection
+        )
+        self.cancel_order = CancelOrder(self.core, gateway)
+        self.queries = Queries(store)
+        self.executions = ExecutionConsumer(
+            self.core, gateway, batch_size=settings.execution_batch, max_backoff=settings.stream_max_backoff
+        )
+        self.reconciler = Reconciler(
+            self.core,
+            gateway,
+            self.expiry,
+            interval=settings.reconcile_interval,
+            resolve_after=settings.resolve_after,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Load the outbox, then start consuming, expiring, recovering and reconciling."""
+        await self.outbox.start()
+        self._tasks = [
+            asyncio.create_task(self.executions.run(), name="executions"),
+            asyncio.create_task(self.expiry.run(), name="expiry"),
+            asyncio.create_task(self._recover_then_reconcile(), name="reconciler"),
+            asyncio.create_task(self.market.preload(), name="preload-rules"),
+        ]
+
+    async def _recover_then_reconcile(self) -> None:
+        try:
+            await self.reconciler.recover()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("recovery at start failed; the periodic reconciler carries on")
+        await self.reconciler.run()
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Let placements in flight finish (within ``grace``), stop the tasks, flush the outbox."""
+        placing = list(self.core.placing.values())
+        if placing:
+            await asyncio.wait(placing, timeout=grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.expiry.stop()
+        await self.outbox.stop(grace)
+        self.hub.close()

@@ -1,0 +1,108 @@
+"""CancelOrder, and the cancel that the expiry scheduler sends when an order's expire_time passes.
+
+The cancel request is persisted first (``cancel_requested``), then sent through the gateway. If
+the gateway's answer says CANCELED and every trade it reports is already applied here, the order
+ends now (CANCELLED, or EXPIRED for our own expiry) and its funds are released before we answer;
+otherwise the end arrives through the execution stream. Trades that race the cancel still apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.order_service.domain.lifecycle import apply_exchange_order, cancel_refused, request_cancel
+from services.order_service.domain.model import Caller, ExchangeStatus, Order, Outcome
+from services.order_service.domain.states import State
+from services.order_service.service.core import Core
+from services.order_service.service.deadline import Deadline
+from services.order_service.service.ports import GatewayPort
+from shared.errors import (
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    Internal,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+
+log = logging.getLogger("order_service.cancel")
+
+OUTCOME_UNKNOWN = (Unavailable, DeadlineExceeded, Internal)
+STILL_WORKING = (ExchangeStatus.NEW, ExchangeStatus.PARTIALLY_FILLED)
+
+
+def not_found(order_id: str) -> NotFound:
+    """The one answer for an order that does not exist or belongs to someone else."""
+    return NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND", metadata={"order_id": order_id})
+
+
+async def send_cancel(core: Core, gateway: GatewayPort, order_id: str, timeout: float, drain_timeout: float) -> Order:
+    """Cancel at the gateway and apply its answer; return the order as it then is."""
+    try:
+        answer = await gateway.cancel_order(order_id, timeout)
+    except OUTCOME_UNKNOWN as exc:
+        log.warning("cancel outcome unknown", extra={"order_id": order_id, "error": str(exc)})
+        order = await core.store.get_order(order_id)
+        if order is None:  # pragma: no cover - orders that reached the gateway are never deleted
+            raise not_found(order_id) from None
+        return order
+
+    def apply(order: Order) -> Outcome:
+        outcome = apply_exchange_order(order, answer, core.clock())
+        if answer.status in STILL_WORKING:
+            # The exchange refused the cancel and the order is still working.
+            return Outcome(cancel_refused(outcome.order, core.clock()), outcome.fill, outcome.effects, outcome.anomaly)
+        return outcome
+
+    outcome = await core.mutate(order_id, apply)
+    if outcome.effects:
+        await core.outbox.drain(order_id, drain_timeout)
+    return outcome.order
+
+
+class CancelOrder:
+    """The CancelOrder use case."""
+
+    def __init__(self, core: Core, gateway: GatewayPort, *, timeout: float = 5.0, drain_timeout: float = 2.0):
+        self.core = core
+        self.gateway = gateway
+        self.timeout = timeout
+        self.drain_timeout = drain_timeout
+
+    async def __call__(self, caller: Caller, order_id: str, deadline: Deadline) -> Order:
+        """Cancel one of the caller's PENDING or PARTIALLY_FILLED orders."""
+        order = await self.core.store.get_order(order_id)
+        if order is None or order.user_id != caller.user_id:
+            raise not_found(order_id)
+        if order.state in (State.RESERVING, State.SUBMITTING):
+            placing = self.core.placing.get(order_id)
+            if placing is not None:
+                await asyncio.wait([placing], timeout=deadline.left(self.timeout))
+            order = await self.core.store.get_order(order_id)
+            if order is None:
+                raise not_found(order_id)
+            if order.state in (State.RESERVING, State.SUBMITTING):
+                raise Unavailable(
+                    f"order {order_id} is still being placed; retry the cancel in a moment",
+                    reason="ORDER_BEING_PLACED",
+                    metadata={"order_id": order_id},
+                )
+        await self.core.mutate(order_id, lambda o: Outcome(request_cancel(o, self.core.clock())))
+        try:
+            return await asyncio.shield(
+                send_cancel(self.core, self.gateway, order_id, deadline.left(self.timeout), self.drain_timeout)
+            )
+        except DomainError as exc:
+            # A definite refusal: nothing was cancelled, so the request is no longer pending.
+            await self.core.mutate(order_id, lambda o: Outcome(cancel_refused(o, self.core.clock())))
+            if isinstance(exc, ResourceExhausted | FailedPrecondition):
+                raise
+            if isinstance(exc, NotFound):
+                raise Unavailable(
+                    f"the exchange does not know order {order_id} yet; retry the cancel in a moment",
+                    reason="ORDER_NOT_AT_EXCHANGE",
+                    metadata={"order_id": order_id},
+                ) from None
+            raise Unavailable(f"the gateway refused the cancel: {exc.message}", reason=exc.reason) from None

@@ -1,0 +1,97 @@
+"""What every use case shares: one way to change an order and what happens after the change commits.
+
+A change is always read-modify-write inside one BEGIN IMMEDIATE transaction: the order is read in
+the transaction, a pure domain function computes the outcome, and the new order, its fill and its
+side effects (outbox) are written together. Only after the commit are watchers told and the
+outbox started, so nobody ever sees a change that could still roll back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from services.order_service.domain.model import Order, Outcome
+from services.order_service.domain.states import State
+from services.order_service.service.outbox import Outbox
+from services.order_service.service.ports import OrderStore, OrderTx, OutboxEntry
+from services.order_service.service.watch import WatchHub
+from shared.errors import NotFound
+from shared.timeutil import now_ms
+
+log = logging.getLogger("order_service")
+
+
+@dataclass
+class Committed:
+    """What a transaction changed: orders to publish, outbox entries to perform, anomalies to log."""
+
+    orders: list[Order] = field(default_factory=list)
+    entries: list[OutboxEntry] = field(default_factory=list)
+    anomalies: list[tuple[str, str]] = field(default_factory=list)
+
+
+def persist(tx: OrderTx, before: Order, outcome: Outcome, committed: Committed) -> None:
+    """Write an outcome inside the transaction and note what to do after the commit."""
+    if outcome.fill is not None:
+        tx.insert_fill(outcome.fill)
+    if outcome.order is not before:
+        tx.update_order(outcome.order)
+        committed.orders.append(outcome.order)
+    for effect in outcome.effects:
+        committed.entries.append(tx.add_effect(effect))
+    if outcome.anomaly:
+        committed.anomalies.append((outcome.order.order_id, outcome.anomaly))
+
+
+class Core:
+    """The store, the watchers, the outbox and the clock, with the commit protocol between them."""
+
+    def __init__(self, store: OrderStore, hub: WatchHub, outbox: Outbox, clock: Callable[[], int] = now_ms):
+        self.store = store
+        self.hub = hub
+        self.outbox = outbox
+        self.clock = clock
+        # Placements running in this process, by order id: recovery and cancel leave them alone.
+        self.placing: dict[str, asyncio.Task[Order]] = {}
+
+    async def mutate(self, order_id: str, change: Callable[[Order], Outcome]) -> Outcome:
+        """Apply ``change`` to the order in one transaction; NOT_FOUND if it does not exist."""
+        committed = Committed()
+
+        def tx(t: OrderTx) -> Outcome:
+            order = t.get_order(order_id)
+            if order is None:
+                raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+            outcome = change(order)
+            persist(t, order, outcome, committed)
+            return outcome
+
+        outcome = await self.store.write(tx)
+        self.after_commit(committed)
+        return outcome
+
+    def after_commit(self, committed: Committed) -> None:
+        """Tell the watchers, start the outbox entries, log anomalies."""
+        for order in committed.orders:
+            self.publish(order)
+        if committed.entries:
+            self.outbox.enqueue(committed.entries)
+        for order_id, anomaly in committed.anomalies:
+            log.error("order anomaly", extra={"order_id": order_id, "anomaly": anomaly})
+
+    def publish(self, order: Order) -> None:
+        """Publish a committed change; an order is visible once its submission was answered.
+
+        (Until then it may still vanish: a refused reservation or a gateway that refused to send it
+        deletes the row, and a watcher should not have seen it.)
+        """
+        if order.state not in (State.RESERVING, State.SUBMITTING):
+            self.hub.publish(order)
+
+    def publish_all(self, orders: Iterable[Order]) -> None:
+        """Publish several committed changes, in order."""
+        for order in orders:
+            self.publish(order)

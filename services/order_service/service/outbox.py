@@ -1,0 +1,194 @@
+"""Performs the side effects owed to the user service, from the outbox, in order per order.
+
+An effect (SettleTrade, ReleaseFunds) is written to the outbox in the same transaction as the
+change that causes it, so it cannot be lost; this dispatcher performs it with its idempotency key
+(trade id, release id) and then deletes it, so performing it again after a crash changes nothing.
+
+Per order the effects run strictly in id order (a release never overtakes the settlements of the
+same order: it must return only what the trades left); different orders run concurrently.
+A failing effect is retried with back-off, forever: fills are money, and every failure is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterable
+
+from services.order_service.domain.model import Effect, ReleaseFunds, SettleTrade
+from services.order_service.service.ports import OrderStore, OutboxEntry, UserPort
+
+log = logging.getLogger("order_service.outbox")
+
+
+class Outbox:
+    """Runs outbox entries: one task per order with pending entries, a batched delete of the done ones."""
+
+    def __init__(
+        self,
+        store: OrderStore,
+        users: UserPort,
+        *,
+        call_timeout: float = 5.0,
+        max_backoff: float = 30.0,
+        concurrency: int = 64,
+    ):
+        self.store = store
+        self.users = users
+        self.call_timeout = call_timeout
+        self.max_backoff = max_backoff
+        self._slots = asyncio.Semaphore(concurrency)
+        self._queues: dict[str, deque[OutboxEntry]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._done: list[int] = []
+        self._known: set[int] = set()
+        self._flush_wanted = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.performed = 0
+
+    async def start(self) -> None:
+        """Load what a previous run left pending and start performing it."""
+        self.enqueue(await self.store.pending_effects())
+        self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
+
+    def enqueue(self, entries: Iterable[OutboxEntry]) -> None:
+        """Perform these committed entries (in id order within each order)."""
+        for entry in entries:
+            if entry.id in self._known:
+                continue
+            self._known.add(entry.id)
+            order_id = entry.effect.order_id
+            queue = self._queues.get(order_id)
+            if queue is None:
+                queue = self._queues[order_id] = deque()
+            queue.append(entry)
+            if order_id not in self._tasks and not self._stopping:
+                self._tasks[order_id] = asyncio.create_task(self._run(order_id), name=f"outbox-{order_id}")
+
+    def pending(self, order_id: str | None = None) -> int:
+        """Entries not yet performed (of one order, or all)."""
+        if order_id is not None:
+            return len(self._queues.get(order_id, ()))
+        return sum(len(q) for q in self._queues.values())
+
+    async def drain(self, order_id: str, timeout: float) -> bool:
+        """Wait until the order's pending entries are performed (at most ``timeout``); True if they were."""
+        task = self._tasks.get(order_id)
+        if task is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            return False
+        return order_id not in self._queues
+
+    async def idle(self, timeout: float = 10.0) -> None:
+        """Wait until nothing is pending (tests)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while self._tasks:
+            tasks = list(self._tasks.values())
+            await asyncio.wait(tasks, timeout=max(0.0, end - loop.time()))
+            if loop.time() >= end:
+                raise TimeoutError(f"outbox still has {self.pending()} pending entries")
+        await self.flush()
+
+    async def _run(self, order_id: str) -> None:
+        queue = self._queues[order_id]
+        try:
+            while queue:
+                entry = queue[0]
+                await self._perform_with_retry(entry)
+                queue.popleft()
+                self._known.discard(entry.id)
+                self._done.append(entry.id)
+                self.performed += 1
+                self._flush_wanted.set()
+        finally:
+            if not queue:
+                self._queues.pop(order_id, None)
+            self._tasks.pop(order_id, None)
+
+    async def _perform_with_retry(self, entry: OutboxEntry) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with self._slots:
+                    await self.perform(entry.effect)
+                if attempt:
+                    log.info("outbox entry performed after retries", extra={"entry": entry.id, "attempts": attempt + 1})
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                delay = min(self.max_backoff, 0.05 * 2 ** min(attempt, 12))
+                level = logging.WARNING if attempt < 5 else logging.ERROR
+                log.log(
+                    level,
+                    "outbox entry failed; retrying",
+                    extra={
+                        "entry": entry.id,
+                        "order_id": entry.effect.order_id,
+                        "effect": type(entry.effect).__name__,
+                        "attempt": attempt,
+                        "retry_in": delay,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    },
+                )
+                await asyncio.sleep(delay)
+
+    async def perform(self, effect: Effect) -> None:
+        """Call the user service for one effect (idempotent on its key)."""
+        if isinstance(effect, SettleTrade):
+            await self.users.settle_trade(effect, self.call_timeout)
+        elif isinstance(effect, ReleaseFunds):
+            await self.users.release_funds(effect.order_id, effect.release_id, effect.amount, self.call_timeout)
+        else:  # pragma: no cover - the Effect union is closed
+            raise TypeError(f"unknown effect {effect!r}")
+
+    async def flush(self) -> None:
+        """Delete the performed entries from the outbox (one transaction for all of them)."""
+        if not self._done:
+            return
+        done, self._done = self._done, []
+        try:
+            await self.store.delete_effects(done)
+        except BaseException:
+            # Performed but not yet forgotten: they would be performed again after a restart,
+            # which the idempotency keys make harmless. Keep them for the next flush.
+            self._done.extend(done)
+            raise
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not delete performed outbox entries; will retry")
+                await asyncio.sleep(1.0)
+                self._flush_wanted.set()
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Give running entries ``grace`` seconds, cancel the rest (they stay in the outbox), flush."""
+        self._stopping = True
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        for task in list(self._tasks.values()):
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("could not delete performed outbox entries at shutdown; they will be replayed")

@@ -1,0 +1,219 @@
+"""PlaceOrder: validate, persist, reserve, submit, record, in that order.
+
+    1. validate everything (symbol rules from the cache)            nothing written
+    2. INSERT the order as RESERVING (UNIQUE(user, client_order_id)) txn 1; a duplicate returns the first order
+    3. ReserveFunds(order_id, ...) at the user service             idempotent on order_id
+    4. UPDATE state = SUBMITTING                                    txn 2: from here the order may be at the exchange
+    5. SubmitOrder(client_order_id = order_id) at the gateway       idempotent on client_order_id
+    6. UPDATE with the gateway's answer (+ outbox release if it was refused)   txn 3
+
+What each failure leaves behind, and who finishes the job, is in the module docstring of
+``recovery``. The whole sequence runs as a task of its own, shielded from the caller: a client
+that disconnects or runs out of deadline cannot stop it between two steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from decimal import Decimal
+
+from services.order_service.domain.lifecycle import apply_exchange_order
+from services.order_service.domain.model import Caller, Order, Outcome, UserStatus, final_release
+from services.order_service.domain.placement import (
+    NewOrderRequest,
+    check_symbol,
+    needs_reference_price,
+    reservation,
+    validate,
+)
+from services.order_service.domain.states import State
+from services.order_service.service.core import Core
+from services.order_service.service.deadline import Deadline
+from services.order_service.service.expiry import ExpiryScheduler
+from services.order_service.service.market import MarketData
+from services.order_service.service.ports import GatewayPort, OrderTx, OutboxEntry, UserPort
+from shared.errors import (
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from shared.ids import new_id
+
+log = logging.getLogger("order_service.placement")
+
+# Errors after which the other side may or may not have acted.
+OUTCOME_UNKNOWN = (Unavailable, DeadlineExceeded, Internal)
+
+
+class PlaceOrder:
+    """The PlaceOrder use case."""
+
+    def __init__(
+        self,
+        core: Core,
+        users: UserPort,
+        gateway: GatewayPort,
+        market: MarketData,
+        expiry: ExpiryScheduler,
+        *,
+        protection: Decimal = Decimal("0.05"),
+        reserve_timeout: float = 5.0,
+        submit_timeout: float = 10.0,
+        drain_timeout: float = 2.0,
+    ):
+        self.core = core
+        self.users = users
+        self.gateway = gateway
+        self.market = market
+        self.expiry = expiry
+        self.protection = protection
+        self.reserve_timeout = reserve_timeout
+        self.submit_timeout = submit_timeout
+        self.drain_timeout = drain_timeout
+        self._by_client_id: dict[tuple[str, str], asyncio.Task[Order]] = {}
+
+    async def __call__(self, caller: Caller, request: NewOrderRequest, deadline: Deadline) -> Order:
+        """Place the order (or return the caller's earlier order with the same client_order_id)."""
+        if caller.status is not UserStatus.ACTIVE:
+            raise FailedPrecondition(
+                f"user {caller.user_id} is {caller.status}; only ACTIVE users may place orders",
+                reason="USER_NOT_ACTIVE",
+                metadata={"user_id": caller.user_id, "status": str(caller.status)},
+            )
+        check_symbol(request.symbol)
+        rules = await self.market.rules(request.symbol)
+        last_price: Decimal | None = None
+        if needs_reference_price(request.side, request.type, rules):
+            last_price = await self.market.last_price(request.symbol)
+        now = self.core.clock()
+        valid = validate(request, rules, now, last_price)
+
+        key = (caller.user_id, valid.client_order_id)
+        if valid.client_order_id:
+            running = self._by_client_id.get(key)
+            if running is not None:
+                # The same request is being placed right now: answer with its outcome.
+                return await asyncio.shield(running)
+
+        order_id = new_id("ord")
+        asset, amount = reservation(valid, rules, last_price, self.protection)
+        order = Order(
+            order_id=order_id,
+            client_order_id=valid.client_order_id or order_id,
+            user_id=caller.user_id,
+            symbol=valid.symbol,
+            base_asset=rules.base_asset,
+            quote_asset=rules.quote_asset,
+            side=valid.side,
+            type=valid.type,
+            time_in_force=valid.time_in_force,
+            quantity=valid.quantity,
+            price=valid.price,
+            stop_price=valid.stop_price,
+            expire_time_ms=valid.expire_time_ms,
+            reserve_asset=asset,
+            reserve_amount=amount,
+            state=State.RESERVING,
+            create_time_ms=now,
+            update_time_ms=now,
+        )
+        task = asyncio.create_task(self._place(order, deadline), name=f"place-{order_id}")
+        self.core.placing[order_id] = task
+        if valid.client_order_id:
+            self._by_client_id[key] = task
+
+        def forget(_task: asyncio.Task[Order]) -> None:
+            self.core.placing.pop(order_id, None)
+            if self._by_client_id.get(key) is _task:
+                del self._by_client_id[key]
+
+        task.add_done_callback(forget)
+        return await asyncio.shield(task)
+
+    async def _place(self, order: Order, deadline: Deadline) -> Order:
+        # Step 2: persist first. A duplicate client_order_id returns the first order unchanged.
+        def insert(t: OrderTx) -> Order | None:
+            if t.insert_order(order):
+                return None
+            return t.find_by_client_order_id(order.user_id, order.client_order_id)
+
+        existing = await self.core.store.write(insert)
+        if existing is not None:
+            return existing
+
+        # Step 3: reserve.
+        try:
+            await self.users.reserve_funds(
+                order.order_id,
+                order.user_id,
+                order.reserve_asset,
+                order.reserve_amount,
+                deadline.left(self.reserve_timeout),
+            )
+        except OUTCOME_UNKNOWN as exc:
+            # The reservation may exist. The order stays RESERVING; the reconciler releases whatever
+            # was reserved (idempotently) and rejects the order, since it was never sent.
+            log.warning("reservation outcome unknown", extra={"order_id": order.order_id, "error": str(exc)})
+            raise Unavailable(
+                f"could not reserve funds ({exc.message}); the order {order.order_id} will be rejected and any "
+                "reservation released",
+                reason="RESERVATION_UNKNOWN",
+                metadata={"order_id": order.order_id},
+            ) from None
+        except DomainError as exc:
+            # A definite refusal (insufficient funds, user not ACTIVE...): nothing was reserved.
+            await self.core.store.write(lambda t: t.delete_order(order.order_id))
+            if isinstance(exc, FailedPrecondition | InvalidArgument):
+                raise
+            raise Unavailable(f"the user service refused the reservation: {exc.message}", reason=exc.reason) from None
+
+        # Step 4: from here on the order may be at the exchange, and a restart must find out.
+        await self.core.mutate(order.order_id, lambda o: Outcome(o.evolve(self.core.clock(), state=State.SUBMITTING)))
+
+        # Step 5: submit.
+        try:
+            answer = await self.gateway.submit_order(order, deadline.left(self.submit_timeout))
+        except (InvalidArgument, ResourceExhausted, PermissionDenied, Unauthenticated) as exc:
+            # The gateway promises nothing was sent: undo the reservation and forget the order.
+            await self._withdraw(order)
+            if isinstance(exc, InvalidArgument | ResourceExhausted):
+                raise
+            raise Unavailable(f"the gateway refused the request: {exc.message}", reason=exc.reason) from None
+        except DomainError as exc:
+            # Sent or not, nobody knows: the gateway resolves it and the stream (or the reconciler) tells.
+            log.warning("submission outcome unknown", extra={"order_id": order.order_id, "error": str(exc)})
+            outcome = await self.core.mutate(order.order_id, self._unknown)
+            self._arm_expiry(outcome.order)
+            return outcome.order
+
+        # Step 6: record the answer (fills only ever come from the stream).
+        outcome = await self.core.mutate(order.order_id, lambda o: apply_exchange_order(o, answer, self.core.clock()))
+        if outcome.effects:
+            await self.core.outbox.drain(order.order_id, deadline.left(self.drain_timeout))
+        self._arm_expiry(outcome.order)
+        return outcome.order
+
+    def _unknown(self, order: Order) -> Outcome:
+        if order.state is State.SUBMITTING:
+            return Outcome(order.evolve(self.core.clock(), state=State.SUBMIT_UNKNOWN))
+        return Outcome(order)  # the stream got there first
+
+    async def _withdraw(self, order: Order) -> None:
+        def tx(t: OrderTx) -> list[OutboxEntry]:
+            t.delete_order(order.order_id)
+            return [t.add_effect(final_release(order.order_id))]
+
+        entries = await self.core.store.write(tx)
+        self.core.outbox.enqueue(entries)
+        await self.core.outbox.drain(order.order_id, self.drain_timeout)
+
+    def _arm_expiry(self, order: Order) -> None:
+        if order.expire_time_ms is not None and not order.is_final:
+            self.expiry.arm(order.order_id, order.expire_time_ms)

@@ -1,0 +1,178 @@
+"""The ports the use cases depend on: the user service, the exchange gateway and the order store.
+
+Adapters implement them over gRPC and SQLite; unit tests implement them with fakes. Every method
+raises ``shared.errors`` exceptions, never transport types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol, TypeVar
+
+from services.order_service.domain.model import (
+    Caller,
+    Effect,
+    ExchangeOrder,
+    ExecutionReport,
+    Fill,
+    Order,
+    SettleTrade,
+    SymbolRules,
+)
+from services.order_service.domain.states import State
+
+T = TypeVar("T")
+
+
+class UserPort(Protocol):
+    """What the order service asks of the user service (with the service token)."""
+
+    async def authenticate(self, api_key: str, timeout: float) -> Caller:
+        """Resolve an API key to its user; UNAUTHENTICATED for an unknown or revoked key."""
+        ...
+
+    async def reserve_funds(self, order_id: str, user_id: str, asset: str, amount: Decimal, timeout: float) -> None:
+        """Lock ``amount`` of ``asset`` for the order; idempotent on order_id."""
+        ...
+
+    async def release_funds(self, order_id: str, release_id: str, amount: Decimal | None, timeout: float) -> None:
+        """Return part (or with None all) of the order's reservation; idempotent on release_id."""
+        ...
+
+    async def settle_trade(self, trade: SettleTrade, timeout: float) -> None:
+        """Book one trade against the order's reservation; idempotent on trade_id."""
+        ...
+
+
+class GatewayPort(Protocol):
+    """What the order service asks of the exchange gateway (with the service token)."""
+
+    async def submit_order(self, order: Order, timeout: float) -> ExchangeOrder:
+        """Submit, idempotent on the client order id (= order_id)."""
+        ...
+
+    async def cancel_order(self, client_order_id: str, timeout: float) -> ExchangeOrder:
+        """Cancel and return the order's state after the attempt."""
+        ...
+
+    async def get_order(self, client_order_id: str, refresh: bool, timeout: float) -> ExchangeOrder:
+        """Return the order from the journal (or from the exchange with refresh)."""
+        ...
+
+    async def get_symbol_rules(self, symbol: str, timeout: float) -> SymbolRules:
+        """Return one symbol's rules; NOT_FOUND for an unknown symbol."""
+        ...
+
+    async def list_symbol_rules(self, timeout: float) -> list[SymbolRules]:
+        """Return every symbol's rules."""
+        ...
+
+    async def get_last_price(self, symbol: str, timeout: float) -> Decimal:
+        """Return the symbol's last traded price."""
+        ...
+
+    def stream_executions(self, after_sequence: int) -> AsyncIterator[ExecutionReport]:
+        """Yield journaled executions after ``after_sequence``, then follow live ones."""
+        ...
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A side effect stored in the outbox under an increasing id."""
+
+    id: int
+    effect: Effect
+
+
+class OrderTx(Protocol):
+    """The operations available inside one write transaction (BEGIN IMMEDIATE; all or nothing)."""
+
+    def get_order(self, order_id: str) -> Order | None:
+        """The order, read inside the transaction."""
+        ...
+
+    def find_by_client_order_id(self, user_id: str, client_order_id: str) -> Order | None:
+        """The user's order with this client order id."""
+        ...
+
+    def insert_order(self, order: Order) -> bool:
+        """Insert a new order; False (and nothing written) if the user already has its client order id."""
+        ...
+
+    def update_order(self, order: Order) -> None:
+        """Write every mutable field of the order."""
+        ...
+
+    def delete_order(self, order_id: str) -> None:
+        """Remove an order that never reserved anything or was never sent."""
+        ...
+
+    def fill_exists(self, fill_id: str) -> bool:
+        """Whether the fill was already recorded."""
+        ...
+
+    def insert_fill(self, fill: Fill) -> None:
+        """Record a fill (its id is unique)."""
+        ...
+
+    def add_effect(self, effect: Effect) -> OutboxEntry:
+        """Append a side effect to the outbox."""
+        ...
+
+    def get_cursor(self) -> int:
+        """The sequence of the last execution applied."""
+        ...
+
+    def set_cursor(self, sequence: int) -> None:
+        """Move the execution cursor."""
+        ...
+
+
+class OrderStore(Protocol):
+    """The service's own database."""
+
+    async def write(self, fn: Callable[[OrderTx], T]) -> T:
+        """Run ``fn`` in one write transaction, on the writer thread; commit unless it raises."""
+        ...
+
+    async def get_order(self, order_id: str) -> Order | None:
+        """One order."""
+        ...
+
+    async def list_orders(
+        self,
+        user_id: str,
+        *,
+        symbol: str,
+        states: Collection[State] | None,
+        before_order_id: str,
+        limit: int,
+    ) -> list[Order]:
+        """The user's orders, newest first, with order ids below ``before_order_id`` (empty: from the newest)."""
+        ...
+
+    async def list_fills(self, order_id: str, *, after_id: int, limit: int) -> list[tuple[int, Fill]]:
+        """An order's fills, oldest first, with their row ids (the page cursor)."""
+        ...
+
+    async def active_orders(self, states: Collection[State], updated_before_ms: int | None = None) -> list[Order]:
+        """Orders in ``states`` (optionally only those unchanged since a time), oldest first."""
+        ...
+
+    async def pending_effects(self) -> list[OutboxEntry]:
+        """Every side effect not yet performed, in id order."""
+        ...
+
+    async def delete_effects(self, ids: Collection[int]) -> None:
+        """Forget side effects that were performed."""
+        ...
+
+    async def get_cursor(self) -> int:
+        """The sequence of the last execution applied."""
+        ...
+
+    def close(self) -> None:
+        """Release the database."""
+        ...

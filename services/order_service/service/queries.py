@@ -1,0 +1,143 @@
+"""GetOrder, ListOrders and ListFills: the caller's own orders only; anyone else's is NOT_FOUND.
+
+Page tokens are opaque to clients: URL-safe base64 of JSON with the position (the last order id,
+or the last fill's row id) and a hash of the filters, so a token reused with other filters is
+refused instead of silently returning a wrong page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+
+from services.order_service.domain.model import Caller, Fill, Order
+from services.order_service.domain.states import ACTIVE_STATES, PUBLIC_STATUS, State, Status
+from services.order_service.service.cancellation import not_found
+from services.order_service.service.ports import OrderStore
+from shared.errors import InvalidArgument
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def page_size(value: int) -> int:
+    """0 means the default; 1 to 1000 are allowed."""
+    if value < 0 or value > MAX_PAGE:
+        raise InvalidArgument("page_size", f"must be between 0 and {MAX_PAGE}")
+    return value or DEFAULT_PAGE
+
+
+def encode_token(position: str | int, filters: str) -> str:
+    """An opaque page token for ``position`` under ``filters``."""
+    raw = json.dumps({"p": position, "f": _digest(filters)}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, filters: str) -> str | int:
+    """The position in a page token; INVALID_ARGUMENT if it is malformed or was made for other filters."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        position = data["p"]
+        digest = data["f"]
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise InvalidArgument("page_token", "is not a page token of this list") from None
+    if digest != _digest(filters) or not isinstance(position, str | int):
+        raise InvalidArgument("page_token", "was made for other filters; start again without a page token")
+    return position
+
+
+def _digest(filters: str) -> str:
+    return hashlib.sha256(filters.encode()).hexdigest()[:16]
+
+
+def states_for(status: Status | None, active_only: bool) -> frozenset[State] | None:
+    """The internal states a status filter (and active_only) selects; None for all."""
+    states: set[State] | None = None
+    if status is not None:
+        states = {s for s, public in PUBLIC_STATUS.items() if public is status}
+    if active_only:
+        states = set(ACTIVE_STATES) if states is None else states & ACTIVE_STATES
+    return None if states is None else frozenset(states)
+
+
+@dataclass(frozen=True)
+class OrdersPage:
+    """One page of orders and the token of the next one ('' on the last page)."""
+
+    orders: list[Order]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class FillsPage:
+    """One page of fills and the token of the next one ('' on the last page)."""
+
+    fills: list[Fill]
+    next_page_token: str
+
+
+class Queries:
+    """The read-only use cases."""
+
+    def __init__(self, store: OrderStore):
+        self.store = store
+
+    async def get_order(self, caller: Caller, order_id: str) -> Order:
+        """One of the caller's orders."""
+        if not order_id:
+            raise InvalidArgument("order_id", "is required")
+        order = await self.store.get_order(order_id)
+        if order is None or order.user_id != caller.user_id:
+            raise not_found(order_id)
+        return order
+
+    async def list_orders(
+        self,
+        caller: Caller,
+        *,
+        symbol: str = "",
+        status: Status | None = None,
+        active_only: bool = False,
+        size: int = 0,
+        token: str = "",
+    ) -> OrdersPage:
+        """The caller's orders, newest first."""
+        limit = page_size(size)
+        filters = f"orders|{caller.user_id}|{symbol}|{status or ''}|{active_only}"
+        before = ""
+        if token:
+            position = decode_token(token, filters)
+            if not isinstance(position, str):
+                raise InvalidArgument("page_token", "is not a page token of this list")
+            before = position
+        states = states_for(status, active_only)
+        if states is not None and not states:
+            return OrdersPage([], "")
+        rows = await self.store.list_orders(
+            caller.user_id, symbol=symbol, states=states, before_order_id=before, limit=limit + 1
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_token = encode_token(rows[-1].order_id, filters) if more else ""
+        return OrdersPage(rows, next_token)
+
+    async def list_fills(self, caller: Caller, order_id: str, *, size: int = 0, token: str = "") -> FillsPage:
+        """The fills of one of the caller's orders, oldest first."""
+        await self.get_order(caller, order_id)
+        limit = page_size(size)
+        filters = f"fills|{order_id}"
+        after = 0
+        if token:
+            position = decode_token(token, filters)
+            if not isinstance(position, int):
+                raise InvalidArgument("page_token", "is not a page token of this list")
+            after = position
+        rows = await self.store.list_fills(order_id, after_id=after, limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_token = encode_token(rows[-1][0], filters) if more else ""
+        return FillsPage([fill for _, fill in rows], next_token)
