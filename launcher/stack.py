@@ -52,9 +52,14 @@ def _split(addr: str) -> tuple[str, int]:
 
 
 def port_is_free(addr: str) -> bool:
-    """Whether ``host:port`` can be bound right now (SO_REUSEADDR off, like the services)."""
+    """Whether ``host:port`` can be bound right now by a server (which, like ours, sets SO_REUSEADDR).
+
+    SO_REUSEADDR lets a new server bind over connections still in TIME_WAIT from a previous run,
+    but not over a socket that is listening, so this detects exactly "someone is serving here".
+    """
     host, port = _split(addr)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
