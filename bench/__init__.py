@@ -1,0 +1,1 @@
+"""Load benchmark of the trading core: ``python -m bench`` (``make bench``), ``--soak`` (``make soak``), ``--quick``."""
