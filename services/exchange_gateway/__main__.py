@@ -4,12 +4,13 @@ import asyncio
 import sys
 
 from services.exchange_gateway.bootstrap import main
+from shared.config import ConfigError
 from shared.server import PortInUse, install_uvloop
 
 if __name__ == "__main__":
     install_uvloop()
     try:
         asyncio.run(main())
-    except PortInUse as exc:
+    except (PortInUse, ConfigError) as exc:
         print(f"exchange_gateway: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -1,13 +1,41 @@
-"""Composition root: config -> server."""
+"""Composition root: config -> journal -> Binance client -> use cases -> gRPC server.
+
+``start(config)`` opens the journal, syncs the clock, reads exchangeInfo (rules and rate limits),
+starts the user data stream (whose every (re)connect reconciles every order that is not final),
+binds the server and returns a ``RunningService``; ``main()`` runs it until SIGTERM / SIGINT.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
+from dataclasses import dataclass
 
+import aiohttp
+import grpc
+from grpc_health.v1 import health
+
+from services.exchange_gateway.adapters.binance.clock import ExchangeClock
+from services.exchange_gateway.adapters.binance.exchange import BinanceExchange, event_from_report
+from services.exchange_gateway.adapters.binance.rate_limiter import RateLimiter
+from services.exchange_gateway.adapters.binance.rest import BinanceRestClient
+from services.exchange_gateway.adapters.binance.transport import AiohttpTransport
+from services.exchange_gateway.adapters.binance.user_stream import UserDataStream
+from services.exchange_gateway.adapters.journal import SqlJournal
+from services.exchange_gateway.api.auth import TokenAuthInterceptor
 from services.exchange_gateway.api.servicer import ExchangeGatewayServicer
 from services.exchange_gateway.config import Config
-from shared.logs import setup_logging
-from shared.server import Registration, create_server, run_until_signal
+from services.exchange_gateway.domain.errors import ExchangeError
+from services.exchange_gateway.service.executions import ExecutionHub
+from services.exchange_gateway.service.gateway import Gateway, Upkeep
+from services.exchange_gateway.service.market import Market
+from services.exchange_gateway.service.orders import Orders
+from shared.db import Database, create_sqlite_engine
+from shared.errors import DomainError, Unavailable
+from shared.logs import register_secret, setup_logging
+from shared.server import Registration, create_server
 from trading.gateway.v1 import gateway_service_pb2_grpc
 
 SERVICE_NAME = "trading.gateway.v1.ExchangeGateway"
@@ -15,11 +43,198 @@ SERVICE_NAME = "trading.gateway.v1.ExchangeGateway"
 log = logging.getLogger("exchange_gateway")
 
 
+@dataclass
+class RunningService:
+    """A started gateway: its address, its parts (tests reach in), and ``stop``."""
+
+    port: int
+    addr: str
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    gateway: Gateway
+    exchange: BinanceExchange
+    rest: BinanceRestClient
+    limiter: RateLimiter
+    clock: ExchangeClock
+    journal: SqlJournal
+    stream: UserDataStream
+    db: Database
+    session: aiohttp.ClientSession
+    stream_task: asyncio.Task[None]
+    _stopped: bool = False
+
+    @property
+    def orders(self) -> Orders:
+        return self.gateway.orders
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop serving (NOT_SERVING first), finish requests already sent, close everything."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.health.enter_graceful_shutdown()
+        self.gateway.hub.close()  # ends StreamExecutions so the server need not wait for them
+        await self.server.stop(grace)
+        self.stream_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.stream_task
+        await self.gateway.stop_upkeep()
+        await self.gateway.orders.close(grace)
+        self.limiter.close()
+        await self.journal.close()
+        await self.session.close()
+        await asyncio.to_thread(self.db.close)
+        log.info("stopped")
+
+
+async def _until_ready(what: str, attempt: object, timeout: float) -> None:
+    """Retry ``attempt()`` with back-off until it succeeds or ``timeout`` seconds have passed."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    delay = 0.2
+    while True:
+        try:
+            await attempt()  # type: ignore[operator]
+            return
+        except (ExchangeError, DomainError, aiohttp.ClientError, OSError) as exc:
+            if loop.time() + delay > give_up:
+                raise Unavailable(f"cannot reach the exchange ({what}): {exc}", reason="EXCHANGE_UNAVAILABLE") from exc
+            log.warning("exchange not reachable yet", extra={"step": what, "error": str(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+
+async def start(config: Config) -> RunningService:
+    """Start the gateway described by ``config`` and return it running."""
+    config.validate()
+    for secret in (config.api_key, config.api_secret, config.service_token, config.admin_token):
+        register_secret(secret)
+
+    engine = create_sqlite_engine(config.db_url, synchronous=config.db_synchronous)
+    db = Database(engine, name="gateway")
+    journal = SqlJournal(db)
+    await asyncio.to_thread(journal.create_schema)
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=config.http_pool_size, keepalive_timeout=30.0, ttl_dns_cache=300),
+        headers={"User-Agent": "trading-core-exchange-gateway/1"},
+    )
+    clock = ExchangeClock()
+    limiter = RateLimiter(clock.now, margin=config.rate_limit_margin, guard_ms=config.window_guard_ms)
+    rest = BinanceRestClient(
+        AiohttpTransport(session),
+        base_url=config.base_url,
+        api_key=config.api_key,
+        api_secret=config.api_secret,
+        clock=clock,
+        limiter=limiter,
+        recv_window_ms=config.recv_window_ms,
+        timeout_s=config.request_timeout_s,
+    )
+    exchange = BinanceExchange(rest, deadline_margin_ms=config.deadline_margin_ms)
+    market = Market(exchange, price_ttl_ms=config.price_ttl_ms)
+    try:
+        await _until_ready("time", rest.sync_time, config.startup_timeout_s)
+        await _until_ready("exchangeInfo", market.refresh_rules, config.startup_timeout_s)
+        pending = await journal.open()
+    except BaseException:
+        await session.close()
+        await journal.close()
+        await asyncio.to_thread(db.close)
+        raise
+    hub = ExecutionHub(journal.executions_after, last_sequence=journal.last_sequence)
+    journal.on_commit = hub.publish
+    orders = Orders(journal, exchange, market, event_from_report)
+    gateway = Gateway(
+        exchange,
+        market,
+        orders,
+        hub,
+        Upkeep(config.reconcile_interval_s, config.exchange_info_interval_s, config.time_sync_interval_s),
+    )
+    stream = UserDataStream(
+        session,
+        url=config.ws_api_url,
+        api_key=config.api_key,
+        api_secret=config.api_secret,
+        clock=clock,
+        limiter=limiter,
+        resync=lambda: rest.sync_time(samples=1),
+        recv_window_ms=config.recv_window_ms,
+        heartbeat_s=config.ws_heartbeat_s,
+        reconnect_max_s=config.ws_reconnect_max_s,
+    )
+    stream_task = asyncio.create_task(
+        stream.run(orders.on_event, lambda: orders.reconcile("user data stream (re)connected")), name="user-stream"
+    )
+    try:
+        await asyncio.wait_for(stream.connected.wait(), timeout=min(10.0, config.startup_timeout_s))
+    except TimeoutError:
+        log.warning("user data stream not connected yet; reconciling by REST meanwhile")
+        orders.spawn(orders.reconcile("start without user data stream"), name="reconcile-start")
+    gateway.start_upkeep()
+
+    registration = Registration(
+        SERVICE_NAME, gateway_service_pb2_grpc.add_ExchangeGatewayServicer_to_server, ExchangeGatewayServicer(gateway)
+    )
+    try:
+        server, port, health_servicer = await create_server(
+            config.listen_addr,
+            [registration],
+            interceptors=[TokenAuthInterceptor(service_token=config.service_token, admin_token=config.admin_token)],
+        )
+    except BaseException:
+        stream_task.cancel()
+        await gateway.stop_upkeep()
+        await orders.close(0)
+        await journal.close()
+        await session.close()
+        await asyncio.to_thread(db.close)
+        raise
+    host = config.listen_addr.rsplit(":", 1)[0] or "127.0.0.1"
+    running = RunningService(
+        port=port,
+        addr=f"{host}:{port}",
+        server=server,
+        health=health_servicer,
+        gateway=gateway,
+        exchange=exchange,
+        rest=rest,
+        limiter=limiter,
+        clock=clock,
+        journal=journal,
+        stream=stream,
+        db=db,
+        session=session,
+        stream_task=stream_task,
+    )
+    log.info(
+        "exchange gateway listening",
+        extra={
+            "addr": running.addr,
+            "binance_env": config.binance_env,
+            "base_url": config.base_url,
+            "open_orders_loaded": len(pending),
+            "last_sequence": journal.last_sequence,
+            "clock_offset_ms": round(clock.offset_ms, 1),
+        },
+    )
+    return running
+
+
 async def main(config: Config | None = None) -> None:
     """Run the service until SIGTERM or SIGINT."""
     config = config or Config.from_env()
     setup_logging("exchange_gateway", config.log_level)
-    registration = Registration(SERVICE_NAME, gateway_service_pb2_grpc.add_ExchangeGatewayServicer_to_server, ExchangeGatewayServicer())
-    server, port, health = await create_server(config.listen_addr, [registration])
-    log.info("listening", extra={"addr": config.listen_addr, "port": port})
-    await run_until_signal(server, health)
+    running = await start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await running.stop(grace=5.0)

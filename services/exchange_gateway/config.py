@@ -1,26 +1,129 @@
-"""Configuration of the exchange gateway, read from the environment in one place."""
+"""Configuration of the exchange gateway, read from the environment in one place.
+
+``BINANCE_ENV`` picks the exchange (``sim``, ``testnet`` or ``live``) and with it the default URLs;
+``BINANCE_BASE_URL`` / ``BINANCE_WS_API_URL`` override them. Keys come from the environment only:
+with ``sim`` they default to the simulator's development pair, with ``testnet`` and ``live`` they are
+required. Secrets are registered for masking and left out of ``repr``.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from shared.config import DEFAULT_EXCHANGE_GATEWAY_ADDR, env_str
+from shared.config import (
+    DEFAULT_EXCHANGE_GATEWAY_ADDR,
+    DEFAULT_SIM_PORT,
+    SIM_DEV_API_KEY,
+    SIM_DEV_API_SECRET,
+    ConfigError,
+    env_float,
+    env_int,
+    env_secret,
+    env_str,
+    sqlite_url,
+)
+
+ENVIRONMENTS = ("sim", "testnet", "live")
+TESTNET_BASE_URL = "https://testnet.binance.vision"
+TESTNET_WS_API_URL = "wss://ws-api.testnet.binance.vision/ws-api/v3"
+LIVE_BASE_URL = "https://api.binance.com"
+LIVE_WS_API_URL = "wss://ws-api.binance.com:443/ws-api/v3"
+
+
+def default_urls(binance_env: str, sim_port: int = DEFAULT_SIM_PORT) -> tuple[str, str]:
+    """(REST base URL, WebSocket API URL) of an environment."""
+    if binance_env == "sim":
+        return f"http://127.0.0.1:{sim_port}", f"ws://127.0.0.1:{sim_port}/ws-api/v3"
+    if binance_env == "testnet":
+        return TESTNET_BASE_URL, TESTNET_WS_API_URL
+    if binance_env == "live":
+        return LIVE_BASE_URL, LIVE_WS_API_URL
+    raise ConfigError(f"BINANCE_ENV must be one of {', '.join(ENVIRONMENTS)}, got {binance_env!r}")
+
+
+_SIM_BASE, _SIM_WS = default_urls("sim")
 
 
 @dataclass(frozen=True)
 class Config:
-    """Everything the service needs from its environment."""
+    """Everything the service needs from its environment (tests build it directly)."""
 
     listen_addr: str = DEFAULT_EXCHANGE_GATEWAY_ADDR
+    db_url: str = "sqlite:///var/exchange_gateway.db"
+    binance_env: str = "sim"
+    base_url: str = _SIM_BASE
+    ws_api_url: str = _SIM_WS
+    api_key: str = field(default=SIM_DEV_API_KEY, repr=False)
+    api_secret: str = field(default=SIM_DEV_API_SECRET, repr=False)
+    service_token: str = field(default="", repr=False)
+    admin_token: str = field(default="", repr=False)
     log_level: str = "INFO"
+    # Binance request tuning
+    recv_window_ms: int = 5000
+    request_timeout_s: float = 10.0
+    http_pool_size: int = 64
+    # Rate limiting: share of each limit kept free, window-edge guard, time kept for the round trip
+    rate_limit_margin: float = 0.02
+    window_guard_ms: float = 100.0
+    deadline_margin_ms: float = 100.0
+    # Caches and upkeep
+    price_ttl_ms: int = 1000
+    reconcile_interval_s: float = 60.0
+    exchange_info_interval_s: float = 600.0
+    time_sync_interval_s: float = 300.0
+    # User data stream
+    ws_heartbeat_s: float = 20.0
+    ws_reconnect_max_s: float = 10.0
+    # Start-up: how long to keep trying to reach the exchange
+    startup_timeout_s: float = 30.0
+    db_synchronous: str = "FULL"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Build the configuration from environment variables."""
         env = os.environ if env is None else env
+        binance_env = env_str(env, "BINANCE_ENV", "sim").strip().lower()
+        base_default, ws_default = default_urls(binance_env, env_int(env, "SIM_PORT", DEFAULT_SIM_PORT))
+        if binance_env == "sim":
+            api_key = env_secret(env, "BINANCE_API_KEY", SIM_DEV_API_KEY)
+            api_secret = env_secret(env, "BINANCE_API_SECRET", SIM_DEV_API_SECRET)
+        else:
+            if not env.get("BINANCE_API_KEY") or not env.get("BINANCE_API_SECRET"):
+                where = "https://testnet.binance.vision" if binance_env == "testnet" else "Binance API Management"
+                raise ConfigError(
+                    f"BINANCE_API_KEY and BINANCE_API_SECRET are required when BINANCE_ENV={binance_env} "
+                    f"(create a key pair at {where}; keys are read from the environment only)"
+                )
+            api_key = env_secret(env, "BINANCE_API_KEY")
+            api_secret = env_secret(env, "BINANCE_API_SECRET")
         return cls(
             listen_addr=env_str(env, "EXCHANGE_GATEWAY_ADDR", DEFAULT_EXCHANGE_GATEWAY_ADDR),
+            db_url=sqlite_url(env, "GATEWAY_DB_URL", "exchange_gateway.db"),
+            binance_env=binance_env,
+            base_url=env_str(env, "BINANCE_BASE_URL", base_default),
+            ws_api_url=env_str(env, "BINANCE_WS_API_URL", ws_default),
+            api_key=api_key,
+            api_secret=api_secret,
+            service_token=env_secret(env, "TRADING_SERVICE_TOKEN"),
+            admin_token=env_secret(env, "TRADING_ADMIN_TOKEN"),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
+            recv_window_ms=env_int(env, "BINANCE_RECV_WINDOW_MS", 5000),
+            request_timeout_s=env_float(env, "BINANCE_REQUEST_TIMEOUT_S", 10.0),
+            rate_limit_margin=env_float(env, "GATEWAY_RATE_LIMIT_MARGIN", 0.02),
+            window_guard_ms=env_float(env, "GATEWAY_WINDOW_GUARD_MS", 100.0),
+            reconcile_interval_s=env_float(env, "GATEWAY_RECONCILE_INTERVAL_S", 60.0),
+            startup_timeout_s=env_float(env, "GATEWAY_STARTUP_TIMEOUT_S", 30.0),
         )
+
+    def validate(self) -> None:
+        """Raise ConfigError for values the gateway cannot run with."""
+        if self.binance_env not in ENVIRONMENTS:
+            raise ConfigError(f"binance_env must be one of {', '.join(ENVIRONMENTS)}, got {self.binance_env!r}")
+        if not self.service_token or not self.admin_token:
+            raise ConfigError("TRADING_SERVICE_TOKEN and TRADING_ADMIN_TOKEN are required")
+        if not self.api_key or not self.api_secret:
+            raise ConfigError("BINANCE_API_KEY and BINANCE_API_SECRET are required")
+        if not 0 < self.recv_window_ms <= 60_000:
+            raise ConfigError("recvWindow must be between 1 and 60000 ms")

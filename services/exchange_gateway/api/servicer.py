@@ -1,9 +1,111 @@
-"""gRPC servicer of trading.gateway.v1.ExchangeGateway: not built yet, every RPC answers UNIMPLEMENTED."""
+"""gRPC servicer of trading.gateway.v1.ExchangeGateway: decode, call a use case, encode."""
 
 from __future__ import annotations
 
-from trading.gateway.v1 import gateway_service_pb2_grpc
+from collections.abc import AsyncIterator
+
+import grpc
+
+from services.exchange_gateway.api import convert
+from services.exchange_gateway.domain.validation import parse_request
+from services.exchange_gateway.service.gateway import Gateway
+from shared.timeutil import ts_from_ms
+from trading.gateway.v1 import gateway_pb2, gateway_service_pb2, gateway_service_pb2_grpc
+
+pb = gateway_service_pb2
 
 
 class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
-    """The generated base class answers UNIMPLEMENTED for every RPC until the service is built."""
+    """Thin adapter from the proto contract to the Gateway use cases (errors map in shared.server)."""
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+
+    async def SubmitOrder(
+        self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitOrderResponse:
+        order_request = parse_request(
+            client_order_id=request.client_order_id,
+            symbol=request.symbol,
+            side=convert.SIDE_IN.get(request.side),
+            type=convert.TYPE_IN.get(request.type),
+            time_in_force=convert.TIF_IN.get(request.time_in_force),
+            quantity=request.quantity,
+            price=request.price,
+            stop_price=request.stop_price,
+        )
+        order = await self.gateway.orders.submit(order_request, remaining_s=context.time_remaining())
+        return pb.SubmitOrderResponse(order=convert.order_out(order))
+
+    async def CancelOrder(
+        self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelOrderResponse:
+        order = await self.gateway.orders.cancel(request.client_order_id, remaining_s=context.time_remaining())
+        return pb.CancelOrderResponse(order=convert.order_out(order))
+
+    async def GetOrder(self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext) -> pb.GetOrderResponse:
+        order = await self.gateway.orders.get(
+            request.client_order_id, refresh=request.refresh, remaining_s=context.time_remaining()
+        )
+        return pb.GetOrderResponse(order=convert.order_out(order))
+
+    async def GetSymbolRules(
+        self, request: pb.GetSymbolRulesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSymbolRulesResponse:
+        return pb.GetSymbolRulesResponse(rules=convert.rules_out(self.gateway.market.rules_for(request.symbol)))
+
+    async def ListSymbolRules(
+        self, request: pb.ListSymbolRulesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSymbolRulesResponse:
+        return pb.ListSymbolRulesResponse(rules=[convert.rules_out(r) for r in self.gateway.market.all_rules()])
+
+    async def GetLastPrice(
+        self, request: pb.GetLastPriceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetLastPriceResponse:
+        deadline = self.gateway.exchange.deadline_after(context.time_remaining())
+        price = await self.gateway.market.last_price(request.symbol, deadline=deadline)
+        return pb.GetLastPriceResponse(
+            symbol=price.symbol, price=convert.dec_out(price.price), time=ts_from_ms(price.fetched_ms)
+        )
+
+    async def GetAccountBalances(
+        self, request: pb.GetAccountBalancesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAccountBalancesResponse:
+        deadline = self.gateway.exchange.deadline_after(context.time_remaining())
+        balances = await self.gateway.market.balances(deadline=deadline)
+        return pb.GetAccountBalancesResponse(balances=[convert.balance_out(b) for b in balances])
+
+    async def StreamExecutions(
+        self, request: pb.StreamExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamExecutionsResponse]:
+        async for execution in self.gateway.stream_executions(request.after_sequence):
+            yield convert.execution_out(execution)
+
+    async def GetRateLimitStatus(
+        self, request: pb.GetRateLimitStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRateLimitStatusResponse:
+        status = self.gateway.rate_limit_status()
+        response = pb.GetRateLimitStatusResponse(
+            limits=[
+                gateway_pb2.RateLimitUsage(
+                    rate_limit_type=limit.rate_limit_type,
+                    interval=limit.interval,
+                    interval_num=limit.interval_num,
+                    limit=limit.limit,
+                    used=limit.used,
+                    window_end_time=ts_from_ms(limit.window_end_ms),
+                )
+                for limit in status.limits
+            ],
+            queue_depth=status.queued_cancels + status.queued_orders + status.queued_queries,
+            queued_cancels=status.queued_cancels,
+            queued_orders=status.queued_orders,
+            queued_queries=status.queued_queries,
+            http_429_count=status.http_429,
+            http_418_count=status.http_418,
+            clock_offset_ms=status.clock_offset_ms,
+        )
+        backoff = ts_from_ms(status.backoff_until_ms)
+        if backoff is not None:
+            response.backoff_until_time.CopyFrom(backoff)
+        return response

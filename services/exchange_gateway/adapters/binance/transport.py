@@ -1,0 +1,71 @@
+"""The HTTP transport seam: the REST client talks to this, tests put a fake behind it.
+
+``TransportError.sent`` says whether the request may have reached the server: a failure to
+connect means it did not (safe to send again); a timeout or a dropped connection means it may
+have (outcome unknown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+from yarl import URL
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """Status, headers with lowercase names, and the raw body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class TransportError(Exception):
+    """No HTTP answer; ``sent`` is False only when the request certainly did not leave."""
+
+    def __init__(self, message: str, *, sent: bool):
+        super().__init__(message)
+        self.sent = sent
+
+
+class HttpTransport(Protocol):
+    async def request(self, method: str, url: str, *, headers: Mapping[str, str], timeout: float) -> HttpResponse:
+        """Send one request whose URL is already percent-encoded; raise TransportError without an answer."""
+        ...
+
+
+_NOT_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError,)
+if hasattr(aiohttp, "ConnectionTimeoutError"):  # aiohttp >= 3.10: timed out while connecting
+    _NOT_SENT = (*_NOT_SENT, aiohttp.ConnectionTimeoutError)
+
+
+class AiohttpTransport:
+    """One shared aiohttp session: keep-alive connections from a pool, no re-encoding of URLs."""
+
+    def __init__(self, session: aiohttp.ClientSession):
+        self.session = session
+
+    async def request(self, method: str, url: str, *, headers: Mapping[str, str], timeout: float) -> HttpResponse:
+        # encoded=True: the query string was signed byte for byte and must be sent as it is.
+        target = URL(url, encoded=True)
+        try:
+            async with self.session.request(
+                method,
+                target,
+                headers=dict(headers),
+                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 5.0)),
+                allow_redirects=False,
+            ) as resp:
+                body = await resp.read()
+                return HttpResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()}, body)
+        except _NOT_SENT as exc:
+            # Never put the URL in the message: it carries the signature.
+            raise TransportError(f"cannot connect to {target.host}:{target.port} ({type(exc).__name__})", sent=False)
+        except TimeoutError:
+            raise TransportError(f"no answer from {target.host} within {timeout:.1f}s", sent=True)
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"connection to {target.host} failed ({type(exc).__name__})", sent=True)

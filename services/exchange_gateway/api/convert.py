@@ -1,0 +1,143 @@
+"""Proto <-> domain conversions for trading.gateway.v1."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from services.exchange_gateway.domain.model import (
+    Balance,
+    ExecType,
+    Execution,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    SymbolRules,
+    TimeInForce,
+)
+from shared.money import CTX, QUANTUM, SCALE
+from shared.timeutil import ts_from_ms
+from trading.gateway.v1 import gateway_pb2, gateway_service_pb2
+
+SIDE_IN = {gateway_pb2.SIDE_BUY: Side.BUY, gateway_pb2.SIDE_SELL: Side.SELL}
+SIDE_OUT = {v: k for k, v in SIDE_IN.items()}
+TYPE_IN = {
+    gateway_pb2.ORDER_TYPE_MARKET: OrderType.MARKET,
+    gateway_pb2.ORDER_TYPE_LIMIT: OrderType.LIMIT,
+    gateway_pb2.ORDER_TYPE_STOP: OrderType.STOP,
+    gateway_pb2.ORDER_TYPE_STOP_LIMIT: OrderType.STOP_LIMIT,
+}
+TYPE_OUT = {v: k for k, v in TYPE_IN.items()}
+TIF_IN = {
+    gateway_pb2.TIME_IN_FORCE_GTC: TimeInForce.GTC,
+    gateway_pb2.TIME_IN_FORCE_IOC: TimeInForce.IOC,
+    gateway_pb2.TIME_IN_FORCE_FOK: TimeInForce.FOK,
+}
+TIF_OUT = {v: k for k, v in TIF_IN.items()}
+STATUS_OUT = {
+    OrderStatus.UNKNOWN: gateway_pb2.EXCHANGE_ORDER_STATUS_UNKNOWN,
+    OrderStatus.NEW: gateway_pb2.EXCHANGE_ORDER_STATUS_NEW,
+    OrderStatus.PARTIALLY_FILLED: gateway_pb2.EXCHANGE_ORDER_STATUS_PARTIALLY_FILLED,
+    OrderStatus.FILLED: gateway_pb2.EXCHANGE_ORDER_STATUS_FILLED,
+    OrderStatus.CANCELED: gateway_pb2.EXCHANGE_ORDER_STATUS_CANCELED,
+    OrderStatus.REJECTED: gateway_pb2.EXCHANGE_ORDER_STATUS_REJECTED,
+    OrderStatus.EXPIRED: gateway_pb2.EXCHANGE_ORDER_STATUS_EXPIRED,
+}
+EXEC_OUT = {
+    ExecType.NEW: gateway_pb2.EXECUTION_TYPE_NEW,
+    ExecType.TRADE: gateway_pb2.EXECUTION_TYPE_TRADE,
+    ExecType.CANCELED: gateway_pb2.EXECUTION_TYPE_CANCELED,
+    ExecType.REJECTED: gateway_pb2.EXECUTION_TYPE_REJECTED,
+    ExecType.EXPIRED: gateway_pb2.EXECUTION_TYPE_EXPIRED,
+}
+
+
+def dec_out(value: Decimal | None) -> str:
+    """Wire decimal: 8 places ("0.00100000") when exact, else every digit the exchange gave (never rounded)."""
+    if value is None:
+        return ""
+    quantized = value.quantize(QUANTUM, context=CTX)
+    if quantized == value:
+        return f"{quantized:.{SCALE}f}"
+    return format(value, "f")
+
+
+def order_out(order: Order) -> gateway_pb2.ExchangeOrder:
+    return gateway_pb2.ExchangeOrder(
+        client_order_id=order.client_order_id,
+        exchange_order_id=order.exchange_order_id,
+        symbol=order.symbol,
+        side=SIDE_OUT[order.side],
+        type=TYPE_OUT[order.type],
+        time_in_force=TIF_OUT[order.time_in_force] if order.time_in_force else gateway_pb2.TIME_IN_FORCE_UNSPECIFIED,
+        quantity=dec_out(order.quantity),
+        price=dec_out(order.price),
+        stop_price=dec_out(order.stop_price),
+        status=STATUS_OUT[order.status],
+        executed_quantity=dec_out(order.executed_qty),
+        cumulative_quote_quantity=dec_out(order.cum_quote_qty),
+        reject_reason=order.reject_reason,
+        create_time=ts_from_ms(order.create_time_ms),
+        update_time=ts_from_ms(order.update_time_ms),
+    )
+
+
+def execution_out(e: Execution) -> gateway_service_pb2.StreamExecutionsResponse:
+    return gateway_service_pb2.StreamExecutionsResponse(
+        execution=gateway_pb2.Execution(
+            sequence=e.sequence,
+            client_order_id=e.client_order_id,
+            exchange_order_id=e.exchange_order_id,
+            symbol=e.symbol,
+            side=SIDE_OUT[e.side],
+            execution_type=EXEC_OUT[e.exec_type],
+            order_status=STATUS_OUT[e.order_status],
+            trade_id=e.trade_id if e.exec_type is ExecType.TRADE else 0,
+            last_quantity=dec_out(e.last_qty),
+            last_price=dec_out(e.last_price),
+            last_quote_quantity=dec_out(e.last_quote_qty),
+            cumulative_quantity=dec_out(e.cum_qty),
+            cumulative_quote_quantity=dec_out(e.cum_quote_qty),
+            commission=dec_out(e.commission),
+            commission_asset=e.commission_asset,
+            is_maker=e.is_maker,
+            reject_reason=e.reject_reason,
+            transaction_time=ts_from_ms(e.transaction_time_ms or e.journal_time_ms),
+            journal_time=ts_from_ms(e.journal_time_ms),
+        )
+    )
+
+
+def rules_out(r: SymbolRules) -> gateway_pb2.SymbolRules:
+    return gateway_pb2.SymbolRules(
+        symbol=r.symbol,
+        status=r.status,
+        base_asset=r.base_asset,
+        quote_asset=r.quote_asset,
+        min_price=dec_out(r.min_price),
+        max_price=dec_out(r.max_price),
+        tick_size=dec_out(r.tick_size),
+        min_quantity=dec_out(r.min_qty),
+        max_quantity=dec_out(r.max_qty),
+        step_size=dec_out(r.step_size),
+        market_min_quantity=dec_out(r.market_min_qty),
+        market_max_quantity=dec_out(r.market_max_qty),
+        market_step_size=dec_out(r.market_step_size),
+        min_notional=dec_out(r.min_notional),
+        max_notional=dec_out(r.max_notional),
+        apply_min_to_market=r.apply_min_to_market,
+        apply_max_to_market=r.apply_max_to_market,
+        bid_multiplier_up=dec_out(r.bid_multiplier_up),
+        bid_multiplier_down=dec_out(r.bid_multiplier_down),
+        ask_multiplier_up=dec_out(r.ask_multiplier_up),
+        ask_multiplier_down=dec_out(r.ask_multiplier_down),
+        max_num_orders=r.max_num_orders,
+        max_num_algo_orders=r.max_num_algo_orders,
+        order_types=list(r.order_types),
+        base_asset_precision=r.base_asset_precision,
+        quote_asset_precision=r.quote_asset_precision,
+    )
+
+
+def balance_out(b: Balance) -> gateway_pb2.AccountBalance:
+    return gateway_pb2.AccountBalance(asset=b.asset, free=dec_out(b.free), locked=dec_out(b.locked))

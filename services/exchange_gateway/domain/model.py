@@ -1,0 +1,305 @@
+"""The gateway's domain: orders as the journal knows them, executions, symbol rules.
+
+Pure data and rules; no gRPC, no SQL, no HTTP. Quantities and prices are exact ``Decimal``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from enum import StrEnum
+
+CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
+ZERO = Decimal(0)
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    STOP = "STOP"
+    STOP_LIMIT = "STOP_LIMIT"
+
+
+LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
+STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+MARKET_LIKE = frozenset({OrderType.MARKET, OrderType.STOP})
+
+
+class TimeInForce(StrEnum):
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+
+
+class OrderStatus(StrEnum):
+    UNKNOWN = "UNKNOWN"
+    NEW = "NEW"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+
+FINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
+
+# How far along an order is: an update never moves an order back (a stale REST answer cannot
+# turn a FILLED order into NEW again, the hummingbot bug in ../shared/reference/peer-systems.md).
+_RANK = {
+    OrderStatus.UNKNOWN: 0,
+    OrderStatus.NEW: 1,
+    OrderStatus.PARTIALLY_FILLED: 2,
+    OrderStatus.FILLED: 3,
+    OrderStatus.CANCELED: 3,
+    OrderStatus.REJECTED: 3,
+    OrderStatus.EXPIRED: 3,
+}
+
+
+def rank(status: OrderStatus) -> int:
+    """Progress of a status: UNKNOWN 0, NEW 1, PARTIALLY_FILLED 2, final 3."""
+    return _RANK[status]
+
+
+class ExecType(StrEnum):
+    NEW = "NEW"
+    TRADE = "TRADE"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+
+FINAL_EXEC_STATUS = {
+    ExecType.CANCELED: OrderStatus.CANCELED,
+    ExecType.REJECTED: OrderStatus.REJECTED,
+    ExecType.EXPIRED: OrderStatus.EXPIRED,
+}
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """A validated SubmitOrder request."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce | None
+    quantity: Decimal
+    price: Decimal | None
+    stop_price: Decimal | None
+
+    def same_order(self, other: OrderRequest) -> bool:
+        """Whether ``other`` asks for the same order (a retry), comparing values, not spellings."""
+        return (
+            self.symbol == other.symbol
+            and self.side == other.side
+            and self.type == other.type
+            and self.time_in_force == other.time_in_force
+            and self.quantity == other.quantity
+            and self.price == other.price
+            and self.stop_price == other.stop_price
+        )
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order as the journal knows it, keyed by client_order_id."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce | None
+    quantity: Decimal
+    price: Decimal | None
+    stop_price: Decimal | None
+    status: OrderStatus = OrderStatus.UNKNOWN
+    exchange_order_id: int = 0
+    executed_qty: Decimal = ZERO
+    cum_quote_qty: Decimal = ZERO
+    reject_reason: str = ""
+    create_time_ms: int = 0
+    update_time_ms: int = 0
+    # The ``timestamp`` of the last request that may have placed the order (exchange clock, ms) and
+    # its recvWindow: once the exchange's clock is past both, the order can no longer appear.
+    request_time_ms: int = 0
+    recv_window_ms: int = 5000
+    cancel_requested: bool = False
+    reported_new: bool = False
+
+    @classmethod
+    def from_request(cls, request: OrderRequest, *, now_ms: int, request_time_ms: int, recv_window_ms: int) -> Order:
+        """A freshly journaled order: status UNKNOWN until the exchange answers."""
+        return cls(
+            client_order_id=request.client_order_id,
+            symbol=request.symbol,
+            side=request.side,
+            type=request.type,
+            time_in_force=request.time_in_force,
+            quantity=request.quantity,
+            price=request.price,
+            stop_price=request.stop_price,
+            create_time_ms=now_ms,
+            update_time_ms=now_ms,
+            request_time_ms=request_time_ms,
+            recv_window_ms=recv_window_ms,
+        )
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def request(self) -> OrderRequest:
+        return OrderRequest(
+            self.client_order_id,
+            self.symbol,
+            self.side,
+            self.type,
+            self.time_in_force,
+            self.quantity,
+            self.price,
+            self.stop_price,
+        )
+
+    def with_changes(self, **changes: object) -> Order:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One trade of an order, from any source (user data stream, order response, myTrades)."""
+
+    trade_id: int
+    quantity: Decimal
+    price: Decimal
+    quote_quantity: Decimal
+    commission: Decimal
+    commission_asset: str
+    is_maker: bool
+    time_ms: int
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One journaled execution report; ``sequence`` is 0 until the journal assigns it."""
+
+    client_order_id: str
+    exchange_order_id: int
+    symbol: str
+    side: Side
+    exec_type: ExecType
+    order_status: OrderStatus
+    trade_id: int = 0
+    last_qty: Decimal = ZERO
+    last_price: Decimal = ZERO
+    last_quote_qty: Decimal = ZERO
+    cum_qty: Decimal = ZERO
+    cum_quote_qty: Decimal = ZERO
+    commission: Decimal = ZERO
+    commission_asset: str = ""
+    is_maker: bool = False
+    reject_reason: str = ""
+    transaction_time_ms: int = 0
+    journal_time_ms: int = 0
+    sequence: int = 0
+
+    @property
+    def dedup_key(self) -> str:
+        """TRADE: one per (symbol, trade id); other types: one per (client order id, type)."""
+        if self.exec_type is ExecType.TRADE:
+            return f"T|{self.symbol}|{self.trade_id}"
+        return f"X|{self.client_order_id}|{self.exec_type.value}"
+
+
+def trade_key(symbol: str, trade_id: int) -> str:
+    """The dedup key of a trade."""
+    return f"T|{symbol}|{trade_id}"
+
+
+def exec_key(client_order_id: str, exec_type: ExecType) -> str:
+    """The dedup key of a non-trade execution."""
+    return f"X|{client_order_id}|{exec_type.value}"
+
+
+@dataclass(frozen=True)
+class SymbolRules:
+    """A symbol's trading rules from exchangeInfo. ``None`` or zero means the filter is absent."""
+
+    symbol: str
+    status: str
+    base_asset: str
+    quote_asset: str
+    min_price: Decimal = ZERO
+    max_price: Decimal = ZERO
+    tick_size: Decimal = ZERO
+    min_qty: Decimal = ZERO
+    max_qty: Decimal = ZERO
+    step_size: Decimal = ZERO
+    market_min_qty: Decimal = ZERO
+    market_max_qty: Decimal = ZERO
+    market_step_size: Decimal = ZERO
+    min_notional: Decimal = ZERO
+    max_notional: Decimal = ZERO
+    apply_min_to_market: bool = False
+    apply_max_to_market: bool = False
+    bid_multiplier_up: Decimal = ZERO
+    bid_multiplier_down: Decimal = ZERO
+    ask_multiplier_up: Decimal = ZERO
+    ask_multiplier_down: Decimal = ZERO
+    multiplier_up: Decimal = ZERO
+    multiplier_down: Decimal = ZERO
+    max_num_orders: int = 0
+    max_num_algo_orders: int = 0
+    order_types: tuple[str, ...] = ()
+    allowed_types: frozenset[OrderType] = field(default_factory=frozenset)
+    base_asset_precision: int = 8
+    quote_asset_precision: int = 8
+
+
+@dataclass(frozen=True)
+class Balance:
+    """One asset of the exchange account."""
+
+    asset: str
+    free: Decimal
+    locked: Decimal
+
+
+@dataclass(frozen=True)
+class OrderSnapshot:
+    """An order as the exchange reports it (order response, query, open orders, cancel answer)."""
+
+    client_order_id: str
+    exchange_order_id: int
+    symbol: str
+    status: OrderStatus
+    executed_qty: Decimal
+    cum_quote_qty: Decimal
+    time_ms: int
+    fills: tuple[Fill, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ExchangeEvent:
+    """One execution report from the user data stream, in domain terms."""
+
+    client_order_id: str
+    exchange_order_id: int
+    symbol: str
+    exec_type: ExecType
+    order_status: OrderStatus
+    cum_qty: Decimal
+    time_ms: int
+    fill: Fill | None = None
+    reason: str = ""

@@ -1,0 +1,466 @@
+"""Order use cases: submit, cancel, query, and keeping the journal in step with the exchange.
+
+Guarantees (see the proto and ../shared/DESIGN.md):
+- An order is journaled before it is sent, and a client_order_id is sent at most once: a repeat
+  returns the journaled order (a different order under the same id is ABORTED).
+- Filters and rate-limit capacity are checked before anything is journaled or sent, so
+  INVALID_ARGUMENT and RESOURCE_EXHAUSTED mean nothing happened.
+- A definite refusal is journaled as REJECTED (with a REJECTED execution). An unknown outcome
+  (timeout, 5xx, -1000, -1006, -1007) leaves the order UNKNOWN and a resolver queries it by
+  origClientOrderId until the exchange shows it (then NEW and whatever followed are journaled) or
+  until the exchange's clock is past the request's timestamp + recvWindow and the exchange still
+  does not know the order: then it can never appear, and it is journaled as REJECTED. It is never
+  sent again.
+- The work after a request has been sent runs in its own task, so that a caller that goes away
+  (deadline, cancellation) cannot leave the journal behind the exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
+from services.exchange_gateway.domain.model import (
+    OPEN_STATUSES,
+    Order,
+    OrderRequest,
+    OrderSnapshot,
+    OrderStatus,
+)
+from services.exchange_gateway.domain.validation import check_client_order_id, check_filters, needs_last_price
+from services.exchange_gateway.service import recording
+from services.exchange_gateway.service.market import Market
+from services.exchange_gateway.service.ports import EventSource, Exchange, Journal, RequestKind
+from shared.errors import Aborted, DomainError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from shared.timeutil import now_ms as wall_ms
+
+log = logging.getLogger("exchange_gateway.orders")
+
+
+class Orders:
+    """The order use cases over the Exchange and Journal ports."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        exchange: Exchange,
+        market: Market,
+        events: EventSource,
+        *,
+        resolve_first_delay_s: float = 0.2,
+        resolve_max_delay_s: float = 5.0,
+        not_placed_margin_ms: int = 1000,
+        clock: Callable[[], int] = wall_ms,
+    ):
+        self.journal = journal
+        self.exchange = exchange
+        self.market = market
+        self.events = events
+        self.resolve_first_delay_s = resolve_first_delay_s
+        self.resolve_max_delay_s = resolve_max_delay_s
+        self.not_placed_margin_ms = not_placed_margin_ms
+        self.clock = clock
+        self.stats: Counter[str] = Counter()
+        self._inflight: dict[str, asyncio.Task[Order]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._syncs: dict[str, asyncio.Task[None]] = {}
+        self._resolvers: dict[str, asyncio.Task[None]] = {}
+        self._cancels: set[str] = set()
+        self._reconcile_lock = asyncio.Lock()
+        self._orphans_seen: set[str] = set()
+        self._closed = False
+
+    # --- life cycle -----------------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, keeping a reference and logging a failure."""
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                if not isinstance(exc, (DomainError, ExchangeError)):
+                    log.error("background task %s failed", name, exc_info=exc)
+
+        task.add_done_callback(done)
+        return task
+
+    async def close(self, grace: float = 1.0) -> None:
+        """Let requests already sent finish (up to ``grace`` seconds), then cancel the rest."""
+        self._closed = True
+        inflight = list(self._inflight.values())
+        if inflight:
+            await asyncio.wait(inflight, timeout=grace)
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=1.0)
+
+    # --- SubmitOrder ----------------------------------------------------------------------------------
+
+    async def submit(self, request: OrderRequest, *, remaining_s: float | None) -> Order:
+        """Place an order once per client_order_id (see the module docstring)."""
+        cid = request.client_order_id
+        running = self._inflight.get(cid)
+        if running is not None:
+            return self._same(await asyncio.shield(running), request)
+        existing = await self.journal.get_order(cid)
+        if existing is not None:
+            return self._same(existing, request)
+        try:
+            rules = self.market.rules_for(request.symbol)
+        except NotFound:
+            raise InvalidArgument("symbol", f"{request.symbol!r} is not listed on the exchange") from None
+        deadline = self.exchange.deadline_after(remaining_s)
+        last = (
+            await self.market.price_for_checks(request.symbol, deadline) if needs_last_price(request, rules) else None
+        )
+        check_filters(request, rules, last)
+        ticket = await self.exchange.admit(RequestKind.NEW_ORDER, deadline)
+        running = self._inflight.get(cid)
+        if running is not None:  # the same id arrived twice at once: one placement only
+            return self._same(await asyncio.shield(running), request)
+        task: asyncio.Task[Order] = self.spawn(self._place(request, ticket, deadline), name=f"place-{cid}")
+        self._inflight[cid] = task
+        task.add_done_callback(lambda _t: self._inflight.pop(cid, None))
+        return self._same(await asyncio.shield(task), request)
+
+    @staticmethod
+    def _same(order: Order, request: OrderRequest) -> Order:
+        if not order.request.same_order(request):
+            raise Aborted(
+                f"client_order_id {request.client_order_id!r} was already used for a different order",
+                reason="CLIENT_ORDER_ID_REUSED",
+            )
+        return order
+
+    async def _place(self, request: OrderRequest, ticket: Any, deadline: float | None) -> Order:
+        cid = request.client_order_id
+        timestamp = self.exchange.now_ms()
+        fresh = Order.from_request(
+            request, now_ms=self.clock(), request_time_ms=timestamp, recv_window_ms=self.exchange.recv_window_ms
+        )
+        order, created = await self.journal.transact(lambda tx: recording.insert_order(tx, fresh))
+        if not created:
+            return order
+
+        async def retimestamp(ts: int) -> None:
+            await self.journal.transact(lambda tx: recording.set_request_time(tx, cid, ts))
+
+        try:
+            snap = await self.exchange.new_order(
+                request, timestamp_ms=timestamp, ticket=ticket, deadline=deadline, on_retimestamp=retimestamp
+            )
+        except ExchangeError as err:
+            if err.outcome is Outcome.UNKNOWN or err.failure is Failure.DUPLICATE_ORDER:
+                self.stats["unknown_outcome"] += 1
+                log.warning(
+                    "order outcome unknown; resolving it by query, never by resending",
+                    extra={"client_order_id": cid, "error": err.describe()},
+                )
+                self._start_resolver(cid)
+                return await self._current(cid, order)
+            self.stats["rejected"] += 1
+            reason = err.describe()
+            rejected = await self.journal.transact(lambda tx: recording.reject(tx, cid, reason, now_ms=self.clock()))
+            return rejected or order
+        except ResourceExhausted as exc:
+            # A resend (after -1021 or a failed connect) could not get capacity in time: not placed.
+            reason = f"RATE_LIMIT: {exc.message}"
+            rejected = await self.journal.transact(lambda tx: recording.reject(tx, cid, reason, now_ms=self.clock()))
+            return rejected or order
+        except BaseException:
+            self._start_resolver(cid)
+            raise
+        return await self._apply(cid, snap)
+
+    async def _current(self, cid: str, fallback: Order) -> Order:
+        return await self.journal.get_order(cid) or fallback
+
+    async def _apply(self, cid: str, snap: OrderSnapshot) -> Order:
+        """Journal a snapshot; fetch the order's trades (myTrades) when the journal lacks some."""
+        now = self.clock()
+        applied = await self.journal.transact(
+            lambda tx: recording.apply_snapshot(tx, snap, None, now_ms=now, client_order_id=cid)
+        )
+        if applied.order is None:
+            raise NotFound(f"no order with client_order_id {cid!r}", reason="ORDER_NOT_FOUND")
+        if applied.complete:
+            return applied.order
+        try:
+            trades = await self.exchange.order_trades(snap.symbol, snap.exchange_order_id)
+        except (ExchangeError, DomainError) as exc:
+            log.warning("cannot fetch trades yet", extra={"client_order_id": cid, "error": str(exc)})
+            self.request_sync(cid, delay=1.0)
+            return applied.order
+        self.stats["trades_fetched"] += 1
+        applied = await self.journal.transact(
+            lambda tx: recording.apply_snapshot(tx, snap, trades, now_ms=self.clock(), client_order_id=cid)
+        )
+        if not applied.complete:
+            self.request_sync(cid, delay=1.0)  # myTrades behind the order: look again shortly
+        assert applied.order is not None
+        return applied.order
+
+    # --- CancelOrder ----------------------------------------------------------------------------------
+
+    async def cancel(self, client_order_id: str, *, remaining_s: float | None) -> Order:
+        """Cancel an order; an order already final is returned as it is."""
+        cid = check_client_order_id(client_order_id)
+        order = await self.journal.get_order(cid)
+        if order is None:
+            raise NotFound(f"no order with client_order_id {cid!r}", reason="ORDER_NOT_FOUND")
+        if order.is_final:
+            return order
+        deadline = self.exchange.deadline_after(remaining_s)
+        ticket = await self.exchange.admit(RequestKind.CANCEL, deadline)
+        return await asyncio.shield(self.spawn(self._cancel(cid, ticket, deadline), name=f"cancel-{cid}"))
+
+    async def _cancel(self, cid: str, ticket: Any, deadline: float | None) -> Order:
+        order = await self.journal.transact(lambda tx: recording.request_cancel(tx, cid, self.clock()))
+        if order is None:
+            raise NotFound(f"no order with client_order_id {cid!r}", reason="ORDER_NOT_FOUND")
+        if order.is_final:
+            return order
+        if order.status is OrderStatus.UNKNOWN:
+            self._start_resolver(cid)  # it cancels the order once it shows up
+        try:
+            snap = await self.exchange.cancel_order(
+                order.symbol, cid, order.exchange_order_id, ticket=ticket, deadline=deadline
+            )
+        except ExchangeError as err:
+            if err.failure in (Failure.CANCEL_REJECTED, Failure.NO_SUCH_ORDER):
+                if order.status is OrderStatus.UNKNOWN:
+                    return await self._current(cid, order)
+                # Not open at the exchange: it filled, expired or was canceled; learn which.
+                try:
+                    return (await self._sync(cid)).order or order
+                except ExchangeError:
+                    self.request_sync(cid, delay=0.5)
+                    return await self._current(cid, order)
+            if err.outcome is not Outcome.DEFINITE or err.failure is Failure.RATE_LIMITED:
+                # May or may not have happened: the sync finds out and cancels again if needed.
+                self.request_sync(cid, delay=0.5)
+                return await self._current(cid, order)
+            raise Unavailable(f"the exchange refused the cancel: {err.describe()}", reason="CANCEL_FAILED")
+        return await self._apply(cid, snap)
+
+    def _cancel_in_background(self, cid: str) -> None:
+        if cid in self._cancels or self._closed:
+            return
+        self._cancels.add(cid)
+
+        async def run() -> None:
+            try:
+                ticket = await self.exchange.admit(RequestKind.CANCEL, None)
+                await self._cancel(cid, ticket, None)
+            finally:
+                self._cancels.discard(cid)
+
+        self.spawn(run(), name=f"cancel-bg-{cid}")
+
+    # --- GetOrder and syncing with the exchange ---------------------------------------------------------
+
+    async def get(self, client_order_id: str, *, refresh: bool, remaining_s: float | None) -> Order:
+        """The journaled order, or (refresh) the exchange's view of it, journaled first."""
+        cid = check_client_order_id(client_order_id)
+        order = await self.journal.get_order(cid)
+        if order is None:
+            raise NotFound(f"no order with client_order_id {cid!r}", reason="ORDER_NOT_FOUND")
+        if not refresh:
+            return order
+        try:
+            applied = await self._sync(cid, deadline=self.exchange.deadline_after(remaining_s))
+        except ExchangeError as err:
+            raise Unavailable(f"cannot query the exchange: {err.describe()}", reason="EXCHANGE_UNAVAILABLE")
+        return applied.order or order
+
+    def _past_window(self, order: Order) -> bool:
+        """Whether the exchange can no longer accept the order's last request (timestamp + recvWindow passed)."""
+        return self.exchange.now_ms() > order.request_time_ms + order.recv_window_ms + self.not_placed_margin_ms
+
+    async def _sync(self, cid: str, *, deadline: float | None = None) -> recording.Applied:
+        """Query the order by origClientOrderId and journal what the exchange says."""
+        order = await self.journal.get_order(cid)
+        if order is None:
+            return recording.Applied(None)
+        if cid in self._inflight:
+            return recording.Applied(order, True)  # the submission in flight settles it
+        try:
+            snap = await self.exchange.query_order(order.symbol, cid, deadline=deadline)
+        except ExchangeError as err:
+            if err.failure is not Failure.NO_SUCH_ORDER:
+                raise
+            if order.status is OrderStatus.UNKNOWN and self._past_window(order):
+                self.stats["proven_not_placed"] += 1
+                reason = (
+                    "NOT_PLACED: the exchange has no order with this client order id and its clock is past the "
+                    "request's timestamp + recvWindow, so it can no longer accept it"
+                )
+                log.warning("unknown outcome resolved: never placed", extra={"client_order_id": cid})
+                rejected = await self.journal.transact(
+                    lambda tx: recording.reject(tx, cid, reason, now_ms=self.clock())
+                )
+                return recording.Applied(rejected)
+            return recording.Applied(order, order.status is not OrderStatus.UNKNOWN)
+        order = await self._apply(cid, snap)
+        return recording.Applied(order, not recording.missing(order, snap.executed_qty))
+
+    def request_sync(self, cid: str, *, delay: float = 0.0) -> None:
+        """Sync one order in the background (coalesced), retrying a few times until the journal agrees."""
+        if cid in self._syncs or self._closed:
+            return
+
+        async def run() -> None:
+            pause = max(delay, 0.0)
+            try:
+                for _ in range(6):
+                    await asyncio.sleep(pause)
+                    try:
+                        applied = await self._sync(cid)
+                    except (ExchangeError, DomainError) as exc:
+                        log.info("order sync failed; will retry", extra={"client_order_id": cid, "error": str(exc)})
+                        applied = recording.Applied(None, False)
+                    order = applied.order
+                    if order is not None and order.cancel_requested and order.status in OPEN_STATUSES:
+                        self._cancel_in_background(cid)
+                    if applied.complete and order is not None:
+                        return
+                    pause = min(max(pause * 2, 0.5), 10.0)
+            finally:
+                self._syncs.pop(cid, None)
+
+        self._syncs[cid] = self.spawn(run(), name=f"sync-{cid}")
+
+    def _start_resolver(self, cid: str) -> None:
+        if cid in self._resolvers or self._closed:
+            return
+        self._resolvers[cid] = self.spawn(self._resolve(cid), name=f"resolve-{cid}")
+
+    async def _resolve(self, cid: str) -> None:
+        """Query an order of unknown outcome until it shows up or is proven never placed."""
+        delay = self.resolve_first_delay_s
+        order: Order | None = None
+        try:
+            while not self._closed:
+                await asyncio.sleep(delay)
+                order = await self.journal.get_order(cid)
+                if order is None or order.status is not OrderStatus.UNKNOWN:
+                    break
+                if cid in self._inflight:
+                    continue
+                try:
+                    order = (await self._sync(cid)).order or order
+                except (ExchangeError, DomainError) as exc:
+                    log.info("resolving order: query failed", extra={"client_order_id": cid, "error": str(exc)})
+                if order.status is not OrderStatus.UNKNOWN:
+                    break
+                delay = min(delay * 2, self.resolve_max_delay_s)
+                until_proof = order.request_time_ms + order.recv_window_ms + self.not_placed_margin_ms
+                left_ms = until_proof - self.exchange.now_ms()
+                if left_ms > 0:
+                    delay = min(delay, left_ms / 1000.0 + 0.05)
+            if order is not None and order.status is not OrderStatus.UNKNOWN:
+                self.stats["resolved"] += 1
+                log.info("unknown outcome resolved", extra={"client_order_id": cid, "status": order.status.value})
+                if order.cancel_requested and order.status in OPEN_STATUSES:
+                    self._cancel_in_background(cid)
+        finally:
+            self._resolvers.pop(cid, None)
+
+    # --- user data stream and reconciliation ------------------------------------------------------------
+
+    def on_event(self, raw: dict[str, Any]) -> None:
+        """Journal one user data stream event (queued in arrival order; never blocks the reader)."""
+        event = self.events(raw)
+        if event is None:
+            return
+        now = self.clock()
+        future = self.journal.submit(lambda tx: recording.apply_event(tx, event, now_ms=now))
+
+        def done(f: Any) -> None:
+            if f.cancelled():
+                return
+            if f.exception() is not None:
+                log.error("journaling an execution failed", exc_info=f.exception())
+                self.request_sync(event.client_order_id, delay=0.5)
+                return
+            applied: recording.Applied = f.result()
+            if applied.order is None:
+                if event.client_order_id not in self._orphans_seen:
+                    self._orphans_seen.add(event.client_order_id)
+                    log.warning(
+                        "execution for an order the gateway did not place (ignored)",
+                        extra={"client_order_id": event.client_order_id, "symbol": event.symbol},
+                    )
+                return
+            if not applied.complete:
+                self.stats["stream_gaps"] += 1
+                self.request_sync(event.client_order_id)
+
+        future.add_done_callback(done)  # type: ignore[attr-defined]
+
+    async def reconcile(self, why: str) -> None:
+        """Bring every order that is not final in line with the exchange (after every (re)connect).
+
+        Per symbol one GET openOrders (weight 6); orders still open are compared with it (their
+        missing trades fetched with myTrades), orders no longer open are queried one by one
+        (weight 4), orders of unknown outcome go to the resolver.
+        """
+        async with self._reconcile_lock:
+            pending = await self.journal.orders_not_final()
+            if not pending:
+                return
+            self.stats["reconciliations"] += 1
+            log.info("reconciling", extra={"why": why, "orders": len(pending)})
+            open_by_cid: dict[str, OrderSnapshot] = {}
+            failed: set[str] = set()
+            for symbol in sorted({o.symbol for o in pending}):
+                try:
+                    for snap in await self.exchange.open_orders(symbol):
+                        open_by_cid[snap.client_order_id] = snap
+                except (ExchangeError, DomainError) as exc:
+                    log.warning("reconcile: open orders failed", extra={"symbol": symbol, "error": str(exc)})
+                    failed.add(symbol)
+            known = set()
+            for stale in pending:
+                cid = stale.client_order_id
+                known.add(cid)
+                if cid in self._inflight or stale.symbol in failed:
+                    if stale.symbol in failed:
+                        self.request_sync(cid, delay=1.0)
+                    continue
+                order = await self.journal.get_order(cid) or stale
+                if order.is_final:
+                    continue
+                open_snap = open_by_cid.get(cid)
+                try:
+                    if open_snap is not None:
+                        if (
+                            order.status is OrderStatus.UNKNOWN
+                            or not order.reported_new
+                            or open_snap.executed_qty > order.executed_qty
+                        ):
+                            order = await self._apply(cid, open_snap)
+                        if order.cancel_requested:
+                            self._cancel_in_background(cid)
+                    elif order.status is OrderStatus.UNKNOWN:
+                        self._start_resolver(cid)
+                    else:
+                        await self._sync(cid)
+                except (ExchangeError, DomainError) as exc:
+                    log.warning("reconcile: order sync failed", extra={"client_order_id": cid, "error": str(exc)})
+                    self.request_sync(cid, delay=1.0)
+            for cid, snap in open_by_cid.items():
+                if cid not in known and cid not in self._orphans_seen and await self.journal.get_order(cid) is None:
+                    self._orphans_seen.add(cid)
+                    log.warning(
+                        "open order at the exchange that the gateway did not place",
+                        extra={"client_order_id": cid, "symbol": snap.symbol},
+                    )

@@ -1,0 +1,136 @@
+"""The ports the use cases work through: the exchange and the journal (adapters implement them)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
+
+from services.exchange_gateway.domain.model import (
+    Balance,
+    ExchangeEvent,
+    Execution,
+    Fill,
+    Order,
+    OrderRequest,
+    OrderSnapshot,
+    SymbolRules,
+)
+
+T = TypeVar("T")
+
+
+class RequestKind(StrEnum):
+    NEW_ORDER = "NEW_ORDER"
+    CANCEL = "CANCEL"
+
+
+@dataclass(frozen=True)
+class LimitStatus:
+    rate_limit_type: str
+    interval: str
+    interval_num: int
+    limit: int
+    used: int
+    window_end_ms: int
+
+
+@dataclass(frozen=True)
+class RateStatus:
+    limits: list[LimitStatus]
+    queued_cancels: int
+    queued_orders: int
+    queued_queries: int
+    backoff_until_ms: int | None
+    http_429: int
+    http_418: int
+    clock_offset_ms: int
+
+
+class Exchange(Protocol):
+    """Binance (or the simulator) in domain terms. Failures raise ``domain.errors.ExchangeError``;
+    a request that cannot get rate-limit capacity before its deadline raises ``ResourceExhausted``."""
+
+    recv_window_ms: int
+
+    def now_ms(self) -> int:
+        """The exchange's clock, in ms."""
+        ...
+
+    def deadline_after(self, seconds: float | None) -> float | None:
+        """The exchange-clock deadline for a caller with ``seconds`` left (None: no deadline)."""
+        ...
+
+    async def admit(self, kind: RequestKind, deadline: float | None) -> Any:
+        """Wait for rate-limit capacity for one request of ``kind``; returns a ticket to send it with."""
+        ...
+
+    async def new_order(
+        self,
+        request: OrderRequest,
+        *,
+        timestamp_ms: int,
+        ticket: Any,
+        deadline: float | None,
+        on_retimestamp: Callable[[int], Awaitable[None]],
+    ) -> OrderSnapshot: ...
+
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, exchange_order_id: int, *, ticket: Any, deadline: float | None
+    ) -> OrderSnapshot: ...
+
+    async def query_order(
+        self, symbol: str, client_order_id: str, *, deadline: float | None = None
+    ) -> OrderSnapshot: ...
+
+    async def open_orders(self, symbol: str) -> list[OrderSnapshot]: ...
+
+    async def order_trades(self, symbol: str, exchange_order_id: int) -> list[Fill]: ...
+
+    async def balances(self, deadline: float | None = None) -> list[Balance]: ...
+
+    async def last_price(self, symbol: str, deadline: float | None = None) -> Decimal: ...
+
+    async def load_exchange_info(self) -> list[SymbolRules]:
+        """Read exchangeInfo: returns the symbols' rules and adopts the rate limits."""
+        ...
+
+    async def sync_time(self) -> None: ...
+
+    def rate_limit_status(self) -> RateStatus: ...
+
+
+class JournalTx(Protocol):
+    """One journal transaction (runs on the database writer thread; no awaiting inside)."""
+
+    def get_order(self, client_order_id: str) -> Order | None: ...
+
+    def put_order(self, order: Order) -> None: ...
+
+    def add_execution(self, execution: Execution) -> Execution | None:
+        """Journal ``execution`` under the next sequence; None if its dedup key is already journaled."""
+        ...
+
+
+class Journal(Protocol):
+    last_sequence: int
+
+    async def transact(self, fn: Callable[[JournalTx], T]) -> T:
+        """Run ``fn`` in a journal transaction (batched with others) and return its result after commit."""
+        ...
+
+    def submit(self, fn: Callable[[JournalTx], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` without waiting (keeps the order of submission)."""
+        ...
+
+    async def get_order(self, client_order_id: str) -> Order | None: ...
+
+    async def orders_not_final(self) -> list[Order]: ...
+
+    async def executions_after(self, sequence: int, limit: int) -> list[Execution]: ...
+
+
+EventSource = Callable[[dict[str, Any]], ExchangeEvent | None]
