@@ -57,7 +57,7 @@ def issue() -> IssuedKey:
 
 def parse(api_key: str) -> PresentedKey | None:
     """Split a presented key; None if it does not have our shape."""
-    match = _KEY.match(api_key)
+    match = _KEY.fullmatch(api_key)
     if match is None:
         return None
     return PresentedKey(key_id=f"key_{match.group(1)}", secret=match.group(2))

@@ -42,7 +42,7 @@ def user_id(value: str, field: str = "user_id") -> str:
     """A user id such as ``usr_01J9...``."""
     if not value:
         raise InvalidArgument(field, "is required")
-    if not USER_ID.match(value):
+    if not USER_ID.fullmatch(value):
         raise InvalidArgument(field, "must look like 'usr_' followed by 26 characters of Crockford base32")
     return value
 
@@ -51,7 +51,7 @@ def key_id(value: str, field: str = "key_id") -> str:
     """An API key id such as ``key_01J9...``."""
     if not value:
         raise InvalidArgument(field, "is required")
-    if not KEY_ID.match(value):
+    if not KEY_ID.fullmatch(value):
         raise InvalidArgument(field, "must look like 'key_' followed by 26 characters of Crockford base32")
     return value
 
@@ -60,7 +60,7 @@ def username(value: str, field: str = "username") -> str:
     """3 to 32 characters of [a-z0-9_.-], starting with a letter or digit."""
     if not value:
         raise InvalidArgument(field, "is required")
-    if not USERNAME.match(value):
+    if not USERNAME.fullmatch(value):
         raise InvalidArgument(
             field,
             "must be 3 to 32 characters of lower-case letters, digits, '_', '.' or '-', "
@@ -73,7 +73,7 @@ def email(value: str, field: str = "email") -> str:
     """A plausible e-mail address, returned lower-case."""
     if not value:
         raise InvalidArgument(field, "is required")
-    if len(value) > 254 or not EMAIL.match(value):
+    if len(value) > 254 or not EMAIL.fullmatch(value):
         raise InvalidArgument(field, "must be an e-mail address such as 'ann@example.com'")
     return value.lower()
 
@@ -82,7 +82,7 @@ def asset(value: str, field: str = "asset") -> str:
     """An asset code: 2 to 20 characters of [A-Z0-9]."""
     if not value:
         raise InvalidArgument(field, "is required")
-    if not ASSET.match(value):
+    if not ASSET.fullmatch(value):
         raise InvalidArgument(field, "must be 2 to 20 characters of upper-case letters and digits, such as 'BTC'")
     return value
 
@@ -93,7 +93,7 @@ def token(value: str, field: str, max_len: int) -> str:
         raise InvalidArgument(field, "is required")
     if len(value) > max_len:
         raise InvalidArgument(field, f"must be at most {max_len} characters")
-    if not _VISIBLE.match(value):
+    if not _VISIBLE.fullmatch(value):
         raise InvalidArgument(field, "must contain only visible ASCII characters (no spaces)")
     return value
 
