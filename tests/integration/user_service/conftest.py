@@ -1,0 +1,43 @@
+"""Fixtures: the real user service on 127.0.0.1 port 0 over a SQLite file in tmp_path, and a gRPC client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.user_service.bootstrap import RunningService, start
+from services.user_service.config import Config
+from tests.integration.user_service.helpers import ADMIN_TOKEN, SERVICE_TOKEN, Client
+
+
+def make_config(db_path: Path) -> Config:
+    return Config(
+        listen_addr="127.0.0.1:0",
+        db_url=f"sqlite:///{db_path}",
+        admin_token=ADMIN_TOKEN,
+        service_token=SERVICE_TOKEN,
+        log_level="INFO",
+    )
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "user_service.db"
+
+
+@pytest.fixture
+async def service(db_path: Path) -> AsyncIterator[RunningService]:
+    running = await start(make_config(db_path))
+    try:
+        yield running
+    finally:
+        await running.stop(grace=0.5)
+
+
+@pytest.fixture
+async def client(service: RunningService) -> AsyncIterator[Client]:
+    async with grpc.aio.insecure_channel(service.addr) as channel:
+        yield Client(channel, service)

@@ -1,0 +1,45 @@
+"""The authorization matrix, as a table."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.user_service.api.auth import POLICY, Principal, Role, check_access, check_owner
+from shared.errors import PermissionDenied
+from trading.user.v1 import user_service_pb2
+
+ADMIN_ONLY = {"CreateUser", "ListUsers", "UpdateUserStatus", "CreateApiKey", "RevokeApiKey", "Deposit", "Withdraw"}
+INTERNAL = {"AuthenticateApiKey", "ReserveFunds", "ReleaseFunds", "SettleTrade"}
+OWNER_READ = {"GetUser", "GetBalances", "ListLedgerEntries"}
+OWNER_KEYS = {"ListApiKeys"}
+
+U = "usr_01J9Z3ABCDEFGHJKMNPQRSTVWX"
+
+
+def test_every_rpc_of_the_proto_has_a_policy() -> None:
+    methods = set(user_service_pb2.DESCRIPTOR.services_by_name["UserService"].methods_by_name)
+    assert set(POLICY) == methods == ADMIN_ONLY | INTERNAL | OWNER_READ | OWNER_KEYS
+
+
+@pytest.mark.parametrize("rpc", sorted(POLICY))
+@pytest.mark.parametrize("role", list(Role))
+def test_matrix(rpc: str, role: Role) -> None:
+    allowed = {
+        Role.ADMIN: ADMIN_ONLY | OWNER_READ | OWNER_KEYS,
+        Role.SERVICE: INTERNAL | OWNER_READ,
+        Role.USER: OWNER_READ | OWNER_KEYS,
+    }[role]
+    principal = Principal(role, user_id=U if role is Role.USER else None)
+    if rpc in allowed:
+        check_access(principal, rpc)
+    else:
+        with pytest.raises(PermissionDenied):
+            check_access(principal, rpc)
+
+
+def test_an_api_key_reaches_only_its_own_user() -> None:
+    mine = Principal(Role.USER, user_id=U, key_id="key_x")
+    check_owner(mine, U)
+    with pytest.raises(PermissionDenied):
+        check_owner(mine, "usr_01J9Z3ABCDEFGHJKMNPQRSTVWY")
+    check_owner(Principal(Role.ADMIN), "usr_01J9Z3ABCDEFGHJKMNPQRSTVWY")

@@ -1,0 +1,212 @@
+"""Ledger arithmetic: balances, entries and reservations after each operation, and refusals."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from services.user_service.domain import ledger
+from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
+from services.user_service.domain.model import (
+    Balance,
+    BalanceLimitExceeded,
+    EntryKind,
+    InsufficientFunds,
+    Reservation,
+    User,
+    UserStatus,
+)
+
+D = Decimal
+U = "usr_01J9Z3ABCDEFGHJKMNPQRSTVWX"
+NOW = 1_700_000_000_000
+
+
+def user(status: UserStatus = UserStatus.ACTIVE) -> User:
+    return User(U, "ann", "ann@example.com", status, NOW, NOW)
+
+
+def settle_cmd(**over: str) -> Settle:
+    fields = {
+        "trade_id": "BTCUSDT:1",
+        "order_id": "ord-1",
+        "user_id": U,
+        "debit_asset": "USDT",
+        "debit_amount": "50",
+        "credit_asset": "BTC",
+        "credit_amount": "0.001",
+        "fee_asset": "",
+        "fee_amount": "",
+    }
+    fields.update(over)
+    return Settle.parse(**fields)
+
+
+def sums(entries: list) -> tuple[Decimal, Decimal]:
+    return sum((e.available_delta for e in entries), D(0)), sum((e.locked_delta for e in entries), D(0))
+
+
+def test_point_one_three_times_plus_point_two_is_exactly_half() -> None:
+    balance = Balance(U, "USDT")
+    for i, amount in enumerate(["0.1", "0.1", "0.1", "0.2"]):
+        balance = ledger.deposit(balance, Deposit.parse(U, "USDT", amount, f"r{i}"), NOW).balances["USDT"]
+    assert balance.available == D("0.5")
+    assert str(balance.available.quantize(D("1E-8"))) == "0.50000000"
+
+
+def test_deposit_records_one_entry_naming_the_request() -> None:
+    outcome = ledger.deposit(Balance(U, "BTC", D(1)), Deposit.parse(U, "BTC", "2.5", "req-7"), NOW)
+    [entry] = outcome.entries
+    assert (entry.kind, entry.available_delta, entry.locked_delta) == (EntryKind.DEPOSIT, D("2.5"), D(0))
+    assert (entry.available_after, entry.locked_after, entry.reference) == (D("3.5"), D(0), "req-7")
+
+
+def test_withdraw_more_than_available_is_refused() -> None:
+    with pytest.raises(InsufficientFunds) as caught:
+        ledger.withdraw(Balance(U, "BTC", D(1), D(5)), Withdraw.parse(U, "BTC", "1.00000001", "w"), NOW)
+    assert caught.value.reason == "INSUFFICIENT_FUNDS"
+    assert caught.value.code.name == "FAILED_PRECONDITION"
+
+
+def test_withdraw_everything_available_leaves_zero_and_keeps_locked() -> None:
+    outcome = ledger.withdraw(Balance(U, "BTC", D(1), D(5)), Withdraw.parse(U, "BTC", "1", "w"), NOW)
+    assert outcome.balances["BTC"] == Balance(U, "BTC", D(0), D(5))
+
+
+def test_reserve_moves_available_to_locked_and_opens_a_reservation() -> None:
+    outcome = ledger.reserve(user(), Balance(U, "USDT", D(100)), Reserve.parse("o1", U, "USDT", "30"), NOW)
+    assert outcome.balances["USDT"] == Balance(U, "USDT", D(70), D(30))
+    assert outcome.reservation == Reservation("o1", U, "USDT", D(30))
+    assert sums(outcome.entries) == (D(-30), D(30))
+    assert outcome.entries[0].kind is EntryKind.RESERVE
+    assert outcome.entries[0].reference == "o1"
+
+
+def test_reserve_more_than_available_is_refused() -> None:
+    with pytest.raises(InsufficientFunds):
+        ledger.reserve(user(), Balance(U, "USDT", D(10), D(90)), Reserve.parse("o1", U, "USDT", "11"), NOW)
+
+
+@pytest.mark.parametrize("status", [UserStatus.INACTIVE, UserStatus.SUSPENDED])
+def test_only_active_users_may_reserve(status: UserStatus) -> None:
+    with pytest.raises(ledger.UserNotActive) as caught:
+        ledger.reserve(user(status), Balance(U, "USDT", D(100)), Reserve.parse("o1", U, "USDT", "1"), NOW)
+    assert caught.value.code.name == "FAILED_PRECONDITION"
+
+
+def test_release_everything_remaining() -> None:
+    reservation = Reservation("o1", U, "USDT", D(30), consumed=D(10), released=D(5))
+    amount, outcome = ledger.release(reservation, Balance(U, "USDT", D(70), D(15)), Release.parse("o1", "r", ""), NOW)
+    assert amount == D(15)
+    assert outcome.balances["USDT"] == Balance(U, "USDT", D(85), D(0))
+    assert outcome.reservation is not None
+    assert outcome.reservation.remaining == 0
+    assert outcome.reservation.released == D(20)
+
+
+def test_release_part_then_more_than_remains_releases_only_the_rest() -> None:
+    reservation = Reservation("o1", U, "USDT", D(30))
+    balance = Balance(U, "USDT", D(0), D(30))
+    amount, outcome = ledger.release(reservation, balance, Release.parse("o1", "r1", "10"), NOW)
+    assert amount == D(10)
+    assert outcome.reservation is not None
+    amount, outcome = ledger.release(
+        outcome.reservation, outcome.balances["USDT"], Release.parse("o1", "r2", "50"), NOW
+    )
+    assert amount == D(20)
+    assert outcome.balances["USDT"] == Balance(U, "USDT", D(30), D(0))
+
+
+def test_release_of_an_exhausted_reservation_releases_zero_and_writes_no_entry() -> None:
+    reservation = Reservation("o1", U, "USDT", D(30), consumed=D(30))
+    amount, outcome = ledger.release(reservation, Balance(U, "USDT", D(5)), Release.parse("o1", "r", ""), NOW)
+    assert amount == 0
+    assert outcome.entries == []
+
+
+def test_settle_buy_with_fee_in_the_credit_asset() -> None:
+    reservation = Reservation("ord-1", U, "USDT", D(60))
+    balances = {"USDT": Balance(U, "USDT", D(40), D(60)), "BTC": Balance(U, "BTC")}
+    outcome = ledger.settle(reservation, balances, settle_cmd(fee_asset="BTC", fee_amount="0.000001"), NOW)
+    assert outcome.balances["USDT"] == Balance(U, "USDT", D(40), D(10))
+    assert outcome.balances["BTC"] == Balance(U, "BTC", D("0.000999"), D(0))
+    assert outcome.reservation == Reservation("ord-1", U, "USDT", D(60), consumed=D(50))
+    kinds = [(e.asset, e.kind) for e in outcome.entries]
+    assert kinds == [("USDT", EntryKind.TRADE_DEBIT), ("BTC", EntryKind.TRADE_CREDIT), ("BTC", EntryKind.FEE)]
+    assert all(e.reference == "BTCUSDT:1" and e.order_id == "ord-1" for e in outcome.entries)
+
+
+def test_settle_with_fee_in_the_debit_asset_takes_it_from_the_reservation_first() -> None:
+    reservation = Reservation("ord-1", U, "USDT", D("50.03"))
+    balances = {"USDT": Balance(U, "USDT", D(10), D("50.03")), "BTC": Balance(U, "BTC")}
+    outcome = ledger.settle(reservation, balances, settle_cmd(fee_asset="USDT", fee_amount="0.05"), NOW)
+    # 50 debit + 0.03 of the fee from the reservation, the other 0.02 of the fee from available.
+    assert outcome.balances["USDT"] == Balance(U, "USDT", D("9.98"), D(0))
+    assert outcome.reservation is not None
+    assert outcome.reservation.consumed == D("50.03")
+    assert outcome.reservation.remaining == 0
+    fee = outcome.entries[-1]
+    assert (fee.kind, fee.available_delta, fee.locked_delta) == (EntryKind.FEE, D("-0.02"), D("-0.03"))
+
+
+def test_settle_beyond_the_reservation_takes_the_rest_from_available() -> None:
+    reservation = Reservation("ord-1", U, "USDT", D(45))
+    balances = {"USDT": Balance(U, "USDT", D(10), D(45)), "BTC": Balance(U, "BTC")}
+    outcome = ledger.settle(reservation, balances, settle_cmd(), NOW)
+    assert outcome.balances["USDT"] == Balance(U, "USDT", D(5), D(0))
+    debit = outcome.entries[0]
+    assert (debit.available_delta, debit.locked_delta) == (D(-5), D(-45))
+
+
+def test_settle_that_available_cannot_cover_is_refused() -> None:
+    reservation = Reservation("ord-1", U, "USDT", D(45))
+    balances = {"USDT": Balance(U, "USDT", D(4), D(45)), "BTC": Balance(U, "BTC")}
+    with pytest.raises(InsufficientFunds):
+        ledger.settle(reservation, balances, settle_cmd(), NOW)
+
+
+@pytest.mark.parametrize(
+    ("reservation", "reason"),
+    [
+        (None, "no reservation"),
+        (Reservation("ord-1", "usr_01J9Z3ABCDEFGHJKMNPQRSTVWY", "USDT", D(60)), "another user"),
+        (Reservation("ord-1", U, "BTC", D(60)), "reserved BTC"),
+    ],
+)
+def test_settle_against_a_wrong_reservation_is_refused(reservation: Reservation | None, reason: str) -> None:
+    balances = {"USDT": Balance(U, "USDT", D(100)), "BTC": Balance(U, "BTC")}
+    with pytest.raises(ledger.ReservationMismatch, match=reason) as caught:
+        ledger.settle(reservation, balances, settle_cmd(), NOW)
+    assert caught.value.code.name == "FAILED_PRECONDITION"
+
+
+def test_settle_command_rejects_a_fee_in_a_third_asset_and_equal_assets() -> None:
+    from shared.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument) as caught:
+        settle_cmd(fee_asset="BNB", fee_amount="0.01")
+    assert caught.value.field == "fee_asset"
+    with pytest.raises(InvalidArgument) as caught:
+        settle_cmd(credit_asset="USDT")
+    assert caught.value.field == "credit_asset"
+    # A zero fee ignores its asset.
+    assert settle_cmd(fee_asset="BNB", fee_amount="0").fee_asset == ""
+
+
+def test_entries_explain_the_change_exactly() -> None:
+    reservation = Reservation("ord-1", U, "USDT", D(60))
+    before = {"USDT": Balance(U, "USDT", D(40), D(60)), "BTC": Balance(U, "BTC", D(1))}
+    outcome = ledger.settle(reservation, before, settle_cmd(fee_asset="USDT", fee_amount="0.1"), NOW)
+    for asset, after in outcome.balances.items():
+        entries = [e for e in outcome.entries if e.asset == asset]
+        avail, locked = sums(entries)
+        assert after.available == before[asset].available + avail
+        assert after.locked == before[asset].locked + locked
+        assert (entries[-1].available_after, entries[-1].locked_after) == (after.available, after.locked)
+
+
+def test_balances_cannot_exceed_twenty_integer_digits() -> None:
+    balance = Balance(U, "BTC", D("99999999999999999999"))
+    with pytest.raises(BalanceLimitExceeded):
+        ledger.deposit(balance, Deposit.parse(U, "BTC", "1", "r"), NOW)
