@@ -335,7 +335,8 @@ class Run:
                 recorder = profiles.Recorder(py_spy, self.s.profile_dir)
         with _child(cmd, stdout=subprocess.PIPE, text=True, bufsize=1) as gen:
             self.sampler.watch("load_generator", gen.pid)
-            self.result["load_generator_pid"] = gen.pid
+            self.result.setdefault("pids", {})["load_generator"] = gen.pid
+            say(f"Load process started (pid {gen.pid}): {len(users)} users, {self.s.channels} channels, open loop")
             assert gen.stdout is not None
             try:
                 for line in gen.stdout:
@@ -425,6 +426,7 @@ class Run:
             say("Starting the stack (simulator limits raised, SQLite in a temporary directory)...")
             stack = BenchStack(workdir, say=say)
             stack.start()
+            self.result["pids"] = stack.pids()
             for name, pid in stack.pids().items():
                 self.sampler.watch(name, pid)
             self.result["simulator_limits"] = stack.limits_response
