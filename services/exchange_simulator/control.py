@@ -129,18 +129,29 @@ def set_random_walk(sim: Simulator, body: dict[str, Any]) -> Any:
     return {"enabled": sim.walk_enabled, "interval_ms": sim.walk_interval_ms, "step_bps": str(sim.walk_step_bps)}
 
 
+RATE_LIMIT_FIELDS = ("orders_per_10s", "orders_per_day", "weight_per_minute", "raw_requests_per_5m", "ban_base_seconds")
+FILTER_LIMIT_FIELDS = ("max_num_orders", "max_num_algo_orders")
+
+
 def set_limits(sim: Simulator, body: dict[str, Any]) -> Any:
+    unknown = set(body) - set(RATE_LIMIT_FIELDS) - set(FILTER_LIMIT_FIELDS)
+    if unknown:
+        raise ControlError(f"unknown limits: {', '.join(sorted(unknown))}")
+    values = {name: _int(body, name, minimum=1) for name in (*RATE_LIMIT_FIELDS, *FILTER_LIMIT_FIELDS)}
     limits = sim.limiter.limits
-    for name in ("orders_per_10s", "orders_per_day", "weight_per_minute", "raw_requests_per_5m", "ban_base_seconds"):
-        value = _int(body, name, minimum=1)
-        if value is not None:
-            setattr(limits, name, value)
+    for name in RATE_LIMIT_FIELDS:
+        if values[name] is not None:
+            setattr(limits, name, values[name])
+    sim.exchange.set_order_limits(values["max_num_orders"], values["max_num_algo_orders"])
+    spec = next(iter(sim.exchange.markets.values())).spec
     return {
         "weight_per_minute": limits.weight_per_minute,
         "orders_per_10s": limits.orders_per_10s,
         "orders_per_day": limits.orders_per_day,
         "raw_requests_per_5m": limits.raw_requests_per_5m,
         "ban_base_seconds": limits.ban_base_seconds,
+        "max_num_orders": spec.max_num_orders,
+        "max_num_algo_orders": spec.max_num_algo_orders,
     }
 
 

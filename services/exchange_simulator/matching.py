@@ -23,6 +23,7 @@ Rejections raise ``BinanceError`` with Binance's code and message.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import string
 import time
@@ -561,6 +562,16 @@ class Exchange:
         return result, events
 
     # ------------------------------------------------------------------------------------------ the market
+
+    def set_order_limits(self, max_num_orders: int | None = None, max_num_algo_orders: int | None = None) -> None:
+        """Change the MAX_NUM_ORDERS / MAX_NUM_ALGO_ORDERS filters of every symbol (until the next reset)."""
+        for market in self.markets.values():
+            spec = market.spec
+            market.spec = dataclasses.replace(
+                spec,
+                max_num_orders=spec.max_num_orders if max_num_orders is None else max_num_orders,
+                max_num_algo_orders=spec.max_num_algo_orders if max_num_algo_orders is None else max_num_algo_orders,
+            )
 
     def set_liquidity(self, symbol: str, level_quantity: Decimal | None = None, levels: int | None = None) -> None:
         """Change the synthetic book that takers meet."""

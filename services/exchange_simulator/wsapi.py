@@ -169,15 +169,13 @@ class WsHub:
                     conn.last_pong = loop.time()
                 elif message.type == WSMsgType.BINARY:
                     conn.send_text(_dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request"))))
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
             pass
         finally:
             conn.alive = False
             self.connections.discard(conn)
             pinger.cancel()
-            conn.queue.put_nowait(None)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(writer, timeout=1.0)
+            writer.cancel()
         return ws
 
     async def _ping_loop(self, conn: WsConnection) -> None:

@@ -28,6 +28,28 @@ async def test_reset_restores_balances_prices_orders_and_limits(client: SignedCl
     assert sim.exchange.account.get("USDT").free == 10_000_000
 
 
+async def test_limits_change_exchange_info_and_reset_restores_them(client: SignedClient) -> None:
+    answer = await client.control("limits", {"orders_per_10s": 7, "max_num_orders": 1000, "max_num_algo_orders": 9})
+    assert (answer["orders_per_10s"], answer["max_num_orders"], answer["max_num_algo_orders"]) == (7, 1000, 9)
+
+    async def filters() -> tuple[int, int, list[object]]:
+        _, info, _ = await client.call("GET", "/api/v3/exchangeInfo", {"symbol": "ETHUSDT"}, signed=False)
+        by_type = {f["filterType"]: f for f in info["symbols"][0]["filters"]}
+        return (
+            by_type["MAX_NUM_ORDERS"]["maxNumOrders"],
+            by_type["MAX_NUM_ALGO_ORDERS"]["maxNumAlgoOrders"],
+            info["rateLimits"],
+        )
+
+    max_orders, max_algo, rate_limits = await filters()
+    assert (max_orders, max_algo) == (1000, 9)
+    assert {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 7} in rate_limits
+    async with client.session.post(f"{client.base_url}/sim/v1/limits", json={"max_num_order": 5}) as r:
+        assert r.status == 400  # a misspelt limit is an error, not silently ignored
+    await client.control("reset", {})
+    assert (await filters())[:2] == (200, 5)
+
+
 async def test_price_and_liquidity_controls(client: SignedClient) -> None:
     answer = await client.control("price", {"symbol": "BNBUSDT", "price": "612.34"})
     assert answer == {"symbol": "BNBUSDT", "price": "612.34000000", "trades": 0}
