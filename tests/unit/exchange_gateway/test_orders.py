@@ -1,0 +1,241 @@
+"""Order use cases over a fake exchange (port level) and a real journal in tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from services.exchange_gateway.adapters.binance.schemas import parse_symbol_rules
+from services.exchange_gateway.adapters.journal import SqlJournal
+from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
+from services.exchange_gateway.domain.model import (
+    ExecType,
+    Fill,
+    OrderRequest,
+    OrderSnapshot,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
+from services.exchange_gateway.service.market import Market
+from services.exchange_gateway.service.orders import Orders
+from services.exchange_gateway.service.ports import RequestKind
+from shared.db import Database, create_sqlite_engine
+from shared.errors import Aborted, InvalidArgument, NotFound, ResourceExhausted
+
+from .test_validation import BTCUSDT
+
+D = Decimal
+UNKNOWN = ExchangeError("no answer", outcome=Outcome.UNKNOWN, failure=Failure.UNKNOWN)
+NO_SUCH = ExchangeError("Order does not exist.", outcome=Outcome.DEFINITE, failure=Failure.NO_SUCH_ORDER, code=-2013)
+
+
+class FakeExchange:
+    """The Exchange port with scripted failures; remembers what it was asked."""
+
+    recv_window_ms = 150
+
+    def __init__(self) -> None:
+        self.placed: dict[str, OrderSnapshot] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.fail_new: ExchangeError | None = None
+        self.place_anyway = False  # the order reaches the book although the answer fails
+        self.admit_error: Exception | None = None
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    def deadline_after(self, seconds: float | None) -> float | None:
+        return None if seconds is None else self.now_ms() + seconds * 1000
+
+    async def admit(self, kind: RequestKind, deadline: float | None) -> Any:
+        if self.admit_error is not None:
+            raise self.admit_error
+        return object()
+
+    async def new_order(
+        self, request: OrderRequest, *, timestamp_ms, ticket, deadline, on_retimestamp
+    ) -> OrderSnapshot:
+        self.calls.append(("new", request.client_order_id))
+        await asyncio.sleep(0.01)
+        snap = OrderSnapshot(
+            request.client_order_id, len(self.placed) + 1, request.symbol, OrderStatus.NEW, D(0), D(0), 1
+        )
+        if self.fail_new is not None:
+            if self.place_anyway:
+                self.placed[request.client_order_id] = snap
+            raise self.fail_new
+        self.placed[request.client_order_id] = snap
+        return snap
+
+    async def cancel_order(self, symbol, client_order_id, exchange_order_id, *, ticket, deadline) -> OrderSnapshot:
+        self.calls.append(("cancel", client_order_id))
+        snap = self.placed.get(client_order_id)
+        if snap is None or snap.status is not OrderStatus.NEW:
+            raise ExchangeError("Unknown order sent.", outcome=Outcome.DEFINITE, failure=Failure.CANCEL_REJECTED)
+        snap = OrderSnapshot(client_order_id, snap.exchange_order_id, symbol, OrderStatus.CANCELED, D(0), D(0), 2)
+        self.placed[client_order_id] = snap
+        return snap
+
+    async def query_order(self, symbol, client_order_id, *, deadline=None) -> OrderSnapshot:
+        self.calls.append(("query", client_order_id))
+        if client_order_id not in self.placed:
+            raise NO_SUCH
+        return self.placed[client_order_id]
+
+    async def open_orders(self, symbol: str) -> list[OrderSnapshot]:
+        return [s for s in self.placed.values() if s.status is OrderStatus.NEW]
+
+    async def order_trades(self, symbol: str, exchange_order_id: int) -> list[Fill]:
+        return []
+
+    async def balances(self, deadline=None):
+        return []
+
+    async def last_price(self, symbol: str, deadline=None) -> Decimal:
+        return D("50000")
+
+    async def load_exchange_info(self):
+        return [parse_symbol_rules(BTCUSDT)]
+
+    async def sync_time(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def setup(tmp_path):
+    db = Database(create_sqlite_engine(f"sqlite:///{tmp_path / 'gw.db'}"), name="test")
+    journal = SqlJournal(db)
+    journal.create_schema()
+    await journal.open()
+    exchange = FakeExchange()
+    market = Market(exchange)
+    await market.refresh_rules()
+    orders = Orders(journal, exchange, market, lambda raw: None, resolve_first_delay_s=0.02, not_placed_margin_ms=0)
+    yield orders, exchange, journal
+    await orders.close(0)
+    await journal.close()
+    db.close()
+
+
+def limit(cid: str = "c1", price: str = "49000", qty: str = "0.01") -> OrderRequest:
+    return OrderRequest(cid, "BTCUSDT", Side.BUY, OrderType.LIMIT, TimeInForce.GTC, D(qty), D(price), None)
+
+
+async def wait_for_status(journal, cid: str, status: OrderStatus, timeout: float = 3.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        order = await journal.get_order(cid)
+        if order is not None and order.status is status:
+            return order
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{cid} never reached {status}; it is {order.status if order else None}")
+
+
+async def test_a_repeated_client_order_id_is_sent_once(setup):
+    orders, exchange, _ = setup
+    first, second = await asyncio.gather(orders.submit(limit(), remaining_s=5), orders.submit(limit(), remaining_s=5))
+    third = await orders.submit(limit(), remaining_s=5)
+    assert first.status is second.status is third.status is OrderStatus.NEW
+    assert exchange.calls == [("new", "c1")]
+
+
+async def test_the_same_id_for_a_different_order_is_aborted(setup):
+    orders, exchange, _ = setup
+    await orders.submit(limit(), remaining_s=5)
+    with pytest.raises(Aborted):
+        await orders.submit(limit(price="48000"), remaining_s=5)
+    assert exchange.calls == [("new", "c1")]
+
+
+async def test_filter_violations_send_and_journal_nothing(setup):
+    orders, exchange, journal = setup
+    with pytest.raises(InvalidArgument) as caught:
+        await orders.submit(limit(price="49000.001"), remaining_s=5)
+    assert caught.value.field == "price"
+    assert exchange.calls == []
+    assert await journal.get_order("c1") is None
+
+
+async def test_rate_limit_refusal_journals_nothing(setup):
+    orders, exchange, journal = setup
+    exchange.admit_error = ResourceExhausted("later", retry_after=3.0)
+    with pytest.raises(ResourceExhausted):
+        await orders.submit(limit(), remaining_s=1)
+    assert await journal.get_order("c1") is None
+
+
+async def test_a_definite_refusal_is_rejected_with_an_execution(setup):
+    orders, exchange, journal = setup
+    exchange.fail_new = ExchangeError(
+        "Account has insufficient balance for requested action.",
+        outcome=Outcome.DEFINITE,
+        failure=Failure.REJECTED,
+        code=-2010,
+    )
+    order = await orders.submit(limit(), remaining_s=5)
+    assert order.status is OrderStatus.REJECTED
+    assert "insufficient balance" in order.reject_reason
+    executions = await journal.executions_after(0, 10)
+    assert [(e.exec_type, e.reject_reason.split(":")[0]) for e in executions] == [(ExecType.REJECTED, "-2010")]
+
+
+async def test_unknown_outcome_of_an_order_that_reached_the_book_resolves_to_new(setup):
+    orders, exchange, journal = setup
+    exchange.fail_new, exchange.place_anyway = UNKNOWN, True
+    order = await orders.submit(limit(), remaining_s=5)
+    assert order.status is OrderStatus.UNKNOWN
+    resolved = await wait_for_status(journal, "c1", OrderStatus.NEW)
+    assert resolved.exchange_order_id == 1
+    assert [c for c in exchange.calls if c[0] == "new"] == [("new", "c1")]
+    assert [e.exec_type for e in await journal.executions_after(0, 10)] == [ExecType.NEW]
+
+
+async def test_unknown_outcome_proven_never_placed_after_the_recv_window(setup):
+    orders, exchange, journal = setup
+    exchange.fail_new = UNKNOWN
+    started = time.time() * 1000
+    order = await orders.submit(limit(), remaining_s=5)
+    assert order.status is OrderStatus.UNKNOWN
+    rejected = await wait_for_status(journal, "c1", OrderStatus.REJECTED)
+    assert rejected.reject_reason.startswith("NOT_PLACED")
+    # Not before the exchange's clock passed timestamp + recvWindow.
+    assert rejected.update_time_ms >= started + exchange.recv_window_ms
+    assert [c for c in exchange.calls if c[0] == "new"] == [("new", "c1")]
+    assert sum(1 for c in exchange.calls if c[0] == "query") >= 1
+    (execution,) = await journal.executions_after(0, 10)
+    assert execution.exec_type is ExecType.REJECTED
+
+
+async def test_cancel_returns_a_final_order_as_it_is(setup):
+    orders, exchange, _ = setup
+    await orders.submit(limit(), remaining_s=5)
+    canceled = await orders.cancel("c1", remaining_s=5)
+    assert canceled.status is OrderStatus.CANCELED
+    again = await orders.cancel("c1", remaining_s=5)
+    assert again.status is OrderStatus.CANCELED
+    assert [c for c in exchange.calls if c[0] == "cancel"] == [("cancel", "c1")]
+
+
+async def test_a_cancel_of_an_order_no_longer_open_learns_its_final_state(setup):
+    orders, exchange, journal = setup
+    await orders.submit(limit(), remaining_s=5)
+    # The order filled at the exchange and the journal has not heard yet.
+    fill = Fill(9, D("0.01"), D("49000"), D("490"), D("0.00001"), "BTC", True, 5)
+    exchange.placed["c1"] = OrderSnapshot("c1", 1, "BTCUSDT", OrderStatus.FILLED, D("0.01"), D("490"), 5)
+    exchange.order_trades = lambda symbol, oid: asyncio.sleep(0, [fill])  # type: ignore[method-assign]
+    order = await orders.cancel("c1", remaining_s=5)
+    assert order.status is OrderStatus.FILLED
+    kinds = [(e.exec_type, e.trade_id) for e in await journal.executions_after(0, 10)]
+    assert kinds == [(ExecType.NEW, 0), (ExecType.TRADE, 9)]
+
+
+async def test_cancel_of_an_unknown_order_is_not_found(setup):
+    orders, _, _ = setup
+    with pytest.raises(NotFound):
+        await orders.cancel("nope", remaining_s=5)
