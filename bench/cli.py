@@ -63,6 +63,7 @@ class Settings:
     profile_dir: Path | None = None
     py_spy: str | None = None
     profile_services: list[str] = field(default_factory=list)
+    profile_phase: str = "sat-"
     keep: bool = False
     strict: bool = False
     seed: int = 1
@@ -80,7 +81,9 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--rate", type=float, help="orders/s of the fixed-rate phase (default 100; quick: 20)")
     parser.add_argument("--duration", type=float, help="seconds of the fixed-rate phase (60; quick 3; soak 600)")
     parser.add_argument("--users", type=int, help="bench users, each with balances and an API key (16; quick 4)")
-    parser.add_argument("--warmup", type=float, help="seconds of warm-up at half the rate, not reported (5; soak 30)")
+    parser.add_argument(
+        "--warmup", type=float, help="seconds of warm-up, not reported (5 at half the rate; soak: 30 at the rate)"
+    )
     parser.add_argument(
         "--saturation-rates",
         type=lambda text: [int(x) for x in text.split(",") if x],
@@ -100,6 +103,11 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--profile-services",
         default=",".join(report.SERVICES),
         help="comma-separated services to profile (default: all four)",
+    )
+    parser.add_argument(
+        "--profile-phase",
+        default="sat-",
+        help="start recording at the first phase whose name starts with this (default sat-: the saturation steps)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (databases, logs)")
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is not met")
@@ -125,7 +133,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     return Settings(
         mode="quick" if args.quick else "soak" if args.soak else "bench",
         users=args.users or defaults["users"],
-        warmup_rate=max(rate / 2, 1.0),
+        warmup_rate=rate if args.soak else max(rate / 2, 1.0),
         warmup_s=defaults["warmup"] if args.warmup is None else args.warmup,
         rate=rate,
         duration_s=args.duration or defaults["duration"],
@@ -145,6 +153,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         profile_dir=args.profile_dir,
         py_spy=args.py_spy,
         profile_services=[s for s in args.profile_services.split(",") if s],
+        profile_phase=args.profile_phase,
         keep=args.keep,
         strict=args.strict,
         seed=args.seed,
@@ -362,7 +371,7 @@ class Run:
             self.sampler.mark(event["phase"])
             self.result.setdefault("load_started_wall", event["wall"])
             say(f"Phase {event['phase']}: {event['rate']:.0f} orders/s offered for {event['duration']:.0f} s")
-            if recorder is not None and event["phase"].startswith("sat-") and not recorder.running:
+            if recorder is not None and event["phase"].startswith(self.s.profile_phase) and not recorder.running:
                 pids = stack.pids()
                 for name in self.s.profile_services:
                     if name in pids:
