@@ -64,6 +64,7 @@ class Settings:
     py_spy: str | None = None
     profile_services: list[str] = field(default_factory=list)
     profile_phase: str = "sat-"
+    profile_native: bool = False
     keep: bool = False
     strict: bool = False
     seed: int = 1
@@ -108,6 +109,9 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--profile-phase",
         default="sat-",
         help="start recording at the first phase whose name starts with this (default sat-: the saturation steps)",
+    )
+    parser.add_argument(
+        "--profile-native", action="store_true", help="py-spy --native: C frames too (pauses the process per sample)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (databases, logs)")
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is not met")
@@ -154,6 +158,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         py_spy=args.py_spy,
         profile_services=[s for s in args.profile_services.split(",") if s],
         profile_phase=args.profile_phase,
+        profile_native=args.profile_native,
         keep=args.keep,
         strict=args.strict,
         seed=args.seed,
@@ -341,7 +346,7 @@ class Run:
             if py_spy is None:
                 self.result["notes"].append("py-spy not found: no profile recorded")
             else:
-                recorder = profiles.Recorder(py_spy, self.s.profile_dir)
+                recorder = profiles.Recorder(py_spy, self.s.profile_dir, native=self.s.profile_native)
         with _child(cmd, stdout=subprocess.PIPE, text=True, bufsize=1) as gen:
             self.sampler.watch("load_generator", gen.pid)
             self.result.setdefault("pids", {})["load_generator"] = gen.pid

@@ -34,21 +34,21 @@ def find_py_spy(explicit: str | None) -> str | None:
 class Recorder:
     """py-spy ``record`` processes attached to running services, stopped with SIGINT so they write their files."""
 
-    def __init__(self, py_spy: str, out_dir: Path, rate: int = 100, idle: bool = False):
+    def __init__(self, py_spy: str, out_dir: Path, rate: int = 100, native: bool = False):
         self.py_spy = py_spy
         self.out_dir = out_dir
         self.rate = rate
-        self.idle = idle
+        self.native = native
         self.running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
 
     def start(self, name: str, pid: int) -> None:
-        """Start sampling ``pid`` into ``<out_dir>/<name>.txt``."""
+        """Start sampling ``pid`` (every thread, CPU time only) into ``<out_dir>/<name>.txt``."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         out = self.out_dir / f"{name}.txt"
         cmd = [self.py_spy, "record", "--pid", str(pid), "--rate", str(self.rate), "--format", "raw"]
-        cmd += ["--output", str(out), "--nonblocking"]
-        if self.idle:
-            cmd.append("--idle")
+        cmd += ["--output", str(out), "--threads"]
+        # Native stacks need the process paused while it is read; Python-only sampling does not.
+        cmd.append("--native" if self.native else "--nonblocking")
         log = (self.out_dir / f"{name}.py-spy.log").open("wb")
         self.running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), out)
 
@@ -80,48 +80,84 @@ def parse(path: Path) -> list[tuple[list[str], int]]:
     return stacks
 
 
+def _is_python(frame: str) -> bool:
+    match = FRAME.match(frame)
+    return bool(match) and (match.group("file").endswith(".py") or match.group("file").startswith("<"))
+
+
 def _short(frame: str) -> str:
     match = FRAME.match(frame)
     if not match:
         return frame
-    file = match.group("file")
+    func, file = match.group("func"), match.group("file")
     for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
         if marker in file:
             file = file.split(marker, 1)[1]
-    return f"{match.group('func')} ({file})"
+    if func.startswith("0x"):
+        func = "?"
+    return f"{func} ({file})"
 
 
 def _file_of(frame: str) -> str:
-    match = FRAME.match(frame)
-    if not match:
-        return frame
-    return _short(f"x ({match.group('file')})")[3:-1]
+    short = _short(frame)
+    return short[short.find("(") + 1 : -1] if "(" in short else short
+
+
+def _thread_of(frame: str) -> str:
+    """``thread (123): ThreadPoolExecutor-0_3`` -> ``ThreadPoolExecutor-0``."""
+    name = frame.split(": ", 1)[1] if ": " in frame else frame
+    return re.sub(r"_\d+$", "", name)
 
 
 def summarize(path: Path, top: int = 25) -> dict[str, Any]:
-    """Top functions by self and inclusive samples, top files by self samples, as % of all samples."""
+    """Where the CPU samples went, as % of all samples: by thread, leaf frame, deepest Python frame, file."""
     stacks = parse(path)
     total = sum(count for _, count in stacks) or 1
+    threads: Counter[str] = Counter()
     self_counts: Counter[str] = Counter()
+    python_counts: Counter[str] = Counter()
     incl_counts: Counter[str] = Counter()
     file_counts: Counter[str] = Counter()
-    for frames, count in stacks:
-        leaf = _short(frames[-1]) if frames else "?"
-        self_counts[leaf] += count
-        file_counts[_file_of(frames[-1]) if frames else "?"] += count
+    for stack, count in stacks:
+        frames = stack
+        if frames and frames[0].startswith("thread ("):
+            threads[_thread_of(frames[0])] += count
+            frames = frames[1:]
+        if not frames:
+            continue
+        self_counts[_short(frames[-1])] += count
+        file_counts[_file_of(frames[-1])] += count
+        deepest = next((f for f in reversed(frames) if _is_python(f)), frames[-1])
+        python_counts[_short(deepest)] += count
         for name in {_short(f) for f in frames}:
             incl_counts[name] += count
 
     def pct(counter: Counter[str]) -> list[dict[str, Any]]:
         return [{"frame": k, "samples": v, "pct": round(100 * v / total, 1)} for k, v in counter.most_common(top)]
 
-    return {"samples": total, "self": pct(self_counts), "inclusive": pct(incl_counts), "files": pct(file_counts)}
+    return {
+        "samples": total,
+        "threads": pct(threads),
+        "self": pct(self_counts),
+        "python_self": pct(python_counts),
+        "inclusive": pct(incl_counts),
+        "files": pct(file_counts),
+    }
 
 
 def render(name: str, summary: dict[str, Any], top: int = 15) -> str:
     """A readable block for one service."""
-    lines = [f"== {name}: {summary['samples']} samples"]
-    for title, key in (("self (leaf) time", "self"), ("inclusive time", "inclusive"), ("self time by file", "files")):
+    lines = [f"== {name}: {summary['samples']} CPU samples"]
+    sections = (
+        ("by thread", "threads"),
+        ("self (leaf frame)", "self"),
+        ("self, attributed to the deepest Python frame", "python_self"),
+        ("inclusive", "inclusive"),
+        ("self by file or library", "files"),
+    )
+    for title, key in sections:
+        if not summary.get(key):
+            continue
         lines.append(f"  -- {title}")
         for row in summary[key][:top]:
             lines.append(f"  {row['pct']:5.1f}%  {row['frame']}")
