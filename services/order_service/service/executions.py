@@ -76,6 +76,7 @@ class ExecutionConsumer:
     async def _session(self) -> int:
         """One connection: read from the cursor until the stream ends or fails; return how many were applied."""
         self.cursor = await self.core.store.get_cursor()
+        await self._notify()
         queue: asyncio.Queue[ExecutionReport | _End] = asyncio.Queue(maxsize=self.batch_size * 10)
 
         async def pump() -> None:
@@ -153,9 +154,12 @@ class ExecutionConsumer:
         self.cursor = max(self.cursor, batch[-1].sequence)
         if self.on_batch is not None:
             self.on_batch(batch)
+        await self._notify()
+        return count
+
+    async def _notify(self) -> None:
         async with self._advanced:
             self._advanced.notify_all()
-        return count
 
     async def wait_for(self, sequence: int, timeout: float = 10.0) -> None:
         """Wait until the execution with ``sequence`` was applied (tests)."""
@@ -164,4 +168,5 @@ class ExecutionConsumer:
             async with self._advanced:
                 await self._advanced.wait_for(lambda: self.cursor >= sequence)
 
-        await asyncio.wait_for(reached(), timeout)
+        async with asyncio.timeout(timeout):
+            await reached()

@@ -62,8 +62,11 @@ class ExpiryScheduler:
             due_ms, order_id = self._heap[0]
             delay = (due_ms - self.core.clock()) / 1000
             if delay > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # arrives as the event is set, and this loop would then never stop.
                 try:
-                    await asyncio.wait_for(self._wake.wait(), min(delay, 60.0))
+                    async with asyncio.timeout(min(delay, 60.0)):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
                 self._wake.clear()

@@ -44,6 +44,7 @@ class Outbox:
         self._done: list[int] = []
         self._known: set[int] = set()
         self._flush_wanted = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = False
         self.performed = 0
@@ -79,7 +80,8 @@ class Outbox:
         if task is None:
             return True
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
         except TimeoutError:
             return False
         return order_id not in self._queues
@@ -151,16 +153,17 @@ class Outbox:
 
     async def flush(self) -> None:
         """Delete the performed entries from the outbox (one transaction for all of them)."""
-        if not self._done:
-            return
-        done, self._done = self._done, []
-        try:
-            await self.store.delete_effects(done)
-        except BaseException:
-            # Performed but not yet forgotten: they would be performed again after a restart,
-            # which the idempotency keys make harmless. Keep them for the next flush.
-            self._done.extend(done)
-            raise
+        async with self._flush_lock:  # a caller of flush() also waits for a flush in progress
+            if not self._done:
+                return
+            done, self._done = self._done, []
+            try:
+                await self.store.delete_effects(done)
+            except BaseException:
+                # Performed but not yet forgotten: they would be performed again after a restart,
+                # which the idempotency keys make harmless. Keep them for the next flush.
+                self._done.extend(done)
+                raise
 
     async def _flush_loop(self) -> None:
         while True:

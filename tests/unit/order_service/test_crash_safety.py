@@ -1,0 +1,261 @@
+"""A crash at any point between two steps loses nothing and doubles nothing.
+
+Each test lets the process "die" at one point (a ``Crash`` raised from a fake, then every task
+cancelled with no clean-up), restarts a fresh app over the same SQLite file and the surviving fakes,
+and checks the end state: order status, exact balances, and how often each side effect happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+
+from services.order_service.domain.states import State, Status
+from services.order_service.service import executions as executions_module
+from services.order_service.service.deadline import Deadline
+from services.order_service.service.recovery import INTERRUPTED
+
+from .conftest import ALICE, Harness, limit_buy
+from .fakes import Crash
+
+D = Decimal
+
+
+def crash_at(method: str, stage: str, times: int = 1) -> Callable[[str, str], None]:
+    """A hook that kills the process the first ``times`` times ``method`` reaches ``stage``."""
+    left = [times]
+
+    def hook(m: str, s: str) -> None:
+        if (m, s) == (method, stage) and left[0] > 0:
+            left[0] -= 1
+            raise Crash(f"killed at {method}/{stage}")
+
+    return hook
+
+
+def ledger(h: Harness, kind: str) -> int:
+    return sum(1 for e in h.users.ledger if e.kind == kind)
+
+
+async def only_order(h: Harness):  # type: ignore[no-untyped-def]
+    page = await h.app.queries.list_orders(h.alice)
+    assert len(page.orders) == 1
+    return page.orders[0]
+
+
+async def test_crash_after_the_reservation_rejects_the_order_and_releases_it(harness: Harness) -> None:
+    h = harness
+    h.users.hook = crash_at("reserve", "after")
+    with pytest.raises(Crash):
+        await h.place(limit_buy())
+    assert h.users.balance(ALICE, "USDT") == (D("99510"), D("490"))  # reserved, then the process died
+    await h.crash()
+    await h.restart()
+    await h.settle()
+    order = await only_order(h)
+    assert order.status is Status.REJECTED and order.reject_reason == INTERRUPTED
+    assert h.users.balance(ALICE, "USDT") == (D("100000"), D("0"))
+    assert h.gateway.calls["submit"] == 0  # never sent
+
+
+async def test_crash_before_the_reservation_leaves_nothing_reserved(harness: Harness) -> None:
+    h = harness
+    h.users.hook = crash_at("reserve", "before")
+    with pytest.raises(Crash):
+        await h.place(limit_buy())
+    await h.crash()
+    await h.restart()
+    await h.settle()
+    order = await only_order(h)
+    assert order.status is Status.REJECTED
+    assert h.users.balance(ALICE, "USDT") == (D("100000"), D("0"))
+    assert ledger(h, "RESERVE") == ledger(h, "RELEASE") == 0
+
+
+@pytest.mark.parametrize("stage", ["before", "after"])
+async def test_crash_around_the_submission_sends_the_order_exactly_once(harness: Harness, stage: str) -> None:
+    # "before": SubmitOrder never reached the gateway; "after": the gateway journaled and sent it but
+    # the answer was never recorded. Either way recovery submits again with the same client order id.
+    h = harness
+    h.gateway.hook = crash_at("submit", stage)
+    with pytest.raises(Crash):
+        await h.place(limit_buy())
+    await h.crash()
+    h.gateway.hook = None
+    await h.restart()
+    await h.settle()
+    order = await only_order(h)
+    assert order.state is State.NEW
+    assert h.gateway.sent[order.order_id] == 1
+    await h.gateway.trade(order.order_id, "0.01", "49000.00")
+    await h.settle()
+    assert (await h.order(order.order_id)).status is Status.FILLED
+    assert h.users.balance(ALICE, "USDT") == (D("99510"), D("0"))
+    assert h.users.balance(ALICE, "BTC") == (D("1.00999"), D("0"))
+
+
+async def test_fills_while_the_service_is_down_are_applied_once_after_restart(harness: Harness) -> None:
+    h = harness
+    order = await h.place(limit_buy("0.02000"))
+    await h.settle()
+    await h.crash()
+    # The exchange fills the order while the order service is down.
+    await h.gateway.trade(order.order_id, "0.01", "49000.00")
+    await h.gateway.trade(order.order_id, "0.01", "48900.00")
+    await h.restart()
+    await h.settle()
+    final = await h.order(order.order_id)
+    assert final.status is Status.FILLED
+    assert final.filled_quote_quantity == D("979")
+    assert final.average_price == D("48950")
+    assert h.users.balance(ALICE, "USDT") == (D("100000") - D("979"), D("0"))
+    assert ledger(h, "TRADE_DEBIT") == 2 and ledger(h, "RELEASE") == 1
+
+
+@pytest.mark.parametrize("stage", ["before", "after"])
+async def test_crash_around_a_settlement_settles_it_exactly_once(harness: Harness, stage: str) -> None:
+    # "before": the fill is committed with its outbox row but SettleTrade never ran; "after": the user
+    # service booked it but the outbox row was not deleted. The replay after restart is harmless.
+    h = harness
+    order = await h.place(limit_buy())
+    await h.settle()
+    h.users.hook = crash_at("settle", stage)
+    await h.gateway.trade(order.order_id, "0.01", "49000.00")
+    await h.app.executions.wait_for(len(h.gateway.executions))
+    await asyncio.sleep(0.05)  # let the outbox task reach the crash point
+    await h.crash()
+    h.users.hook = None
+    await h.restart()
+    await h.settle()
+    assert (await h.order(order.order_id)).status is Status.FILLED
+    assert ledger(h, "TRADE_DEBIT") == ledger(h, "TRADE_CREDIT") == ledger(h, "FEE") == 1
+    assert h.users.balance(ALICE, "USDT") == (D("99510"), D("0"))
+    assert h.users.balance(ALICE, "BTC") == (D("1.00999"), D("0"))
+    assert await h.app.store.pending_effects() == []
+
+
+async def test_a_failed_batch_transaction_applies_nothing_and_is_applied_once_later(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    order = await h.place(limit_buy("0.02000"))
+    await h.settle()
+    real_persist = executions_module.persist
+    failures = [1]
+
+    def failing_persist(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_persist(*args, **kwargs)  # the fill and outbox rows are written...
+        if failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("disk full")  # ...and then the transaction fails
+
+    monkeypatch.setattr(executions_module, "persist", failing_persist)
+    cursor_before = await h.app.store.get_cursor()
+    await h.gateway.trade(order.order_id, "0.01", "49000.00")
+    await h.gateway.trade(order.order_id, "0.01", "49000.00")
+    await h.settle()  # the consumer reconnects from its cursor and applies the batch again
+    assert cursor_before < await h.app.store.get_cursor() == len(h.gateway.executions)
+    assert (await h.order(order.order_id)).status is Status.FILLED
+    fills = await h.app.queries.list_fills(h.alice, order.order_id)
+    assert len(fills.fills) == 2
+    assert ledger(h, "TRADE_DEBIT") == 2
+    assert h.users.calls["settle"] == 2
+
+
+async def test_an_execution_delivered_twice_is_applied_once(harness: Harness) -> None:
+    h = harness
+    order = await h.place(limit_buy("0.02000"))
+    report = await h.gateway.trade(order.order_id, "0.01", "49000.00")
+    await h.settle()
+    # The same batch again (a reconnect that replays what was applied): nothing new.
+    assert await h.app.executions.apply([report]) == 0
+    # The same trade under a later sequence number (a duplicate the journal should never have):
+    # skipped by fill id, though the cursor moves on.
+    from dataclasses import replace
+
+    duplicate = replace(report, sequence=len(h.gateway.executions) + 1)
+    assert await h.app.executions.apply([duplicate]) == 1
+    await h.app.outbox.idle()
+    order_now = await h.order(order.order_id)
+    assert order_now.filled_quantity == D("0.01")
+    assert h.users.calls["settle"] == 1
+
+
+async def test_the_stream_breaking_resumes_from_the_cursor(harness: Harness) -> None:
+    h = harness
+    order = await h.place(limit_buy("0.03000"))
+    await h.settle()
+    await h.gateway.break_stream()
+    await h.gateway.trade(order.order_id, "0.01", "49000.00")
+    await h.settle()
+    await h.gateway.break_stream()
+    await h.gateway.trade(order.order_id, "0.02", "49000.00")
+    await h.settle()
+    assert (await h.order(order.order_id)).status is Status.FILLED
+    assert h.gateway.calls["stream"] >= 3
+    assert ledger(h, "TRADE_DEBIT") == 2
+
+
+async def test_crash_after_the_cancel_reached_the_exchange_ends_the_order_after_restart(harness: Harness) -> None:
+    h = harness
+    order = await h.place(limit_buy("0.02000"))
+    await h.gateway.trade(order.order_id, "0.005", "49000.00")
+    await h.settle()
+    h.gateway.flowing.clear()
+    h.gateway.hook = crash_at("cancel", "after")
+    with pytest.raises(Crash):
+        await h.app.cancel_order(h.alice, order.order_id, Deadline.after(5))
+    await h.crash()
+    h.gateway.hook = None
+    h.gateway.flowing.set()
+    await h.restart()
+    await h.settle()
+    final = await h.order(order.order_id)
+    assert final.status is Status.CANCELLED
+    assert h.users.balance(ALICE, "USDT") == (D("100000") - D("245"), D("0"))
+    assert ledger(h, "RELEASE") == 1
+
+
+async def test_an_expiry_that_passed_while_down_is_carried_out_at_start(harness: Harness) -> None:
+    h = harness
+    order = await h.place(limit_buy(expire_time_ms=h.app.core.clock() + 400))
+    await h.crash()
+    await asyncio.sleep(0.5)
+    await h.restart()
+
+    async def ended() -> None:
+        while not (await h.order(order.order_id)).is_final:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(ended(), 5)
+    await h.settle()
+    final = await h.order(order.order_id)
+    assert final.status is Status.EXPIRED
+    assert h.users.balance(ALICE, "USDT") == (D("100000"), D("0"))
+
+
+async def test_a_crash_between_the_expiry_intent_and_the_cancel_still_expires(harness: Harness) -> None:
+    h = harness
+    h.gateway.hook = crash_at("cancel", "before")
+    order = await h.place(limit_buy(expire_time_ms=h.app.core.clock() + 200))
+
+    async def intent_written() -> None:
+        while not (await h.order(order.order_id)).expire_requested:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(intent_written(), 5)
+    await asyncio.sleep(0.05)
+    await h.crash()
+    await h.restart()
+
+    async def ended() -> None:
+        while not (await h.order(order.order_id)).is_final:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(ended(), 5)
+    await h.settle()
+    assert (await h.order(order.order_id)).status is Status.EXPIRED
+    assert h.users.balance(ALICE, "USDT") == (D("100000"), D("0"))
