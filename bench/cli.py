@@ -324,6 +324,7 @@ class Run:
                 "max_error_rate": 0.01,
                 "max_p95_ms": 1000.0,
                 "pause_s": 0.5 if self.s.mode == "quick" else 1.0,
+                "recover_s": 2.0 if self.s.mode == "quick" else 10.0,
             }
             if self.s.saturation_rates
             else None,

@@ -508,15 +508,28 @@ class Generator:
             self.ticks.append(tick)
             emit(tick)
 
-    async def saturate(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Raise the offered rate step by step until the achieved rate stops rising; return the curve."""
+    async def saturate(self, config: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Raise the offered rate step by step until the achieved rate stops rising; return the curve.
+
+        When the phase before (the fixed rate) could not keep up, the steps start below its rate
+        instead, after a pause for the backlog to clear, so that the figure is what the stack
+        sustains rather than zero.
+        """
         curve: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None
         stop_reason = "all steps done"
         keep_up = float(config.get("keep_up", 0.9))
         max_error_rate = float(config.get("max_error_rate", 0.01))
         max_p95 = float(config.get("max_p95_ms", 1000.0))
-        for rate in config["rates"]:
+        rates = [int(r) for r in config["rates"]]
+        if previous and (
+            previous["error_rate"] > max_error_rate or previous["achieved_rps"] < keep_up * previous["target_rps"]
+        ):
+            base = float(previous["target_rps"])
+            lower = sorted({max(int(base * f), 1) for f in (0.1, 0.25, 0.5, 0.75)})
+            rates = lower + [r for r in rates if r > lower[-1]]
+            await asyncio.sleep(float(config.get("recover_s", 10.0)))
+        for rate in rates:
             summary = await self.run_phase(f"sat-{rate}", float(rate), float(config["step_duration"]))
             curve.append(summary)
             better = best is None or summary["achieved_rps"] > best["achieved_rps"]
@@ -547,7 +560,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             rate, duration = float(phase["rate"]), float(phase["duration"])
             phases.append(await gen.run_phase(phase["name"], rate, duration, phase.get("report", True)))
         if spec.get("saturation"):
-            saturation = await gen.saturate(spec["saturation"])
+            saturation = await gen.saturate(spec["saturation"], phases[-1] if phases else None)
     finally:
         ticker.cancel()
         await gen.close()
