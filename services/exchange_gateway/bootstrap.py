@@ -120,7 +120,9 @@ async def start(config: Config) -> RunningService:
         headers={"User-Agent": "trading-core-exchange-gateway/1"},
     )
     clock = ExchangeClock()
-    limiter = RateLimiter(clock.now, margin=config.rate_limit_margin, guard_ms=config.window_guard_ms)
+    limiter = RateLimiter(
+        clock.now, margin=config.rate_limit_margin, guard_ms=config.window_guard_ms, local=clock.local
+    )
     rest = BinanceRestClient(
         AiohttpTransport(session),
         base_url=config.base_url,

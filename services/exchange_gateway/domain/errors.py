@@ -2,9 +2,9 @@
 
     ExchangeError                    (outcome: RETRYABLE | DEFINITE | UNKNOWN)
     ├── outcome DEFINITE   the exchange refused; nothing happened (filters, balance, -2011, -2013 ...)
-    ├── outcome RETRYABLE  not executed, and the same request may be sent again (-1021, -1008,
-    │                      429/418 after the pause, could not connect)
-    └── outcome UNKNOWN    it may or may not have happened (timeout, 5xx, -1000, -1006, -1007):
+    ├── outcome RETRYABLE  not executed, and the same request may be sent again (-1021, -1008 with
+    │                      a 4xx, 429/418 after the pause, could not connect)
+    └── outcome UNKNOWN    it may or may not have happened (timeout, any 5xx, -1000, -1001, -1006, -1007):
                            resolve by querying, never by sending again
 
 ``reason`` says which case it is, so that use cases need not know Binance's codes.

@@ -61,7 +61,7 @@ class Exchange(Protocol):
         ...
 
     def deadline_after(self, seconds: float | None) -> float | None:
-        """The exchange-clock deadline for a caller with ``seconds`` left (None: no deadline)."""
+        """The deadline (local clock, ms) of a caller with ``seconds`` left (None: no deadline)."""
         ...
 
     async def admit(self, kind: RequestKind, deadline: float | None) -> Any:

@@ -23,9 +23,12 @@ from services.exchange_gateway.domain.errors import Failure, Outcome
         (400, -1006, Outcome.UNKNOWN, Failure.UNKNOWN),
         (408, -1007, Outcome.UNKNOWN, Failure.UNKNOWN),
         (503, -1007, Outcome.UNKNOWN, Failure.UNKNOWN),
+        (503, -1001, Outcome.UNKNOWN, Failure.UNKNOWN),  # the simulator's (and Binance's) 503 body
+        (400, -1001, Outcome.UNKNOWN, Failure.UNKNOWN),
+        (503, -1008, Outcome.UNKNOWN, Failure.BUSY),  # a 5xx is unknown whatever its code
         # Not executed; the same request may go again (after a resync or a pause).
         (400, -1021, Outcome.RETRYABLE, Failure.INVALID_TIMESTAMP),
-        (503, -1008, Outcome.RETRYABLE, Failure.BUSY),
+        (400, -1008, Outcome.RETRYABLE, Failure.BUSY),
         (429, -1003, Outcome.RETRYABLE, Failure.RATE_LIMITED),
         (429, -1015, Outcome.RETRYABLE, Failure.RATE_LIMITED),
         (418, -1003, Outcome.RETRYABLE, Failure.RATE_LIMITED),

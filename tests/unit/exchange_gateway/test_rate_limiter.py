@@ -263,3 +263,16 @@ async def test_a_cancelled_waiter_leaves_the_queue():
     waiting.cancel()
     await asyncio.sleep(0)
     assert lim.status().queued[Priority.ORDER] == 0
+
+
+async def test_deadlines_are_local_time_and_survive_a_clock_resync():
+    local = Clock()
+    offset = [0.0]
+    lim = RateLimiter(lambda: local.t + offset[0], orders(1), margin=0.0, guard_ms=GUARD, timers=False, local=local)
+    await lim.acquire(Priority.ORDER, ORDER)
+    waiter = await start(lim, Priority.ORDER, ORDER, deadline=local.t + 15_000)
+    assert not waiter.done()
+    offset[0] = 10_000.0  # resync: the exchange clock is 10 s ahead of what we thought
+    lim.tick()
+    await asyncio.sleep(0)
+    assert waiter.done() and waiter.exception() is None  # now in the next window; the deadline did not move

@@ -42,7 +42,7 @@ def transport(local) -> FakeTransport:
 @pytest.fixture
 def client(transport, local) -> BinanceRestClient:
     clock = ExchangeClock(local)
-    limiter = RateLimiter(clock.now, timers=False, margin=0.0)
+    limiter = RateLimiter(clock.now, timers=False, margin=0.0, local=clock.local)
     return BinanceRestClient(
         transport, base_url="https://api.example", api_key=KEY, api_secret=SECRET, clock=clock, limiter=limiter
     )

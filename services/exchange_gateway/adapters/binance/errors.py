@@ -12,14 +12,18 @@ import re
 
 from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
 
-# Codes whose outcome is unknown: the request may have reached the matching engine.
-UNKNOWN_CODES = frozenset({-1000, -1006, -1007})
-# Codes that mean "not executed, may be sent again" (after a resync, a pause or a moment).
-RETRYABLE_CODES = frozenset({-1001, -1003, -1008, -1015, -1021})
+# Codes whose outcome is unknown: the request may have reached the matching engine. -1001
+# ("Internal error; unable to process your request") is not documented as "not executed", so it
+# counts as unknown too (nautilus_trader retries it; for a new order that risks a duplicate).
+UNKNOWN_CODES = frozenset({-1000, -1001, -1006, -1007})
+# Codes that mean "not executed, may be sent again" (after a resync, a pause or a moment), when
+# they come with a 4xx. Any 5xx is unknown whatever its code: "the execution status is UNKNOWN
+# and could have been a success" (rest-api.md, HTTP return codes).
+RETRYABLE_CODES = frozenset({-1003, -1008, -1015, -1021})
 # Everything else a 4xx JSON error carries is a definite refusal; a few get their own meaning.
 FAILURE_BY_CODE = {
     -1000: Failure.UNKNOWN,
-    -1001: Failure.BUSY,
+    -1001: Failure.UNKNOWN,
     -1003: Failure.RATE_LIMITED,
     -1006: Failure.UNKNOWN,
     -1007: Failure.UNKNOWN,
@@ -39,12 +43,10 @@ _BANNED_UNTIL = re.compile(r"banned until (\d{10,16})")
 
 def classify(http_status: int | None, code: int | None) -> Outcome:
     """Classify a failed answer: RETRYABLE, DEFINITE or UNKNOWN."""
-    if code in UNKNOWN_CODES:
+    if code in UNKNOWN_CODES or (http_status is not None and http_status >= 500):
         return Outcome.UNKNOWN
     if http_status in (429, 418) or code in RETRYABLE_CODES:
         return Outcome.RETRYABLE
-    if http_status is not None and http_status >= 500:
-        return Outcome.UNKNOWN
     if code is None and (http_status is None or http_status < 400):
         return Outcome.UNKNOWN  # an answer we cannot read: assume it may have worked
     return Outcome.DEFINITE

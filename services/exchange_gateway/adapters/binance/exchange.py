@@ -113,8 +113,9 @@ class BinanceExchange:
     def deadline_after(self, seconds: float | None) -> float | None:
         if seconds is None:
             return None
-        # Leave time for the round trip, so that what is sent can still be answered in time.
-        return self.clock.now() + seconds * 1000.0 - self.deadline_margin_ms
+        # Local time: a deadline must not move when the exchange clock offset is resynced. Leave
+        # time for the round trip, so that what is sent can still be answered in time.
+        return self.clock.local() + seconds * 1000.0 - self.deadline_margin_ms
 
     async def admit(self, kind: RequestKind, deadline: float | None) -> Grant:
         what, priority = _KIND[kind]

@@ -212,8 +212,10 @@ class _Queues:
 class RateLimiter:
     """Priority queue in front of Binance's fixed-window limits (see the module docstring).
 
-    ``now`` returns exchange time in ms. With ``timers=False`` nothing is scheduled on the loop and
-    a test drives the limiter by moving its clock and calling ``pump()``.
+    ``now`` returns exchange time in ms (windows are the exchange's). Deadlines are in ``local``
+    time (ms), which does not jump when the clock offset is resynced; by default both are ``now``.
+    With ``timers=False`` nothing is scheduled on the loop and a test drives the limiter by moving
+    its clock and calling ``pump()``.
     """
 
     def __init__(
@@ -224,8 +226,10 @@ class RateLimiter:
         margin: float = 0.02,
         guard_ms: float = 100.0,
         timers: bool = True,
+        local: Callable[[], float] | None = None,
     ):
         self.now = now
+        self.local = local or now
         self.margin = margin
         self.guard = guard_ms
         self.timers = timers
@@ -276,7 +280,7 @@ class RateLimiter:
     # --- the public operations --------------------------------------------------------------------
 
     async def acquire(self, priority: Priority, cost: Cost, deadline: float | None = None) -> Grant:
-        """Wait for capacity by priority; fail at once if ``deadline`` (exchange ms) cannot be met."""
+        """Wait for capacity by priority; fail at once if ``deadline`` (local ms) cannot be met."""
         now = self.now()
         amounts = tuple(lim.amount(cost) for lim in self.limits)
         for lim, amount in zip(self.limits, amounts, strict=True):
@@ -288,7 +292,7 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(priority, cost, amounts, deadline, loop.create_future())
         projected = self._project(now, waiter)
-        if deadline is not None and projected > deadline:
+        if self._misses(waiter, projected, now):
             raise self._exhausted(now, projected)
         self.queues.by_priority[priority].append(waiter)
         if any(self.queues.by_priority[p] for p in Priority if p > priority):
@@ -393,12 +397,16 @@ class RateLimiter:
                 self.queues.remove(waiter)
                 continue
             projected = self._time_for(now, demand, waiter.amounts)
-            if waiter.deadline is not None and projected > waiter.deadline:
+            if self._misses(waiter, projected, now):
                 self.queues.remove(waiter)
                 waiter.future.set_exception(self._exhausted(now, projected))
                 continue
             for i, a in enumerate(waiter.amounts):
                 demand[i] += a
+
+    def _misses(self, waiter: _Waiter, projected: float, now: float) -> bool:
+        """Whether ``projected`` (exchange time) is past the waiter's deadline (local time)."""
+        return waiter.deadline is not None and projected - (now - self.local()) > waiter.deadline
 
     def _exhausted(self, now: float, projected: float) -> ResourceExhausted:
         retry_after = max(0.0, (projected - now) / 1000.0) if math.isfinite(projected) else 3600.0
@@ -422,9 +430,10 @@ class RateLimiter:
         else:
             for i in blocked:
                 wake = min(wake, self.limits[i].next_change(now))
+        offset = now - self.local()
         for waiter in self.queues:
             if waiter.deadline is not None:
-                wake = min(wake, waiter.deadline)
+                wake = min(wake, waiter.deadline + offset)
         if not math.isfinite(wake):
             wake = now + 50.0
         # A little late rather than early: the loop's clock and the wall clock differ slightly.
@@ -438,8 +447,9 @@ class RateLimiter:
         self.pump()
 
     def _expire(self, now: float) -> None:
+        local = self.local()
         for waiter in list(self.queues):
-            if waiter.deadline is not None and waiter.deadline <= now and not waiter.future.done():
+            if waiter.deadline is not None and waiter.deadline <= local and not waiter.future.done():
                 self.queues.remove(waiter)
                 waiter.future.set_exception(self._exhausted(now, now))
         self._reevaluate(now)

@@ -3,9 +3,9 @@
 Retries live here and only here:
 - -1021 (timestamp outside recvWindow) resyncs the clock and sends the same request once more with
   a fresh timestamp; the exchange refused it before the matching engine, so this cannot duplicate.
-- "Not executed" failures (could not connect, -1001, -1008) are sent again after a short pause,
+- "Not executed" failures (could not connect, -1008 with a 4xx) are sent again after a short pause,
   within the caller's deadline.
-- Outcome-unknown failures (timeout, 5xx, -1000, -1006, -1007) are retried only for requests that
+- Outcome-unknown failures (timeout, any 5xx, -1000, -1001, -1006, -1007) are retried only for requests that
   are safe to repeat (GET, DELETE). A new order is never sent twice: the caller resolves it by
   querying origClientOrderId.
 - 429 and 418 pause the whole limiter (Retry-After, ban end) and are logged as security events;
@@ -172,7 +172,7 @@ class BinanceRestClient:
                 (error.outcome is Outcome.RETRYABLE and error.failure in (Failure.UNREACHABLE, Failure.BUSY))
                 or (error.outcome is Outcome.UNKNOWN and repeatable)
             )
-            if retry and (deadline is None or self.clock.now() + pauses[0] * 1000 < deadline):
+            if retry and (deadline is None or self.clock.local() + pauses[0] * 1000 < deadline):
                 await asyncio.sleep(pauses.pop(0))
                 if on_retimestamp is not None and signed:
                     timestamp_ms = self.clock.now_ms()
