@@ -1,0 +1,89 @@
+"""WatchOrders: every change of the caller's orders as it happens, nothing of anyone else's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+
+from trading.order.v1 import order_pb2, order_service_pb2
+
+from .conftest import Stack, Trader
+
+pb = order_pb2
+
+
+class Watch:
+    """A running WatchOrders stream and what it has delivered so far."""
+
+    def __init__(self, trader: Trader, symbol: str = ""):
+        self.call = trader.stub.WatchOrders(order_service_pb2.WatchOrdersRequest(symbol=symbol), metadata=trader.auth)
+        self.seen: list[order_pb2.Order] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Watch:
+        await self.call.initial_metadata()  # the server subscribed before sending its headers
+        self.task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        async for message in self.call:
+            assert message.event_time.seconds > 0
+            self.seen.append(message.order)
+
+    async def until(self, predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+        async with asyncio.timeout(timeout):
+            while not predicate(self.seen):
+                await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        self.call.cancel()
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await self.task
+
+
+async def test_watchers_get_every_transition_of_their_orders_and_nothing_else(stack: Stack) -> None:
+    alice = await stack.trader({"USDT": "10000"})
+    bob = await stack.trader({"USDT": "10000"})
+    alice_watch = await Watch(alice).start()
+    bob_watch = await Watch(bob).start()
+    bob_eth = await Watch(bob, "ETHUSDT").start()
+    try:
+        order = await alice.place(side=pb.ORDER_SIDE_BUY, type=pb.ORDER_TYPE_LIMIT, quantity="0.02", price="49000.00")
+        await stack.price("49000.00", volume="0.005")
+        await alice.wait(order.order_id, lambda o: o.status == pb.ORDER_STATUS_PARTIALLY_FILLED)
+        await alice.cancel(order.order_id)
+        await alice_watch.until(lambda seen: any(o.status == pb.ORDER_STATUS_CANCELLED for o in seen))
+
+        statuses = [o.status for o in alice_watch.seen]
+        assert {o.order_id for o in alice_watch.seen} == {order.order_id}
+        assert {o.user_id for o in alice_watch.seen} == {alice.user_id}
+        # Every transition, in order: PENDING -> PARTIALLY_FILLED -> CANCELLED (with the cancel request seen).
+        transitions = [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]]
+        assert transitions == [pb.ORDER_STATUS_PENDING, pb.ORDER_STATUS_PARTIALLY_FILLED, pb.ORDER_STATUS_CANCELLED]
+        assert any(o.cancel_requested for o in alice_watch.seen)
+        assert alice_watch.seen[-1].filled_quantity == "0.00500000"
+
+        # Bob saw nothing of Alice's: the first thing his stream delivers is his own order.
+        mine = await bob.place(side=pb.ORDER_SIDE_BUY, type=pb.ORDER_TYPE_LIMIT, quantity="0.01", price="48000.00")
+        await bob_watch.until(lambda seen: len(seen) >= 1)
+        assert {o.order_id for o in bob_watch.seen} == {mine.order_id}
+        assert bob_eth.seen == []  # filtered by symbol
+    finally:
+        for watch in (alice_watch, bob_watch, bob_eth):
+            await watch.close()
+
+
+async def test_a_market_order_is_seen_from_pending_to_filled(stack: Stack) -> None:
+    trader = await stack.trader({"USDT": "10000"})
+    watch = await Watch(trader).start()
+    try:
+        order = await trader.place(side=pb.ORDER_SIDE_BUY, type=pb.ORDER_TYPE_MARKET, quantity="0.01")
+        await watch.until(lambda seen: any(o.status == pb.ORDER_STATUS_FILLED for o in seen))
+        assert watch.seen[0].status in (pb.ORDER_STATUS_PENDING, pb.ORDER_STATUS_FILLED)
+        assert watch.seen[-1].status == pb.ORDER_STATUS_FILLED
+        assert {o.order_id for o in watch.seen} == {order.order_id}
+    finally:
+        await watch.close()
