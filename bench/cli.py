@@ -237,6 +237,7 @@ class Run:
         }
         self.run_id = secrets.token_hex(3)
         self.profile_files: dict[str, Path] = {}
+        self.profile_seconds: dict[str, float] = {}
         self.max_num_orders: int | None = None
 
     # ------------------------------------------------------------------ phases of the run
@@ -359,6 +360,7 @@ class Run:
             finally:
                 if recorder is not None:
                     self.profile_files = recorder.stop()
+                    self.profile_seconds = dict(recorder.elapsed)
             code = gen.wait()
             self.sampler.mark("")
             self.sampler.unwatch("load_generator")
@@ -511,6 +513,7 @@ class Run:
                 "p99_ms": best.get("p99_ms"),
                 "generator_cpu_pct": best.get("generator_cpu_pct"),
                 "stop_reason": sat.get("stop_reason"),
+                "sustainable": _step_brief(sat.get("sustainable")),
                 "curve": sat.get("curve", []),
             }
             echo = result.get("echo_rps")
@@ -538,7 +541,7 @@ class Run:
         result["rss_series"] = {k: [(round(t, 2), round(r, 1)) for t, r in v] for k, v in self.sampler.series().items()}
         if self.profile_files:
             result["profiles"] = {
-                name: {"file": str(path), "summary": profiles.summarize(path, 25)}
+                name: {"file": str(path), "summary": profiles.summarize(path, 25, self.profile_seconds.get(name))}
                 for name, path in self.profile_files.items()
             }
         result["targets"] = report.soak_verdicts(result) if s.mode == "soak" else report.bench_verdicts(result)
@@ -585,6 +588,13 @@ class Run:
         except Exception as exc:  # a plot must never cost the figures
             say(f"Note: could not draw {png_path}: {exc}")
         say(f"\nWrote {json_path} and {png_path}")
+
+
+def _step_brief(step: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The highest step that kept up (>= 90% of offered, <= 1% errors, p95 <= 1 s): offered, achieved, p95."""
+    if not step:
+        return None
+    return {k: step[k] for k in ("target_rps", "achieved_rps", "p50_ms", "p95_ms", "p99_ms", "error_rate")}
 
 
 def _ms(value: float | None) -> str:

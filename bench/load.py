@@ -545,7 +545,16 @@ class Generator:
                 stop_reason = f"p95 {summary['p95_ms']:.0f} ms > {max_p95:.0f} ms at {rate}/s"
                 break
             await asyncio.sleep(float(config.get("pause_s", 1.0)))
-        return {"best": best, "curve": curve, "stop_reason": stop_reason}
+        sustained = [
+            step
+            for step in curve
+            if step["error_rate"] <= max_error_rate
+            and step["achieved_rps"] >= keep_up * step["target_rps"]
+            and step["p95_ms"] is not None
+            and step["p95_ms"] <= max_p95
+        ]
+        sustainable = max(sustained, key=lambda step: step["achieved_rps"]) if sustained else None
+        return {"best": best, "sustainable": sustainable, "curve": curve, "stop_reason": stop_reason}
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class Recorder:
         self.rate = rate
         self.native = native
         self.running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        self.started: dict[str, float] = {}
+        self.elapsed: dict[str, float] = {}
 
     def start(self, name: str, pid: int) -> None:
         """Start sampling ``pid`` (every thread, CPU time only) into ``<out_dir>/<name>.txt``."""
@@ -50,6 +53,7 @@ class Recorder:
         # Native stacks need the process paused while it is read; Python-only sampling does not.
         cmd.append("--native" if self.native else "--nonblocking")
         log = (self.out_dir / f"{name}.py-spy.log").open("wb")
+        self.started[name] = time.monotonic()
         self.running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), out)
 
     def stop(self) -> dict[str, Path]:
@@ -58,6 +62,7 @@ class Recorder:
         for name, (process, out) in self.running.items():
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
+            self.elapsed[name] = time.monotonic() - self.started[name]
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -109,8 +114,13 @@ def _thread_of(frame: str) -> str:
     return re.sub(r"_\d+$", "", name)
 
 
-def summarize(path: Path, top: int = 25) -> dict[str, Any]:
-    """Where the CPU samples went, as % of all samples: by thread, leaf frame, deepest Python frame, file."""
+def summarize(path: Path, top: int = 25, seconds: float | None = None, rate: int = 100) -> dict[str, Any]:
+    """Where the samples went, as % of all samples: by thread, leaf frame, deepest Python frame, file.
+
+    py-spy counts a thread only while it is not idle (running, or blocked in I/O such as fsync), so
+    with the recording's length each thread's samples also give its busy share of the wall time:
+    a thread near 100% is a serial bottleneck even when the process's CPU share is low.
+    """
     stacks = parse(path)
     total = sum(count for _, count in stacks) or 1
     threads: Counter[str] = Counter()
@@ -135,8 +145,15 @@ def summarize(path: Path, top: int = 25) -> dict[str, Any]:
     def pct(counter: Counter[str]) -> list[dict[str, Any]]:
         return [{"frame": k, "samples": v, "pct": round(100 * v / total, 1)} for k, v in counter.most_common(top)]
 
+    busy = []
+    if seconds:
+        busy = [
+            {"frame": k, "samples": v, "pct": round(100 * v / (seconds * rate), 1)} for k, v in threads.most_common(top)
+        ]
     return {
         "samples": total,
+        "seconds": round(seconds, 1) if seconds else None,
+        "thread_busy_pct_of_wall": busy,
         "threads": pct(threads),
         "self": pct(self_counts),
         "python_self": pct(python_counts),
@@ -149,6 +166,7 @@ def render(name: str, summary: dict[str, Any], top: int = 15) -> str:
     """A readable block for one service."""
     lines = [f"== {name}: {summary['samples']} CPU samples"]
     sections = (
+        ("busy share of the wall time, per thread", "thread_busy_pct_of_wall"),
         ("by thread", "threads"),
         ("self (leaf frame)", "self"),
         ("self, attributed to the deepest Python frame", "python_self"),
@@ -169,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profiles", description=__doc__)
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--seconds", type=float, help="how long the recording ran (gives each thread's busy share)")
+    parser.add_argument("--rate", type=int, default=100, help="py-spy's sampling rate of the recording")
     args = parser.parse_args(argv)
     for path in args.files:
-        print(render(path.stem, summarize(path, args.top), args.top))
+        print(render(path.stem, summarize(path, args.top, args.seconds, args.rate), args.top))
         print()
     return 0
 

@@ -215,6 +215,14 @@ def table(result: dict[str, Any]) -> str:
             f"at {_fmt(sat.get('target_rps'), 0)}/s offered, p95 {_fmt(sat.get('p95_ms'), 2)} ms, "
             f"error rate {_fmt(sat.get('error_rate'), 4)}; stopped: {sat.get('stop_reason')}"
         )
+        kept = sat.get("sustainable")
+        if kept:
+            lines.append(
+                f"  highest step that kept up (>= 90% of offered, <= 1% errors, p95 <= 1 s): "
+                f"{kept['achieved_rps']:.1f}/s at {kept['target_rps']:.0f}/s offered, p95 {_fmt(kept['p95_ms'], 2)} ms"
+            )
+        else:
+            lines.append("  no step kept up (>= 90% of offered, <= 1% errors, p95 <= 1 s)")
     echo = result.get("echo")
     if echo:
         lines.append(
