@@ -1,0 +1,164 @@
+"""The four real processes, as `make run` starts them, on free ports with temporary databases.
+
+``ProcessStack`` starts the simulator, the user service, the gateway and the order service with
+``python -m services.<name>``, waits until each answers (gRPC health SERVING, the simulator's ping),
+can SIGKILL and restart the order service on the same database, and kills everything in teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support import PYTHON, ROOT, OutputCollector, free_port
+
+SERVICES = {
+    "user_service": ("USER_SERVICE_ADDR", "trading.user.v1.UserService"),
+    "exchange_gateway": ("EXCHANGE_GATEWAY_ADDR", "trading.gateway.v1.ExchangeGateway"),
+    "order_service": ("ORDER_SERVICE_ADDR", "trading.order.v1.OrderService"),
+}
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen[bytes]
+    out: OutputCollector
+    err: OutputCollector
+
+    def logs(self, tail: int = 4000) -> str:
+        return f"--- {self.name} stdout\n{self.out.text[-tail:]}\n--- {self.name} stderr\n{self.err.text[-tail:]}"
+
+
+@dataclass
+class ProcessStack:
+    var: Path
+    env: dict[str, str]
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    @property
+    def admin_token(self) -> str:
+        return self.env["TRADING_ADMIN_TOKEN"]
+
+    def addr(self, name: str) -> str:
+        return self.env[SERVICES[name][0]]
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['SIM_PORT']}"
+
+    def start(self, name: str) -> Proc:
+        process = subprocess.Popen(
+            [PYTHON, "-m", f"services.{name}"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        proc = Proc(name, process, OutputCollector(process.stdout), OutputCollector(process.stderr))
+        self.procs[name] = proc
+        try:
+            if name == "exchange_simulator":
+                self._wait_http(f"{self.sim_url}/api/v3/ping", proc)
+            else:
+                self._wait_serving(self.addr(name), SERVICES[name][1], proc)
+        except BaseException:
+            self.kill(name)
+            raise
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.get(name)
+        if proc is None or proc.process.poll() is not None:
+            return
+        proc.process.send_signal(sig)
+        try:
+            proc.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.process.kill()
+            proc.process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.kill(name, signal.SIGTERM)
+
+    def logs(self) -> str:
+        return "\n".join(proc.logs() for proc in self.procs.values())
+
+    @staticmethod
+    def _wait_serving(addr: str, service: str, proc: Proc, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.process.poll() is not None:
+                raise AssertionError(f"{proc.name} exited with {proc.process.returncode}\n{proc.logs()}")
+            # A fresh channel each time: a channel that failed to connect waits out its back-off.
+            with grpc.insecure_channel(addr) as channel:
+                try:
+                    answer = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service=service), timeout=1
+                    )
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"{proc.name} did not become SERVING at {addr}\n{proc.logs()}")
+
+    @staticmethod
+    def _wait_http(url: str, proc: Proc, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.process.poll() is not None:
+                raise AssertionError(f"{proc.name} exited with {proc.process.returncode}\n{proc.logs()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{proc.name} did not answer at {url}\n{proc.logs()}")
+
+
+@pytest.fixture(scope="module")
+def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack]:
+    var = tmp_path_factory.mktemp("order-e2e")
+    env = {
+        **os.environ,
+        "ORDER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
+        "USER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
+        "EXCHANGE_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
+        "SIM_PORT": str(free_port()),
+        "ORDER_DB_URL": f"sqlite:///{var}/order.db",
+        "USER_DB_URL": f"sqlite:///{var}/user.db",
+        "GATEWAY_DB_URL": f"sqlite:///{var}/gateway.db",
+        "TRADING_ADMIN_TOKEN": f"adm_{secrets.token_hex(16)}",
+        "TRADING_SERVICE_TOKEN": f"svc_{secrets.token_hex(16)}",
+        "BINANCE_ENV": "sim",
+        "LOG_LEVEL": "WARNING",
+        "ORDER_AUTH_CACHE_SECONDS": "0.5",
+        "ORDER_RESOLVE_AFTER": "1",
+        "ORDER_RECONCILE_INTERVAL": "1",
+    }
+    for name in ("BINANCE_API_KEY", "BINANCE_API_SECRET", "BINANCE_BASE_URL", "BINANCE_WS_API_URL", "SIM_RANDOM_WALK"):
+        env.pop(name, None)
+    stack = ProcessStack(var, env)
+    try:
+        for name in ("exchange_simulator", "user_service", "exchange_gateway", "order_service"):
+            stack.start(name)
+        yield stack
+    finally:
+        stack.stop_all()
+        for name in list(stack.procs):
+            stack.kill(name)
