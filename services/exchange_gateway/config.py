@@ -114,6 +114,8 @@ class Config:
             rate_limit_margin=env_float(env, "GATEWAY_RATE_LIMIT_MARGIN", 0.02),
             window_guard_ms=env_float(env, "GATEWAY_WINDOW_GUARD_MS", 100.0),
             reconcile_interval_s=env_float(env, "GATEWAY_RECONCILE_INTERVAL_S", 60.0),
+            exchange_info_interval_s=env_float(env, "GATEWAY_EXCHANGE_INFO_INTERVAL_S", 600.0),
+            price_ttl_ms=env_int(env, "GATEWAY_PRICE_TTL_MS", 1000),
             startup_timeout_s=env_float(env, "GATEWAY_STARTUP_TIMEOUT_S", 30.0),
         )
 

@@ -35,7 +35,15 @@ from services.exchange_gateway.domain.validation import check_client_order_id, c
 from services.exchange_gateway.service import recording
 from services.exchange_gateway.service.market import Market
 from services.exchange_gateway.service.ports import EventSource, Exchange, Journal, RequestKind
-from shared.errors import Aborted, DomainError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from shared.errors import (
+    Aborted,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from shared.timeutil import now_ms as wall_ms
 
 log = logging.getLogger("exchange_gateway.orders")
@@ -70,6 +78,7 @@ class Orders:
         self._syncs: dict[str, asyncio.Task[None]] = {}
         self._resolvers: dict[str, asyncio.Task[None]] = {}
         self._cancels: set[str] = set()
+        self._cancel_wanted: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
         self._orphans_seen: set[str] = set()
         self._closed = False
@@ -110,19 +119,28 @@ class Orders:
         running = self._inflight.get(cid)
         if running is not None:
             return self._same(await asyncio.shield(running), request)
-        existing = await self.journal.get_order(cid)
-        if existing is not None:
-            return self._same(existing, request)
-        try:
-            rules = self.market.rules_for(request.symbol)
-        except NotFound:
-            raise InvalidArgument("symbol", f"{request.symbol!r} is not listed on the exchange") from None
+        cached = self.journal.cached_order(cid)
+        if cached is not None:
+            return self._same(cached, request)
         deadline = self.exchange.deadline_after(remaining_s)
-        last = (
-            await self.market.price_for_checks(request.symbol, deadline) if needs_last_price(request, rules) else None
-        )
-        check_filters(request, rules, last)
-        ticket = await self.exchange.admit(RequestKind.NEW_ORDER, deadline)
+        try:
+            try:
+                rules = self.market.rules_for(request.symbol)
+            except NotFound:
+                raise InvalidArgument("symbol", f"{request.symbol!r} is not listed on the exchange") from None
+            if needs_last_price(request, rules):
+                last = await self.market.price_for_checks(request.symbol, deadline)
+            else:
+                last = None
+            check_filters(request, rules, last)
+            ticket = await self.exchange.admit(RequestKind.NEW_ORDER, deadline)
+        except (InvalidArgument, FailedPrecondition, ResourceExhausted):
+            # A retry of an order journaled long ago (no longer cached) gets that order, even if the
+            # market has moved since; only then is the database asked (the fast path never waits on it).
+            existing = await self.journal.get_order(cid)
+            if existing is not None:
+                return self._same(existing, request)
+            raise
         running = self._inflight.get(cid)
         if running is not None:  # the same id arrived twice at once: one placement only
             return self._same(await asyncio.shield(running), request)
@@ -185,6 +203,9 @@ class Orders:
 
     async def _apply(self, cid: str, snap: OrderSnapshot) -> Order:
         """Journal a snapshot; fetch the order's trades (myTrades) when the journal lacks some."""
+        cached = self.journal.cached_order(cid)
+        if cached is not None and recording.covers(cached, snap):
+            return cached  # the user data stream got there first: nothing new to journal
         now = self.clock()
         applied = await self.journal.transact(
             lambda tx: recording.apply_snapshot(tx, snap, None, now_ms=now, client_order_id=cid)
@@ -223,13 +244,17 @@ class Orders:
         return await asyncio.shield(self.spawn(self._cancel(cid, ticket, deadline), name=f"cancel-{cid}"))
 
     async def _cancel(self, cid: str, ticket: Any, deadline: float | None) -> Order:
-        order = await self.journal.transact(lambda tx: recording.request_cancel(tx, cid, self.clock()))
+        order = await self.journal.get_order(cid)
+        if order is not None and order.status is OrderStatus.UNKNOWN:
+            # Remember the intent durably: the resolver cancels the order once it shows up, also
+            # after a restart. An order known to be open needs no such note: the exchange's answer
+            # (or a query) tells whether it was cancelled, and the caller retries otherwise.
+            order = await self.journal.transact(lambda tx: recording.request_cancel(tx, cid, self.clock()))
+            self._start_resolver(cid)
         if order is None:
             raise NotFound(f"no order with client_order_id {cid!r}", reason="ORDER_NOT_FOUND")
         if order.is_final:
             return order
-        if order.status is OrderStatus.UNKNOWN:
-            self._start_resolver(cid)  # it cancels the order once it shows up
         try:
             snap = await self.exchange.cancel_order(
                 order.symbol, cid, order.exchange_order_id, ticket=ticket, deadline=deadline
@@ -246,6 +271,7 @@ class Orders:
                     return await self._current(cid, order)
             if err.outcome is not Outcome.DEFINITE or err.failure is Failure.RATE_LIMITED:
                 # May or may not have happened: the sync finds out and cancels again if needed.
+                self._cancel_wanted.add(cid)
                 self.request_sync(cid, delay=0.5)
                 return await self._current(cid, order)
             raise Unavailable(f"the exchange refused the cancel: {err.describe()}", reason="CANCEL_FAILED")
@@ -328,8 +354,11 @@ class Orders:
                         log.info("order sync failed; will retry", extra={"client_order_id": cid, "error": str(exc)})
                         applied = recording.Applied(None, False)
                     order = applied.order
-                    if order is not None and order.cancel_requested and order.status in OPEN_STATUSES:
+                    wanted = order is not None and (order.cancel_requested or cid in self._cancel_wanted)
+                    if order is not None and wanted and order.status in OPEN_STATUSES:
                         self._cancel_in_background(cid)
+                    elif order is not None and order.is_final:
+                        self._cancel_wanted.discard(cid)
                     if applied.complete and order is not None:
                         return
                     pause = min(max(pause * 2, 0.5), 10.0)
@@ -381,6 +410,9 @@ class Orders:
         event = self.events(raw)
         if event is None:
             return
+        cached = self.journal.cached_order(event.client_order_id)
+        if cached is not None and recording.already_known(cached, event, self.journal.seen):
+            return  # the order's response (or a reconciliation) already journaled it
         now = self.clock()
         future = self.journal.submit(lambda tx: recording.apply_event(tx, event, now_ms=now))
 

@@ -8,6 +8,7 @@ and the order row changes only when an execution is new.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -20,6 +21,7 @@ from services.exchange_gateway.domain.model import (
     Order,
     OrderSnapshot,
     OrderStatus,
+    trade_key,
 )
 from services.exchange_gateway.service.ports import JournalTx
 
@@ -162,6 +164,28 @@ def apply_event(tx: JournalTx, event: ExchangeEvent, *, now_ms: int) -> Applied:
             tx, lifecycle.ended(order, event.exec_type, reason=reason, time_ms=event.time_ms, now_ms=now_ms)
         )
     return Applied(order)
+
+
+def covers(order: Order, snap: OrderSnapshot) -> bool:
+    """Whether the journaled ``order`` already reflects everything ``snap`` says (nothing to write)."""
+    if snap.status is OrderStatus.REJECTED:
+        return order.status is OrderStatus.REJECTED
+    if not order.reported_new or order.exchange_order_id != snap.exchange_order_id:
+        return False
+    if order.executed_qty < snap.executed_qty:
+        return False
+    if snap.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
+        return order.is_final
+    return True
+
+
+def already_known(order: Order, event: ExchangeEvent, seen: Callable[[str], bool]) -> bool:
+    """Whether ``event`` is already journaled (checked against the committed order and recent keys)."""
+    if event.exec_type is ExecType.TRADE:
+        return event.fill is not None and seen(trade_key(event.symbol, event.fill.trade_id))
+    if event.exec_type is ExecType.NEW:
+        return order.reported_new
+    return order.is_final
 
 
 def missing(order: Order, executed: Decimal) -> bool:

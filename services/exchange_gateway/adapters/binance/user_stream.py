@@ -27,6 +27,7 @@ from shared.ids import new_ulid
 log = logging.getLogger("exchange_gateway.user_stream")
 
 SUBSCRIBE = "userDataStream.subscribe.signature"
+_WANTED = ("executionReport", "eventStreamTerminated", "serverShutdown")
 # Connecting costs 2 weight and the subscription request 2 (web-socket-api.md).
 CONNECT_COST = Cost(weight=4, raw=2)
 
@@ -135,7 +136,10 @@ class UserDataStream:
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, on_event: Callable[[dict[str, Any]], None]) -> None:
         async for msg in ws:
             if msg.type is aiohttp.WSMsgType.TEXT:
-                data = json.loads(msg.data)
+                text = msg.data
+                if not any(kind in text for kind in _WANTED):
+                    continue  # balance updates and the like: not journaled, not worth parsing
+                data = json.loads(text)
                 event = data.get("event") if "event" in data else (data if "e" in data else None)
                 if not isinstance(event, dict):
                     continue  # answers to requests, rate limit notes
