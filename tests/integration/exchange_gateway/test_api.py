@@ -191,3 +191,13 @@ async def test_negative_after_sequence_is_invalid(gateway: Gateway):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stream.read()
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_ioc_order_that_cannot_fill_expires(gateway: Gateway):
+    order = await gateway.submit("api-ioc", price="49000.00", time_in_force=gateway_pb2.TIME_IN_FORCE_IOC)
+    assert order.status == gateway_pb2.EXCHANGE_ORDER_STATUS_EXPIRED
+    assert order.time_in_force == gateway_pb2.TIME_IN_FORCE_IOC
+    new, expired = await gateway.executions(0, 2)
+    assert new.execution_type == gateway_pb2.EXECUTION_TYPE_NEW
+    assert expired.execution_type == gateway_pb2.EXECUTION_TYPE_EXPIRED
+    assert expired.order_status == gateway_pb2.EXCHANGE_ORDER_STATUS_EXPIRED and expired.reject_reason
