@@ -21,7 +21,7 @@ LIMIT = 10
 async def test_a_burst_of_three_times_the_orders_limit(start_gateway: StartGateway, sim: Sim):
     await sim.post("limits", {"orders_per_10s": LIMIT})
     gateway = await start_gateway()  # reads the limit from exchangeInfo
-    await early_in_window(1.0)
+    await early_in_window(3.0)  # the first window must hold the first ten whatever the machine's load
 
     async def submit(cid: str, deadline: float) -> tuple[str, float, float, object]:
         started = time.monotonic()
@@ -42,7 +42,7 @@ async def test_a_burst_of_three_times_the_orders_limit(start_gateway: StartGatew
     for cid, _deadline, elapsed, outcome in late_results:
         assert isinstance(outcome, grpc.aio.AioRpcError), cid
         assert outcome.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert elapsed < 0.5, f"{cid} waited {elapsed:.2f}s before failing"
+        assert elapsed < 1.0, f"{cid} waited {elapsed:.2f}s before failing"  # fast: not at its 3 s deadline
         error = from_rpc_error(outcome)
         assert isinstance(error, ResourceExhausted) and error.retry_after and error.retry_after > 3.0
 
@@ -51,7 +51,7 @@ async def test_a_burst_of_three_times_the_orders_limit(start_gateway: StartGatew
         assert outcome.status == gateway_pb2.EXCHANGE_ORDER_STATUS_NEW
         assert elapsed < deadline
     waits = sorted(elapsed for *_, elapsed, _ in results)
-    assert waits[LIMIT - 1] < 1.0  # the first window's share went at once
+    assert waits[LIMIT - 1] < 2.0  # the first window's share went at once
 
     stats = await sim.stats()
     assert stats["http_429"] == 0 and stats["http_418"] == 0
