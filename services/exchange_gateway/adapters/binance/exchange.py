@@ -115,7 +115,9 @@ class BinanceExchange:
             return None
         # Local time: a deadline must not move when the exchange clock offset is resynced. Leave
         # time for the round trip, so that what is sent can still be answered in time.
-        return self.clock.local() + seconds * 1000.0 - self.deadline_margin_ms
+        # A very short deadline keeps half of itself for the answer rather than none at all.
+        margin = min(self.deadline_margin_ms, max(0.0, seconds) * 500.0)
+        return self.clock.local() + seconds * 1000.0 - margin
 
     async def admit(self, kind: RequestKind, deadline: float | None) -> Grant:
         what, priority = _KIND[kind]
