@@ -32,6 +32,7 @@ def settings_of(config: Config) -> Settings:
         rules_cache_seconds=config.rules_cache_seconds,
         reconcile_interval=config.reconcile_interval,
         resolve_after=config.resolve_after,
+        resume_window=config.resume_window,
         reserved_tokens=(config.service_token, config.admin_token),
     )
 

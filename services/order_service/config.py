@@ -36,6 +36,7 @@ class Config:
     rules_cache_seconds: float = 60.0
     reconcile_interval: float = 5.0
     resolve_after: float = 5.0
+    resume_window: float = 60.0
     db_synchronous: str = "FULL"
     access_log: bool = False
     log_level: str = "INFO"
@@ -66,6 +67,7 @@ class Config:
             rules_cache_seconds=env_float(env, "ORDER_RULES_CACHE_SECONDS", 60.0),
             reconcile_interval=env_float(env, "ORDER_RECONCILE_INTERVAL", 5.0),
             resolve_after=env_float(env, "ORDER_RESOLVE_AFTER", 5.0),
+            resume_window=env_float(env, "ORDER_RESUME_WINDOW", 60.0),
             db_synchronous=synchronous,
             access_log=env_bool(env, "ORDER_ACCESS_LOG", False),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),

@@ -135,10 +135,8 @@ def accepted(order: Order, exchange_order_id: int, now_ms: int) -> Outcome:
     changes: dict[str, object] = {}
     if exchange_order_id and order.exchange_order_id != str(exchange_order_id):
         changes["exchange_order_id"] = str(exchange_order_id)
-    if order.state in (State.SUBMITTING, State.SUBMIT_UNKNOWN):
+    if order.state in (State.PLACING, State.SUBMIT_UNKNOWN):
         changes["state"] = State.NEW
-    elif order.state is State.RESERVING:
-        return Outcome(order, anomaly="the exchange reports an order that was never submitted")
     if not changes:
         return Outcome(order)
     return Outcome(order.evolve(now_ms, **changes))
@@ -169,7 +167,7 @@ def apply_exchange_order(order: Order, snapshot: ExchangeOrder, now_ms: int) -> 
     """
     status = snapshot.status
     if status is ExchangeStatus.UNKNOWN:
-        if order.state is State.SUBMITTING:
+        if order.state is State.PLACING:
             return Outcome(order.evolve(now_ms, state=State.SUBMIT_UNKNOWN))
         return Outcome(order)
     if status in (ExchangeStatus.NEW, ExchangeStatus.PARTIALLY_FILLED, ExchangeStatus.FILLED):

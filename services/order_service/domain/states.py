@@ -4,15 +4,15 @@ Modelled on nautilus_trader's ``_ORDER_STATE_TABLE``: a transition that is not i
 is refused. The internal states are finer than the public ones so that a restart knows exactly
 which step an order had reached:
 
-    RESERVING        persisted; funds are being reserved; never sent to the exchange
-    SUBMITTING       funds reserved; SubmitOrder is (or may be) on its way to the gateway
-    SUBMIT_UNKNOWN   the gateway (or the network) could not say whether the exchange has it
+    PLACING          persisted first; the reservation and the submission are under way (or were
+                     interrupted): either, both or neither may have happened
+    SUBMIT_UNKNOWN   submitted, but the gateway (or the network) could not say whether the exchange has it
     NEW              accepted by the exchange, nothing filled
     PARTIALLY_FILLED part filled, still working
     FILLED, CANCELLED, REJECTED, EXPIRED   final
 
 The real races are allowed on purpose: an execution may arrive from the stream before the
-SubmitOrder response is recorded (SUBMITTING -> PARTIALLY_FILLED/FILLED/...), a trade may arrive
+SubmitOrder response is recorded (PLACING -> PARTIALLY_FILLED/FILLED/...), a trade may arrive
 after a cancel was requested (the cancel request is a flag, not a state, so trades keep applying),
 and a stop-limit may be rejected after it was accepted (NEW -> REJECTED).
 """
@@ -36,8 +36,7 @@ class Status(StrEnum):
 class State(StrEnum):
     """Internal states (stored)."""
 
-    RESERVING = "RESERVING"
-    SUBMITTING = "SUBMITTING"
+    PLACING = "PLACING"
     SUBMIT_UNKNOWN = "SUBMIT_UNKNOWN"
     NEW = "NEW"
     PARTIALLY_FILLED = "PARTIALLY_FILLED"
@@ -48,8 +47,7 @@ class State(StrEnum):
 
 
 PUBLIC_STATUS: dict[State, Status] = {
-    State.RESERVING: Status.PENDING,
-    State.SUBMITTING: Status.PENDING,
+    State.PLACING: Status.PENDING,
     State.SUBMIT_UNKNOWN: Status.PENDING,
     State.NEW: Status.PENDING,
     State.PARTIALLY_FILLED: Status.PARTIALLY_FILLED,
@@ -61,24 +59,21 @@ PUBLIC_STATUS: dict[State, Status] = {
 
 FINAL_STATES = frozenset({State.FILLED, State.CANCELLED, State.REJECTED, State.EXPIRED})
 ACTIVE_STATES = frozenset(set(State) - FINAL_STATES)
-IN_FLIGHT_STATES = frozenset({State.RESERVING, State.SUBMITTING, State.SUBMIT_UNKNOWN})
+IN_FLIGHT_STATES = frozenset({State.PLACING, State.SUBMIT_UNKNOWN})
 """States in which the exchange may not know the order yet."""
 CANCELLABLE_STATUSES = frozenset({Status.PENDING, Status.PARTIALLY_FILLED})
 
 _S = State
 TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
     {
-        # Funds reserved, about to send; or given up before anything was sent.
-        (_S.RESERVING, _S.SUBMITTING),
-        (_S.RESERVING, _S.REJECTED),
-        # The submission's answer, or the stream overtaking it.
-        (_S.SUBMITTING, _S.SUBMIT_UNKNOWN),
-        (_S.SUBMITTING, _S.NEW),
-        (_S.SUBMITTING, _S.PARTIALLY_FILLED),
-        (_S.SUBMITTING, _S.FILLED),
-        (_S.SUBMITTING, _S.CANCELLED),
-        (_S.SUBMITTING, _S.REJECTED),
-        (_S.SUBMITTING, _S.EXPIRED),
+        # The submission's answer, the stream overtaking it, or giving up on an order never sent.
+        (_S.PLACING, _S.SUBMIT_UNKNOWN),
+        (_S.PLACING, _S.NEW),
+        (_S.PLACING, _S.PARTIALLY_FILLED),
+        (_S.PLACING, _S.FILLED),
+        (_S.PLACING, _S.CANCELLED),
+        (_S.PLACING, _S.REJECTED),
+        (_S.PLACING, _S.EXPIRED),
         # An unknown outcome resolves to anything the exchange can report.
         (_S.SUBMIT_UNKNOWN, _S.NEW),
         (_S.SUBMIT_UNKNOWN, _S.PARTIALLY_FILLED),

@@ -40,6 +40,7 @@ class Settings:
     price_cache_seconds: float = 0.5
     reconcile_interval: float = 5.0
     resolve_after: float = 5.0
+    resume_window: float = 60.0
     expiry_retry: float = 2.0
     reserved_tokens: tuple[str, ...] = ()
     watch_queue_size: int = 1000
@@ -82,10 +83,12 @@ class OrderApp:
         )
         self.reconciler = Reconciler(
             self.core,
+            users,
             gateway,
             self.expiry,
             interval=settings.reconcile_interval,
             resolve_after=settings.resolve_after,
+            resume_window=settings.resume_window,
         )
         self._tasks: list[asyncio.Task[None]] = []
 

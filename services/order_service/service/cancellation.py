@@ -76,14 +76,14 @@ class CancelOrder:
         order = await self.core.store.get_order(order_id)
         if order is None or order.user_id != caller.user_id:
             raise not_found(order_id)
-        if order.state in (State.RESERVING, State.SUBMITTING):
+        if order.state is State.PLACING:
             placing = self.core.placing.get(order_id)
             if placing is not None:
                 await asyncio.wait([placing], timeout=deadline.left(self.timeout))
             order = await self.core.store.get_order(order_id)
             if order is None:
                 raise not_found(order_id)
-            if order.state in (State.RESERVING, State.SUBMITTING):
+            if order.state is State.PLACING:
                 raise Unavailable(
                     f"order {order_id} is still being placed; retry the cancel in a moment",
                     reason="ORDER_BEING_PLACED",

@@ -85,10 +85,10 @@ class Core:
     def publish(self, order: Order) -> None:
         """Publish a committed change; an order is visible once its submission was answered.
 
-        (Until then it may still vanish: a refused reservation or a gateway that refused to send it
-        deletes the row, and a watcher should not have seen it.)
+        (Until then it may still vanish: a refused reservation, or a gateway that refused to send
+        it, deletes the row, and a watcher should not have seen it.)
         """
-        if order.state not in (State.RESERVING, State.SUBMITTING):
+        if order.state is not State.PLACING:
             self.hub.publish(order)
 
     def publish_all(self, orders: Iterable[Order]) -> None:

@@ -88,7 +88,7 @@ class ExpiryScheduler:
             order = await self.core.store.get_order(order_id)
             if order is None or order.is_final:
                 return
-            if order.state in (State.RESERVING, State.SUBMITTING):
+            if order.state is State.PLACING:
                 self._retry(order_id)  # the placement finishes first
                 return
             if not order.expire_requested and not order.cancel_requested:

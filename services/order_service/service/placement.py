@@ -1,15 +1,17 @@
 """PlaceOrder: validate, persist, reserve, submit, record, in that order.
 
-    1. validate everything (symbol rules from the cache)            nothing written
-    2. INSERT the order as RESERVING (UNIQUE(user, client_order_id)) txn 1; a duplicate returns the first order
-    3. ReserveFunds(order_id, ...) at the user service             idempotent on order_id
-    4. UPDATE state = SUBMITTING                                    txn 2: from here the order may be at the exchange
-    5. SubmitOrder(client_order_id = order_id) at the gateway       idempotent on client_order_id
-    6. UPDATE with the gateway's answer (+ outbox release if it was refused)   txn 3
+    1. validate everything (symbol rules from the cache)         nothing written
+    2. INSERT the order as PLACING                               txn 1; UNIQUE(user, client_order_id):
+                                                                 a duplicate returns the first order
+    3. ReserveFunds(order_id, ...) at the user service           idempotent on order_id
+    4. SubmitOrder(client_order_id = order_id) at the gateway    idempotent on client_order_id
+    5. UPDATE with the gateway's answer (+ outbox release if it was refused)   txn 2
 
-What each failure leaves behind, and who finishes the job, is in the module docstring of
-``recovery``. The whole sequence runs as a task of its own, shielded from the caller: a client
-that disconnects or runs out of deadline cannot stop it between two steps.
+Two durable writes on the path, because both remote steps are idempotent on keys fixed in step 2:
+an order interrupted anywhere after step 2 is finished by asking the gateway whether it has it and,
+if not, doing steps 3 and 4 again with the same keys (see ``recovery``). The whole sequence runs as a
+task of its own, shielded from the caller: a client that disconnects or runs out of deadline cannot
+stop it between two steps.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class PlaceOrder:
             expire_time_ms=valid.expire_time_ms,
             reserve_asset=asset,
             reserve_amount=amount,
-            state=State.RESERVING,
+            state=State.PLACING,
             create_time_ms=now,
             update_time_ms=now,
         )
@@ -158,12 +160,12 @@ class PlaceOrder:
                 deadline.left(self.reserve_timeout),
             )
         except OUTCOME_UNKNOWN as exc:
-            # The reservation may exist. The order stays RESERVING; the reconciler releases whatever
-            # was reserved (idempotently) and rejects the order, since it was never sent.
+            # The reservation may exist. The order stays PLACING and the reconciler finishes it (same
+            # keys: the reservation is made at most once, the order sent at most once).
             log.warning("reservation outcome unknown", extra={"order_id": order.order_id, "error": str(exc)})
             raise Unavailable(
-                f"could not reserve funds ({exc.message}); the order {order.order_id} will be rejected and any "
-                "reservation released",
+                f"could not reserve funds ({exc.message}); order {order.order_id} is being resolved, "
+                "see GetOrder or place again with the same client_order_id",
                 reason="RESERVATION_UNKNOWN",
                 metadata={"order_id": order.order_id},
             ) from None
@@ -174,10 +176,7 @@ class PlaceOrder:
                 raise
             raise Unavailable(f"the user service refused the reservation: {exc.message}", reason=exc.reason) from None
 
-        # Step 4: from here on the order may be at the exchange, and a restart must find out.
-        await self.core.mutate(order.order_id, lambda o: Outcome(o.evolve(self.core.clock(), state=State.SUBMITTING)))
-
-        # Step 5: submit.
+        # Step 4: submit.
         try:
             answer = await self.gateway.submit_order(order, deadline.left(self.submit_timeout))
         except (InvalidArgument, ResourceExhausted, PermissionDenied, Unauthenticated) as exc:
@@ -193,7 +192,7 @@ class PlaceOrder:
             self._arm_expiry(outcome.order)
             return outcome.order
 
-        # Step 6: record the answer (fills only ever come from the stream).
+        # Step 5: record the answer (fills only ever come from the stream).
         outcome = await self.core.mutate(order.order_id, lambda o: apply_exchange_order(o, answer, self.core.clock()))
         if outcome.effects:
             await self.core.outbox.drain(order.order_id, deadline.left(self.drain_timeout))
@@ -201,7 +200,7 @@ class PlaceOrder:
         return outcome.order
 
     def _unknown(self, order: Order) -> Outcome:
-        if order.state is State.SUBMITTING:
+        if order.state is State.PLACING:
             return Outcome(order.evolve(self.core.clock(), state=State.SUBMIT_UNKNOWN))
         return Outcome(order)  # the stream got there first
 

@@ -2,24 +2,28 @@
 
 Where a crash (or a lost answer) can leave an order, and what finishes it:
 
-    RESERVING       persisted, the reservation may or may not exist, never sent (submission only
-                    starts after SUBMITTING is committed). -> ReleaseFunds(order:final) through the
-                    outbox (idempotent; zero if nothing was reserved) and REJECTED
-                    "interrupted before submission", in one transaction.
-    SUBMITTING      reserved; SubmitOrder may or may not have reached the gateway.
-    SUBMIT_UNKNOWN  the gateway (or the network) did not say whether the exchange has it.
-                    -> SubmitOrder again with the SAME client order id: the gateway is idempotent on
-                    it (a journaled order is returned, never sent twice; an order it never saw is
-                    sent now), and its answer is applied like a first answer. A refusal that sent
-                    nothing (INVALID_ARGUMENT) ends the order REJECTED with its funds released.
-    NEW, PARTIALLY_FILLED  -> the stream replays every execution after the persisted cursor; the
-                    gateway's journal view (GetOrder) is applied too, which can only end an order
-                    whose trades are all applied.
+    PLACING         persisted; ReserveFunds and SubmitOrder may each have happened or not (submission
+                    only ever follows a successful reservation). -> ask the gateway (GetOrder, journal):
+                    - it has the order: it was reserved and sent; apply its answer like a first answer;
+                    - it does not, and the order is younger than ``resume_window``: finish the placement
+                      with the SAME keys: ReserveFunds(order_id) (idempotent: reserves at most once) then
+                      SubmitOrder(client_order_id) (idempotent: the gateway never sends twice, so a
+                      submission from before the crash that is still on its way cannot double it);
+                    - it does not, and the order is older: nothing can still be on its way; release
+                      whatever was reserved (ReleaseFunds is idempotent, zero if nothing was) and end it
+                      REJECTED "interrupted before submission".
+                    A definite refusal on the way (insufficient funds now, a filter the gateway refuses)
+                    ends it REJECTED with the funds released.
+    SUBMIT_UNKNOWN  -> SubmitOrder again with the same client order id (a journaled order is returned,
+                    one the gateway never saw is sent now); its answer is applied.
+    NEW, PARTIALLY_FILLED -> the stream replays every execution after the persisted cursor; at start the
+                    gateway's journal view (GetOrder) is applied too, which can only end an order whose
+                    trades are all applied here.
     outbox rows     performed again at start (idempotent keys: trade id, release id).
     expire_time     re-armed for every active order.
 
-While running, the same resolution is applied to orders that have stayed RESERVING, SUBMITTING or
-SUBMIT_UNKNOWN for longer than ``resolve_after`` seconds and are not being placed by this process.
+While running, the same resolution is applied to orders that have stayed PLACING or SUBMIT_UNKNOWN
+for longer than ``resolve_after`` seconds and are not being placed by this process.
 """
 
 from __future__ import annotations
@@ -28,16 +32,17 @@ import asyncio
 import logging
 
 from services.order_service.domain.lifecycle import apply_exchange_order, give_up
-from services.order_service.domain.model import Order, Outcome
+from services.order_service.domain.model import ExchangeOrder, Order, Outcome
 from services.order_service.domain.states import ACTIVE_STATES, IN_FLIGHT_STATES, State
 from services.order_service.service.core import Core
 from services.order_service.service.expiry import ExpiryScheduler
-from services.order_service.service.ports import GatewayPort
-from shared.errors import InvalidArgument
+from services.order_service.service.ports import GatewayPort, UserPort
+from shared.errors import DeadlineExceeded, DomainError, Internal, InvalidArgument, NotFound, Unavailable
 
 log = logging.getLogger("order_service.recovery")
 
 INTERRUPTED = "interrupted before submission"
+OUTCOME_UNKNOWN = (Unavailable, DeadlineExceeded, Internal)
 
 
 class Reconciler:
@@ -46,17 +51,21 @@ class Reconciler:
     def __init__(
         self,
         core: Core,
+        users: UserPort,
         gateway: GatewayPort,
         expiry: ExpiryScheduler,
         *,
         interval: float = 5.0,
         resolve_after: float = 5.0,
+        resume_window: float = 60.0,
         timeout: float = 10.0,
         concurrency: int = 16,
         drain_timeout: float = 2.0,
     ):
         self.core = core
+        self.users = users
         self.gateway = gateway
+        self.resume_window = resume_window
         self.expiry = expiry
         self.interval = interval
         self.resolve_after = resolve_after
@@ -108,33 +117,56 @@ class Reconciler:
 
     async def resolve(self, order: Order, *, query_working: bool = True) -> None:
         """Bring one order up to date with what the user service and the gateway know."""
-        order_id = order.order_id
-        if order.state is State.RESERVING:
-            outcome = await self.core.mutate(order_id, self._interrupted)
-            if outcome.effects:
-                await self.core.outbox.drain(order_id, self.drain_timeout)
-            log.warning("order interrupted before submission: rejected, funds released", extra={"order_id": order_id})
-            return
-        if order.state in (State.SUBMITTING, State.SUBMIT_UNKNOWN):
-            try:
-                answer = await self.gateway.submit_order(order, self.timeout)
-            except InvalidArgument as exc:
-                reason = f"refused by the gateway: {exc.description}"
-                outcome = await self.core.mutate(order_id, lambda o: give_up(o, reason, self.core.clock()))
-                if outcome.effects:
-                    await self.core.outbox.drain(order_id, self.drain_timeout)
-                return
-            outcome = await self.core.mutate(order_id, lambda o: apply_exchange_order(o, answer, self.core.clock()))
-            if outcome.effects:
-                await self.core.outbox.drain(order_id, self.drain_timeout)
-            return
-        if query_working and order.state in (State.NEW, State.PARTIALLY_FILLED):
-            answer = await self.gateway.get_order(order_id, False, self.timeout)
-            outcome = await self.core.mutate(order_id, lambda o: apply_exchange_order(o, answer, self.core.clock()))
-            if outcome.effects:
-                await self.core.outbox.drain(order_id, self.drain_timeout)
+        if order.state is State.PLACING:
+            await self._finish_placing(order)
+        elif order.state is State.SUBMIT_UNKNOWN:
+            await self._submit(order)
+        elif query_working and order.state in (State.NEW, State.PARTIALLY_FILLED):
+            await self._apply(order.order_id, await self.gateway.get_order(order.order_id, False, self.timeout))
 
-    def _interrupted(self, order: Order) -> Outcome:
-        if order.state is not State.RESERVING:
-            return Outcome(order)  # moved on meanwhile
-        return give_up(order, INTERRUPTED, self.core.clock())
+    async def _finish_placing(self, order: Order) -> None:
+        try:
+            known: ExchangeOrder | None = await self.gateway.get_order(order.order_id, False, self.timeout)
+        except NotFound:
+            known = None
+        if known is not None:
+            await self._apply(order.order_id, known)  # it was reserved and sent before the interruption
+            return
+        age_ms = self.core.clock() - order.create_time_ms
+        if age_ms > self.resume_window * 1000:
+            await self._give_up(order.order_id, INTERRUPTED)
+            return
+        try:
+            await self.users.reserve_funds(
+                order.order_id, order.user_id, order.reserve_asset, order.reserve_amount, self.timeout
+            )
+        except OUTCOME_UNKNOWN:
+            raise  # try again at the next pass
+        except DomainError as exc:
+            await self._give_up(order.order_id, f"{INTERRUPTED}; funds could not be reserved: {exc.message}")
+            return
+        await self._submit(order)
+
+    async def _submit(self, order: Order) -> None:
+        try:
+            answer = await self.gateway.submit_order(order, self.timeout)
+        except InvalidArgument as exc:
+            await self._give_up(order.order_id, f"refused by the gateway: {exc.description}")
+            return
+        await self._apply(order.order_id, answer)
+
+    async def _apply(self, order_id: str, answer: ExchangeOrder) -> None:
+        outcome = await self.core.mutate(order_id, lambda o: apply_exchange_order(o, answer, self.core.clock()))
+        if outcome.effects:
+            await self.core.outbox.drain(order_id, self.drain_timeout)
+
+    async def _give_up(self, order_id: str, reason: str) -> None:
+        def change(order: Order) -> Outcome:
+            if order.state is not State.PLACING:
+                return Outcome(order)  # moved on meanwhile
+            return give_up(order, reason, self.core.clock())
+
+        outcome = await self.core.mutate(order_id, change)
+        if outcome.effects:
+            await self.core.outbox.drain(order_id, self.drain_timeout)
+            log.warning("order given up before submission", extra={"order_id": order_id, "reason": reason})

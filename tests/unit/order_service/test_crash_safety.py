@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -17,6 +18,7 @@ from services.order_service.domain.states import State, Status
 from services.order_service.service import executions as executions_module
 from services.order_service.service.deadline import Deadline
 from services.order_service.service.recovery import INTERRUPTED
+from shared.errors import Unavailable
 
 from .conftest import ALICE, Harness, limit_buy
 from .fakes import Crash
@@ -46,33 +48,79 @@ async def only_order(h: Harness):  # type: ignore[no-untyped-def]
     return page.orders[0]
 
 
-async def test_crash_after_the_reservation_rejects_the_order_and_releases_it(harness: Harness) -> None:
+@pytest.mark.parametrize("stage", ["before", "after"])
+async def test_crash_around_the_reservation_finishes_the_placement_with_one_reservation(
+    harness: Harness, stage: str
+) -> None:
+    # "before": ReserveFunds never ran; "after": it ran and the process died before submitting.
+    h = harness
+    h.users.hook = crash_at("reserve", stage)
+    with pytest.raises(Crash):
+        await h.place(limit_buy())
+    await h.crash()
+    h.users.hook = None
+    await h.restart()
+    await h.settle()
+    order = await only_order(h)
+    assert order.state is State.NEW
+    assert h.gateway.sent[order.order_id] == 1
+    assert ledger(h, "RESERVE") == 1 and ledger(h, "RELEASE") == 0
+    assert h.users.balance(ALICE, "USDT") == (D("99510"), D("490"))
+
+
+async def test_an_interrupted_placement_too_old_to_resume_is_rejected_and_released(harness: Harness) -> None:
     h = harness
     h.users.hook = crash_at("reserve", "after")
     with pytest.raises(Crash):
         await h.place(limit_buy())
-    assert h.users.balance(ALICE, "USDT") == (D("99510"), D("490"))  # reserved, then the process died
     await h.crash()
+    h.users.hook = None
+    h.settings = replace(h.settings, resume_window=0.0)  # the restart comes "too late" to send it now
+    await asyncio.sleep(0.01)
     await h.restart()
     await h.settle()
     order = await only_order(h)
     assert order.status is Status.REJECTED and order.reject_reason == INTERRUPTED
     assert h.users.balance(ALICE, "USDT") == (D("100000"), D("0"))
     assert h.gateway.calls["submit"] == 0  # never sent
+    assert ledger(h, "RESERVE") == ledger(h, "RELEASE") == 1
 
 
-async def test_crash_before_the_reservation_leaves_nothing_reserved(harness: Harness) -> None:
+async def test_an_interrupted_placement_that_can_no_longer_be_funded_is_rejected(harness: Harness) -> None:
     h = harness
     h.users.hook = crash_at("reserve", "before")
     with pytest.raises(Crash):
         await h.place(limit_buy())
     await h.crash()
+    h.users.hook = None
+    h.users.balances[(ALICE, "USDT")][0] = D("10")  # spent elsewhere meanwhile
     await h.restart()
     await h.settle()
     order = await only_order(h)
     assert order.status is Status.REJECTED
-    assert h.users.balance(ALICE, "USDT") == (D("100000"), D("0"))
-    assert ledger(h, "RESERVE") == ledger(h, "RELEASE") == 0
+    assert order.reject_reason.startswith(INTERRUPTED)
+    assert h.gateway.calls["submit"] == 0
+
+
+async def test_a_reservation_with_an_unknown_outcome_is_resolved_by_the_reconciler(harness: Harness) -> None:
+    h = harness
+
+    def lost(method: str, stage: str) -> None:
+        if (method, stage) == ("reserve", "after"):
+            raise Unavailable("connection reset")
+
+    h.users.hook = lost
+    with pytest.raises(Unavailable):
+        await h.place(limit_buy())
+    h.users.hook = None
+    order = await only_order(h)
+    assert order.state is State.PLACING
+    await h.app.reconciler.tick()
+    await h.settle()
+    order = await h.order(order.order_id)
+    assert order.state is State.NEW
+    assert ledger(h, "RESERVE") == 1
+    assert h.gateway.sent[order.order_id] == 1
 
 
 @pytest.mark.parametrize("stage", ["before", "after"])
@@ -174,8 +222,6 @@ async def test_an_execution_delivered_twice_is_applied_once(harness: Harness) ->
     assert await h.app.executions.apply([report]) == 0
     # The same trade under a later sequence number (a duplicate the journal should never have):
     # skipped by fill id, though the cursor moves on.
-    from dataclasses import replace
-
     duplicate = replace(report, sequence=len(h.gateway.executions) + 1)
     assert await h.app.executions.apply([duplicate]) == 1
     await h.app.outbox.idle()

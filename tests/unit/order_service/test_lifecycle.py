@@ -188,7 +188,7 @@ def test_a_late_trade_on_a_final_order_is_still_recorded_and_settled() -> None:
 
 
 def test_the_stream_may_overtake_the_submit_answer() -> None:
-    submitting = order(State.SUBMITTING)
+    submitting = order(State.PLACING)
     filled = apply_execution(submitting, trade(1, "1", "100", 1), NOW).order
     assert filled.state is State.FILLED
     # The answer arrives afterwards: it cannot move the order back.
@@ -239,7 +239,7 @@ def test_a_refused_transition_leaves_the_order_and_reports_it() -> None:
 
 def test_an_unknown_answer_marks_a_submitting_order_unknown() -> None:
     answer = ExchangeOrder("ord_1", 0, ExchangeStatus.UNKNOWN, D(0), D(0))
-    assert apply_exchange_order(order(State.SUBMITTING), answer, NOW).order.state is State.SUBMIT_UNKNOWN
+    assert apply_exchange_order(order(State.PLACING), answer, NOW).order.state is State.SUBMIT_UNKNOWN
     new = order(State.NEW)
     assert apply_exchange_order(new, answer, NOW).order is new
 
@@ -258,7 +258,7 @@ def test_a_final_answer_waits_for_the_trades_it_reports() -> None:
 
 def test_a_rejected_answer_ends_the_order_with_its_reason() -> None:
     answer = ExchangeOrder("ord_1", 0, ExchangeStatus.REJECTED, D(0), D(0), "Order would trigger immediately.")
-    outcome = apply_exchange_order(order(State.SUBMITTING), answer, NOW)
+    outcome = apply_exchange_order(order(State.PLACING), answer, NOW)
     assert outcome.order.state is State.REJECTED
     assert outcome.order.reject_reason == "Order would trigger immediately."
 
