@@ -34,7 +34,7 @@ from launcher.stack import LaunchError
 from shared.config import REPO_ROOT
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-DEFAULT_SATURATION_RATES = [200, 300, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3000]
+DEFAULT_SATURATION_RATES = [150, 200, 300, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3000]
 
 
 @dataclass
@@ -531,6 +531,17 @@ class Run:
         if sat and sat.get("best"):
             shown.append(sat["best"]["name"])
         result["cpu_phases_shown"] = shown
+        # CPU milliseconds per successful request, per process: what each order costs each service.
+        achieved = {p["name"]: p["achieved_rps"] for p in [*reported, *((sat or {}).get("curve") or [])]}
+        result["cpu_ms_per_request"] = {
+            phase: {
+                name: round(10 * share / achieved[phase], 3)
+                for name, share in cpu[phase]["cpu_pct"].items()
+                if achieved.get(phase)
+            }
+            for phase in shown
+            if phase in cpu and achieved.get(phase)
+        }
         if main_phase is not None and main_phase["name"] in cpu:
             shares = cpu[main_phase["name"]]["cpu_pct"]
             services_cpu = sum(shares.get(n, 0.0) for n in report.SERVICES)

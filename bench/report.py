@@ -241,6 +241,15 @@ def table(result: dict[str, Any]) -> str:
     lines.append(f"{'(other processes)':<20}{'':>12}{background}")
     lines.append(f"{'services total':<20}{_fmt(result.get('peak_rss_total_mb'), 1):>12}")
     lines.append("  CPU is % of one core, averaged over the phase; (other processes) is the rest of the machine.")
+    per_request = result.get("cpu_ms_per_request") or {}
+    if per_request:
+        lines.append("")
+        lines.append(f"{'CPU ms per request':<20}{'':>12}" + "".join(f"{p[:18]:>18}" for p in shown))
+        for name in [*SERVICES, "load_generator"]:
+            cells = "".join(f"{_fmt((per_request.get(p) or {}).get(name), 2):>18}" for p in shown)
+            lines.append(f"{name:<20}{'':>12}{cells}")
+        totals = "".join(f"{_fmt(sum((per_request.get(p) or {}).get(n, 0.0) for n in SERVICES), 2):>18}" for p in shown)
+        lines.append(f"{'services total':<20}{'':>12}{totals}")
     ledger = result.get("ledger")
     if ledger:
         lines.append("")
