@@ -87,7 +87,10 @@ def parse(path: Path) -> list[tuple[list[str], int]]:
 
 def _is_python(frame: str) -> bool:
     match = FRAME.match(frame)
-    return bool(match) and (match.group("file").endswith(".py") or match.group("file").startswith("<"))
+    if match is None:
+        return False
+    file = match.group("file")
+    return file.endswith(".py") or file.startswith("<")
 
 
 def _short(frame: str) -> str:

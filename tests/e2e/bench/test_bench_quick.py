@@ -54,7 +54,12 @@ def test_the_quick_run_completes_and_prints_the_table_and_verdicts(quick_run):
     assert "Phase fixed" in out and "Phase sat-" in out
     assert re.search(r"fixed\s+t=\s*[\d.]+s offered", out), "no live progress line"
     assert "Targets:" in out
-    for target in ("p95 at 100 orders/s", "saturation, end to end", "marketable order to FILLED", "all processes together"):
+    for target in (
+        "p95 at 100 orders/s",
+        "saturation, end to end",
+        "marketable order to FILLED",
+        "all processes together",
+    ):
         assert re.search(rf"(PASS|FAIL|N/A)\s+{re.escape(target)}", out), target
 
 
