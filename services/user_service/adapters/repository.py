@@ -1,17 +1,25 @@
 """The ``Repository`` port over one SQLAlchemy connection inside an open transaction.
 
-Statements on the money path are built once at import (plain objects, no engine): building and
-compiling SQLAlchemy expressions per call was measured as the main cost, and prebuilt statements
-hit the compiled cache.
+Statements are SQLAlchemy Core, built once from the table definitions. On the money path (every
+reserve, release, settle, deposit and authentication) they are also compiled to SQL text once and
+run on the connection's own DBAPI cursor, inside the same transaction: measured here, SQLAlchemy's
+per-call execution machinery cost about 0.1 ms per statement, several times SQLite's own work, and
+one operation runs seven or eight statements. Decimals are written as the same canonical text as
+``shared.db.ExactDecimal``. The rarer list and admin statements stay ordinary SQLAlchemy Core.
 """
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql import ClauseElement
 
 from services.user_service.adapters.tables import (
     api_keys,
@@ -61,6 +69,7 @@ _UPSERT_BALANCE = _upsert_balance.on_conflict_do_update(
         "update_ms": _upsert_balance.excluded.update_ms,
     },
 )
+_ENTRY_COLUMNS = [c.name for c in ledger_entries.columns if c.name != "entry_id"]
 _INSERT_ENTRY = insert(ledger_entries)
 
 _GET_RESERVATION = select(
@@ -87,30 +96,48 @@ _GET_IDEMPOTENCY = select(idempotency_keys.c.fingerprint, idempotency_keys.c.res
 _INSERT_IDEMPOTENCY = insert(idempotency_keys)
 
 
-def _user(row: Row[Any]) -> User:
-    m = row._mapping
-    return User(
-        user_id=m["user_id"],
-        username=m["username"],
-        email=m["email"],
-        status=UserStatus(m["status"]),
-        create_ms=m["create_ms"],
-        update_ms=m["update_ms"],
-        last_login_ms=m["last_login_ms"],
-    )
+def _text(value: Decimal) -> str:
+    """Canonical storage text, as ``ExactDecimal`` writes it, without its two quantize calls.
+
+    Exact because every ledger figure already has at most 8 decimal places: inputs are parsed
+    with at most 8, storage holds 8, and the ledger only adds and subtracts them.
+    """
+    return f"{value:.8f}"
 
 
-def _key(row: Row[Any]) -> ApiKey:
-    m = row._mapping
-    return ApiKey(
-        key_id=m["key_id"],
-        user_id=m["user_id"],
-        label=m["label"],
-        secret_hash=m["secret_sha256"],
-        create_ms=m["create_ms"],
-        revoke_ms=m["revoke_ms"],
-        last_used_ms=m["last_used_ms"],
-    )
+def _compile(statement: ClauseElement, column_keys: list[str] | None = None) -> str:
+    return str(statement.compile(dialect=sqlite.dialect(paramstyle="named"), column_keys=column_keys))
+
+
+class _Sql:
+    """The money-path statements as SQL text, compiled once from the Core statements above."""
+
+    def __init__(self) -> None:
+        self.get_user = _compile(_GET_USER)
+        self.get_key = _compile(_GET_KEY)
+        self.touch_key = _compile(_TOUCH_KEY)
+        self.touch_user = _compile(_TOUCH_USER)
+        self.get_balance = _compile(_GET_BALANCE)
+        self.upsert_balance = _compile(_UPSERT_BALANCE)
+        self.insert_entry = _compile(_INSERT_ENTRY, _ENTRY_COLUMNS)
+        self.get_reservation = _compile(_GET_RESERVATION)
+        self.upsert_reservation = _compile(_UPSERT_RESERVATION)
+        self.get_idempotency = _compile(_GET_IDEMPOTENCY)
+        self.insert_idempotency = _compile(_INSERT_IDEMPOTENCY)
+
+
+@functools.cache
+def _sql() -> _Sql:
+    return _Sql()
+
+
+def _user(row: Any) -> User:
+    # Column order of the users table (SELECT users.* is what _GET_USER compiles to).
+    return User(row[0], row[1], row[2], UserStatus(row[3]), row[4], row[5], row[6])
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
 
 def _entry(row: Row[Any]) -> LedgerEntry:
@@ -135,11 +162,18 @@ class SqlRepository:
 
     def __init__(self, conn: Connection):
         self.conn = conn
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        self.cursor = driver.cursor()
+        self._sql = _sql()
+
+    def _one(self, sql: str, params: dict[str, Any]) -> Any:
+        return self.cursor.execute(sql, params).fetchone()
 
     # --- users --------------------------------------------------------------------------------
 
     def get_user(self, user_id: str) -> User | None:
-        row = self.conn.execute(_GET_USER, {"user_id": user_id}).first()
+        row = self._one(self._sql.get_user, {"user_id": user_id})
         return None if row is None else _user(row)
 
     def username_taken(self, username: str) -> bool:
@@ -190,7 +224,7 @@ class SqlRepository:
         )
 
     def get_api_key(self, key_id: str) -> ApiKey | None:
-        row = self.conn.execute(_GET_KEY, {"key_id": key_id}).first()
+        row = self._one(self._sql.get_key, {"key_id": key_id})
         return None if row is None else _key(row)
 
     def list_api_keys(self, user_id: str) -> list[ApiKey]:
@@ -200,48 +234,52 @@ class SqlRepository:
         self.conn.execute(_REVOKE_KEY, {"b_key_id": key_id, "revoke_ms": now_ms})
 
     def touch_login(self, key_id: str, user_id: str, now_ms: int) -> None:
-        self.conn.execute(_TOUCH_KEY, {"b_key_id": key_id, "last_used_ms": now_ms})
-        self.conn.execute(_TOUCH_USER, {"b_user_id": user_id, "last_login_ms": now_ms})
+        self.cursor.execute(self._sql.touch_key, {"b_key_id": key_id, "last_used_ms": now_ms})
+        self.cursor.execute(self._sql.touch_user, {"b_user_id": user_id, "last_login_ms": now_ms})
 
     # --- balances and the ledger --------------------------------------------------------------
 
     def get_balance(self, user_id: str, asset: str) -> Balance | None:
-        row = self.conn.execute(_GET_BALANCE, {"user_id": user_id, "asset": asset}).first()
-        return None if row is None else Balance(user_id, asset, row[0], row[1])
+        row = self._one(self._sql.get_balance, {"user_id": user_id, "asset": asset})
+        return None if row is None else Balance(user_id, asset, Decimal(row[0]), Decimal(row[1]))
 
     def list_balances(self, user_id: str) -> list[Balance]:
         return [Balance(user_id, r[0], r[1], r[2]) for r in self.conn.execute(_LIST_BALANCES, {"user_id": user_id})]
 
     def save_balances(self, items: Iterable[Balance], now_ms: int) -> None:
-        for b in items:
-            self.conn.execute(
-                _UPSERT_BALANCE,
+        self.cursor.executemany(
+            self._sql.upsert_balance,
+            [
                 {
                     "user_id": b.user_id,
                     "asset": b.asset,
-                    "available": b.available,
-                    "locked": b.locked,
+                    "available": _text(b.available),
+                    "locked": _text(b.locked),
                     "update_ms": now_ms,
-                },
-            )
+                }
+                for b in items
+            ],
+        )
 
     def append_entries(self, entries: list[LedgerEntry]) -> None:
-        for e in entries:
-            self.conn.execute(
-                _INSERT_ENTRY,
+        self.cursor.executemany(
+            self._sql.insert_entry,
+            [
                 {
                     "user_id": e.user_id,
                     "asset": e.asset,
                     "kind": e.kind.value,
-                    "available_delta": e.available_delta,
-                    "locked_delta": e.locked_delta,
-                    "available_after": e.available_after,
-                    "locked_after": e.locked_after,
+                    "available_delta": _text(e.available_delta),
+                    "locked_delta": _text(e.locked_delta),
+                    "available_after": _text(e.available_after),
+                    "locked_after": _text(e.locked_after),
                     "reference": e.reference,
                     "order_id": e.order_id,
                     "create_ms": e.create_ms,
-                },
-            )
+                }
+                for e in entries
+            ],
+        )
 
     def list_entries(self, user_id: str, asset: str | None, before_id: int | None, limit: int) -> list[LedgerEntry]:
         query = (
@@ -259,30 +297,32 @@ class SqlRepository:
     # --- reservations and idempotency ---------------------------------------------------------
 
     def get_reservation(self, order_id: str) -> Reservation | None:
-        row = self.conn.execute(_GET_RESERVATION, {"order_id": order_id}).first()
-        return None if row is None else Reservation(*row)
+        row = self._one(self._sql.get_reservation, {"order_id": order_id})
+        if row is None:
+            return None
+        return Reservation(row[0], row[1], row[2], Decimal(row[3]), Decimal(row[4]), Decimal(row[5]))
 
     def save_reservation(self, reservation: Reservation, now_ms: int) -> None:
-        self.conn.execute(
-            _UPSERT_RESERVATION,
+        self.cursor.execute(
+            self._sql.upsert_reservation,
             {
                 "order_id": reservation.order_id,
                 "user_id": reservation.user_id,
                 "asset": reservation.asset,
-                "reserved": reservation.reserved,
-                "consumed": reservation.consumed,
-                "released": reservation.released,
+                "reserved": _text(reservation.reserved),
+                "consumed": _text(reservation.consumed),
+                "released": _text(reservation.released),
                 "create_ms": now_ms,
                 "update_ms": now_ms,
             },
         )
 
     def get_idempotency(self, scope: str, key: str) -> tuple[str, str] | None:
-        row = self.conn.execute(_GET_IDEMPOTENCY, {"scope": scope, "key": key}).first()
+        row = self._one(self._sql.get_idempotency, {"scope": scope, "key": key})
         return None if row is None else (row[0], row[1])
 
     def put_idempotency(self, scope: str, key: str, fingerprint: str, result: str, now_ms: int) -> None:
-        self.conn.execute(
-            _INSERT_IDEMPOTENCY,
+        self.cursor.execute(
+            self._sql.insert_idempotency,
             {"scope": scope, "key": key, "fingerprint": fingerprint, "result": result, "create_ms": now_ms},
         )

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import OperationalError
 
 from services.user_service.adapters.repository import SqlRepository
@@ -119,41 +119,68 @@ class SqlTransactions:
                 if not fut.done():
                     fut.set_exception(Unavailable("the service is stopping", reason="SHUTTING_DOWN"))
 
+    def _begin(self) -> tuple[Connection, RootTransaction]:
+        conn = self.engine.connect()
+        try:
+            return conn, conn.begin()
+        except BaseException:
+            conn.close()
+            raise
+
+    def _end(self, conn: Connection, transaction: RootTransaction, commit: bool) -> None:
+        try:
+            if commit:
+                transaction.commit()
+                self.batches += 1
+            elif transaction.is_active:
+                transaction.rollback()
+        except BaseException:
+            if transaction.is_active:
+                transaction.rollback()
+            raise
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _run_jobs(conn: Connection, fns: list[Job]) -> tuple[list[Outcome], bool]:
+        """Run each job in its own savepoint; return the outcomes and whether to commit."""
+        repo = SqlRepository(conn)
+        if len(fns) == 1:
+            # Alone in the transaction: no savepoint needed, a failure rolls back everything.
+            try:
+                return [(True, fns[0](repo))], True
+            except Exception as exc:
+                return [(False, exc)], False
+        # Plain SAVEPOINT statements on the driver cursor: the same effect as
+        # ``begin_nested()`` at a fraction of the cost (see repository.py).
+        cursor = repo.cursor
+        outcomes: list[Outcome] = []
+        for fn in fns:
+            cursor.execute("SAVEPOINT job")
+            try:
+                result = fn(repo)
+            except Exception as exc:
+                cursor.execute("ROLLBACK TO job")
+                cursor.execute("RELEASE job")
+                outcomes.append((False, exc))
+            else:
+                cursor.execute("RELEASE job")
+                outcomes.append((True, result))
+        return outcomes, True
+
     def run_batch(self, fns: list[Job]) -> list[Outcome]:
         """Run ``fns`` in one write transaction on the calling thread, each in its own savepoint.
 
         Returns (True, result) or (False, exception) per function; raises only if the
         transaction as a whole fails (BEGIN or COMMIT), in which case nothing was written.
         """
-        outcomes: list[Outcome] = []
-        with self.engine.connect() as conn:
-            transaction = conn.begin()
-            try:
-                repo = SqlRepository(conn)
-                if len(fns) == 1:
-                    # Alone in the transaction: no savepoint needed, a failure rolls back everything.
-                    try:
-                        outcomes.append((True, fns[0](repo)))
-                    except Exception as exc:
-                        transaction.rollback()
-                        return [(False, exc)]
-                else:
-                    for fn in fns:
-                        savepoint = conn.begin_nested()
-                        try:
-                            result = fn(repo)
-                        except Exception as exc:
-                            savepoint.rollback()
-                            outcomes.append((False, exc))
-                        else:
-                            savepoint.commit()
-                            outcomes.append((True, result))
-                transaction.commit()
-            except BaseException:
-                if transaction.is_active:
-                    transaction.rollback()
-                raise
-        self.batches += 1
+        conn, transaction = self._begin()
+        try:
+            outcomes, commit = self._run_jobs(conn, fns)
+        except BaseException:
+            self._end(conn, transaction, False)
+            raise
+        self._end(conn, transaction, commit)
         return outcomes
 
     def write_sync(self, fn: Callable[[SqlRepository], T]) -> T:
