@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +66,7 @@ class Settings:
     profile_services: list[str] = field(default_factory=list)
     profile_phase: str = "sat-"
     profile_native: bool = False
+    perf: bool = False
     keep: bool = False
     strict: bool = False
     seed: int = 1
@@ -113,6 +115,9 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument(
         "--profile-native", action="store_true", help="py-spy --native: C frames too (pauses the process per sample)"
     )
+    parser.add_argument(
+        "--perf", action="store_true", help="also record the services with perf: CPU by library (needs --profile-dir)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (databases, logs)")
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is not met")
     parser.add_argument("--seed", type=int, default=1)
@@ -159,6 +164,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         profile_services=[s for s in args.profile_services.split(",") if s],
         profile_phase=args.profile_phase,
         profile_native=args.profile_native,
+        perf=args.perf,
         keep=args.keep,
         strict=args.strict,
         seed=args.seed,
@@ -238,6 +244,9 @@ class Run:
         self.run_id = secrets.token_hex(3)
         self.profile_files: dict[str, Path] = {}
         self.profile_seconds: dict[str, float] = {}
+        self.perf_files: dict[str, Path] = {}
+        self.perf_recorder: profiles.PerfRecorder | None = None
+        self._profiling = False
         self.max_num_orders: int | None = None
 
     # ------------------------------------------------------------------ phases of the run
@@ -349,6 +358,11 @@ class Run:
                 self.result["notes"].append("py-spy not found: no profile recorded")
             else:
                 recorder = profiles.Recorder(py_spy, self.s.profile_dir, native=self.s.profile_native)
+            perf = shutil.which("perf") if self.s.perf else None
+            if self.s.perf and perf is None:
+                self.result["notes"].append("perf not found: no CPU split by library")
+            elif perf is not None:
+                self.perf_recorder = profiles.PerfRecorder(perf, self.s.profile_dir)
         with _child(cmd, stdout=subprocess.PIPE, text=True, bufsize=1) as gen:
             self.sampler.watch("load_generator", gen.pid)
             self.result.setdefault("pids", {})["load_generator"] = gen.pid
@@ -361,6 +375,8 @@ class Run:
                 if recorder is not None:
                     self.profile_files = recorder.stop()
                     self.profile_seconds = dict(recorder.elapsed)
+                if self.perf_recorder is not None:
+                    self.perf_files = self.perf_recorder.stop()
             code = gen.wait()
             self.sampler.mark("")
             self.sampler.unwatch("load_generator")
@@ -379,12 +395,17 @@ class Run:
             self.sampler.mark(event["phase"])
             self.result.setdefault("load_started_wall", event["wall"])
             say(f"Phase {event['phase']}: {event['rate']:.0f} orders/s offered for {event['duration']:.0f} s")
-            if recorder is not None and event["phase"].startswith(self.s.profile_phase) and not recorder.running:
+            if event["phase"].startswith(self.s.profile_phase) and not self._profiling:
+                self._profiling = True
                 pids = stack.pids()
                 for name in self.s.profile_services:
-                    if name in pids:
-                        recorder.start(name, pids[name])
-                say(f"  py-spy recording {', '.join(recorder.running)} into {self.s.profile_dir}")
+                    for tool in (recorder, self.perf_recorder):
+                        if name in pids and tool is not None:
+                            tool.start(name, pids[name])
+                tools = ["py-spy"] * (recorder is not None) + ["perf"] * (self.perf_recorder is not None)
+                if tools:
+                    services = ", ".join(self.s.profile_services)
+                    say(f"  {' and '.join(tools)} recording {services} into {self.s.profile_dir}")
         elif kind == "phase_end":
             self.sampler.mark("")
             p = event["summary"]
@@ -555,6 +576,11 @@ class Run:
                 name: {"file": str(path), "summary": profiles.summarize(path, 25, self.profile_seconds.get(name))}
                 for name, path in self.profile_files.items()
             }
+        if self.perf_files and self.s.profile_dir is not None:
+            perf = shutil.which("perf") or "perf"
+            result["perf_by_library"] = {
+                name: profiles.perf_by_library(perf, path) for name, path in self.perf_files.items()
+            }
         result["targets"] = report.soak_verdicts(result) if s.mode == "soak" else report.bench_verdicts(result)
 
     def _soak_memory(self, phase: dict[str, Any]) -> None:
@@ -591,6 +617,10 @@ class Run:
         for name, data in (self.result.get("profiles") or {}).items():
             say("")
             say(profiles.render(name, data["summary"], 12))
+        for name, rows in (self.result.get("perf_by_library") or {}).items():
+            say(f"== {name}: CPU by library (perf)")
+            for row in rows:
+                say(f"  {row['pct']:5.1f}%  {row['library']}")
         for note in self.result["notes"]:
             say(f"Note: {note}")
         report.write_json(self.result, json_path)
@@ -613,8 +643,6 @@ def _ms(value: float | None) -> str:
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 

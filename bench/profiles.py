@@ -74,6 +74,57 @@ class Recorder:
         return written
 
 
+class PerfRecorder:
+    """``perf record`` of running services: where their CPU goes by library (interpreter, gRPC core, kernel...)."""
+
+    def __init__(self, perf: str, out_dir: Path, frequency: int = 199):
+        self.perf = perf
+        self.out_dir = out_dir
+        self.frequency = frequency
+        self.running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+
+    def start(self, name: str, pid: int) -> None:
+        """Start sampling ``pid`` into ``<out_dir>/<name>.perf.data``."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        out = self.out_dir / f"{name}.perf.data"
+        cmd = [self.perf, "record", "-F", str(self.frequency), "-p", str(pid), "-o", str(out)]
+        log = (self.out_dir / f"{name}.perf.log").open("wb")
+        self.running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), out)
+
+    def stop(self) -> dict[str, Path]:
+        """Stop every recorder; return the files written."""
+        written = {}
+        for name, (process, out) in self.running.items():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if out.exists():
+                written[name] = out
+        self.running.clear()
+        return written
+
+
+def perf_by_library(perf: str, data: Path, top: int = 12) -> list[dict[str, Any]]:
+    """CPU samples by shared object (``perf report --sort dso``), as % of all samples."""
+    done = subprocess.run(
+        [perf, "report", "-i", str(data), "--no-children", "--sort", "dso", "--stdio"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    rows = []
+    for line in done.stdout.splitlines():
+        match = re.match(r"^\s+([\d.]+)%\s+(\S.*?)\s*$", line)
+        if match:
+            rows.append({"library": match.group(2), "pct": float(match.group(1))})
+    return rows[:top]
+
+
 def parse(path: Path) -> list[tuple[list[str], int]]:
     """Read py-spy's raw (collapsed) output: ``frame;frame;... count`` per line, root first."""
     stacks = []
