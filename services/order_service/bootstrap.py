@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from dataclasses import dataclass
 
 import grpc
@@ -16,7 +18,7 @@ from services.order_service.config import Config
 from services.order_service.service.app import OrderApp, Settings
 from shared.client import open_channel
 from shared.logs import setup_logging
-from shared.server import Registration, create_server, run_until_signal
+from shared.server import Registration, create_server
 from trading.order.v1 import order_service_pb2_grpc
 
 SERVICE_NAME = "trading.order.v1.OrderService"
@@ -56,6 +58,7 @@ class RunningService:
             return
         self.stopped = True
         await self.health.enter_graceful_shutdown()
+        self.app.hub.close()  # end WatchOrders streams so that the server need not wait for them
         await self.server.stop(grace)
         await self.app.stop(grace)
         for channel in self.channels:
@@ -98,17 +101,20 @@ async def start(config: Config) -> RunningService:
 
 
 async def main(config: Config | None = None) -> None:
-    """Run the service until SIGTERM or SIGINT."""
+    """Run the service until SIGTERM or SIGINT, then stop it cleanly."""
     config = config or Config.from_env()
     setup_logging("order_service", config.log_level)
     service = await start(config)
     log.info("listening", extra={"addr": service.addr, "port": service.port})
-    await run_until_signal(service.server, service.health, cleanup=lambda: _cleanup(service))
-
-
-async def _cleanup(service: RunningService) -> None:
-    service.stopped = True  # run_until_signal already stopped the server
-    await service.app.stop(1.0)
-    for channel in service.channels:
-        await channel.close()
-    service.store.close()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await service.stop(grace=5.0)
+    log.info("stopped")

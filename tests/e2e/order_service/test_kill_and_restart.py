@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -241,3 +242,18 @@ async def test_sigkill_in_the_middle_of_placements_loses_and_doubles_nothing(
     counts = kinds(entries)
     assert counts.get("TRADE_DEBIT", 0) == 0
     assert counts.get("RESERVE", 0) == counts.get("RELEASE", 0)  # every reservation released exactly once
+
+
+async def test_sigterm_ends_watch_streams_and_exits_cleanly(processes: ProcessStack, clients: Clients) -> None:
+    _, auth = await clients.new_user("100")
+    watch = clients.orders.WatchOrders(order_service_pb2.WatchOrdersRequest(), metadata=auth)
+    await watch.initial_metadata()
+    proc = processes.procs["order_service"]
+    proc.process.send_signal(signal.SIGTERM)
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        async with asyncio.timeout(10):
+            async for _ in watch:
+                pass
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert await asyncio.to_thread(proc.process.wait, 10) == 0, proc.logs()
+    processes.start("order_service")
