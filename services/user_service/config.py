@@ -35,6 +35,11 @@ class Config:
             raise ConfigError("TRADING_ADMIN_TOKEN and TRADING_SERVICE_TOKEN must be set")
         if self.admin_token == self.service_token:
             raise ConfigError("TRADING_ADMIN_TOKEN and TRADING_SERVICE_TOKEN must differ")
+        if not self.db_url.startswith("sqlite:///") or self.db_url.endswith(":memory:"):
+            # In-memory SQLite would give every pooled connection its own empty database.
+            raise ConfigError(
+                f"USER_DB_URL must be a SQLite file URL such as sqlite:///var/user_service.db, got {self.db_url!r}"
+            )
         if self.db_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError(f"USER_DB_SYNCHRONOUS must be FULL, NORMAL or EXTRA, got {self.db_synchronous!r}")
 

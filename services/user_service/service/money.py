@@ -5,6 +5,10 @@ result; other content: ABORTED), check the user and the rules (pure domain code)
 balances, entries, the reservation and the idempotency record together. A refused operation
 raises before anything is written, so it changes nothing and records no key: retrying it later
 (after a deposit, say) is evaluated afresh.
+
+Only ReserveFunds requires an ACTIVE user. Deposits and withdrawals are operator actions and
+work for any status (an operator may refund a suspended user); releases and settlements finish
+what an order already started, so they must go through whatever the status is now.
 """
 
 from __future__ import annotations

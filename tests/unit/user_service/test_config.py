@@ -1,0 +1,44 @@
+"""Configuration from the environment: required tokens, defaults, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.user_service.config import Config
+from shared.config import ConfigError
+from shared.logs import mask
+
+TOKENS = {"TRADING_ADMIN_TOKEN": "admin-secret-123", "TRADING_SERVICE_TOKEN": "service-secret-456"}
+
+
+def test_defaults_and_masked_tokens() -> None:
+    config = Config.from_env(TOKENS)
+    assert config.listen_addr == "127.0.0.1:50052"
+    assert config.db_url.startswith("sqlite:///") and config.db_url.endswith("var/user_service.db")
+    assert config.db_synchronous == "FULL"
+    assert "admin-secret-123" not in repr(config)
+    assert "admin-secret-123" not in mask("token is admin-secret-123")
+
+
+def test_environment_overrides() -> None:
+    config = Config.from_env(
+        {**TOKENS, "USER_SERVICE_ADDR": "127.0.0.1:0", "USER_DB_URL": "sqlite:////tmp/x/u.db", "LOG_LEVEL": "DEBUG"}
+    )
+    assert (config.listen_addr, config.db_url, config.log_level) == ("127.0.0.1:0", "sqlite:////tmp/x/u.db", "DEBUG")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TRADING_SERVICE_TOKEN": "service-secret-456"}, "TRADING_ADMIN_TOKEN"),
+        ({"TRADING_ADMIN_TOKEN": "admin-secret-123"}, "TRADING_SERVICE_TOKEN"),
+        ({"TRADING_ADMIN_TOKEN": "same-secret-1", "TRADING_SERVICE_TOKEN": "same-secret-1"}, "must differ"),
+        ({**TOKENS, "USER_DB_URL": "sqlite://"}, "SQLite file URL"),
+        ({**TOKENS, "USER_DB_URL": "sqlite:///:memory:"}, "SQLite file URL"),
+        ({**TOKENS, "USER_DB_URL": "postgresql://x/y"}, "SQLite file URL"),
+        ({**TOKENS, "USER_DB_SYNCHRONOUS": "OFF"}, "USER_DB_SYNCHRONOUS"),
+    ],
+)
+def test_refusals_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config.from_env(env)
