@@ -18,6 +18,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -482,7 +483,8 @@ class SqlOrderStore:
         self.engine = create_sqlite_engine(url, synchronous=synchronous)
         with self.engine.begin() as conn:
             metadata.create_all(conn)
-        self.db = Database(self.engine, name="orders", readers=2)
+        self.db = Database(self.engine, name="orders-read", readers=2)  # its reader threads serve the reads
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="orders-writer")
         self.max_batch = max(1, max_batch)
         self._queue: list[tuple[Callable[[SqlTx], Any], asyncio.Future[Any]]] = []
         self._drainer: asyncio.Task[None] | None = None
@@ -505,7 +507,7 @@ class SqlOrderStore:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: len(batch)]
                 try:
-                    outcomes = await loop.run_in_executor(self.db._writer, self.run_batch, [fn for fn, _ in batch])
+                    outcomes = await loop.run_in_executor(self._writer, self.run_batch, [fn for fn, _ in batch])
                 except Exception as exc:
                     log.warning("write transaction failed", exc_info=True)
                     for _, future in batch:
@@ -655,7 +657,8 @@ class SqlOrderStore:
 
     def close(self) -> None:
         """Wait for running transactions, then close every connection."""
-        self.db._writer.submit(self._close_writer).result()
+        self._writer.submit(self._close_writer).result()
+        self._writer.shutdown(wait=True)
         self.db.close()
 
     def _close_writer(self) -> None:
