@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from services.order_service.domain.lifecycle import apply_exchange_order, cancel_refused, request_cancel
-from services.order_service.domain.model import Caller, ExchangeStatus, Order, Outcome
+from services.order_service.domain.model import Caller, Order, Outcome
 from services.order_service.domain.states import State
 from services.order_service.service.core import Core
 from services.order_service.service.deadline import Deadline
@@ -30,7 +30,6 @@ from shared.errors import (
 log = logging.getLogger("order_service.cancel")
 
 OUTCOME_UNKNOWN = (Unavailable, DeadlineExceeded, Internal)
-STILL_WORKING = (ExchangeStatus.NEW, ExchangeStatus.PARTIALLY_FILLED)
 
 
 def not_found(order_id: str) -> NotFound:
@@ -49,14 +48,9 @@ async def send_cancel(core: Core, gateway: GatewayPort, order_id: str, timeout: 
             raise not_found(order_id) from None
         return order
 
-    def apply(order: Order) -> Outcome:
-        outcome = apply_exchange_order(order, answer, core.clock())
-        if answer.status in STILL_WORKING:
-            # The exchange refused the cancel and the order is still working.
-            return Outcome(cancel_refused(outcome.order, core.clock()), outcome.fill, outcome.effects, outcome.anomaly)
-        return outcome
-
-    outcome = await core.mutate(order_id, apply)
+    # A non-final answer means the outcome is not known yet (the gateway's contract): the request
+    # stays pending and the stream reports the end.
+    outcome = await core.mutate(order_id, lambda o: apply_exchange_order(o, answer, core.clock()))
     if outcome.effects:
         await core.outbox.drain(order_id, drain_timeout)
     return outcome.order

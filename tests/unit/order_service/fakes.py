@@ -233,6 +233,7 @@ class FakeGateway:
         self.hook: Callable[[str, str], None] | None = None  # hook(method, stage)
         self.stream_error: Exception | None = None
         self.emit_cancel_execution = True
+        self.cancel_conclusive = True  # False: the exchange's answer to a cancel is not conclusive yet
         self.flowing = asyncio.Event()  # cleared: the stream holds executions back (a lagging consumer)
         self.flowing.set()
 
@@ -269,7 +270,7 @@ class FakeGateway:
         known = self.journal.get(client_order_id)
         if known is None:
             raise NotFound(f"unknown order {client_order_id}")
-        if known.status not in FINAL:
+        if known.status not in FINAL and self.cancel_conclusive:
             known.status = ExchangeStatus.CANCELED
             if self.emit_cancel_execution:
                 await self._emit(known, ExecutionType.CANCELED)
@@ -361,6 +362,12 @@ class FakeGateway:
             commission_asset=asset,
         )
         return self.executions[-1]
+
+    async def confirm_cancel(self, order_id: str) -> None:
+        """The exchange's late confirmation of a cancel whose answer was not conclusive."""
+        known = self.journal[order_id]
+        known.status = ExchangeStatus.CANCELED
+        await self._emit(known, ExecutionType.CANCELED)
 
     async def expire(self, order_id: str, reason: str = "IOC remainder") -> None:
         """The exchange expires the order (IOC/FOK rules)."""

@@ -216,6 +216,21 @@ async def test_a_trade_racing_the_cancel_is_settled_before_the_release(harness: 
     assert kinds == ["RESERVE", "TRADE_DEBIT", "RELEASE"]
 
 
+async def test_an_inconclusive_cancel_stays_requested_until_the_exchange_confirms(harness: Harness) -> None:
+    h = harness
+    order = await h.place(limit_buy())
+    h.gateway.cancel_conclusive = False  # timeout or 5xx at the exchange: the gateway returns NEW
+    answer = await h.app.cancel_order(h.alice, order.order_id, _deadline())
+    assert answer.status is Status.PENDING and answer.cancel_requested
+    await h.settle()
+    assert (await h.order(order.order_id)).cancel_requested
+    await h.gateway.confirm_cancel(order.order_id)
+    await h.settle()
+    final = await h.order(order.order_id)
+    assert final.status is Status.CANCELLED and not final.cancel_requested
+    assert usdt(h) == (D("100000"), D("0"))
+
+
 async def test_only_pending_or_partially_filled_orders_can_be_cancelled(harness: Harness) -> None:
     h = harness
     order = await h.place(limit_buy())
