@@ -284,6 +284,14 @@ class Run:
         self.result["echo"] = {**best, "runs_rps": [r["rps"] for r in runs]}
         self.result["echo_rps"] = best["rps"]
 
+    def idle(self) -> None:
+        """Measure each service's CPU with no load (random walk on): the part of the cost that is not per order."""
+        seconds = 1.0 if self.s.mode == "quick" else 5.0
+        say(f"Idle for {seconds:.0f} s (CPU with no load)...")
+        self.sampler.mark("idle")
+        time.sleep(seconds)
+        self.sampler.mark("")
+
     def symbols(self, stack: BenchStack) -> dict[str, dict[str, str]]:
         """The symbols' filters and prices from the simulator (Binance's exchangeInfo and ticker)."""
         try:
@@ -474,7 +482,7 @@ class Run:
             started = time.perf_counter()
             users = asyncio.run(create_users(stack.env["USER_SERVICE_ADDR"], stack.admin_token, s.users, self.run_id))
             say(f"Created {len(users)} users with balances and API keys in {time.perf_counter() - started:.1f} s")
-            self.sampler.mark("")
+            self.idle()
             load = self.load(stack, users, symbols, workdir)
             self.ledgers(stack, users)
             with contextlib.suppress(OSError, ValueError):
@@ -548,7 +556,8 @@ class Run:
         result["peak_rss_total_mb"] = round(sum(peaks.get(n, 0.0) for n in report.SERVICES), 1)
         cpu = self.sampler.phase_cpu()
         result["cpu_pct"] = cpu
-        shown = [p["name"] for p in reported]
+        shown = ["idle"] if "idle" in cpu else []
+        shown += [p["name"] for p in reported]
         if sat and sat.get("best"):
             shown.append(sat["best"]["name"])
         result["cpu_phases_shown"] = shown

@@ -244,11 +244,14 @@ def table(result: dict[str, Any]) -> str:
     per_request = result.get("cpu_ms_per_request") or {}
     if per_request:
         lines.append("")
-        lines.append(f"{'CPU ms per request':<20}{'':>12}" + "".join(f"{p[:18]:>18}" for p in shown))
+        loaded = [p for p in shown if p in per_request]
+        lines.append(f"{'CPU ms per request':<20}{'':>12}" + "".join(f"{p[:18]:>18}" for p in loaded))
         for name in [*SERVICES, "load_generator"]:
-            cells = "".join(f"{_fmt((per_request.get(p) or {}).get(name), 2):>18}" for p in shown)
+            cells = "".join(f"{_fmt((per_request.get(p) or {}).get(name), 2):>18}" for p in loaded)
             lines.append(f"{name:<20}{'':>12}{cells}")
-        totals = "".join(f"{_fmt(sum((per_request.get(p) or {}).get(n, 0.0) for n in SERVICES), 2):>18}" for p in shown)
+        totals = "".join(
+            f"{_fmt(sum((per_request.get(p) or {}).get(n, 0.0) for n in SERVICES), 2):>18}" for p in loaded
+        )
         lines.append(f"{'services total':<20}{'':>12}{totals}")
     ledger = result.get("ledger")
     if ledger:
