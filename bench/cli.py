@@ -118,6 +118,9 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument(
         "--perf", action="store_true", help="also record the services with perf: CPU by library (needs --profile-dir)"
     )
+    parser.add_argument(
+        "--log-level", default=LOG_LEVEL, help=f"LOG_LEVEL of the services (default {LOG_LEVEL}: access logs off)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (databases, logs)")
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is not met")
     parser.add_argument("--seed", type=int, default=1)
@@ -165,6 +168,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         profile_phase=args.profile_phase,
         profile_native=args.profile_native,
         perf=args.perf,
+        log_level=args.log_level,
         keep=args.keep,
         strict=args.strict,
         seed=args.seed,
@@ -470,7 +474,7 @@ class Run:
         try:
             self.echo()
             say("Starting the stack (simulator limits raised, SQLite in a temporary directory)...")
-            stack = BenchStack(workdir, say=say)
+            stack = BenchStack(workdir, say=say, extra_env={"LOG_LEVEL": s.log_level})
             stack.start()
             self.result["pids"] = stack.pids()
             for name, pid in stack.pids().items():

@@ -230,6 +230,8 @@ def render(name: str, summary: dict[str, Any], top: int = 15) -> str:
     for title, key in sections:
         if not summary.get(key):
             continue
+        if key == "python_self" and summary[key] == summary.get("self"):
+            continue  # no native frames: the same list as the leaf frames
         lines.append(f"  -- {title}")
         for row in summary[key][:top]:
             lines.append(f"  {row['pct']:5.1f}%  {row['frame']}")
