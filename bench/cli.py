@@ -240,7 +240,7 @@ class Run:
             "mode": settings.mode,
             "quick": settings.mode == "quick",
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": "python -m bench " + " ".join(sys.argv[1:]),
+            "command": " ".join(["python -m bench", *sys.argv[1:]]),
             "machine": machine_info(),
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
             "notes": [],
