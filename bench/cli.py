@@ -269,7 +269,6 @@ class Run:
             self.sampler.watch("echo_server", server.pid)
             runs = []
             for index in range(self.s.echo_runs):
-                self.sampler.mark(f"echo-{index + 1}")
                 drive = [
                     sys.executable,
                     *("-m", "bench.echo", "drive", "--target", f"127.0.0.1:{port}"),
@@ -278,6 +277,7 @@ class Run:
                 ]
                 with _child(drive, stdout=subprocess.PIPE) as client:
                     self.sampler.watch("echo_client", client.pid)
+                    self.sampler.mark(f"echo-{index + 1}")  # after watch: the client's CPU is in the phase
                     out, _ = client.communicate(timeout=self.s.echo_s + 60)
                 self.sampler.mark("")
                 runs.append(json.loads(out.decode().strip().splitlines()[-1]))
