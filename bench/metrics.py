@@ -114,6 +114,8 @@ class Sampler:
             reading = _read(proc)
             if reading is not None:
                 cpu[name] = reading[1]
+            elif self.samples.get(name):
+                cpu[name] = self.samples[name][-1].cpu_s  # exited since: its last reading (at most one interval old)
         with self._lock:
             self.marks.append(Mark(now, phase, cpu, _machine_busy_s()))
 
