@@ -23,6 +23,7 @@ Rejections raise ``BinanceError`` with Binance's code and message.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
 import string
@@ -259,6 +260,13 @@ class Account:
         return AccountPosition(event_time=now, balances=changed)
 
 
+ORDER_HISTORY = 20_000
+"""Final orders kept per symbol for queries; older ones are forgotten, as Binance archives its old orders.
+Without a bound the simulator's memory grew with every order (+188% in a 10-minute soak)."""
+TRADE_HISTORY = 50_000
+"""Trades kept per symbol for myTrades without orderId."""
+
+
 class Market:
     """One symbol's price, synthetic liquidity, resting orders and waiting stops."""
 
@@ -274,9 +282,9 @@ class Market:
         self.asks: list[tuple[Decimal, int, int]] = []  # SELL limits, (price, ...): lowest price first
         self.stops_above: list[tuple[Decimal, int, int]] = []  # trigger when last >= stop: (stop, ...)
         self.stops_below: list[tuple[Decimal, int, int]] = []  # trigger when last <= stop: (-stop, ...)
-        self.orders: dict[int, Order] = {}
-        self.order_list: list[Order] = []
-        self.trades: list[Trade] = []
+        self.orders: dict[int, Order] = {}  # insertion order is order id order
+        self.closed: collections.deque[int] = collections.deque()  # final orders, oldest first
+        self.trades: collections.deque[Trade] = collections.deque(maxlen=TRADE_HISTORY)
         self.open_orders: dict[int, Order] = {}
         self.algo_open = 0
 
@@ -357,7 +365,7 @@ class Exchange:
 
     def all_orders(self) -> list[Order]:
         """Every order of every symbol (for the control API)."""
-        return [order for market in self.markets.values() for order in market.order_list]
+        return [order for market in self.markets.values() for order in market.orders.values()]
 
     def open_order_count(self) -> int:
         return sum(len(market.open_orders) for market in self.markets.values())
@@ -489,7 +497,6 @@ class Exchange:
         )
         market.next_order_id += 1
         market.orders[order.order_id] = order
-        market.order_list.append(order)
         market.open_orders[order.order_id] = order
         if is_stop:
             market.algo_open += 1
@@ -816,6 +823,15 @@ class Exchange:
             market.algo_open -= 1
         if self.open_by_client_id.get(order.client_order_id) is order:
             del self.open_by_client_id[order.client_order_id]
+        market.closed.append(order.order_id)
+        while len(market.closed) > ORDER_HISTORY:
+            self._forget(market, market.closed.popleft())
+
+    def _forget(self, market: Market, order_id: int) -> None:
+        """Drop a long-final order from memory (queries for it then answer 'Order does not exist.')."""
+        old = market.orders.pop(order_id, None)
+        if old is not None and self.by_client_id.get((market.spec.symbol, old.client_order_id)) is old:
+            del self.by_client_id[(market.spec.symbol, old.client_order_id)]
 
     def _expire(self, market: Market, order: Order, reason: str, now: int, events: list[Event]) -> None:
         order.expiry_reason = reason

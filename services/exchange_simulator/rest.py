@@ -375,7 +375,7 @@ def all_orders(sim: Simulator, p: Params, now: int) -> Any:
     order_id = _int(p, "orderId")
     start, end = _int(p, "startTime"), _int(p, "endTime")
     limit = _limit(p, 500, 1000)
-    orders: list[Order] = sim.exchange.markets[symbol].order_list
+    orders: list[Order] = list(sim.exchange.markets[symbol].orders.values())
     if order_id is not None:
         selected = [o for o in orders if o.order_id >= order_id][:limit]
     elif start is not None or end is not None:
@@ -397,7 +397,7 @@ def my_trades(sim: Simulator, p: Params, now: int) -> Any:
         order = market.orders.get(order_id)
         trades = list(order.trades) if order is not None else []
     else:
-        trades = market.trades
+        trades = list(market.trades)
     if from_id is not None:
         trades = [t for t in trades if t.id >= from_id][:limit]
     elif start is not None or end is not None:

@@ -321,8 +321,8 @@ class SqlJournal:
         *,
         on_commit: Callable[[list[Execution]], None] = lambda _: None,
         max_batch: int = 512,
-        max_cached_orders: int = 200_000,
-        recent_keys: int = 100_000,
+        max_cached_orders: int = 10_000,
+        recent_keys: int = 20_000,
     ):
         self.db = db
         self.on_commit = on_commit

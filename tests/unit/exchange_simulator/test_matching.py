@@ -395,3 +395,24 @@ def test_trade_ids_increase_per_symbol(ex: Exchange) -> None:
     assert [t.id for t in a.trades] == [1, 2, 3]
     assert [t.id for t in b.trades] == [1]
     assert [t.id for t in c.trades] == [4]
+
+
+def test_memory_is_bounded_long_final_orders_are_forgotten_and_open_ones_kept(
+    ex: Exchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.exchange_simulator import matching
+
+    monkeypatch.setattr(matching, "ORDER_HISTORY", 5)
+    resting, _ = ex.place(order(quantity="0.001", price="40000", client_order_id="stays-open"))
+    placed = []
+    for i in range(12):
+        o, _ = ex.place(order(quantity="0.001", price="40000", client_order_id=f"c{i}"))
+        ex.cancel("BTCUSDT", order_id=o.order_id)
+        placed.append(o)
+    market = ex.market("BTCUSDT")
+    assert len(market.closed) == 5
+    assert len(market.orders) == 6  # the five newest final orders and the open one
+    assert ex.find_order("BTCUSDT", order_id=placed[0].order_id) is None
+    assert ex.find_order("BTCUSDT", client_order_id="c0") is None
+    assert ex.find_order("BTCUSDT", order_id=placed[-1].order_id) is placed[-1]
+    assert ex.find_order("BTCUSDT", client_order_id="stays-open") is resting
