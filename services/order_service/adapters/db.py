@@ -13,12 +13,10 @@ Money is canonical decimal text (``ExactDecimal``); times are integer Unix milli
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -26,7 +24,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    Connection,
     Index,
     Integer,
     MetaData,
@@ -47,7 +44,7 @@ from services.order_service.domain.model import (
 )
 from services.order_service.domain.states import State
 from services.order_service.service.ports import OutboxEntry
-from shared.db import Database, ExactDecimal, create_sqlite_engine
+from shared.db import Database, ExactDecimal, GroupCommit, create_sqlite_engine, driver_connection
 from shared.errors import Unavailable
 from shared.money import fmt, to_storage
 
@@ -415,12 +412,6 @@ def decode_effect(kind: str, payload: str) -> Effect:
     raise ValueError(f"unknown outbox kind {kind!r}")
 
 
-def _driver(conn: Connection) -> sqlite3.Connection:
-    raw = conn.connection.driver_connection
-    assert isinstance(raw, sqlite3.Connection)
-    return raw
-
-
 class SqlTx:
     """``OrderTx`` over one SQLite connection inside a BEGIN IMMEDIATE transaction."""
 
@@ -470,13 +461,13 @@ class SqlTx:
 class SqlOrderStore:
     """``OrderStore`` on a SQLite file: group commit on one writer thread, reads on a small pool.
 
-    Every ``write(fn)`` joins a queue; the writer thread takes everything queued so far (up to
-    ``max_batch``) and runs it in ONE ``BEGIN IMMEDIATE`` transaction, each function in its own
-    SAVEPOINT (a function that raises rolls back only its own work and gets its exception). Callers
-    are answered only after the COMMIT, so what a use case saw written is durable before it takes its
-    next step (a call to another service). One COMMIT, one fsync, per batch instead of per write is
-    what lets the single SQLite writer keep up when many orders are in flight; an idle service still
-    commits a lone write at once.
+    Writes go through ``shared.db.GroupCommit``: concurrent writes share ONE ``BEGIN IMMEDIATE``
+    transaction, each in its own SAVEPOINT (a function that raises rolls back only its own work and
+    gets its exception). Callers are answered only after the COMMIT, so what a use case saw written is
+    durable before it takes its next step (a call to another service). One COMMIT, one fsync, per
+    batch instead of per write is what lets the single SQLite writer keep up when many orders are in
+    flight; an idle service still commits a lone write at once. A write whose caller gave up is still
+    run (``skip_abandoned=False``): the use cases may have acted on the outcome they expected.
     """
 
     def __init__(self, url: str, *, synchronous: str = "FULL", max_batch: int = 128):
@@ -484,102 +475,34 @@ class SqlOrderStore:
         with self.engine.begin() as conn:
             metadata.create_all(conn)
         self.db = Database(self.engine, name="orders-read", readers=2)  # its reader threads serve the reads
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="orders-writer")
-        self.max_batch = max(1, max_batch)
-        self._queue: list[tuple[Callable[[SqlTx], Any], asyncio.Future[Any]]] = []
-        self._drainer: asyncio.Task[None] | None = None
-        self._writer_conn: Connection | None = None
-        self.batches = 0
+        self.group: GroupCommit[SqlTx] = GroupCommit(
+            self.engine,
+            lambda conn: SqlTx(driver_connection(conn)),
+            name="orders",
+            max_batch=max_batch,
+            shutdown_error=lambda: Unavailable("the order service is stopping", reason="SHUTTING_DOWN"),
+            skip_abandoned=False,
+            logger=log,
+        )
+
+    @property
+    def batches(self) -> int:
         """Write transactions committed (diagnostics)."""
+        return self.group.batches
 
     async def write(self, fn: Callable[[SqlTx], T]) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.append((fn, future))
-        if self._drainer is None:
-            self._drainer = loop.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._queue:
-                batch = self._queue[: self.max_batch]
-                del self._queue[: len(batch)]
-                try:
-                    outcomes = await loop.run_in_executor(self._writer, self.run_batch, [fn for fn, _ in batch])
-                except Exception as exc:
-                    log.warning("write transaction failed", exc_info=True)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
-        finally:
-            self._drainer = None
-            stranded, self._queue = self._queue, []
-            for _, future in stranded:
-                if not future.done():
-                    future.set_exception(Unavailable("the order service is stopping", reason="SHUTTING_DOWN"))
-
-    def _writer_connection(self) -> sqlite3.Connection:
-        # One connection kept for the writer thread: no pool checkout or SQLAlchemy transaction per batch.
-        if self._writer_conn is None:
-            self._writer_conn = self.engine.connect()
-        return _driver(self._writer_conn)
+        return await self.group.write(fn)
 
     def run_batch(self, fns: list[Callable[[SqlTx], Any]]) -> list[tuple[bool, Any]]:
-        """Run ``fns`` in one write transaction on the calling thread, each in its own savepoint.
-
-        Returns (True, result) or (False, exception) per function; raises only if the transaction
-        as a whole fails (BEGIN or COMMIT), in which case nothing was written.
-        """
-        raw = self._writer_connection()
-        tx = SqlTx(raw)
-        outcomes: list[tuple[bool, Any]] = []
-        raw.execute("BEGIN IMMEDIATE")
-        try:
-            if len(fns) == 1:
-                try:
-                    outcomes.append((True, fns[0](tx)))
-                except Exception as exc:
-                    raw.execute("ROLLBACK")
-                    return [(False, exc)]
-            else:
-                for fn in fns:
-                    raw.execute("SAVEPOINT job")
-                    try:
-                        result = fn(tx)
-                    except Exception as exc:
-                        raw.execute("ROLLBACK TO job")
-                        raw.execute("RELEASE job")
-                        outcomes.append((False, exc))
-                    else:
-                        raw.execute("RELEASE job")
-                        outcomes.append((True, result))
-            raw.execute("COMMIT")
-        except BaseException:
-            if raw.in_transaction:
-                raw.execute("ROLLBACK")
-            raise
-        self.batches += 1
-        return outcomes
+        """Run ``fns`` in one write transaction on the calling thread, each in its own savepoint."""
+        return self.group.run_batch(fns)
 
     def write_sync(self, fn: Callable[[SqlTx], T]) -> T:
         """Run ``fn`` alone in one write transaction on the calling thread (tests, tools)."""
-        [(ok, value)] = self.run_batch([fn])
-        if not ok:
-            raise value
-        return value  # type: ignore[no-any-return]
+        return self.group.write_sync(fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self.db.read(lambda conn: fn(_driver(conn)))
+        return await self.db.read(lambda conn: fn(driver_connection(conn)))
 
     async def get_order(self, order_id: str) -> Order | None:
         def read(raw: sqlite3.Connection) -> Order | None:
@@ -657,11 +580,5 @@ class SqlOrderStore:
 
     def close(self) -> None:
         """Wait for running transactions, then close every connection."""
-        self._writer.submit(self._close_writer).result()
-        self._writer.shutdown(wait=True)
+        self.group.close()
         self.db.close()
-
-    def _close_writer(self) -> None:
-        if self._writer_conn is not None:
-            self._writer_conn.close()
-            self._writer_conn = None
