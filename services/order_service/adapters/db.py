@@ -551,7 +551,7 @@ class SqlOrderStore:
         sql = f"{SELECT_ORDER} WHERE state IN ({', '.join('?' * len(states))})"
         params: list[Any] = [s.value for s in states]
         if updated_before_ms is not None:
-            sql += " AND update_time_ms < ?"
+            sql += " AND update_time_ms <= ?"
             params.append(updated_before_ms)
         sql += " ORDER BY order_id"
 
