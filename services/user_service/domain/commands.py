@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from services.user_service.domain import validation as v
 from shared.errors import InvalidArgument
@@ -17,8 +17,8 @@ from shared.money import fmt
 
 
 @dataclass(frozen=True, slots=True)
-class Deposit:
-    """Credit ``amount`` of ``asset`` to a user's available balance."""
+class FundsMovement:
+    """Money in or out of a user's available balance, once per ``request_id``."""
 
     user_id: str
     asset: str
@@ -27,9 +27,10 @@ class Deposit:
 
     # Deposits and withdrawals share one key space, so one request_id names one movement.
     scope: ClassVar[str] = "funds"
+    kind: ClassVar[str] = ""
 
     @classmethod
-    def parse(cls, user_id: str, asset: str, amount: str, request_id: str) -> Deposit:
+    def parse(cls, user_id: str, asset: str, amount: str, request_id: str) -> Self:
         """Validate wire values."""
         return cls(
             user_id=v.user_id(user_id),
@@ -45,38 +46,21 @@ class Deposit:
 
     def fingerprint(self) -> str:
         """Canonical content, compared when the key is seen again."""
-        return f"deposit|{self.user_id}|{self.asset}|{fmt(self.amount)}"
+        return f"{self.kind}|{self.user_id}|{self.asset}|{fmt(self.amount)}"
 
 
 @dataclass(frozen=True, slots=True)
-class Withdraw:
+class Deposit(FundsMovement):
+    """Credit ``amount`` of ``asset`` to a user's available balance."""
+
+    kind: ClassVar[str] = "deposit"
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw(FundsMovement):
     """Debit ``amount`` of ``asset`` from a user's available balance."""
 
-    user_id: str
-    asset: str
-    amount: Decimal
-    request_id: str
-
-    scope: ClassVar[str] = "funds"
-
-    @classmethod
-    def parse(cls, user_id: str, asset: str, amount: str, request_id: str) -> Withdraw:
-        """Validate wire values."""
-        return cls(
-            user_id=v.user_id(user_id),
-            asset=v.asset(asset),
-            amount=v.amount(amount),
-            request_id=v.token(request_id, "request_id", v.MAX_REQUEST_ID),
-        )
-
-    @property
-    def key(self) -> str:
-        """The idempotency key."""
-        return self.request_id
-
-    def fingerprint(self) -> str:
-        """Canonical content, compared when the key is seen again."""
-        return f"withdraw|{self.user_id}|{self.asset}|{fmt(self.amount)}"
+    kind: ClassVar[str] = "withdraw"
 
 
 @dataclass(frozen=True, slots=True)

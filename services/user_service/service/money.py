@@ -13,7 +13,8 @@ what an order already started, so they must go through whatever the status is no
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from services.user_service.domain import ledger
 from services.user_service.domain.commands import Deposit, MoneyCommand, Release, Reserve, Settle, Withdraw
@@ -72,28 +73,30 @@ def _balance(repo: Repository, user_id: str, asset: str) -> Balance:
     return repo.get_balance(user_id, asset) or Balance(user_id, asset)
 
 
-def deposit(repo: Repository, command: Deposit, now_ms: int) -> FundsResult:
-    """Credit a user's available balance once per request_id."""
+def _move_funds(
+    repo: Repository,
+    command: Deposit | Withdraw,
+    apply: Callable[[Balance, Any, int], ledger.Outcome],
+    now_ms: int,
+) -> FundsResult:
     replayed = _replay(repo, command, FundsResult)
     if replayed is not None:
         return replayed
     require_user(repo, command.user_id)
-    outcome = ledger.deposit(_balance(repo, command.user_id, command.asset), command, now_ms)
+    outcome = apply(_balance(repo, command.user_id, command.asset), command, now_ms)
     result = FundsResult(outcome.balances[command.asset])
     _write(repo, command, outcome, result, now_ms)
     return result
+
+
+def deposit(repo: Repository, command: Deposit, now_ms: int) -> FundsResult:
+    """Credit a user's available balance once per request_id."""
+    return _move_funds(repo, command, ledger.deposit, now_ms)
 
 
 def withdraw(repo: Repository, command: Withdraw, now_ms: int) -> FundsResult:
     """Debit a user's available balance once per request_id; more than available is refused."""
-    replayed = _replay(repo, command, FundsResult)
-    if replayed is not None:
-        return replayed
-    require_user(repo, command.user_id)
-    outcome = ledger.withdraw(_balance(repo, command.user_id, command.asset), command, now_ms)
-    result = FundsResult(outcome.balances[command.asset])
-    _write(repo, command, outcome, result, now_ms)
-    return result
+    return _move_funds(repo, command, ledger.withdraw, now_ms)
 
 
 def reserve(repo: Repository, command: Reserve, now_ms: int) -> ReserveResult:
