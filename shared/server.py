@@ -4,8 +4,8 @@
 the request-context interceptor (request ids, access log: every call at DEBUG, failures at
 WARNING; error mapping) wraps every handler,
 and SO_REUSEPORT is off so that a port clash is an error instead of two servers sharing a port.
-``run_until_signal`` waits for SIGTERM or SIGINT, flips health to NOT_SERVING first, then stops
-the server with a grace period and runs the service's own clean-up.
+``wait_for_signal`` returns on SIGTERM or SIGINT; each service's ``stop()`` then flips health to
+NOT_SERVING first, ends its server streams, stops the server with a grace period and cleans up.
 """
 
 from __future__ import annotations
@@ -289,30 +289,18 @@ def reflection_pb2_grpc_add(servicer: ReflectionServicer, server: grpc.aio.Serve
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
 
 
-async def run_until_signal(
-    server: grpc.aio.Server,
-    health_servicer: health.aio.HealthServicer,
-    *,
-    grace: float = 5.0,
-    cleanup: Callable[[], Awaitable[None]] | None = None,
-    stop_event: asyncio.Event | None = None,
-) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop_event``): NOT_SERVING first, then stop(grace), then clean up."""
+async def wait_for_signal() -> None:
+    """Return when the process gets SIGTERM or SIGINT (each service's ``stop()`` then shuts down in its order)."""
     loop = asyncio.get_running_loop()
-    stop = stop_event or asyncio.Event()
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
-        log.info("shutting down")
-        await health_servicer.enter_graceful_shutdown()
-        await server.stop(grace)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        if cleanup is not None:
-            await cleanup()
-    log.info("stopped")
+    log.info("shutting down")
 
 
 def install_uvloop() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from dataclasses import dataclass
 
 import aiohttp
@@ -35,7 +34,7 @@ from services.exchange_gateway.service.orders import Orders
 from shared.db import Database, create_sqlite_engine
 from shared.errors import DomainError, Unavailable
 from shared.logs import register_secret, setup_logging
-from shared.server import Registration, create_server
+from shared.server import Registration, create_server, wait_for_signal
 from trading.gateway.v1 import gateway_service_pb2_grpc
 
 SERVICE_NAME = "trading.gateway.v1.ExchangeGateway"
@@ -229,14 +228,7 @@ async def main(config: Config | None = None) -> None:
     config = config or Config.from_env()
     setup_logging("exchange_gateway", config.log_level)
     running = await start(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
-        log.info("shutting down")
+        await wait_for_signal()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await running.stop(grace=5.0)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import signal
 import sys
 
 from services.exchange_simulator.app import start_simulator
 from services.exchange_simulator.config import SimConfig
 from shared.config import ConfigError
 from shared.logs import register_secret, setup_logging
+from shared.server import wait_for_signal
 
 log = logging.getLogger("services.exchange_simulator")
 
@@ -30,13 +30,10 @@ async def serve(config: SimConfig) -> int:
         f"exchange simulator listening on {running.base_url} port={running.port} (WebSocket API {running.ws_api_url})",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("exchange simulator stopping")
-    await running.stop()
+    try:
+        await wait_for_signal()
+    finally:
+        await running.stop()
     return 0
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from dataclasses import dataclass
 
 import grpc
@@ -18,7 +16,7 @@ from services.order_service.config import Config
 from services.order_service.service.app import OrderApp, Settings
 from shared.client import open_channel
 from shared.logs import setup_logging
-from shared.server import Registration, create_server
+from shared.server import Registration, create_server, wait_for_signal
 from trading.order.v1 import order_service_pb2_grpc
 
 SERVICE_NAME = "trading.order.v1.OrderService"
@@ -106,15 +104,8 @@ async def main(config: Config | None = None) -> None:
     setup_logging("order_service", config.log_level)
     service = await start(config)
     log.info("listening", extra={"addr": service.addr, "port": service.port})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
-        log.info("shutting down")
+        await wait_for_signal()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await service.stop(grace=5.0)
     log.info("stopped")

@@ -15,7 +15,7 @@ from services.user_service.config import Config
 from services.user_service.service.app import UserService
 from shared.db import create_sqlite_engine
 from shared.logs import register_secret, setup_logging
-from shared.server import Registration, create_server, run_until_signal
+from shared.server import Registration, create_server, wait_for_signal
 from trading.user.v1 import user_service_pb2_grpc
 
 SERVICE_NAME = "trading.user.v1.UserService"
@@ -89,4 +89,5 @@ async def main(config: Config | None = None) -> None:
     setup_logging("user_service", config.log_level)
     running = await start(config)
     log.info("listening", extra={"addr": config.listen_addr, "port": running.port})
-    await run_until_signal(running.server, running.health, grace=5.0, cleanup=running.close)
+    await wait_for_signal()
+    await running.stop(grace=5.0)
