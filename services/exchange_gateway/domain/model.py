@@ -83,7 +83,7 @@ FINAL_EXEC_STATUS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OrderRequest:
     """A validated SubmitOrder request."""
 
@@ -109,7 +109,7 @@ class OrderRequest:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Order:
     """An order as the journal knows it, keyed by client_order_id."""
 
@@ -175,7 +175,7 @@ class Order:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fill:
     """One trade of an order, from any source (user data stream, order response, myTrades)."""
 
@@ -189,7 +189,7 @@ class Fill:
     time_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Execution:
     """One journaled execution report; ``sequence`` is 0 until the journal assigns it."""
 
@@ -275,7 +275,7 @@ class Balance:
     locked: Decimal
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OrderSnapshot:
     """An order as the exchange reports it (order response, query, open orders, cancel answer)."""
 
@@ -290,7 +290,7 @@ class OrderSnapshot:
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExchangeEvent:
     """One execution report from the user data stream, in domain terms."""
 

@@ -1,7 +1,8 @@
 """StreamExecutions: replay the journal after a sequence, then follow new executions live.
 
 The journal publishes each committed batch here in sequence order, after the commit, so every
-sequence up to ``last`` is in the database. The hub keeps the most recent executions in memory;
+sequence up to ``last`` is in the database. The hub keeps the most recent executions in memory
+(``buffer_size``, about half a kilobyte each; a stream further behind reads pages from the database);
 a stream reads the next sequence from memory when it is there and from the database otherwise,
 and asks for exactly ``cursor + 1`` every time. The hand-over from replay to live is therefore
 not a special case: there is nothing to miss and nothing to see twice.
@@ -26,7 +27,7 @@ class StreamClosed(Exception):
 class ExecutionHub:
     """Fan-out of the execution journal to any number of resumable streams."""
 
-    def __init__(self, read_after: ReadAfter, *, last_sequence: int = 0, buffer_size: int = 50_000, page: int = 1000):
+    def __init__(self, read_after: ReadAfter, *, last_sequence: int = 0, buffer_size: int = 4_096, page: int = 1000):
         self.read_after = read_after
         self.last = last_sequence
         self.buffer: deque[Execution] = deque(maxlen=buffer_size)
