@@ -11,7 +11,14 @@ Two tables:
 Writes are batched: ``transact`` queues a function; one task runs everything queued in one
 transaction on the database writer thread, each function inside a SAVEPOINT so that one failing
 function does not undo the others, commits once (one fsync for the batch), then publishes the new
-executions in sequence order and answers the callers. Decimals are stored as exact text (the
+executions in sequence order and answers the callers. A queued function may come with a
+``settled`` check, run on the event loop when the writer takes it, i.e. after every earlier batch
+has committed: if the committed state already holds what the function would write (a user data
+stream report of what the order's answer just journaled), the caller gets that answer and the
+database is not touched. The check is only a shortcut; the dedup keys in the database decide.
+
+The order cache holds every order that is not final and the ``max_final_orders`` that most
+recently became final; everything else is read from the database when needed. Decimals are stored as exact text (the
 exchange's values can have more places than the ledger's 8, so ``shared.db.ExactDecimal`` would
 not do); they are never summed or sorted in SQL.
 """
@@ -301,10 +308,11 @@ class _Tx:
             self.dirty.clear()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     fn: Callable[[Any], Any]
     future: asyncio.Future[Any]
+    settled: Callable[[], Any] | None = None
 
 
 class _Failed:
@@ -321,20 +329,25 @@ class SqlJournal:
         *,
         on_commit: Callable[[list[Execution]], None] = lambda _: None,
         max_batch: int = 512,
-        max_cached_orders: int = 10_000,
-        recent_keys: int = 20_000,
+        max_final_orders: int = 1_000,
+        recent_trade_keys: int = 4_096,
     ):
         self.db = db
         self.on_commit = on_commit
         self.max_batch = max_batch
-        self.max_cached_orders = max_cached_orders
+        # The cache holds every order that is not final (bounded by the exchange's open-order limits
+        # and by the resolver, which settles UNKNOWN ones within their recvWindow) plus the
+        # ``max_final_orders`` most recently final ones (in the order they became final).
+        self.max_final_orders = max_final_orders
         self.last_sequence = 0
         self.cache: dict[str, Order] = {}
+        self._final: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.items = 0
-        self._recent: collections.deque[str] = collections.deque(maxlen=recent_keys)
+        self.batches = 0  # database transactions
+        self.items = 0  # functions run in them
+        self.settled = 0  # functions answered by their ``settled`` check, without the database
+        self._recent: collections.deque[str] = collections.deque(maxlen=recent_trade_keys)
         self._recent_set: set[str] = set()
 
     # --- life cycle -----------------------------------------------------------------------------------
@@ -369,32 +382,46 @@ class SqlJournal:
 
     # --- writes ---------------------------------------------------------------------------------------
 
-    def submit(self, fn: Callable[[Any], T]) -> asyncio.Future[T]:
+    def submit(self, fn: Callable[[Any], T], *, settled: Callable[[], T | None] | None = None) -> asyncio.Future[T]:
         if self._task is None:
             raise RuntimeError("journal is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(fn, future))
+        self._queue.put_nowait(_Item(fn, future, settled))
         return future
 
-    async def transact(self, fn: Callable[[Any], T]) -> T:
-        return await self.submit(fn)
+    async def transact(self, fn: Callable[[Any], T], *, settled: Callable[[], T | None] | None = None) -> T:
+        return await self.submit(fn, settled=settled)
 
     async def _run(self) -> None:
         while True:
-            item = await self._queue.get()
+            item: _Item | None = await self._queue.get()
+            batch: list[_Item] = []
+            while item is not None:
+                if not self._settle(item):
+                    batch.append(item)
+                if len(batch) >= self.max_batch or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                await self._write(batch)
             if item is None:
                 return
-            batch = [item]
-            stop = False
-            while len(batch) < self.max_batch and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            await self._write(batch)
-            if stop:
-                return
+
+    def _settle(self, item: _Item) -> bool:
+        """Answer ``item`` from the committed state when its ``settled`` check says nothing is left to write."""
+        if item.settled is None:
+            return False
+        try:
+            result = item.settled()
+        except Exception:
+            log.exception("journal settled check failed")
+            return False
+        if result is None:
+            return False
+        if not item.future.done():  # a caller that went away (cancelled) needs no answer
+            item.future.set_result(result)
+        self.settled += 1
+        return True
 
     async def _write(self, batch: list[_Item]) -> None:
         sequence = self.last_sequence
@@ -429,12 +456,11 @@ class SqlJournal:
             return
         self.batches += 1
         self.items += len(batch)
-        self.cache.update(tx.overlay)
+        self._cache(tx.overlay)
         self.last_sequence = tx.sequence
-        if len(self.cache) > self.max_cached_orders:
-            self._evict()
         for execution in tx.inserted:
-            self._remember(execution.dedup_key)
+            if execution.exec_type is ExecType.TRADE:
+                self._remember(execution.dedup_key)
         if tx.inserted:
             try:
                 self.on_commit(tx.inserted)
@@ -456,11 +482,19 @@ class SqlJournal:
         self._recent_set.add(key)
 
     def seen(self, dedup_key: str) -> bool:
+        """Whether a trade with this key was journaled recently (the last ``recent_trade_keys``)."""
         return dedup_key in self._recent_set
 
-    def _evict(self) -> None:
-        for cid in [cid for cid, o in self.cache.items() if o.is_final][: len(self.cache) // 2]:
-            del self.cache[cid]
+    def _cache(self, committed: dict[str, Order]) -> None:
+        """Adopt the orders a batch committed; forget the oldest final ones beyond ``max_final_orders``."""
+        cache, final = self.cache, self._final
+        for cid, order in committed.items():
+            cache[cid] = order
+            if order.status in FINAL_STATUSES and cid not in final:
+                final[cid] = None
+        while len(final) > self.max_final_orders:
+            cid, _ = final.popitem(last=False)
+            cache.pop(cid, None)
 
     # --- reads ----------------------------------------------------------------------------------------
 

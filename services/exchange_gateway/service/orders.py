@@ -26,6 +26,7 @@ from typing import Any
 from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
 from services.exchange_gateway.domain.model import (
     OPEN_STATUSES,
+    ExchangeEvent,
     Order,
     OrderRequest,
     OrderSnapshot,
@@ -47,6 +48,8 @@ from shared.errors import (
 from shared.timeutil import now_ms as wall_ms
 
 log = logging.getLogger("exchange_gateway.orders")
+
+MAX_ORPHANS_REMEMBERED = 1_000
 
 
 class Orders:
@@ -201,14 +204,24 @@ class Orders:
     async def _current(self, cid: str, fallback: Order) -> Order:
         return await self.journal.get_order(cid) or fallback
 
-    async def _apply(self, cid: str, snap: OrderSnapshot) -> Order:
-        """Journal a snapshot; fetch the order's trades (myTrades) when the journal lacks some."""
+    def _covered(self, cid: str, snap: OrderSnapshot) -> recording.Applied | None:
+        """``snap`` is already journaled (checked against the committed cache): nothing to write."""
         cached = self.journal.cached_order(cid)
         if cached is not None and recording.covers(cached, snap):
-            return cached  # the user data stream got there first: nothing new to journal
+            return recording.Applied(cached)
+        return None
+
+    async def _apply(self, cid: str, snap: OrderSnapshot) -> Order:
+        """Journal a snapshot; fetch the order's trades (myTrades) when the journal lacks some."""
+        covered = self._covered(cid, snap)
+        if covered is not None:
+            assert covered.order is not None
+            return covered.order  # the user data stream got there first: nothing new to journal
         now = self.clock()
+        # Checked again when the journal gets to it: a stream report queued just before may settle it.
         applied = await self.journal.transact(
-            lambda tx: recording.apply_snapshot(tx, snap, None, now_ms=now, client_order_id=cid)
+            lambda tx: recording.apply_snapshot(tx, snap, None, now_ms=now, client_order_id=cid),
+            settled=lambda: self._covered(cid, snap),
         )
         if applied.order is None:
             raise NotFound(f"no order with client_order_id {cid!r}", reason="ORDER_NOT_FOUND")
@@ -410,11 +423,14 @@ class Orders:
         event = self.events(raw)
         if event is None:
             return
-        cached = self.journal.cached_order(event.client_order_id)
-        if cached is not None and recording.already_known(cached, event, self.journal.seen):
+        if self._known(event) is not None:
             return  # the order's response (or a reconciliation) already journaled it
         now = self.clock()
-        future = self.journal.submit(lambda tx: recording.apply_event(tx, event, now_ms=now))
+        # The order's answer is usually being journaled right now (the exchange sends both at once):
+        # the check runs again once that has committed, so the report costs no transaction of its own.
+        future = self.journal.submit(
+            lambda tx: recording.apply_event(tx, event, now_ms=now), settled=lambda: self._known(event)
+        )
 
         def done(f: Any) -> None:
             if f.cancelled():
@@ -425,8 +441,7 @@ class Orders:
                 return
             applied: recording.Applied = f.result()
             if applied.order is None:
-                if event.client_order_id not in self._orphans_seen:
-                    self._orphans_seen.add(event.client_order_id)
+                if self._first_orphan_report(event.client_order_id):
                     log.warning(
                         "execution for an order the gateway did not place (ignored)",
                         extra={"client_order_id": event.client_order_id, "symbol": event.symbol},
@@ -437,6 +452,22 @@ class Orders:
                 self.request_sync(event.client_order_id)
 
         future.add_done_callback(done)  # type: ignore[attr-defined]
+
+    def _known(self, event: ExchangeEvent) -> recording.Applied | None:
+        """``event`` is already journaled (checked against the committed cache): nothing to write."""
+        cached = self.journal.cached_order(event.client_order_id)
+        if cached is not None and recording.already_known(cached, event, self.journal.seen):
+            return recording.Applied(cached)
+        return None
+
+    def _first_orphan_report(self, cid: str) -> bool:
+        """Whether an order the gateway did not place is reported for the first time (recently)."""
+        if cid in self._orphans_seen:
+            return False
+        if len(self._orphans_seen) >= MAX_ORPHANS_REMEMBERED:
+            self._orphans_seen.clear()  # bounded: at worst an old orphan is logged once more
+        self._orphans_seen.add(cid)
+        return True
 
     async def reconcile(self, why: str) -> None:
         """Bring every order that is not final in line with the exchange (after every (re)connect).
@@ -490,8 +521,12 @@ class Orders:
                     log.warning("reconcile: order sync failed", extra={"client_order_id": cid, "error": str(exc)})
                     self.request_sync(cid, delay=1.0)
             for cid, snap in open_by_cid.items():
-                if cid not in known and cid not in self._orphans_seen and await self.journal.get_order(cid) is None:
-                    self._orphans_seen.add(cid)
+                if (
+                    cid not in known
+                    and cid not in self._orphans_seen
+                    and await self.journal.get_order(cid) is None
+                    and self._first_orphan_report(cid)
+                ):
                     log.warning(
                         "open order at the exchange that the gateway did not place",
                         extra={"client_order_id": cid, "symbol": snap.symbol},

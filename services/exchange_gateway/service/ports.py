@@ -118,18 +118,27 @@ class JournalTx(Protocol):
 class Journal(Protocol):
     last_sequence: int
 
-    async def transact(self, fn: Callable[[JournalTx], T]) -> T:
-        """Run ``fn`` in a journal transaction (batched with others) and return its result after commit."""
+    async def transact(self, fn: Callable[[JournalTx], T], *, settled: Callable[[], T | None] | None = None) -> T:
+        """Run ``fn`` in a journal transaction (batched with others) and return its result after commit.
+
+        ``settled``, if given, runs when the writer takes ``fn``, after every earlier write has
+        committed: a result other than None means the journal already holds what ``fn`` would
+        write, and is returned without touching the database. It is a shortcut only: its result
+        must be what ``fn`` would return when it finds nothing to write.
+        """
         ...
 
-    def submit(self, fn: Callable[[JournalTx], T]) -> asyncio.Future[T]:
-        """Queue ``fn`` without waiting (keeps the order of submission)."""
+    def submit(
+        self, fn: Callable[[JournalTx], T], *, settled: Callable[[], T | None] | None = None
+    ) -> asyncio.Future[T]:
+        """Queue ``fn`` without waiting (keeps the order of submission); ``settled`` as for ``transact``."""
         ...
 
     async def get_order(self, client_order_id: str) -> Order | None: ...
 
     def cached_order(self, client_order_id: str) -> Order | None:
-        """The order as of the last commit, if it is in memory (never waits)."""
+        """The order as of the last commit, if it is in memory (never waits). Orders that are not
+        final are always there; final ones only for a while: callers fall back to ``get_order``."""
         ...
 
     def seen(self, dedup_key: str) -> bool:

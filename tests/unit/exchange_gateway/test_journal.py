@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from decimal import Decimal
 
 import pytest
@@ -43,9 +44,9 @@ def trade_event(cid: str, trade_id: int, qty: str, cum: str) -> ExchangeEvent:
 
 
 class Opened:
-    def __init__(self, path):
+    def __init__(self, path, **options):
         self.db = Database(create_sqlite_engine(f"sqlite:///{path}"), name="test")
-        self.journal = SqlJournal(self.db)
+        self.journal = SqlJournal(self.db, **options)
         self.journal.create_schema()
         self.published: list = []
         self.journal.on_commit = self.published.extend
@@ -186,3 +187,63 @@ async def test_a_stream_hands_over_from_replay_to_live_without_gap_or_duplicate(
         await asyncio.wait_for(consumer, 5)
         assert seen == list(range(6, 42))
         hub.close()
+
+
+async def test_the_cache_keeps_open_orders_and_only_the_latest_final_ones(db_path):
+    async with Opened(db_path, max_final_orders=2) as opened:
+        journal = opened.journal
+        await journal.transact(lambda tx: recording.insert_order(tx, new_order("open")))
+        await journal.transact(lambda tx: recording.insert_order(tx, new_order("filled", "1")))
+        await journal.transact(lambda tx: recording.apply_event(tx, trade_event("filled", 1, "1", "1"), now_ms=2))
+        for cid in ("r1", "r2", "r3"):
+            await journal.transact(lambda tx, cid=cid: recording.insert_order(tx, new_order(cid)))
+            await journal.transact(lambda tx, cid=cid: recording.reject(tx, cid, "refused", now_ms=3))
+        assert journal.cached_order("open") is not None
+        assert [journal.cached_order(c) is not None for c in ("filled", "r1", "r2", "r3")] == [False, False, True, True]
+        assert len(journal.cache) == 3
+        sequence = journal.last_sequence
+
+        # Evicted orders come from the database, and nothing that depends on them changes.
+        filled = await journal.get_order("filled")
+        assert filled is not None and filled.status is OrderStatus.FILLED and filled.executed_qty == D(1)
+        existing, created = await journal.transact(lambda tx: recording.insert_order(tx, new_order("filled", "1")))
+        assert not created and existing.status is OrderStatus.FILLED  # a retried SubmitOrder gets the journaled order
+        again = await journal.transact(
+            lambda tx: recording.apply_event(tx, trade_event("filled", 1, "1", "1"), now_ms=4)
+        )
+        assert again.order is not None and again.order.executed_qty == D(1)
+        await journal.transact(lambda tx: recording.reject(tx, "r1", "refused again", now_ms=5))
+        assert journal.last_sequence == sequence  # the duplicate reports were not journaled again
+
+
+async def test_a_settled_check_runs_after_the_batch_in_flight_has_committed(db_path):
+    async with Opened(db_path) as opened:
+        journal = opened.journal
+        in_db, release = threading.Event(), threading.Event()
+
+        def insert_slowly(tx):
+            in_db.set()
+            release.wait(5)
+            return recording.insert_order(tx, new_order("a"))
+
+        first = journal.submit(insert_slowly)
+        await asyncio.to_thread(in_db.wait, 5)  # that batch is now on the database thread
+        ran: list[str] = []
+
+        def write_again(tx):
+            ran.append("fn")
+            return recording.insert_order(tx, new_order("a"))
+
+        second = journal.submit(
+            write_again, settled=lambda: (o, False) if (o := journal.cached_order("a")) is not None else None
+        )
+        release.set()
+        _, created = await first
+        order, created_again = await second
+        assert created and not created_again and order.client_order_id == "a"
+        assert ran == []  # answered from the committed cache: no second transaction
+        assert (journal.batches, journal.settled) == (1, 1)
+
+        # A check that finds nothing settled leaves the function to the database.
+        await journal.transact(lambda tx: recording.reject(tx, "a", "refused", now_ms=3), settled=lambda: None)
+        assert journal.batches == 2 and journal.last_sequence == 1

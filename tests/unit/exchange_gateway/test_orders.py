@@ -13,6 +13,7 @@ from services.exchange_gateway.adapters.binance.schemas import parse_symbol_rule
 from services.exchange_gateway.adapters.journal import SqlJournal
 from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
 from services.exchange_gateway.domain.model import (
+    ExchangeEvent,
     ExecType,
     Fill,
     OrderRequest,
@@ -239,3 +240,25 @@ async def test_cancel_of_an_unknown_order_is_not_found(setup):
     orders, _, _ = setup
     with pytest.raises(NotFound):
         await orders.cancel("nope", remaining_s=5)
+
+
+async def test_retries_and_duplicate_reports_of_an_order_no_longer_cached_use_the_journal(setup):
+    orders, exchange, journal = setup
+    journal.max_final_orders = 1
+    orders.events = lambda raw: raw  # the test hands in domain events
+    for cid in ("c1", "c2"):
+        await orders.submit(limit(cid), remaining_s=5)
+        await orders.cancel(cid, remaining_s=5)
+    assert journal.cached_order("c1") is None and journal.cached_order("c2") is not None
+    sequence = journal.last_sequence
+
+    retried = await orders.submit(limit("c1"), remaining_s=5)
+    assert retried.status is OrderStatus.CANCELED
+    with pytest.raises(Aborted):
+        await orders.submit(limit("c1", price="48000"), remaining_s=5)
+    assert [c for c in exchange.calls if c[0] == "new"] == [("new", "c1"), ("new", "c2")]
+
+    for exec_type in (ExecType.NEW, ExecType.CANCELED):
+        orders.on_event(ExchangeEvent("c1", 1, "BTCUSDT", exec_type, OrderStatus.CANCELED, D(0), 2))
+    await journal.transact(lambda tx: None)  # after the reports (the journal keeps their order)
+    assert journal.last_sequence == sequence
