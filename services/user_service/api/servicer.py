@@ -156,6 +156,14 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
             fee_amount=request.fee_amount,
             trade_ms=ms_from_ts(request.trade_time) if request.HasField("trade_time") else None,
         )
+        if request.release_id:
+            release = Release.parse(command.order_id, request.release_id, "")
+            combined = await self._users.settle_and_release(command, release)
+            return pb.SettleTradeResponse(
+                balances=[codec.balance_to_pb(b) for b in combined.balances],
+                reservation=codec.reservation_to_pb(combined.reservation),
+                released=fmt(combined.released),
+            )
         result = await self._users.settle(command)
         return pb.SettleTradeResponse(
             balances=[codec.balance_to_pb(b) for b in result.balances],

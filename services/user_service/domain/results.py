@@ -64,6 +64,20 @@ class SettleResult:
     reservation: Reservation
 
 
+@dataclass(frozen=True, slots=True)
+class SettleReleaseResult:
+    """Result of SettleTrade with a release_id: the trade's balances and the reservation as they are
+    after the trade and the release, and what the release returned.
+
+    Never stored: the trade and the release each keep their own record (a ``SettleResult`` and a
+    ``ReleaseResult``), exactly as if they had been two calls.
+    """
+
+    balances: tuple[Balance, ...]
+    reservation: Reservation
+    released: Decimal
+
+
 Result = FundsResult | ReserveResult | ReleaseResult | SettleResult
 
 

@@ -12,7 +12,13 @@ from services.user_service.domain import api_keys
 from services.user_service.domain import validation as v
 from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
 from services.user_service.domain.model import ApiKey, Balance, LedgerEntry, User, UserStatus
-from services.user_service.domain.results import FundsResult, ReleaseResult, ReserveResult, SettleResult
+from services.user_service.domain.results import (
+    FundsResult,
+    ReleaseResult,
+    ReserveResult,
+    SettleReleaseResult,
+    SettleResult,
+)
 from services.user_service.service import accounts, money
 from services.user_service.service.ports import Repository, Transactions
 from shared.errors import InvalidArgument
@@ -161,6 +167,11 @@ class UserService:
         """Book a trade, once per trade_id."""
         now = self._clock()
         return await self._tx.write(lambda repo: money.settle(repo, command, now))
+
+    async def settle_and_release(self, command: Settle, release: Release) -> SettleReleaseResult:
+        """Book a trade (once per trade_id), then release the rest of its order (once per release_id), atomically."""
+        now = self._clock()
+        return await self._tx.write(lambda repo: money.settle_and_release(repo, command, release, now))
 
     async def get_balances(self, user_id: str) -> list[Balance]:
         """Every balance of a user, sorted by asset."""

@@ -6,6 +6,11 @@ balances, entries, the reservation and the idempotency record together. A refuse
 raises before anything is written, so it changes nothing and records no key: retrying it later
 (after a deposit, say) is evaluated afresh.
 
+SettleTrade with a release_id runs ``settle_and_release``: the trade, then the release of what
+the order still has reserved, in one transaction, writing what the two operations would write as
+two calls (the same entries in the same order, the same two idempotency records), each under its
+own key, so either may have been done before, alone.
+
 Only ReserveFunds requires an ACTIVE user. Deposits and withdrawals are operator actions and
 work for any status (an operator may refund a suspended user); releases and settlements finish
 what an order already started, so they must go through whatever the status is now.
@@ -18,12 +23,13 @@ from typing import Any, TypeVar
 
 from services.user_service.domain import ledger
 from services.user_service.domain.commands import Deposit, MoneyCommand, Release, Reserve, Settle, Withdraw
-from services.user_service.domain.model import Balance, User
+from services.user_service.domain.model import Balance, Reservation, User
 from services.user_service.domain.results import (
     FundsResult,
     ReleaseResult,
     ReserveResult,
     Result,
+    SettleReleaseResult,
     SettleResult,
     check_replay,
     decode,
@@ -60,13 +66,21 @@ def _replay(repo: Repository, command: MoneyCommand, kind: type[R]) -> R | None:
     return result
 
 
-def _write(repo: Repository, command: MoneyCommand, outcome: ledger.Outcome, result: Result, now_ms: int) -> None:
+def _store(repo: Repository, outcome: ledger.Outcome, now_ms: int, *, new_reservation: bool = False) -> None:
     if outcome.entries:
         repo.save_balances(outcome.balances.values(), now_ms)
         repo.append_entries(outcome.entries)
-    if outcome.reservation is not None and (outcome.entries or isinstance(command, Reserve)):
+    if outcome.reservation is not None and (outcome.entries or new_reservation):
         repo.save_reservation(outcome.reservation, now_ms)
+
+
+def _remember(repo: Repository, command: MoneyCommand, result: Result, now_ms: int) -> None:
     repo.put_idempotency(command.scope, command.key, command.fingerprint(), encode(result), now_ms)
+
+
+def _write(repo: Repository, command: MoneyCommand, outcome: ledger.Outcome, result: Result, now_ms: int) -> None:
+    _store(repo, outcome, now_ms, new_reservation=isinstance(command, Reserve))
+    _remember(repo, command, result, now_ms)
 
 
 def _balance(repo: Repository, user_id: str, asset: str) -> Balance:
@@ -130,15 +144,63 @@ def release(repo: Repository, command: Release, now_ms: int) -> ReleaseResult:
     return result
 
 
-def settle(repo: Repository, command: Settle, now_ms: int) -> SettleResult:
-    """Book one trade against its order's reservation, once per trade_id."""
-    replayed = _replay(repo, command, SettleResult)
-    if replayed is not None:
-        return replayed
+def _settle_outcome(repo: Repository, command: Settle, now_ms: int) -> tuple[ledger.Outcome, SettleResult]:
     require_user(repo, command.user_id)
     balances = {asset: _balance(repo, command.user_id, asset) for asset in (command.debit_asset, command.credit_asset)}
     outcome = ledger.settle(repo.get_reservation(command.order_id), balances, command, now_ms)
     assert outcome.reservation is not None
     result = SettleResult(tuple(sorted(outcome.balances.values(), key=lambda b: b.asset)), outcome.reservation)
+    return outcome, result
+
+
+def settle(repo: Repository, command: Settle, now_ms: int) -> SettleResult:
+    """Book one trade against its order's reservation, once per trade_id."""
+    replayed = _replay(repo, command, SettleResult)
+    if replayed is not None:
+        return replayed
+    outcome, result = _settle_outcome(repo, command, now_ms)
     _write(repo, command, outcome, result, now_ms)
     return result
+
+
+def settle_and_release(repo: Repository, command: Settle, release: Release, now_ms: int) -> SettleReleaseResult:
+    """Book one trade (once per trade_id), then release all its order still has reserved (once per release_id).
+
+    Both keys are checked before anything is written, so a key reused with other content raises
+    ABORTED and changes nothing. A trade already settled is not booked again and a release id
+    already used releases nothing more; the other part is still done. When both are new, each
+    touched row is saved once, with the entries of the trade followed by that of the release.
+    The balances and reservation returned are those at the end of this call.
+    """
+    if release.order_id != command.order_id or release.amount is not None:
+        raise ValueError("the release must be of the whole remainder of the trade's order")
+    settled = _replay(repo, command, SettleResult)
+    released = _replay(repo, release, ReleaseResult)
+    if settled is None:
+        outcome, settled = _settle_outcome(repo, command, now_ms)
+        _remember(repo, command, settled, now_ms)
+        reservation: Reservation | None = outcome.reservation
+    else:
+        outcome = ledger.Outcome()
+        reservation = repo.get_reservation(command.order_id)
+    # A settled trade had a reservation, and reservations are never deleted.
+    assert reservation is not None, f"order {command.order_id} has a settled trade but no reservation"
+    if released is None:
+        balance = outcome.balances.get(reservation.asset)
+        if balance is None:
+            balance = _balance(repo, reservation.user_id, reservation.asset)
+        amount, freed = ledger.release(reservation, balance, release, now_ms)
+        released = ReleaseResult(amount, freed.reservation)
+        _remember(repo, release, released, now_ms)
+        outcome.entries.extend(freed.entries)
+        outcome.balances.update(freed.balances)
+        reservation = freed.reservation
+        assert reservation is not None
+    outcome.reservation = reservation
+    _store(repo, outcome, now_ms)
+    assets = (command.debit_asset, command.credit_asset)
+    if all(asset in outcome.balances for asset in assets):
+        balances = [outcome.balances[asset] for asset in assets]  # the trade was booked now: current
+    else:
+        balances = [_balance(repo, command.user_id, asset) for asset in assets]
+    return SettleReleaseResult(tuple(sorted(balances, key=lambda b: b.asset)), reservation, released.released)

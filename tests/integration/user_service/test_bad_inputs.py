@@ -140,6 +140,11 @@ def settle(w: World, **over: Any) -> pb.SettleTradeRequest:
     return pb.SettleTradeRequest(**{**fields, **over})
 
 
+def settle_bob(w: World, **over: Any) -> pb.SettleTradeRequest:
+    """A trade of bob's order 'ord-bob' (reserved in USDT)."""
+    return settle(w, order_id="ord-bob", user_id=w.bob, **over)
+
+
 TABLE: dict[str, list[Case]] = {
     "CreateUser": [
         Case(
@@ -327,7 +332,20 @@ TABLE: dict[str, list[Case]] = {
         Case("wrong debit asset", lambda w: settle(w, debit_asset="ETH"), "service", PRECONDITION),
         Case("more than reserved and available", lambda w: settle(w, debit_amount="1000"), "service", PRECONDITION),
         Case("reused trade_id", lambda w: settle(w, trade_id="T:ann"), "service", ABORTED),
+        Case("long release_id", lambda w: settle(w, release_id="r" * 129), "service", INVALID, "release_id"),
+        Case("release_id with a space", lambda w: settle(w, release_id="r 1"), "service", INVALID, "release_id"),
+        Case("release_id with a control", lambda w: settle(w, release_id="r\n"), "service", INVALID, "release_id"),
+        # The release id was used for a partial release: the whole call, the trade included, is refused.
+        Case("release_id reused for a partial release", lambda w: settle(w, release_id="rel-ann"), "service", ABORTED),
+        Case("release_id of another order", lambda w: settle_bob(w, release_id="rel-ann"), "service", ABORTED),
+        Case(
+            "release_id with a trade that cannot settle",
+            lambda w: settle(w, release_id="rel-new", debit_amount="1000"),
+            "service",
+            PRECONDITION,
+        ),
         *auth_cases(settle, allowed="service"),
+        *auth_cases(lambda w: settle(w, release_id="rel-new"), allowed="service"),
     ],
 }
 
@@ -338,6 +356,7 @@ async def _world(client: Client) -> World:
     await client.deposit(ann, "USDT", "1000", "fund-ann")
     await client.deposit(bob, "USDT", "1000", "fund-bob")
     await client.reserve("ord-ann", ann, "USDT", "100")
+    await client.reserve("ord-bob", bob, "USDT", "100")
     await client.stub.ReleaseFunds(
         pb.ReleaseFundsRequest(order_id="ord-ann", release_id="rel-ann", amount="1"), metadata=SERVICE
     )

@@ -30,6 +30,7 @@ from sqlalchemy import text
 from services.user_service.adapters.transactions import SqlTransactions, create_schema
 from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
 from services.user_service.domain.model import User, UserStatus
+from services.user_service.domain.results import decode
 from services.user_service.service import accounts, money
 from shared.db import create_sqlite_engine
 from shared.errors import Aborted, DomainError
@@ -153,6 +154,49 @@ class LedgerMachine(RuleBasedStateMachine):
         fee=st.tuples(st.sampled_from(["none", "debit", "credit"]), st.sampled_from(["0.00000001", "0.001", "0.5"])),
     )
     def settle(self, data: st.DataObject, trade: str, sizes: tuple[str, str], fee: tuple[str, str]) -> None:
+        command = self._trade(data, trade, sizes, fee)
+        self._run(command, lambda repo: money.settle(repo, command, NOW))
+
+    @rule(
+        data=st.data(),
+        trade=keys,
+        release_key=keys,
+        sizes=st.tuples(amounts, amounts),
+        fee=st.tuples(st.sampled_from(["none", "debit", "credit"]), st.sampled_from(["0.00000001", "0.001", "0.5"])),
+    )
+    def settle_and_release(
+        self, data: st.DataObject, trade: str, release_key: str, sizes: tuple[str, str], fee: tuple[str, str]
+    ) -> None:
+        """SettleTrade with a release_id: both keys, one transaction."""
+        command = self._trade(data, trade, sizes, fee)
+        release = Release.parse(command.order_id, release_key, "")
+        parts = [
+            (command.scope, command.key, command.fingerprint()),
+            (release.scope, release.key, release.fingerprint()),
+        ]
+        known = [(scope, key) in self.first_results for scope, key, _ in parts]
+        before = _snapshot(self.tx)
+        try:
+            result = self.tx.write_sync(lambda repo: money.settle_and_release(repo, command, release, NOW))
+        except DomainError as exc:
+            event(f"settle_and_release: {exc.reason}")
+            assert _snapshot(self.tx) == before, "a refused combined call changed the database"
+            return
+        event(f"settle_and_release: {'+'.join('replayed' if k else 'ok' for k in known)}")
+        if all(known):
+            assert _snapshot(self.tx) == before, "a replay of both parts must change nothing"
+        for (scope, key, fingerprint), was_known in zip(parts, known, strict=True):
+            stored = self.tx.read_sync(lambda repo, s=scope, k=key: repo.get_idempotency(s, k))
+            assert stored is not None and stored[0] == fingerprint
+            if was_known:
+                assert self.first_results[(scope, key)][0] == fingerprint
+            else:
+                self.first_results[(scope, key)] = (fingerprint, decode(stored[1]))
+        assert result.released >= 0
+        if not known[1]:
+            assert result.reservation.remaining == 0, "a new release leaves nothing reserved"
+
+    def _trade(self, data: st.DataObject, trade: str, sizes: tuple[str, str], fee: tuple[str, str]) -> Settle:
         (debit_amount, credit_amount), (fee_in, fee_amount) = sizes, fee
         # Mostly against a real reservation (its user and asset), sometimes deliberately not.
         if self.reservations and data.draw(st.integers(0, 4)) > 0:
@@ -162,7 +206,7 @@ class LedgerMachine(RuleBasedStateMachine):
             order = data.draw(st.one_of(orders, st.just("ord-never")))
             user, debit = data.draw(users), data.draw(assets)
         credit = next(a for a in ASSETS if a != debit)
-        command = Settle.parse(
+        return Settle.parse(
             trade_id=trade,
             order_id=order,
             user_id=user,
@@ -173,7 +217,6 @@ class LedgerMachine(RuleBasedStateMachine):
             fee_asset={"none": "", "debit": debit, "credit": credit}[fee_in],
             fee_amount="" if fee_in == "none" else fee_amount,
         )
-        self._run(command, lambda repo: money.settle(repo, command, NOW))
 
     @rule(
         user=users,
