@@ -47,7 +47,7 @@ class GrpcUserService:
         )
         await self.call(self.stub.ReleaseFunds, request, timeout=timeout)
 
-    async def settle_trade(self, trade: SettleTrade, timeout: float) -> None:
+    async def settle_trade(self, trade: SettleTrade, timeout: float, *, release_id: str = "") -> None:
         request = user_service_pb2.SettleTradeRequest(
             trade_id=trade.trade_id,
             order_id=trade.order_id,
@@ -59,5 +59,10 @@ class GrpcUserService:
             fee_asset=trade.fee_asset,
             fee_amount=fmt(trade.fee_amount),
             trade_time=ts_from_ms(trade.trade_time_ms),
+            release_id=release_id,
         )
-        await self.call(self.stub.SettleTrade, request, timeout=timeout)
+        response = await self.call(self.stub.SettleTrade, request, timeout=timeout)
+        if release_id and not response.released:
+            # A user service older than release_id ignored it and settled the trade alone: release
+            # separately (idempotent on the same release id, so a retry of all this is harmless).
+            await self.release_funds(trade.order_id, release_id, None, timeout)

@@ -7,6 +7,21 @@ change that causes it, so it cannot be lost; this dispatcher performs it with it
 Per order the effects run strictly in id order (a release never overtakes the settlements of the
 same order: it must return only what the trades left); different orders run concurrently.
 A failing effect is retried with back-off, forever: fills are money, and every failure is logged.
+
+One call for two entries: when an order's next entry is a SettleTrade and the one after it is the
+order's release of everything left (ReleaseFunds with amount None, what an order that fills
+completely owes after its last trade), both go out as ONE SettleTrade call carrying the release id.
+The user service books the trade and then the release in one transaction, each under its own
+idempotency key, so the order of effects is unchanged and a replay of either entry, alone or
+combined, changes nothing. Both entries count as performed only when that call succeeded; until
+then both stay at the head of the queue. Any other sequence is performed one entry per call.
+
+Deleting is coalesced: a completion wakes the flusher, which waits ``flush_delay`` before deleting
+whatever is done by then, so the entries of many orders share one delete transaction instead of
+one each. ``stop()`` and ``idle()`` flush everything without waiting. This is safe because an entry
+that was performed but not yet deleted is only ever performed again after a crash (the queue holds
+each entry once, and a restart reloads what was not deleted), and the idempotency keys (trade id,
+release id) make that second performance change nothing.
 """
 
 from __future__ import annotations
@@ -33,11 +48,13 @@ class Outbox:
         call_timeout: float = 5.0,
         max_backoff: float = 30.0,
         concurrency: int = 64,
+        flush_delay: float = 0.05,
     ):
         self.store = store
         self.users = users
         self.call_timeout = call_timeout
         self.max_backoff = max_backoff
+        self.flush_delay = flush_delay
         self._slots = asyncio.Semaphore(concurrency)
         self._queues: dict[str, deque[OutboxEntry]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -47,7 +64,8 @@ class Outbox:
         self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = False
-        self.performed = 0
+        self.performed = 0  # entries performed
+        self.calls = 0  # calls to the user service that performed them (a combined call counts once)
 
     async def start(self) -> None:
         """Load what a previous run left pending and start performing it."""
@@ -101,26 +119,51 @@ class Outbox:
         queue = self._queues[order_id]
         try:
             while queue:
-                entry = queue[0]
-                await self._perform_with_retry(entry)
-                queue.popleft()
-                self._known.discard(entry.id)
-                self._done.append(entry.id)
-                self.performed += 1
+                step = self._next_step(queue)
+                await self._perform_with_retry(step)
+                for entry in step:
+                    queue.popleft()
+                    self._known.discard(entry.id)
+                    self._done.append(entry.id)
+                self.performed += len(step)
+                self.calls += 1
                 self._flush_wanted.set()
         finally:
             if not queue:
                 self._queues.pop(order_id, None)
             self._tasks.pop(order_id, None)
 
-    async def _perform_with_retry(self, entry: OutboxEntry) -> None:
+    @staticmethod
+    def _next_step(queue: deque[OutboxEntry]) -> tuple[OutboxEntry, ...]:
+        """The head entry, or the head SettleTrade with the order's final release right behind it."""
+        head = queue[0]
+        if isinstance(head.effect, SettleTrade) and len(queue) > 1:
+            following = queue[1].effect
+            if (
+                isinstance(following, ReleaseFunds)
+                and following.amount is None
+                and following.order_id == head.effect.order_id
+            ):
+                return head, queue[1]
+        return (head,)
+
+    async def _perform_with_retry(self, step: tuple[OutboxEntry, ...]) -> None:
+        entry = step[0]
         attempt = 0
         while True:
             try:
                 async with self._slots:
-                    await self.perform(entry.effect)
+                    if len(step) == 1:
+                        await self.perform(entry.effect)
+                    else:
+                        trade, release = step[0].effect, step[1].effect
+                        assert isinstance(trade, SettleTrade) and isinstance(release, ReleaseFunds)
+                        await self.perform_settle_and_release(trade, release)
                 if attempt:
-                    log.info("outbox entry performed after retries", extra={"entry": entry.id, "attempts": attempt + 1})
+                    log.info(
+                        "outbox entry performed after retries",
+                        extra={"entry": entry.id, "entries": [e.id for e in step], "attempts": attempt + 1},
+                    )
                 return
             except asyncio.CancelledError:
                 raise
@@ -133,8 +176,9 @@ class Outbox:
                     "outbox entry failed; retrying",
                     extra={
                         "entry": entry.id,
+                        "entries": [e.id for e in step],
                         "order_id": entry.effect.order_id,
-                        "effect": type(entry.effect).__name__,
+                        "effect": "+".join(type(e.effect).__name__ for e in step),
                         "attempt": attempt,
                         "retry_in": delay,
                         "error": f"{type(exc).__name__}: {exc}",
@@ -150,6 +194,12 @@ class Outbox:
             await self.users.release_funds(effect.order_id, effect.release_id, effect.amount, self.call_timeout)
         else:  # pragma: no cover - the Effect union is closed
             raise TypeError(f"unknown effect {effect!r}")
+
+    async def perform_settle_and_release(self, trade: SettleTrade, release: ReleaseFunds) -> None:
+        """Settle the trade, then release all that is left of its order, in one call (idempotent on both keys)."""
+        if release.amount is not None or release.order_id != trade.order_id:
+            raise ValueError("only the release of everything left of the trade's order can join its settlement")
+        await self.users.settle_trade(trade, self.call_timeout, release_id=release.release_id)
 
     async def flush(self) -> None:
         """Delete the performed entries from the outbox (one transaction for all of them)."""
@@ -168,6 +218,8 @@ class Outbox:
     async def _flush_loop(self) -> None:
         while True:
             await self._flush_wanted.wait()
+            if self.flush_delay > 0:
+                await asyncio.sleep(self.flush_delay)  # let more completions join this delete
             self._flush_wanted.clear()
             try:
                 await self.flush()

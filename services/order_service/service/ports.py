@@ -41,8 +41,13 @@ class UserPort(Protocol):
         """Return part (or with None all) of the order's reservation; idempotent on release_id."""
         ...
 
-    async def settle_trade(self, trade: SettleTrade, timeout: float) -> None:
-        """Book one trade against the order's reservation; idempotent on trade_id."""
+    async def settle_trade(self, trade: SettleTrade, timeout: float, *, release_id: str = "") -> None:
+        """Book one trade against the order's reservation; idempotent on trade_id.
+
+        With ``release_id``, then return everything still reserved for the order under that id, in
+        the same transaction: what ``release_funds(order_id, release_id, None)`` does, and
+        idempotent with it (whichever comes second releases nothing more).
+        """
         ...
 
 

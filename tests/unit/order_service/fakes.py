@@ -2,7 +2,8 @@
 
 ``FakeUsers`` keeps balances, reservations and a ledger like the user service promises: reserve
 idempotent on order_id, release on release_id (empty amount = all that is left), settle on trade_id
-(debit from the reservation first, then from available). ``FakeGateway`` journals orders by client
+(debit from the reservation first, then from available; with a release_id, then release all that
+is left under it, in the same step). ``FakeGateway`` journals orders by client
 order id (a known id is never sent twice), emits executions with a gap-free sequence and lets a
 test play the exchange (trades, cancels, expiries). Both can be told to fail at given points.
 """
@@ -159,6 +160,10 @@ class FakeUsers:
     async def release_funds(self, order_id: str, release_id: str, amount: Decimal | None, timeout: float) -> None:
         self.calls["release"] += 1
         self._hook("release", "before")
+        self._release(order_id, release_id, amount)
+        self._hook("release", "after")
+
+    def _release(self, order_id: str, release_id: str, amount: Decimal | None) -> None:
         if release_id not in self.releases:
             reservation = self.reservations.get(order_id)
             released = D(0)
@@ -168,10 +173,12 @@ class FakeUsers:
                     reservation.released += released
                     self._change(reservation.user_id, reservation.asset, "RELEASE", released, -released, ref=order_id)
             self.releases[release_id] = released
-        self._hook("release", "after")
 
-    async def settle_trade(self, trade: SettleTrade, timeout: float) -> None:
+    async def settle_trade(self, trade: SettleTrade, timeout: float, *, release_id: str = "") -> None:
+        """Settle; with ``release_id`` then release all that is left, in the same step (one "settle" hook)."""
         self.calls["settle"] += 1
+        if release_id:
+            self.calls["settle+release"] += 1
         self._hook("settle", "before")
         if trade.trade_id in self.trades:
             if self.trades[trade.trade_id] != trade:
@@ -187,6 +194,8 @@ class FakeUsers:
             if trade.fee_amount:
                 self._change(trade.user_id, trade.fee_asset, "FEE", -trade.fee_amount, D(0), ref=ref)
             self.trades[trade.trade_id] = trade
+        if release_id:
+            self._release(trade.order_id, release_id, None)
         self._hook("settle", "after")
 
 
