@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote
 
 UNRESERVED = "-_.~"
+_ALL_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
+
+
+def _encode(text: str) -> str:
+    # Names, symbols, numbers and client order ids need no escaping: skip quote() (4x the cost).
+    return text if _ALL_UNRESERVED(text) else quote(text, safe=UNRESERVED)
 
 
 def encode_params(params: Iterable[tuple[str, str]]) -> str:
     """Percent-encode ``name=value`` pairs in the given order (RFC 3986 unreserved set kept)."""
-    return "&".join(f"{quote(str(k), safe=UNRESERVED)}={quote(str(v), safe=UNRESERVED)}" for k, v in params)
+    return "&".join(f"{_encode(str(k))}={_encode(str(v))}" for k, v in params)
 
 
 def payload(query: str, body: str = "") -> str:
