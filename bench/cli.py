@@ -58,6 +58,7 @@ class Settings:
     max_in_flight: int
     deadline_s: float
     fill_wait_s: float
+    serial_count: int
     ledger_check: bool
     results_dir: Path
     name: str
@@ -95,6 +96,12 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--step", type=float, help="seconds per saturation step (default 8)")
     parser.add_argument("--no-saturation", action="store_true", help="skip the saturation steps")
     parser.add_argument("--no-echo", action="store_true", help="skip the echo ceiling")
+    parser.add_argument(
+        "--serial",
+        type=int,
+        help="placements (each then cancelled) sent one at a time before the load: the unloaded latency floor "
+        "(default 200; quick 10; soak 0)",
+    )
     parser.add_argument("--no-ledger-check", action="store_true", help="skip the ledger check at the end")
     parser.add_argument("--channels", type=int, default=4, help="gRPC channels (connections) of the load process")
     parser.add_argument("--max-in-flight", type=int, default=4000, help="cap on requests in flight (open loop)")
@@ -159,6 +166,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         max_in_flight=args.max_in_flight,
         deadline_s=args.deadline,
         fill_wait_s=2.0 if args.quick else 3.0,
+        serial_count=(10 if args.quick else 0 if args.soak else 200) if args.serial is None else args.serial,
         ledger_check=not args.no_ledger_check,
         results_dir=args.results_dir,
         name=name,
@@ -338,6 +346,7 @@ class Run:
             "sim_url": stack.sim_url,
             "users": [{"user_id": u.user_id, "api_key": u.api_key} for u in users],
             "symbols": symbols,
+            "serial": {"count": self.s.serial_count, "gap_s": 0.02} if self.s.serial_count > 0 else None,
             "phases": phases,
             "saturation": {
                 "rates": self.s.saturation_rates,
@@ -403,7 +412,16 @@ class Run:
             say(f"  [load] {line.rstrip()}")
             return
         kind = event.get("event")
-        if kind == "phase_start":
+        if kind == "serial_start":
+            say(f"Unloaded latency: {event['count']} placements, each then cancelled, one at a time")
+        elif kind == "serial_end":
+            p = event["summary"]
+            say(
+                f"  -> PlaceOrder p50 {p['PlaceOrder']['p50_ms']} p95 {p['PlaceOrder']['p95_ms']} ms, "
+                f"CancelOrder p50 {p['CancelOrder']['p50_ms']} p95 {p['CancelOrder']['p95_ms']} ms"
+                + (f", {p['errors']}" if p["errors"] else "")
+            )
+        elif kind == "phase_start":
             self.sampler.mark(event["phase"])
             self.result.setdefault("load_started_wall", event["wall"])
             say(f"Phase {event['phase']}: {event['rate']:.0f} orders/s offered for {event['duration']:.0f} s")
@@ -522,6 +540,8 @@ class Run:
         result = self.result
         reported = [p for p in load["phases"] if p["name"] != "warmup"]
         result["phases"] = reported
+        if load.get("serial"):
+            result["serial"] = load["serial"]
         main_phase = reported[0] if reported else None
         public_keys = ("target_rps", "achieved_rps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "error_rate")
         if main_phase is not None:

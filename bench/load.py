@@ -441,6 +441,63 @@ class Generator:
         phase.in_flight -= 1
         self._record(phase, KIND_CANCEL, due, sent, code)
 
+    async def serial(self, count: int, gap_s: float) -> dict[str, Any]:
+        """One request at a time on a quiet stack: the latency floor of a placement and of a cancel.
+
+        ``count`` times: place a resting LIMIT order, wait for the answer, cancel it, wait for the
+        answer, pause ``gap_s``. Nothing else is in flight (run before any load phase), so these are
+        the latencies of the whole chain with no queueing: what the fixed-rate phase cannot go below.
+        """
+        emit({"event": "serial_start", "count": count, "wall": time.time()})
+        place: list[float] = []
+        cancel: list[float] = []
+        errors: Counter[str] = Counter()
+        for i in range(count):
+            symbol = self._next_symbol()
+            user = self._next_user()
+            side = self._side(symbol, KIND_REST)
+            spec = self.factory.resting(symbol, side, self.prices[symbol])
+            request = order_service_pb2.PlaceOrderRequest(
+                symbol=spec.symbol,
+                side=SIDES[spec.side],
+                type=TYPES[spec.type],
+                quantity=spec.quantity,
+                price=spec.price,
+                time_in_force=TIFS[spec.time_in_force],
+                client_order_id=f"s{self.run_id}{i}",
+            )
+            metadata = self.metadata[user]
+            started = time.perf_counter()
+            try:
+                response = await self._stub().PlaceOrder(request, metadata=metadata, timeout=self.deadline)
+            except grpc.aio.AioRpcError as exc:
+                errors[f"PlaceOrder {exc.code().name}"] += 1
+                continue
+            place.append(time.perf_counter() - started)
+            if response.order.status not in TERMINAL_STATUSES:
+                started = time.perf_counter()
+                try:
+                    await self._stub().CancelOrder(
+                        order_service_pb2.CancelOrderRequest(order_id=response.order.order_id),
+                        metadata=metadata,
+                        timeout=self.deadline,
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    # FAILED_PRECONDITION: the price walked onto it and it filled meanwhile.
+                    errors[f"CancelOrder {exc.code().name}"] += 1
+                else:
+                    cancel.append(time.perf_counter() - started)
+            await asyncio.sleep(gap_s)
+        result = {
+            "count": count,
+            "gap_s": gap_s,
+            "PlaceOrder": latency_summary(place),
+            "CancelOrder": latency_summary(cancel),
+            "errors": dict(errors),
+        }
+        emit({"event": "serial_end", "summary": result, "wall": time.time()})
+        return result
+
     async def run_phase(self, name: str, rate: float, duration: float, report: bool = True) -> dict[str, Any]:
         """Offer ``rate`` requests/s for ``duration`` s open-loop, then drain; return the phase summary."""
         phase = Phase(name=name, rate=rate, duration=duration, report=report)
@@ -564,7 +621,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     ticker = asyncio.create_task(gen.ticker())
     phases: list[dict[str, Any]] = []
     saturation = None
+    serial = None
     try:
+        if spec.get("serial"):
+            serial = await gen.serial(int(spec["serial"]["count"]), float(spec["serial"]["gap_s"]))
         for phase in spec.get("phases", []):
             rate, duration = float(phase["rate"]), float(phase["duration"])
             phases.append(await gen.run_phase(phase["name"], rate, duration, phase.get("report", True)))
@@ -574,6 +634,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         ticker.cancel()
         await gen.close()
     return {
+        "serial": serial,
         "phases": phases,
         "saturation": saturation,
         "ticks": gen.ticks,

@@ -223,6 +223,14 @@ def table(result: dict[str, Any]) -> str:
             )
         else:
             lines.append("  no step kept up (>= 90% of offered, <= 1% errors, p95 <= 1 s)")
+    serial = result.get("serial")
+    if serial:
+        place, cancel = serial["PlaceOrder"], serial["CancelOrder"]
+        lines.append(
+            f"Unloaded (one request at a time, {serial['count']} placements each then cancelled): "
+            f"PlaceOrder p50 {_fmt(place['p50_ms'], 2)} p95 {_fmt(place['p95_ms'], 2)} ms, "
+            f"CancelOrder p50 {_fmt(cancel['p50_ms'], 2)} p95 {_fmt(cancel['p95_ms'], 2)} ms"
+        )
     echo = result.get("echo")
     if echo:
         lines.append(
