@@ -405,10 +405,15 @@ class Generator:
         tracked.order_id = tracked.order_id or order.order_id
         if tracked.kind == KIND_MARKETABLE:
             phase.marketable_accepted += 1
-        if tracked.status == 0:
+        seen_on_stream = tracked.status != 0
+        if not seen_on_stream:
             tracked.status = order.status
         if tracked.status in TERMINAL_STATUSES:
-            self._ended(tracked, tracked.status)  # the stream (or the response) already saw the end
+            if seen_on_stream or tracked.kind != KIND_MARKETABLE:
+                self._ended(tracked, tracked.status)  # the stream (or the response) already saw the end
+            # Otherwise a marketable order the response shows final before the stream's event was read:
+            # the change was published before the reply, but on another connection, so it may be read
+            # later. Its stream event ends it (and times the fill); forgetting it now lost that fill.
         elif tracked.kind == KIND_REST and tracked.client_id in self.tracked:
             self.open_rest[tracked.client_id] = tracked
             self.open_rest_peak = max(self.open_rest_peak, len(self.open_rest))
