@@ -63,6 +63,19 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def place_request(spec: OrderSpec, client_order_id: str) -> order_service_pb2.PlaceOrderRequest:
+    """The PlaceOrder request of an order the workload made."""
+    return order_service_pb2.PlaceOrderRequest(
+        symbol=spec.symbol,
+        side=SIDES[spec.side],
+        type=TYPES[spec.type],
+        quantity=spec.quantity,
+        price=spec.price,
+        time_in_force=TIFS[spec.time_in_force],
+        client_order_id=client_order_id,
+    )
+
+
 @dataclass
 class Tracked:
     """What the generator knows about one order it placed."""
@@ -372,15 +385,7 @@ class Generator:
         self.window_lag = max(self.window_lag, sent - due)
 
     async def _place(self, phase: Phase, due: float, tracked: Tracked, spec: OrderSpec) -> None:
-        request = order_service_pb2.PlaceOrderRequest(
-            symbol=spec.symbol,
-            side=SIDES[spec.side],
-            type=TYPES[spec.type],
-            quantity=spec.quantity,
-            price=spec.price,
-            time_in_force=TIFS[spec.time_in_force],
-            client_order_id=tracked.client_id,
-        )
+        request = place_request(spec, tracked.client_id)
         code = "OK"
         async with self.sem:
             sent = time.perf_counter()
@@ -462,15 +467,7 @@ class Generator:
             user = self._next_user()
             side = self._side(symbol, KIND_REST)
             spec = self.factory.resting(symbol, side, self.prices[symbol])
-            request = order_service_pb2.PlaceOrderRequest(
-                symbol=spec.symbol,
-                side=SIDES[spec.side],
-                type=TYPES[spec.type],
-                quantity=spec.quantity,
-                price=spec.price,
-                time_in_force=TIFS[spec.time_in_force],
-                client_order_id=f"s{self.run_id}{i}",
-            )
+            request = place_request(spec, f"s{self.run_id}{i}")
             metadata = self.metadata[user]
             started = time.perf_counter()
             try:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -134,6 +135,36 @@ def driver_connection(conn: Connection) -> sqlite3.Connection:
     return raw
 
 
+def kept_connection(engine: Engine) -> Connection:
+    """A connection for one writer thread to keep, whose transactions ``driver_transaction`` runs."""
+    return engine.connect().execution_options(**{DRIVER_TRANSACTION: True})
+
+
+@contextmanager
+def driver_transaction(conn: Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` on the sqlite3 connection under a kept connection.
+
+    The block gets the sqlite3 connection; if it raises, the transaction is rolled back. A block that
+    ends the transaction itself (``ROLLBACK``) is not committed. SQLAlchemy statements on ``conn``
+    join the transaction; their own bookkeeping is closed afterwards (no BEGIN was sent for it, see
+    ``DRIVER_TRANSACTION``, so that sends nothing).
+    """
+    raw = driver_connection(conn)
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            yield raw
+            if raw.in_transaction:
+                raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+
+
 def _same(exc: Exception) -> Exception:
     return exc
 
@@ -246,7 +277,7 @@ class GroupCommit(Generic[C]):
     def _connection(self) -> Connection:
         # One connection kept for the writer thread: no pool checkout or SQLAlchemy transaction per batch.
         if self._conn is None:
-            self._conn = self.engine.connect().execution_options(**{DRIVER_TRANSACTION: True})
+            self._conn = kept_connection(self.engine)
         return self._conn
 
     def run_batch(self, fns: list[Callable[[C], Any]]) -> list[Outcome]:
@@ -256,41 +287,28 @@ class GroupCommit(Generic[C]):
         as a whole fails (BEGIN or COMMIT), in which case nothing was written.
         """
         conn = self._connection()
-        raw = driver_connection(conn)
         context = self._make_context(conn)
         outcomes: list[Outcome] = []
-        try:
-            raw.execute("BEGIN IMMEDIATE")
-            try:
-                if len(fns) == 1:
-                    # Alone in the transaction: no savepoint needed, a failure rolls back everything.
-                    try:
-                        outcomes.append((True, fns[0](context)))
-                    except Exception as exc:
-                        raw.execute("ROLLBACK")
-                        return [(False, exc)]
-                else:
-                    for fn in fns:
-                        raw.execute("SAVEPOINT job")
-                        try:
-                            result = fn(context)
-                        except Exception as exc:
-                            raw.execute("ROLLBACK TO job")
-                            raw.execute("RELEASE job")
-                            outcomes.append((False, exc))
-                        else:
-                            raw.execute("RELEASE job")
-                            outcomes.append((True, result))
-                raw.execute("COMMIT")
-            except BaseException:
-                if raw.in_transaction:
+        with driver_transaction(conn) as raw:
+            if len(fns) == 1:
+                # Alone in the transaction: no savepoint needed, a failure rolls back everything.
+                try:
+                    outcomes.append((True, fns[0](context)))
+                except Exception as exc:
                     raw.execute("ROLLBACK")
-                raise
-        finally:
-            if conn.in_transaction():
-                # SQLAlchemy statements auto-began a transaction of its own bookkeeping (no BEGIN was
-                # sent, see DRIVER_TRANSACTION); the driver's transaction is over, so this sends nothing.
-                conn.rollback()
+                    return [(False, exc)]
+            else:
+                for fn in fns:
+                    raw.execute("SAVEPOINT job")
+                    try:
+                        result = fn(context)
+                    except Exception as exc:
+                        raw.execute("ROLLBACK TO job")
+                        raw.execute("RELEASE job")
+                        outcomes.append((False, exc))
+                    else:
+                        raw.execute("RELEASE job")
+                        outcomes.append((True, result))
         self.batches += 1
         return outcomes
 

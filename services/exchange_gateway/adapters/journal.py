@@ -64,7 +64,7 @@ from services.exchange_gateway.domain.model import (
     Side,
     TimeInForce,
 )
-from shared.db import DRIVER_TRANSACTION, Database, driver_connection
+from shared.db import Database, driver_transaction, kept_connection
 
 T = TypeVar("T")
 log = logging.getLogger("exchange_gateway.journal")
@@ -400,22 +400,9 @@ class SqlJournal:
     def _transaction(self, apply: Callable[[Connection], T]) -> T:
         """Run ``apply`` in one BEGIN IMMEDIATE transaction on the kept connection (writer thread)."""
         if self._conn is None:
-            self._conn = self.db.engine.connect().execution_options(**{DRIVER_TRANSACTION: True})
-        conn = self._conn
-        raw = driver_connection(conn)
-        try:
-            raw.execute("BEGIN IMMEDIATE")
-            try:
-                result = apply(conn)
-                raw.execute("COMMIT")
-            except BaseException:
-                if raw.in_transaction:
-                    raw.execute("ROLLBACK")
-                raise
-        finally:
-            if conn.in_transaction():
-                conn.rollback()  # SQLAlchemy's own bookkeeping only: no BEGIN was sent for it
-        return result
+            self._conn = kept_connection(self.db.engine)
+        with driver_transaction(self._conn):
+            return apply(self._conn)
 
     # --- writes ---------------------------------------------------------------------------------------
 
