@@ -347,6 +347,12 @@ class Run:
             "users": [{"user_id": u.user_id, "api_key": u.api_key} for u in users],
             "symbols": symbols,
             "serial": {"count": self.s.serial_count, "gap_s": 0.02} if self.s.serial_count > 0 else None,
+            # The unloaded phase also times single hops to the gateway and the user service directly.
+            "internal": {
+                "gateway_target": stack.env["EXCHANGE_GATEWAY_ADDR"],
+                "user_target": stack.env["USER_SERVICE_ADDR"],
+                "service_token": stack.env["TRADING_SERVICE_TOKEN"],
+            },
             "phases": phases,
             "saturation": {
                 "rates": self.s.saturation_rates,
@@ -416,9 +422,10 @@ class Run:
             say(f"Unloaded latency: {event['count']} placements, each then cancelled, one at a time")
         elif kind == "serial_end":
             p = event["summary"]
+            rpcs = [k for k in ("PlaceOrder", "CancelOrder", "GetLastPrice", "ReserveFunds", "ReleaseFunds") if k in p]
             say(
-                f"  -> PlaceOrder p50 {p['PlaceOrder']['p50_ms']} p95 {p['PlaceOrder']['p95_ms']} ms, "
-                f"CancelOrder p50 {p['CancelOrder']['p50_ms']} p95 {p['CancelOrder']['p95_ms']} ms"
+                "  -> "
+                + ", ".join(f"{k} p50 {p[k]['p50_ms']} p95 {p[k]['p95_ms']} ms" for k in rpcs)
                 + (f", {p['errors']}" if p["errors"] else "")
             )
         elif kind == "phase_start":

@@ -28,7 +28,9 @@ import grpc
 
 from bench.stats import latency_summary, quick_p95_ms
 from bench.workload import CANCEL, REST, OpStream, OrderFactory, OrderSpec, SymbolRules
+from trading.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from trading.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
+from trading.user.v1 import user_service_pb2, user_service_pb2_grpc
 
 KIND_REST, KIND_MARKETABLE, KIND_CANCEL = 0, 1, 2
 KIND_NAMES = {KIND_REST: "rest", KIND_MARKETABLE: "marketable", KIND_CANCEL: "cancel"}
@@ -461,10 +463,47 @@ class Generator:
         emit({"event": "serial_start", "count": count, "wall": time.time()})
         place: list[float] = []
         cancel: list[float] = []
+        hops: dict[str, list[float]] = {"GetLastPrice": [], "ReserveFunds": [], "ReleaseFunds": []}
         errors: Counter[str] = Counter()
+        internal = self.spec.get("internal")
+        channels: list[grpc.aio.Channel] = []
+        if internal:
+            channels = [grpc.aio.insecure_channel(internal[k]) for k in ("gateway_target", "user_target")]
+            gateway = gateway_service_pb2_grpc.ExchangeGatewayStub(channels[0])
+            users = user_service_pb2_grpc.UserServiceStub(channels[1])
+            service = (("authorization", f"Bearer {internal['service_token']}"),)
         for i in range(count):
             symbol = self._next_symbol()
             user = self._next_user()
+            if internal:
+                # One hop with no database (a cached price), then one durable transaction and its undo.
+                order_id = f"probe{self.run_id}{i}"
+                calls = (
+                    ("GetLastPrice", gateway.GetLastPrice, gateway_service_pb2.GetLastPriceRequest(symbol=symbol)),
+                    (
+                        "ReserveFunds",
+                        users.ReserveFunds,
+                        user_service_pb2.ReserveFundsRequest(
+                            order_id=order_id,
+                            user_id=self.users[user]["user_id"],
+                            asset=self.rules[symbol].quote,
+                            amount="1",
+                        ),
+                    ),
+                    (
+                        "ReleaseFunds",
+                        users.ReleaseFunds,
+                        user_service_pb2.ReleaseFundsRequest(order_id=order_id, release_id=f"{order_id}:probe"),
+                    ),
+                )
+                for name, call, message in calls:
+                    started = time.perf_counter()
+                    try:
+                        await call(message, metadata=service, timeout=self.deadline)
+                    except grpc.aio.AioRpcError as exc:
+                        errors[f"{name} {exc.code().name}"] += 1
+                    else:
+                        hops[name].append(time.perf_counter() - started)
             side = self._side(symbol, KIND_REST)
             spec = self.factory.resting(symbol, side, self.prices[symbol])
             request = place_request(spec, f"s{self.run_id}{i}")
@@ -490,11 +529,14 @@ class Generator:
                 else:
                     cancel.append(time.perf_counter() - started)
             await asyncio.sleep(gap_s)
+        for channel in channels:
+            await channel.close()
         result = {
             "count": count,
             "gap_s": gap_s,
             "PlaceOrder": latency_summary(place),
             "CancelOrder": latency_summary(cancel),
+            **({name: latency_summary(values) for name, values in hops.items()} if internal else {}),
             "errors": dict(errors),
         }
         emit({"event": "serial_end", "summary": result, "wall": time.time()})

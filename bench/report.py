@@ -231,6 +231,14 @@ def table(result: dict[str, Any]) -> str:
             f"PlaceOrder p50 {_fmt(place['p50_ms'], 2)} p95 {_fmt(place['p95_ms'], 2)} ms, "
             f"CancelOrder p50 {_fmt(cancel['p50_ms'], 2)} p95 {_fmt(cancel['p95_ms'], 2)} ms"
         )
+        hops = [(k, serial[k]) for k in ("GetLastPrice", "ReserveFunds", "ReleaseFunds") if k in serial]
+        if hops:
+            lines.append(
+                "  single hops, same way: "
+                + ", ".join(f"{k} p50 {_fmt(v['p50_ms'], 2)} p95 {_fmt(v['p95_ms'], 2)} ms" for k, v in hops)
+                + " (GetLastPrice: the gateway, no database; Reserve/ReleaseFunds: the user service, one durable"
+                " transaction each)"
+            )
     echo = result.get("echo")
     if echo:
         lines.append(

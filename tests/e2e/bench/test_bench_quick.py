@@ -55,6 +55,7 @@ def test_the_quick_run_completes_and_prints_the_table_and_verdicts(quick_run):
     assert re.search(r"fixed\s+t=\s*[\d.]+s offered", out), "no live progress line"
     assert "Targets:" in out
     assert re.search(r"Unloaded \(one request at a time, 10 placements", out), "no unloaded-latency line"
+    assert re.search(r"single hops, same way: GetLastPrice p50 [\d.]+ p95 [\d.]+ ms, ReserveFunds", out)
     for target in (
         "p95 at 100 orders/s",
         "saturation, end to end",
@@ -76,7 +77,7 @@ def test_the_json_has_every_figure_the_issue_asks_for(quick_run):
     assert fixed["p50_ms"] <= fixed["p95_ms"] <= fixed["p99_ms"]
     serial = result["serial"]
     assert serial["count"] == 10
-    for rpc in ("PlaceOrder", "CancelOrder"):
+    for rpc in ("PlaceOrder", "CancelOrder", "GetLastPrice", "ReserveFunds", "ReleaseFunds"):
         figures = serial[rpc]
         assert 0 < figures["count"] <= 10, (rpc, figures)
         assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["max_ms"], (rpc, figures)
