@@ -156,9 +156,10 @@ class Outbox:
                     if len(step) == 1:
                         await self.perform(entry.effect)
                     else:
+                        # _next_step paired a settlement with its order's release of everything left.
                         trade, release = step[0].effect, step[1].effect
                         assert isinstance(trade, SettleTrade) and isinstance(release, ReleaseFunds)
-                        await self.perform_settle_and_release(trade, release)
+                        await self.users.settle_trade(trade, self.call_timeout, release_id=release.release_id)
                 if attempt:
                     log.info(
                         "outbox entry performed after retries",
@@ -194,12 +195,6 @@ class Outbox:
             await self.users.release_funds(effect.order_id, effect.release_id, effect.amount, self.call_timeout)
         else:  # pragma: no cover - the Effect union is closed
             raise TypeError(f"unknown effect {effect!r}")
-
-    async def perform_settle_and_release(self, trade: SettleTrade, release: ReleaseFunds) -> None:
-        """Settle the trade, then release all that is left of its order, in one call (idempotent on both keys)."""
-        if release.amount is not None or release.order_id != trade.order_id:
-            raise ValueError("only the release of everything left of the trade's order can join its settlement")
-        await self.users.settle_trade(trade, self.call_timeout, release_id=release.release_id)
 
     async def flush(self) -> None:
         """Delete the performed entries from the outbox (one transaction for all of them)."""
