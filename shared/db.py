@@ -96,17 +96,24 @@ def create_sqlite_engine(url: str, *, synchronous: str = "FULL", busy_timeout_ms
 
 
 class Database:
-    """Runs transactions off the event loop: writes on one dedicated thread, reads on a small pool."""
+    """Runs transactions off the event loop: writes on one dedicated thread, reads on a small pool.
+
+    The writer thread keeps one connection and sends BEGIN IMMEDIATE and COMMIT to its sqlite3
+    connection directly (``driver_transaction``): a pool checkout and a SQLAlchemy begin/commit per
+    transaction cost 0.13 ms, ten times a small transaction's statements.
+    """
 
     def __init__(self, engine: Engine, *, name: str = "db", readers: int = 2):
         self.engine = engine
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix=f"{name}-reader")
+        self._conn: Connection | None = None
 
-    def write_sync(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn(conn)`` in one BEGIN IMMEDIATE transaction on the calling thread; commit unless it raises."""
-        with self.engine.connect() as conn, conn.begin():
-            return fn(conn)
+    def _write_on_writer(self, fn: Callable[[Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = kept_connection(self.engine)
+        with driver_transaction(self._conn):
+            return fn(self._conn)
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in one read transaction (a consistent snapshot) on the calling thread."""
@@ -114,8 +121,8 @@ class Database:
             return fn(conn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn(conn)`` in one write transaction on the writer thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self.write_sync, fn)
+        """Run ``fn(conn)`` in one BEGIN IMMEDIATE transaction on the writer thread; commit unless it raises."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._write_on_writer, fn)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in one read transaction on a reader thread."""
@@ -123,9 +130,15 @@ class Database:
 
     def close(self) -> None:
         """Wait for running transactions, then close every connection."""
+        self._writer.submit(self._close_writer_connection).result()
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self.engine.dispose()
+
+    def _close_writer_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def driver_connection(conn: Connection) -> sqlite3.Connection:

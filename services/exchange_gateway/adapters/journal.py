@@ -17,10 +17,8 @@ has committed: if the committed state already holds what the function would writ
 stream report of what the order's answer just journaled), the caller gets that answer and the
 database is not touched. The check is only a shortcut; the dedup keys in the database decide.
 
-Each batch runs on the journal's own writer thread over one connection kept for it: BEGIN
-IMMEDIATE and COMMIT go straight to the sqlite3 connection (``shared.db.DRIVER_TRANSACTION``), as in
-``shared.db.GroupCommit``; a SQLAlchemy connect, begin and commit per batch cost 0.13 ms, ten times
-the statements themselves.
+Each batch runs through ``shared.db.Database.write``: on its writer thread, over the one connection
+that thread keeps, with BEGIN IMMEDIATE and COMMIT sent to the sqlite3 connection directly.
 
 The order cache holds every order that is not final and the ``max_final_orders`` that most
 recently became final; everything else is read from the database when needed. Decimals are stored as exact text (the
@@ -36,7 +34,6 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -64,7 +61,7 @@ from services.exchange_gateway.domain.model import (
     Side,
     TimeInForce,
 )
-from shared.db import Database, driver_transaction, kept_connection
+from shared.db import Database, driver_connection
 
 T = TypeVar("T")
 log = logging.getLogger("exchange_gateway.journal")
@@ -272,9 +269,7 @@ def _execution_from_row(row: tuple[Any, ...]) -> Execution:
 
 def _cursor(conn: Connection) -> sqlite3.Cursor:
     """The DB-API cursor of ``conn``'s current transaction."""
-    driver = conn.connection.driver_connection
-    assert isinstance(driver, sqlite3.Connection)
-    return driver.cursor()
+    return driver_connection(conn).cursor()
 
 
 class _Tx:
@@ -355,9 +350,6 @@ class SqlJournal:
         self.settled = 0  # functions answered by their ``settled`` check, without the database
         self._recent: collections.deque[str] = collections.deque(maxlen=recent_trade_keys)
         self._recent_set: set[str] = set()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="journal-writer")
-        self._conn: Connection | None = None
-        self._writer_closed = False
 
     # --- life cycle -----------------------------------------------------------------------------------
 
@@ -381,28 +373,13 @@ class SqlJournal:
         return pending
 
     async def close(self) -> None:
-        """Finish what is queued, then stop the writer and give its connection back."""
-        if self._task is not None:
-            await self._queue.put(None)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if not self._writer_closed:
-            self._writer_closed = True
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._close_connection)
-            self._writer.shutdown(wait=True)
-
-    def _close_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _transaction(self, apply: Callable[[Connection], T]) -> T:
-        """Run ``apply`` in one BEGIN IMMEDIATE transaction on the kept connection (writer thread)."""
-        if self._conn is None:
-            self._conn = kept_connection(self.db.engine)
-        with driver_transaction(self._conn):
-            return apply(self._conn)
+        """Finish what is queued, then stop the writer."""
+        if self._task is None:
+            return
+        await self._queue.put(None)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
 
     # --- writes ---------------------------------------------------------------------------------------
 
@@ -471,7 +448,7 @@ class SqlJournal:
             return results, tx
 
         try:
-            results, tx = await asyncio.get_running_loop().run_in_executor(self._writer, self._transaction, apply)
+            results, tx = await self.db.write(apply)
         except Exception as exc:
             log.exception("journal batch failed")
             for item in batch:
