@@ -36,6 +36,10 @@ from shared.config import REPO_ROOT
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 DEFAULT_SATURATION_RATES = [150, 200, 300, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3000]
+FLOOR_SATURATION_RATES = [200, 300, 400, 500, 600, 700, 800, 1000, 1300]
+# The design's floor (bench.floor), first with the hops alone, then with the durable commits too.
+FLOOR_VARIANTS = ("transport", "durable")
+FLOOR_ROLES = ("exchange", "user", "gateway", "order")
 
 
 @dataclass
@@ -54,6 +58,11 @@ class Settings:
     echo_s: float
     echo_concurrency: int
     echo_channels: int
+    floor_variants: list[str]
+    floor_warmup_s: float
+    floor_duration_s: float
+    floor_rates: list[int]
+    floor_step_s: float
     channels: int
     max_in_flight: int
     deadline_s: float
@@ -96,6 +105,12 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--step", type=float, help="seconds per saturation step (default 8)")
     parser.add_argument("--no-saturation", action="store_true", help="skip the saturation steps")
     parser.add_argument("--no-echo", action="store_true", help="skip the echo ceiling")
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the design's floor (bench.floor: the placement path's hops, with and without durable commits, "
+        "and nothing done in them)",
+    )
     parser.add_argument(
         "--serial",
         type=int,
@@ -142,12 +157,15 @@ def parse_args(argv: list[str] | None) -> Settings:
     if args.quick:
         defaults: dict[str, Any] = dict(users=4, rate=20.0, duration=3.0, warmup=1.0, rates=[40, 60], step=1.5)
         echo = (1, 1.5)
+        floor: dict[str, Any] = dict(warmup=0.5, duration=1.5, rates=[40], step=1.0)
     elif args.soak:
         defaults = dict(users=16, rate=100.0, duration=600.0, warmup=30.0, rates=[], step=8.0)
         echo = (0, 0.0)
+        floor = dict(warmup=0.0, duration=0.0, rates=[], step=0.0)
     else:
         defaults = dict(users=16, rate=100.0, duration=60.0, warmup=5.0, rates=DEFAULT_SATURATION_RATES, step=8.0)
         echo = (3, 3.0)
+        floor = dict(warmup=2.0, duration=20.0, rates=FLOOR_SATURATION_RATES, step=5.0)
     rate = args.rate or defaults["rate"]
     return Settings(
         mode="quick" if args.quick else "soak" if args.soak else "bench",
@@ -162,6 +180,11 @@ def parse_args(argv: list[str] | None) -> Settings:
         echo_s=echo[1],
         echo_concurrency=64,
         echo_channels=4,
+        floor_variants=[] if (args.no_floor or args.soak) else list(FLOOR_VARIANTS),
+        floor_warmup_s=floor["warmup"],
+        floor_duration_s=floor["duration"],
+        floor_rates=[] if args.no_saturation else floor["rates"],
+        floor_step_s=floor["step"],
         channels=args.channels,
         max_in_flight=args.max_in_flight,
         deadline_s=args.deadline,
@@ -295,6 +318,81 @@ class Run:
         best = max(runs, key=lambda r: r["rps"])
         self.result["echo"] = {**best, "runs_rps": [r["rps"] for r in runs]}
         self.result["echo_rps"] = best["rps"]
+
+    def floor(self, workdir: Path) -> None:
+        """Measure the design's floor (bench.floor): the placement path's hops with nothing done in them."""
+        if not self.s.floor_variants:
+            return
+        self.result["floor"] = {}
+        for variant in self.s.floor_variants:
+            say(f"Design floor ({variant}): the placement path's hops with nothing done in them")
+            self.result["floor"][variant] = self._floor_variant(variant, workdir / f"floor-{variant}")
+
+    def _floor_variant(self, variant: str, directory: Path) -> dict[str, Any]:
+        directory.mkdir(parents=True, exist_ok=True)
+        ports = {role: free_port() for role in FLOOR_ROLES}
+        address = {role: f"127.0.0.1:{port}" for role, port in ports.items()}
+        extra = {
+            "exchange": [],
+            "user": [],
+            "gateway": ["--exchange", address["exchange"]],
+            "order": ["--user", address["user"], "--gateway", address["gateway"]],
+        }
+        names = {role: f"floor_{role}" for role in FLOOR_ROLES}
+        pids: dict[str, int] = {}
+        with contextlib.ExitStack() as children:
+            for role in FLOOR_ROLES:
+                cmd = [sys.executable, "-m", "bench.floor", "serve", role, "--port", str(ports[role]), *extra[role]]
+                if variant == "durable" and role != "exchange":
+                    cmd += ["--db", str(directory / f"{role}.db")]
+                server = children.enter_context(_child(cmd, stdout=subprocess.PIPE))
+                assert server.stdout is not None
+                if server.stdout.readline().strip() != b"ready":
+                    raise RuntimeError(f"the floor's {role} stand-in did not start")
+                self.sampler.watch(names[role], server.pid)
+                pids[names[role]] = server.pid
+            drive = [
+                *(sys.executable, "-m", "bench.floor", "drive", "--target", address["order"]),
+                *("--rate", str(self.s.rate), "--duration", str(self.s.floor_duration_s)),
+                *("--warmup", str(self.s.floor_warmup_s), "--step-s", str(self.s.floor_step_s)),
+                *("--steps", ",".join(map(str, self.s.floor_rates)), "--channels", str(self.s.channels)),
+            ]
+            result: dict[str, Any] = {}
+            with _child(drive, stdout=subprocess.PIPE, text=True) as driver:
+                assert driver.stdout is not None
+                self.sampler.watch("floor_client", driver.pid)
+                pids["floor_client"] = driver.pid
+                for line in driver.stdout:
+                    event = json.loads(line)
+                    if event["event"] == "start":
+                        self.sampler.mark(f"floor-{variant}-{event['phase']}")
+                    elif event["event"] == "end":
+                        self.sampler.mark("")
+                        say(
+                            f"  {event['name']:<16} offered {event['target_rps']:>5.0f}/s "
+                            f"achieved {event['achieved_rps']:>7.1f}/s p50 {_ms(event['p50_ms'])} "
+                            f"p95 {_ms(event['p95_ms'])} p99 {_ms(event['p99_ms'])} ms errors {event['errors']}"
+                        )
+                    elif event["event"] == "result":
+                        result = {k: v for k, v in event.items() if k != "event"}
+                if driver.wait() != 0 or not result:
+                    raise RuntimeError("the floor's driver failed")
+            for name in [*names.values(), "floor_client"]:
+                self.sampler.unwatch(name)
+        result["pids"] = pids
+        return self._floor_cpu(variant, result, list(names.values()))
+
+    def _floor_cpu(self, variant: str, result: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        """CPU milliseconds per placement of the stand-ins (and the client) in each phase."""
+        cpu = self.sampler.phase_cpu()
+        phases = [result["fixed"], *result["saturation"]["curve"]]
+        for phase in phases:
+            shares = (cpu.get(f"floor-{variant}-{phase['name']}") or {}).get("cpu_pct") or {}
+            if phase["achieved_rps"] and shares:
+                per = {n: round(10 * shares.get(n, 0.0) / phase["achieved_rps"], 3) for n in [*names, "floor_client"]}
+                phase["cpu_ms_per_placement"] = per
+                phase["cpu_ms_per_placement_stand_ins"] = round(sum(per[n] for n in names), 3)
+        return result
 
     def idle(self) -> None:
         """Measure each service's CPU with no load (random walk on): the part of the cost that is not per order."""
@@ -498,6 +596,7 @@ class Run:
         stack: BenchStack | None = None
         try:
             self.echo()
+            self.floor(workdir)
             say("Starting the stack (simulator limits raised, SQLite in a temporary directory)...")
             stack = BenchStack(workdir, say=say, extra_env={"LOG_LEVEL": s.log_level})
             stack.start()

@@ -246,6 +246,7 @@ def table(result: dict[str, Any]) -> str:
             f"{_fmt(result.get('echo_rps'), 0)}/s best of {echo.get('runs_rps')}; "
             f"ratio to echo {_fmt(result.get('ratio_to_echo'), 3)}"
         )
+    lines.extend(floor_lines(result.get("floor") or {}))
     lines.append("")
     shown = result.get("cpu_phases_shown", [])
     lines.append(f"{'process':<20}{'peak RSS MB':>12}" + "".join(f"{'CPU ' + p[:12]:>18}" for p in shown))
@@ -283,6 +284,26 @@ def table(result: dict[str, Any]) -> str:
         note = f"  [{v['note']}]" if v.get("note") else ""
         lines.append(f"  {v['status']:<5} {v['name']:<58} target {v['target']:<34} measured {v['measured']}{note}")
     return "\n".join(lines)
+
+
+def floor_lines(floor: dict[str, Any]) -> list[str]:
+    """The design's floor (bench.floor): the placement path's hops with nothing done in them."""
+    if not floor:
+        return []
+    lines = ["Design floor (python -m bench.floor: a placement's hops through four stand-ins, nothing done in them):"]
+    for variant, figures in floor.items():
+        fixed = figures["fixed"]
+        events = fixed.get("event_latency") or {}
+        best = (figures.get("saturation") or {}).get("best") or {}
+        what = "with each hop's durable commits" if variant == "durable" else "the hops alone, no SQLite"
+        lines.append(
+            f"  {variant:<9} {what}: at {fixed['target_rps']:.0f}/s p50 {_fmt(fixed.get('p50_ms'), 2)}"
+            f" p95 {_fmt(fixed.get('p95_ms'), 2)} p99 {_fmt(fixed.get('p99_ms'), 2)} ms,"
+            f" event p95 {_fmt(events.get('p95_ms'), 2)} ms,"
+            f" CPU {_fmt(fixed.get('cpu_ms_per_placement_stand_ins'), 2)} ms per placement;"
+            f" saturation {_fmt(best.get('achieved_rps'), 0)}/s at {_fmt(best.get('target_rps'), 0)}/s offered"
+        )
+    return lines
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:

@@ -54,6 +54,7 @@ def test_the_quick_run_completes_and_prints_the_table_and_verdicts(quick_run):
     assert "Phase fixed" in out and "Phase sat-" in out
     assert re.search(r"fixed\s+t=\s*[\d.]+s offered", out), "no live progress line"
     assert "Targets:" in out
+    assert re.search(r"durable\s+with each hop's durable commits: at 20/s p50 [\d.]+", out), "no design-floor line"
     assert re.search(r"Unloaded \(one request at a time, 10 placements", out), "no unloaded-latency line"
     assert re.search(r"single hops, same way: GetLastPrice p50 [\d.]+ p95 [\d.]+ ms, ReserveFunds", out)
     for target in (
@@ -96,6 +97,12 @@ def test_the_json_has_every_figure_the_issue_asks_for(quick_run):
     assert result["ledger"]["users"] > 0 and isinstance(result["ledger"]["consistent"], bool)
     assert result["machine"]["cpu_count"] and result["machine"]["grpcio"]
     assert {v["status"] for v in result["targets"]} <= {"PASS", "FAIL", "N/A"}
+    for variant in ("transport", "durable"):
+        floor = result["floor"][variant]
+        assert floor["fixed"]["ok"] == floor["fixed"]["sent"] > 0, (variant, floor["fixed"])
+        assert floor["fixed"]["event_latency"]["count"] == floor["fixed"]["ok"], (variant, floor["fixed"])
+        assert _number(floor["fixed"]["cpu_ms_per_placement_stand_ins"]), variant
+        assert floor["saturation"]["curve"], variant
     png = results / "quick.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -105,6 +112,9 @@ def test_no_process_is_left_behind(quick_run):
     result = json.loads((results / "quick.json").read_text())
     assert set(result["pids"]) == set(PROCESSES)
     assert _wait_gone(result["pids"].values(), timeout=5) == []
+    floor_pids = [pid for variant in result["floor"].values() for pid in variant["pids"].values()]
+    assert len(floor_pids) == 10  # four stand-ins and a driver, twice
+    assert _wait_gone(floor_pids, timeout=5) == []
 
 
 def test_ctrl_c_stops_the_stack_and_the_load_process(tmp_path):

@@ -1,0 +1,484 @@
+"""The design's floor: the hops of one order placement with nothing done in them.
+
+Four processes stand in for the order service, the user service, the gateway and the exchange
+and pass opaque bytes along the path a resting LIMIT placement takes through the real stack::
+
+    client --Place--> order --Reserve--> user                       (gRPC unary)
+                      order --Submit---> gateway --POST--> exchange (gRPC unary, HTTP keep-alive)
+    exchange --WebSocket event--> gateway --Stream--> order --Watch--> client (server streams)
+
+No protobuf, no validation, no ledger, no matching, no signing, no logging. With ``--durable``
+each process also makes the SQLite commits the real one makes on that path, each a one-row
+INSERT in WAL mode with ``synchronous=FULL`` on one writer thread that puts every waiting write
+in one transaction (as the services' GroupCommit does): order 2 (the order before Reserve, the
+answer after Submit) plus 1 per event, user 1, gateway 2 (before the POST and after the answer).
+
+Whatever this measures is more than any implementation of that shape can do in Python on this
+machine, so it separates the cost of the design from the cost of the code in it.
+
+``python -m bench.floor serve ROLE --port P ...`` runs one stand-in (it prints ``ready``);
+``python -m bench.floor drive --target ADDR`` sends placements open loop, first ``--rate`` for
+``--duration`` seconds, then each rate of ``--steps`` for ``--step-s`` seconds until the achieved
+rate falls below 90% of the offered one. It prints a JSON line when a phase starts and when it
+ends (with its figures), then the whole result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import queue
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import grpc
+from aiohttp import web
+
+from bench.stats import latency_summary
+
+PLACE = "/floor.Order/Place"
+WATCH = "/floor.Order/Watch"
+RESERVE = "/floor.User/Reserve"
+SUBMIT = "/floor.Gateway/Submit"
+STREAM = "/floor.Gateway/Stream"
+ID_BYTES = 8
+# About the sizes of a serialized PlaceOrderRequest, Binance's order answer and an executionReport.
+REQUEST_PAD = b"r" * 88
+ANSWER_PAD = b"a" * 300
+EVENT_PAD = b"e" * 400
+KEEP_UP = 0.9
+SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+
+class Committer:
+    """Durable one-row commits on one writer thread; each transaction takes every write waiting."""
+
+    def __init__(self, path: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: queue.SimpleQueue[asyncio.Future[None] | None] = queue.SimpleQueue()
+        self._path = path
+        self._thread = threading.Thread(target=self._run, name="floor-writer", daemon=True)
+        self._thread.start()
+
+    async def write(self) -> None:
+        """Return once a row is committed and synced."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put(future)
+        await future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO rows (at) VALUES (?)", [(time.time(),)] * len(batch))
+            conn.execute("COMMIT")
+            self._loop.call_soon_threadsafe(_resolve_all, batch)
+        conn.close()
+
+
+def _resolve_all(batch: list[asyncio.Future[None]]) -> None:
+    for future in batch:
+        if not future.done():
+            future.set_result(None)
+
+
+async def _no_commit() -> None:
+    return None
+
+
+def _commit_function(db: str | None) -> tuple[Callable[[], Awaitable[None]], Committer | None]:
+    if not db:
+        return _no_commit, None
+    committer = Committer(db)
+    return committer.write, committer
+
+
+async def _serve_grpc(port: int, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> grpc.aio.Server:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server
+
+
+class _Fanout:
+    """Server-stream subscribers, each with its own queue."""
+
+    def __init__(self) -> None:
+        self.subscribers: set[asyncio.Queue[bytes]] = set()
+
+    def publish(self, message: bytes) -> None:
+        for subscriber in self.subscribers:
+            subscriber.put_nowait(message)
+
+    async def stream(self, _request: bytes, _context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        subscriber: asyncio.Queue[bytes] = asyncio.Queue()
+        self.subscribers.add(subscriber)
+        try:
+            while True:
+                yield await subscriber.get()
+        finally:
+            self.subscribers.discard(subscriber)
+
+
+async def _until_signal(cleanup: Callable[[], Awaitable[None]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    await cleanup()
+
+
+async def serve_exchange(port: int) -> None:
+    """POST /order answers at once, then sends one WebSocket event per order to every connection."""
+    sockets: set[web.WebSocketResponse] = set()
+    sending: set[asyncio.Task[None]] = set()
+
+    def send(event: bytes) -> None:
+        for ws in sockets:
+            if not ws.closed:
+                task = asyncio.create_task(ws.send_bytes(event))
+                sending.add(task)
+                task.add_done_callback(sending.discard)
+
+    async def order(request: web.Request) -> web.Response:
+        body = await request.read()
+        asyncio.get_running_loop().call_soon(send, body[:ID_BYTES] + EVENT_PAD)  # after the answer is on its way
+        return web.Response(body=body[:ID_BYTES] + ANSWER_PAD, content_type="application/json")
+
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sockets.add(ws)
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            sockets.discard(ws)
+        return ws
+
+    app = web.Application()
+    app.router.add_post("/order", order)
+    app.router.add_get("/ws", stream)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await _until_signal(runner.cleanup)
+
+
+async def serve_user(port: int, db: str | None) -> None:
+    """Reserve: one durable commit, then the answer."""
+    commit, committer = _commit_function(db)
+
+    async def reserve(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+        await commit()
+        return request[:ID_BYTES]
+
+    server = await _serve_grpc(port, "floor.User", {"Reserve": grpc.unary_unary_rpc_method_handler(reserve)})
+    await _until_signal(lambda: _stop(server, committer))
+
+
+async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
+    """Submit: commit, POST to the exchange, commit the answer, reply; Stream: the exchange's events."""
+    commit, committer = _commit_function(db)
+    events = _Fanout()
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+    ws = await session.ws_connect(f"http://{exchange}/ws", autoping=True)
+
+    async def pump() -> None:
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.BINARY:
+                events.publish(message.data)
+
+    async def submit(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+        await commit()
+        async with session.post(f"http://{exchange}/order", data=request) as response:
+            answer = await response.read()
+        await commit()
+        return answer
+
+    pumping = asyncio.create_task(pump())
+    server = await _serve_grpc(
+        port,
+        "floor.Gateway",
+        {
+            "Submit": grpc.unary_unary_rpc_method_handler(submit),
+            "Stream": grpc.unary_stream_rpc_method_handler(events.stream),
+        },
+    )
+
+    async def cleanup() -> None:
+        pumping.cancel()
+        await ws.close()
+        await session.close()
+        await _stop(server, committer)
+
+    await _until_signal(cleanup)
+
+
+async def serve_order(port: int, user: str, gateway: str, db: str | None) -> None:
+    """Place: commit, Reserve, Submit, commit, reply; every gateway event: commit, then to the watchers."""
+    commit, committer = _commit_function(db)
+    watchers = _Fanout()
+    user_channel = grpc.aio.insecure_channel(user)
+    gateway_channel = grpc.aio.insecure_channel(gateway)
+    reserve_call = user_channel.unary_unary(RESERVE)
+    submit_call = gateway_channel.unary_unary(SUBMIT)
+    stream_call = gateway_channel.unary_stream(STREAM)
+
+    async def consume() -> None:
+        async for event in stream_call(b""):
+            await commit()
+            watchers.publish(event)
+
+    async def place(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+        await commit()
+        await reserve_call(request, timeout=10)
+        answer: bytes = await submit_call(request, timeout=10)
+        await commit()
+        return answer
+
+    consuming = asyncio.create_task(consume())
+    server = await _serve_grpc(
+        port,
+        "floor.Order",
+        {
+            "Place": grpc.unary_unary_rpc_method_handler(place),
+            "Watch": grpc.unary_stream_rpc_method_handler(watchers.stream),
+        },
+    )
+
+    async def cleanup() -> None:
+        consuming.cancel()
+        await _stop(server, committer)
+        await user_channel.close()
+        await gateway_channel.close()
+
+    await _until_signal(cleanup)
+
+
+async def _stop(server: grpc.aio.Server, committer: Committer | None) -> None:
+    await server.stop(0.5)
+    if committer is not None:
+        committer.close()
+
+
+class _Phase:
+    """One phase's sends: intended send times, answers and events, by placement number."""
+
+    def __init__(self, name: str, rate: float, duration: float) -> None:
+        self.name = name
+        self.rate = rate
+        self.duration = duration
+        self.intended: dict[int, float] = {}
+        self.latency: list[float] = []
+        self.event_latency: list[float] = []
+        self.errors = 0
+        self.capped = 0
+        self.t0 = 0.0
+        self.last_done = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        span = max(self.last_done - self.t0, self.duration, 1e-9)
+        sent = len(self.intended)
+        answers = latency_summary(self.latency)
+        return {
+            "name": self.name,
+            "target_rps": self.rate,
+            "duration_s": self.duration,
+            "sent": sent,
+            "ok": len(self.latency),
+            "achieved_rps": round(len(self.latency) / span, 2),
+            "p50_ms": answers["p50_ms"],
+            "p95_ms": answers["p95_ms"],
+            "p99_ms": answers["p99_ms"],
+            "max_ms": answers["max_ms"],
+            "errors": self.errors,
+            "error_rate": round(self.errors / sent, 6) if sent else 0.0,
+            "capped": self.capped,
+            "event_latency": latency_summary(self.event_latency),
+        }
+
+
+class Driver:
+    """Open loop: latency counts from each placement's intended send time."""
+
+    def __init__(self, target: str, channels: int, max_in_flight: int) -> None:
+        self.channels = [
+            grpc.aio.insecure_channel(target, options=(("grpc.use_local_subchannel_pool", 1), ("floor.channel", i)))
+            for i in range(channels)
+        ]
+        self.calls = [channel.unary_unary(PLACE) for channel in self.channels]
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.next_id = 0
+        self.owner: dict[int, _Phase] = {}
+        self.drained = asyncio.Event()
+
+    async def open(self) -> None:
+        for channel in self.channels:
+            await asyncio.wait_for(channel.channel_ready(), timeout=10)
+        self.watching = asyncio.create_task(self._watch())
+
+    async def close(self) -> None:
+        self.watching.cancel()
+        for channel in self.channels:
+            await channel.close()
+
+    async def _watch(self) -> None:
+        async for event in self.channels[0].unary_stream(WATCH)(b""):
+            number = int.from_bytes(event[:ID_BYTES], "big")
+            phase = self.owner.pop(number, None)
+            if phase is not None:
+                phase.event_latency.append(time.perf_counter() - phase.intended[number])
+
+    async def _send(self, phase: _Phase, number: int, call: Any) -> None:
+        try:
+            await call(number.to_bytes(ID_BYTES, "big") + REQUEST_PAD, timeout=10)
+        except grpc.aio.AioRpcError:
+            phase.errors += 1
+            self.owner.pop(number, None)
+        else:
+            now = time.perf_counter()
+            phase.latency.append(now - phase.intended[number])
+            phase.last_done = now
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.drained.set()
+
+    async def run_phase(self, name: str, rate: float, duration: float) -> dict[str, Any]:
+        phase = _Phase(name, rate, duration)
+        _emit({"event": "start", "phase": name, "rate": rate, "duration": duration})
+        tasks: set[asyncio.Task[None]] = set()
+        count = int(rate * duration)
+        phase.t0 = start = time.perf_counter()
+        for index in range(count):
+            due = start + index / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            number = self.next_id
+            self.next_id += 1
+            phase.intended[number] = due
+            if self.in_flight >= self.max_in_flight:
+                phase.capped += 1
+                phase.errors += 1
+                continue
+            self.owner[number] = phase
+            self.in_flight += 1
+            self.drained.clear()
+            task = asyncio.create_task(self._send(phase, number, self.calls[number % len(self.calls)]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks)
+        await asyncio.sleep(0.2)  # the last events are behind the last answers
+        summary = phase.summary()
+        _emit({"event": "end", **summary})
+        return summary
+
+
+def _emit(event: dict[str, Any]) -> None:
+    print(json.dumps(event), flush=True)
+
+
+async def drive(args: argparse.Namespace) -> dict[str, Any]:
+    """The fixed rate, then the saturation steps; the result."""
+    driver = Driver(args.target, args.channels, args.max_in_flight)
+    await driver.open()
+    try:
+        if args.warmup > 0:
+            await driver.run_phase("warmup", args.rate, args.warmup)
+        fixed = await driver.run_phase("fixed", args.rate, args.duration)
+        curve: list[dict[str, Any]] = []
+        for rate in args.steps:
+            await asyncio.sleep(args.pause)
+            step = await driver.run_phase(f"sat-{rate}", float(rate), args.step_s)
+            curve.append(step)
+            if step["achieved_rps"] < KEEP_UP * rate or step["error_rate"] > 0.01:
+                break
+    finally:
+        await driver.close()
+    best = max(curve, key=lambda s: s["achieved_rps"]) if curve else None
+    return {"fixed": fixed, "saturation": {"best": best, "curve": curve}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one stand-in or the driver."""
+    parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_parser = sub.add_parser("serve")
+    serve_parser.add_argument("role", choices=("exchange", "user", "gateway", "order"))
+    serve_parser.add_argument("--port", type=int, required=True)
+    serve_parser.add_argument("--db", help="SQLite file for the durable commits (none: no commits)")
+    serve_parser.add_argument("--exchange", help="host:port of the exchange stand-in (gateway)")
+    serve_parser.add_argument("--user", help="host:port of the user stand-in (order)")
+    serve_parser.add_argument("--gateway", help="host:port of the gateway stand-in (order)")
+    drive_parser = sub.add_parser("drive")
+    drive_parser.add_argument("--target", required=True)
+    drive_parser.add_argument("--rate", type=float, default=100.0)
+    drive_parser.add_argument("--duration", type=float, default=20.0)
+    drive_parser.add_argument("--warmup", type=float, default=2.0)
+    drive_parser.add_argument("--steps", type=lambda text: [int(x) for x in text.split(",") if x], default=[])
+    drive_parser.add_argument("--step-s", type=float, default=5.0)
+    drive_parser.add_argument("--pause", type=float, default=1.0)
+    drive_parser.add_argument("--channels", type=int, default=4)
+    drive_parser.add_argument("--max-in-flight", type=int, default=4000)
+    args = parser.parse_args(argv)
+    _install_uvloop()
+    if args.command == "drive":
+        result = asyncio.run(drive(args))
+        _emit({"event": "result", **result})
+        return 0
+    if args.role == "exchange":
+        asyncio.run(serve_exchange(args.port))
+    elif args.role == "user":
+        asyncio.run(serve_user(args.port, args.db))
+    elif args.role == "gateway":
+        asyncio.run(serve_gateway(args.port, args.exchange, args.db))
+    else:
+        asyncio.run(serve_order(args.port, args.user, args.gateway, args.db))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
