@@ -264,10 +264,19 @@ async def serve_order(port: int, user: str, gateway: str, db: str | None) -> Non
     submit_call = gateway_channel.unary_unary(SUBMIT)
     stream_call = gateway_channel.unary_stream(STREAM)
 
+    applying: set[asyncio.Task[None]] = set()
+
+    async def apply(event: bytes) -> None:
+        await commit()
+        watchers.publish(event)
+
     async def consume() -> None:
+        # Each event's commit is started at once, so the commits of events that arrive together share
+        # a transaction instead of queueing one behind the other.
         async for event in stream_call(b""):
-            await commit()
-            watchers.publish(event)
+            task = asyncio.create_task(apply(event))
+            applying.add(task)
+            task.add_done_callback(applying.discard)
 
     async def place(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
         await commit()
