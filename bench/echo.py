@@ -26,7 +26,8 @@ METHOD = "/bench.Echo/Call"
 PAYLOAD = b"x" * 96
 
 
-def _install_uvloop() -> None:
+def install_uvloop() -> None:
+    """Use uvloop, as the services do, where it is installed."""
     try:
         import uvloop
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     drive_parser.add_argument("--concurrency", type=int, default=64)
     drive_parser.add_argument("--channels", type=int, default=4)
     args = parser.parse_args(argv)
-    _install_uvloop()
+    install_uvloop()
     if args.command == "serve":
         asyncio.run(serve(args.port))
         return 0

@@ -41,6 +41,7 @@ import aiohttp
 import grpc
 from aiohttp import web
 
+from bench.echo import install_uvloop
 from bench.stats import latency_summary
 
 PLACE = "/floor.Order/Place"
@@ -55,15 +56,6 @@ ANSWER_PAD = b"a" * 300
 EVENT_PAD = b"e" * 400
 KEEP_UP = 0.9
 SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
-
-
-def _install_uvloop() -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
 
 
 class Committer:
@@ -118,23 +110,37 @@ def _resolve_all(batch: list[asyncio.Future[None]]) -> None:
             future.set_result(None)
 
 
-async def _no_commit() -> None:
-    return None
-
-
 def _commit_function(db: str | None) -> tuple[Callable[[], Awaitable[None]], Committer | None]:
     if not db:
-        return _no_commit, None
+        return _nothing, None
     committer = Committer(db)
     return committer.write, committer
 
 
-async def _serve_grpc(port: int, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> grpc.aio.Server:
+async def _nothing() -> None:
+    return None
+
+
+async def _serve_until_signal(
+    port: int,
+    service: str,
+    handlers: dict[str, grpc.RpcMethodHandler],
+    committer: Committer | None,
+    close: Callable[[], Awaitable[None]] = _nothing,
+) -> None:
+    """Serve ``handlers`` until SIGTERM or SIGINT; then ``close``, stop the server and the committer."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    return server
+
+    async def cleanup() -> None:
+        await close()
+        await server.stop(0.5)
+        if committer is not None:
+            committer.close()
+
+    await _until_signal(cleanup)
 
 
 class _Fanout:
@@ -212,8 +218,7 @@ async def serve_user(port: int, db: str | None) -> None:
         await commit()
         return request[:ID_BYTES]
 
-    server = await _serve_grpc(port, "floor.User", {"Reserve": grpc.unary_unary_rpc_method_handler(reserve)})
-    await _until_signal(lambda: _stop(server, committer))
+    await _serve_until_signal(port, "floor.User", {"Reserve": grpc.unary_unary_rpc_method_handler(reserve)}, committer)
 
 
 async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
@@ -236,22 +241,17 @@ async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
         return answer
 
     pumping = asyncio.create_task(pump())
-    server = await _serve_grpc(
-        port,
-        "floor.Gateway",
-        {
-            "Submit": grpc.unary_unary_rpc_method_handler(submit),
-            "Stream": grpc.unary_stream_rpc_method_handler(events.stream),
-        },
-    )
 
-    async def cleanup() -> None:
+    async def close() -> None:
         pumping.cancel()
         await ws.close()
         await session.close()
-        await _stop(server, committer)
 
-    await _until_signal(cleanup)
+    handlers = {
+        "Submit": grpc.unary_unary_rpc_method_handler(submit),
+        "Stream": grpc.unary_stream_rpc_method_handler(events.stream),
+    }
+    await _serve_until_signal(port, "floor.Gateway", handlers, committer, close)
 
 
 async def serve_order(port: int, user: str, gateway: str, db: str | None) -> None:
@@ -286,28 +286,17 @@ async def serve_order(port: int, user: str, gateway: str, db: str | None) -> Non
         return answer
 
     consuming = asyncio.create_task(consume())
-    server = await _serve_grpc(
-        port,
-        "floor.Order",
-        {
-            "Place": grpc.unary_unary_rpc_method_handler(place),
-            "Watch": grpc.unary_stream_rpc_method_handler(watchers.stream),
-        },
-    )
 
-    async def cleanup() -> None:
+    async def close() -> None:
         consuming.cancel()
-        await _stop(server, committer)
         await user_channel.close()
         await gateway_channel.close()
 
-    await _until_signal(cleanup)
-
-
-async def _stop(server: grpc.aio.Server, committer: Committer | None) -> None:
-    await server.stop(0.5)
-    if committer is not None:
-        committer.close()
+    handlers = {
+        "Place": grpc.unary_unary_rpc_method_handler(place),
+        "Watch": grpc.unary_stream_rpc_method_handler(watchers.stream),
+    }
+    await _serve_until_signal(port, "floor.Order", handlers, committer, close)
 
 
 class _Phase:
@@ -473,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     drive_parser.add_argument("--channels", type=int, default=4)
     drive_parser.add_argument("--max-in-flight", type=int, default=4000)
     args = parser.parse_args(argv)
-    _install_uvloop()
+    install_uvloop()
     if args.command == "drive":
         result = asyncio.run(drive(args))
         _emit({"event": "result", **result})
