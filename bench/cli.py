@@ -356,6 +356,7 @@ class Run:
                 *("--rate", str(self.s.rate), "--duration", str(self.s.floor_duration_s)),
                 *("--warmup", str(self.s.floor_warmup_s), "--step-s", str(self.s.floor_step_s)),
                 *("--steps", ",".join(map(str, self.s.floor_rates)), "--channels", str(self.s.channels)),
+                *("--max-in-flight", str(self.s.max_in_flight)),
             ]
             result: dict[str, Any] = {}
             with _child(drive, stdout=subprocess.PIPE, text=True) as driver:
@@ -383,13 +384,19 @@ class Run:
         return self._floor_cpu(variant, result, list(names.values()))
 
     def _floor_cpu(self, variant: str, result: dict[str, Any], names: list[str]) -> dict[str, Any]:
-        """CPU milliseconds per placement of the stand-ins (and the client) in each phase."""
+        """CPU milliseconds per answered placement of the stand-ins (and the client) in each phase.
+
+        The CPU is what each process used between the phase's start and end marks, divided by the
+        placements answered in the phase (not by the achieved rate, whose span is a little shorter).
+        """
         cpu = self.sampler.phase_cpu()
         phases = [result["fixed"], *result["saturation"]["curve"]]
         for phase in phases:
-            shares = (cpu.get(f"floor-{variant}-{phase['name']}") or {}).get("cpu_pct") or {}
-            if phase["achieved_rps"] and shares:
-                per = {n: round(10 * shares.get(n, 0.0) / phase["achieved_rps"], 3) for n in [*names, "floor_client"]}
+            marked = cpu.get(f"floor-{variant}-{phase['name']}") or {}
+            shares = marked.get("cpu_pct") or {}
+            if phase["ok"] and shares:
+                wall_s = marked["wall_s"]
+                per = {n: round(10 * shares.get(n, 0.0) * wall_s / phase["ok"], 3) for n in [*names, "floor_client"]}
                 phase["cpu_ms_per_placement"] = per
                 phase["cpu_ms_per_placement_stand_ins"] = round(sum(per[n] for n in names), 3)
         return result

@@ -12,14 +12,16 @@ each process also makes the SQLite commits the real one makes on that path, each
 INSERT in WAL mode with ``synchronous=FULL`` on one writer thread that puts every waiting write
 in one transaction (as the services' GroupCommit does): order 2 (the order before Reserve, the
 answer after Submit) plus 1 per event, user 1, gateway 2 (before the POST and after the answer).
+As in the real gateway, an order's event is passed on only once its answer is committed.
 
 Whatever this measures is more than any implementation of that shape can do in Python on this
 machine, so it separates the cost of the design from the cost of the code in it.
 
 ``python -m bench.floor serve ROLE --port P ...`` runs one stand-in (it prints ``ready``);
-``python -m bench.floor drive --target ADDR`` sends placements open loop, first ``--rate`` for
-``--duration`` seconds, then each rate of ``--steps`` for ``--step-s`` seconds until the achieved
-rate falls below 90% of the offered one. It prints a JSON line when a phase starts and when it
+``python -m bench.floor drive --target ADDR`` sends placements open loop, ``--warmup`` seconds
+(not reported) and ``--duration`` seconds at ``--rate``, then each rate of ``--steps`` for
+``--step-s`` seconds until a step does not keep up: less than 90% of the offered rate achieved,
+more than 1% errors or a p95 above 1 s. It prints a JSON line when a phase starts and when it
 ends (with its figures), then the whole result.
 """
 
@@ -54,7 +56,13 @@ ID_BYTES = 8
 REQUEST_PAD = b"r" * 88
 ANSWER_PAD = b"a" * 300
 EVENT_PAD = b"e" * 400
+# The saturation rule of the stack's steps (bench.load): a step keeps up when it achieves 90% of its
+# offered rate with at most 1% errors and a p95 of at most 1 s; the first step that does not ends them.
 KEEP_UP = 0.9
+MAX_ERROR_RATE = 0.01
+MAX_P95_MS = 1000.0
+# After a phase's last answer, how long its last events may take to arrive before they count as missing.
+EVENT_WAIT_S = 5.0
 SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
 
 
@@ -97,17 +105,27 @@ class Committer:
                     self._queue.put(None)
                     break
                 batch.append(item)
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO rows (at) VALUES (?)", [(time.time(),)] * len(batch))
-            conn.execute("COMMIT")
-            self._loop.call_soon_threadsafe(_resolve_all, batch)
+            error: sqlite3.Error | None = None
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT INTO rows (at) VALUES (?)", [(time.time(),)] * len(batch))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                error = exc
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            self._loop.call_soon_threadsafe(_resolve_all, batch, error)
         conn.close()
 
 
-def _resolve_all(batch: list[asyncio.Future[None]]) -> None:
+def _resolve_all(batch: list[asyncio.Future[None]], error: Exception | None) -> None:
     for future in batch:
-        if not future.done():
+        if future.done():
+            continue
+        if error is None:
             future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _commit_function(db: str | None) -> tuple[Callable[[], Awaitable[None]], Committer | None]:
@@ -135,16 +153,19 @@ async def _serve_until_signal(
     await server.start()
 
     async def cleanup() -> None:
+        await server.stop(0.5)  # first: calls in flight still have their upstream connections
         await close()
-        await server.stop(0.5)
         if committer is not None:
             committer.close()
 
     await _until_signal(cleanup)
 
 
+HELLO = b""  # the first message of every stream: the subscription is in place
+
+
 class _Fanout:
-    """Server-stream subscribers, each with its own queue."""
+    """Server-stream subscribers, each with its own queue; each stream starts with HELLO."""
 
     def __init__(self) -> None:
         self.subscribers: set[asyncio.Queue[bytes]] = set()
@@ -157,6 +178,7 @@ class _Fanout:
         subscriber: asyncio.Queue[bytes] = asyncio.Queue()
         self.subscribers.add(subscriber)
         try:
+            yield HELLO
             while True:
                 yield await subscriber.get()
         finally:
@@ -187,7 +209,7 @@ async def serve_exchange(port: int) -> None:
 
     async def order(request: web.Request) -> web.Response:
         body = await request.read()
-        asyncio.get_running_loop().call_soon(send, body[:ID_BYTES] + EVENT_PAD)  # after the answer is on its way
+        asyncio.get_running_loop().call_soon(send, body[:ID_BYTES] + EVENT_PAD)  # queued behind the answer
         return web.Response(body=body[:ID_BYTES] + ANSWER_PAD, content_type="application/json")
 
     async def stream(request: web.Request) -> web.WebSocketResponse:
@@ -204,7 +226,7 @@ async def serve_exchange(port: int) -> None:
     app = web.Application()
     app.router.add_post("/order", order)
     app.router.add_get("/ws", stream)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     await _until_signal(runner.cleanup)
@@ -228,16 +250,47 @@ async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
     ws = await session.ws_connect(f"http://{exchange}/ws", autoping=True)
 
+    # As in the real gateway, an order's event goes out only once its answer is committed: an event
+    # that overtakes the answer waits for it.
+    answered: dict[bytes, asyncio.Future[None]] = {}
+    releasing: set[asyncio.Task[None]] = set()
+
+    def answer_slot(key: bytes) -> asyncio.Future[None]:
+        slot = answered.get(key)
+        if slot is None:
+            slot = answered[key] = asyncio.get_running_loop().create_future()
+        return slot
+
+    async def release(key: bytes, event: bytes, slot: asyncio.Future[None]) -> None:
+        await slot
+        answered.pop(key, None)
+        events.publish(event)
+
     async def pump() -> None:
         async for message in ws:
-            if message.type == aiohttp.WSMsgType.BINARY:
+            if message.type != aiohttp.WSMsgType.BINARY:
+                continue
+            key = message.data[:ID_BYTES]
+            slot = answer_slot(key)
+            if slot.done():
+                answered.pop(key, None)
                 events.publish(message.data)
+            else:
+                task = asyncio.create_task(release(key, message.data, slot))
+                releasing.add(task)
+                task.add_done_callback(releasing.discard)
 
     async def submit(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
-        await commit()
-        async with session.post(f"http://{exchange}/order", data=request) as response:
-            answer = await response.read()
-        await commit()
+        key = request[:ID_BYTES]
+        try:
+            await commit()
+            async with session.post(f"http://{exchange}/order", data=request) as response:
+                answer = await response.read()
+            await commit()
+        finally:
+            slot = answer_slot(key)
+            if not slot.done():
+                slot.set_result(None)
         return answer
 
     pumping = asyncio.create_task(pump())
@@ -265,6 +318,7 @@ async def serve_order(port: int, user: str, gateway: str, db: str | None) -> Non
     stream_call = gateway_channel.unary_stream(STREAM)
 
     applying: set[asyncio.Task[None]] = set()
+    subscribed = asyncio.Event()
 
     async def apply(event: bytes) -> None:
         await commit()
@@ -274,6 +328,9 @@ async def serve_order(port: int, user: str, gateway: str, db: str | None) -> Non
         # Each event's commit is started at once, so the commits of events that arrive together share
         # a transaction instead of queueing one behind the other.
         async for event in stream_call(b""):
+            if event == HELLO:
+                subscribed.set()
+                continue
             task = asyncio.create_task(apply(event))
             applying.add(task)
             task.add_done_callback(applying.discard)
@@ -286,6 +343,7 @@ async def serve_order(port: int, user: str, gateway: str, db: str | None) -> Non
         return answer
 
     consuming = asyncio.create_task(consume())
+    await asyncio.wait_for(subscribed.wait(), timeout=10)
 
     async def close() -> None:
         consuming.cancel()
@@ -311,6 +369,7 @@ class _Phase:
         self.event_latency: list[float] = []
         self.errors = 0
         self.capped = 0
+        self.events_missing = 0
         self.t0 = 0.0
         self.last_done = 0.0
 
@@ -333,6 +392,7 @@ class _Phase:
             "error_rate": round(self.errors / sent, 6) if sent else 0.0,
             "capped": self.capped,
             "event_latency": latency_summary(self.event_latency),
+            "events_missing": self.events_missing,
         }
 
 
@@ -349,12 +409,13 @@ class Driver:
         self.in_flight = 0
         self.next_id = 0
         self.owner: dict[int, _Phase] = {}
-        self.drained = asyncio.Event()
+        self.subscribed = asyncio.Event()
 
     async def open(self) -> None:
         for channel in self.channels:
             await asyncio.wait_for(channel.channel_ready(), timeout=10)
         self.watching = asyncio.create_task(self._watch())
+        await asyncio.wait_for(self.subscribed.wait(), timeout=10)
 
     async def close(self) -> None:
         self.watching.cancel()
@@ -363,6 +424,9 @@ class Driver:
 
     async def _watch(self) -> None:
         async for event in self.channels[0].unary_stream(WATCH)(b""):
+            if event == HELLO:
+                self.subscribed.set()
+                continue
             number = int.from_bytes(event[:ID_BYTES], "big")
             phase = self.owner.pop(number, None)
             if phase is not None:
@@ -371,7 +435,7 @@ class Driver:
     async def _send(self, phase: _Phase, number: int, call: Any) -> None:
         try:
             await call(number.to_bytes(ID_BYTES, "big") + REQUEST_PAD, timeout=10)
-        except grpc.aio.AioRpcError:
+        except Exception:  # any failure is this placement's error, whatever raised it
             phase.errors += 1
             self.owner.pop(number, None)
         else:
@@ -380,8 +444,22 @@ class Driver:
             phase.last_done = now
         finally:
             self.in_flight -= 1
-            if self.in_flight == 0:
-                self.drained.set()
+
+    async def _await_events(self, phase: _Phase, timeout: float) -> None:
+        """Wait until every answered placement's event has arrived, or ``timeout``; count the rest."""
+        deadline = time.perf_counter() + timeout
+        while True:
+            if self.watching.done():
+                raise RuntimeError("the Watch stream ended")
+            waiting = [number for number in phase.intended if self.owner.get(number) is phase]
+            if not waiting:
+                return
+            if time.perf_counter() >= deadline:
+                phase.events_missing = len(waiting)
+                for number in waiting:
+                    del self.owner[number]
+                return
+            await asyncio.sleep(0.05)
 
     async def run_phase(self, name: str, rate: float, duration: float) -> dict[str, Any]:
         phase = _Phase(name, rate, duration)
@@ -403,13 +481,12 @@ class Driver:
                 continue
             self.owner[number] = phase
             self.in_flight += 1
-            self.drained.clear()
             task = asyncio.create_task(self._send(phase, number, self.calls[number % len(self.calls)]))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.wait(tasks)
-        await asyncio.sleep(0.2)  # the last events are behind the last answers
+        await self._await_events(phase, EVENT_WAIT_S)
         summary = phase.summary()
         _emit({"event": "end", **summary})
         return summary
@@ -427,17 +504,44 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         if args.warmup > 0:
             await driver.run_phase("warmup", args.rate, args.warmup)
         fixed = await driver.run_phase("fixed", args.rate, args.duration)
-        curve: list[dict[str, Any]] = []
-        for rate in args.steps:
-            await asyncio.sleep(args.pause)
-            step = await driver.run_phase(f"sat-{rate}", float(rate), args.step_s)
-            curve.append(step)
-            if step["achieved_rps"] < KEEP_UP * rate or step["error_rate"] > 0.01:
-                break
+        saturation = await _saturate(driver, args)
     finally:
         await driver.close()
-    best = max(curve, key=lambda s: s["achieved_rps"]) if curve else None
-    return {"fixed": fixed, "saturation": {"best": best, "curve": curve}}
+    return {"fixed": fixed, "saturation": saturation}
+
+
+async def _saturate(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
+    """The steps, stopped as the stack's saturation is (bench.load): the best step and the best that kept up."""
+    curve: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    sustainable: dict[str, Any] | None = None
+    stop_reason = "all steps done"
+    for rate in args.steps:
+        await asyncio.sleep(args.pause)
+        step = await driver.run_phase(f"sat-{rate}", float(rate), args.step_s)
+        curve.append(step)
+        errors_ok = step["error_rate"] <= MAX_ERROR_RATE
+        if errors_ok and (best is None or step["achieved_rps"] > best["achieved_rps"]):
+            best = step
+        kept_up = step["achieved_rps"] >= KEEP_UP * rate
+        fast = step["p95_ms"] is not None and step["p95_ms"] <= MAX_P95_MS
+        if (
+            errors_ok
+            and kept_up
+            and fast
+            and (sustainable is None or step["achieved_rps"] > sustainable["achieved_rps"])
+        ):
+            sustainable = step
+        if not errors_ok:
+            stop_reason = f"error rate {step['error_rate']:.2%} > {MAX_ERROR_RATE:.0%} at {rate}/s"
+        elif not kept_up:
+            stop_reason = f"achieved {step['achieved_rps']:.0f}/s < {KEEP_UP:.0%} of offered {rate}/s"
+        elif not fast:
+            stop_reason = f"p95 {step['p95_ms']} ms > {MAX_P95_MS:.0f} ms at {rate}/s"
+        else:
+            continue
+        break
+    return {"best": best, "sustainable": sustainable, "curve": curve, "stop_reason": stop_reason}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,6 +101,7 @@ def test_the_json_has_every_figure_the_issue_asks_for(quick_run):
         floor = result["floor"][variant]
         assert floor["fixed"]["ok"] == floor["fixed"]["sent"] > 0, (variant, floor["fixed"])
         assert floor["fixed"]["event_latency"]["count"] == floor["fixed"]["ok"], (variant, floor["fixed"])
+        assert floor["fixed"]["events_missing"] == 0, (variant, floor["fixed"])
         assert _number(floor["fixed"]["cpu_ms_per_placement_stand_ins"]), variant
         assert floor["saturation"]["curve"], variant
     png = results / "quick.png"
