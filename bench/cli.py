@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,8 @@ FLOOR_SATURATION_RATES = [200, 300, 400, 500, 600, 700, 800, 1000, 1300]
 # The design's floor (bench.floor), first with the hops alone, then with the durable commits too.
 FLOOR_VARIANTS = ("transport", "durable")
 FLOOR_ROLES = ("exchange", "user", "gateway", "order")
+# How long a helper process (echo server, floor stand-in) may take to print "ready".
+READY_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -243,6 +246,16 @@ def _on_sigterm(_signum: int, _frame: object) -> None:
     raise _Interrupted
 
 
+def _await_ready(process: subprocess.Popen[bytes], what: str, timeout: float = READY_TIMEOUT_S) -> None:
+    """Wait for ``process`` to print "ready" on its first line; a RuntimeError naming ``what`` if it does not."""
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], timeout)
+    if not readable:
+        raise RuntimeError(f"{what} did not start within {timeout:.0f} s")
+    if process.stdout.readline().strip() != b"ready":
+        raise RuntimeError(f"{what} did not start (exit code {process.poll()})")
+
+
 @contextlib.contextmanager
 def _child(cmd: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[Any]]:
     """A child process that is always terminated (then killed) on the way out."""
@@ -294,9 +307,7 @@ class Run:
         say(f"Echo ceiling: bare grpc.aio unary echo on 127.0.0.1:{port}, {self.s.echo_runs} x {self.s.echo_s:.1f} s")
         server_cmd = [sys.executable, "-m", "bench.echo", "serve", "--port", str(port)]
         with _child(server_cmd, stdout=subprocess.PIPE) as server:
-            assert server.stdout is not None
-            if server.stdout.readline().strip() != b"ready":
-                raise RuntimeError("the echo server did not start")
+            _await_ready(server, "the echo server")
             self.sampler.watch("echo_server", server.pid)
             runs = []
             for index in range(self.s.echo_runs):
@@ -346,9 +357,7 @@ class Run:
                 if variant == "durable" and role != "exchange":
                     cmd += ["--db", str(directory / f"{role}.db")]
                 server = children.enter_context(_child(cmd, stdout=subprocess.PIPE))
-                assert server.stdout is not None
-                if server.stdout.readline().strip() != b"ready":
-                    raise RuntimeError(f"the floor's {role} stand-in did not start")
+                _await_ready(server, f"the floor's {role} stand-in")
                 self.sampler.watch(names[role], server.pid)
                 pids[names[role]] = server.pid
             drive = [
@@ -364,7 +373,10 @@ class Run:
                 self.sampler.watch("floor_client", driver.pid)
                 pids["floor_client"] = driver.pid
                 for line in driver.stdout:
-                    event = json.loads(line)
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        raise RuntimeError(f"the floor's driver printed {line.strip()[:200]!r}") from None
                     if event["event"] == "start":
                         self.sampler.mark(f"floor-{variant}-{event['phase']}")
                     elif event["event"] == "end":
