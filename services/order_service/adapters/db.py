@@ -485,21 +485,8 @@ class SqlOrderStore:
             logger=log,
         )
 
-    @property
-    def batches(self) -> int:
-        """Write transactions committed (diagnostics)."""
-        return self.group.batches
-
     async def write(self, fn: Callable[[SqlTx], T]) -> T:
         return await self.group.write(fn)
-
-    def run_batch(self, fns: list[Callable[[SqlTx], Any]]) -> list[tuple[bool, Any]]:
-        """Run ``fns`` in one write transaction on the calling thread, each in its own savepoint."""
-        return self.group.run_batch(fns)
-
-    def write_sync(self, fn: Callable[[SqlTx], T]) -> T:
-        """Run ``fn`` alone in one write transaction on the calling thread (tests, tools)."""
-        return self.group.write_sync(fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self.db.read(lambda conn: fn(driver_connection(conn)))

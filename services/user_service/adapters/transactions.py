@@ -76,10 +76,6 @@ class SqlTransactions:
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix=f"{name}-reader")
 
     @property
-    def max_batch(self) -> int:
-        return self.group.max_batch
-
-    @property
     def batches(self) -> int:
         """Number of write transactions committed (for tests and diagnostics)."""
         return self.group.batches
