@@ -36,6 +36,17 @@ def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> st
     return value
 
 
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
+
+
+def env_sqlite_synchronous(env: Mapping[str, str], name: str, default: str = "FULL") -> str:
+    """SQLite's ``synchronous`` setting from variable ``name`` (any case): FULL, NORMAL or EXTRA."""
+    value = env_str(env, name, default).upper()
+    if value not in SQLITE_SYNCHRONOUS:
+        raise ConfigError(f"{name} must be FULL, NORMAL or EXTRA, got {value!r}")
+    return value
+
+
 def env_int(env: Mapping[str, str], name: str, default: int) -> int:
     """Return an integer variable or ``default``."""
     raw = env.get(name, "")

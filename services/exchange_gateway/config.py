@@ -21,6 +21,7 @@ from shared.config import (
     env_float,
     env_int,
     env_secret,
+    env_sqlite_synchronous,
     env_str,
     sqlite_url,
 )
@@ -117,7 +118,7 @@ class Config:
             exchange_info_interval_s=env_float(env, "GATEWAY_EXCHANGE_INFO_INTERVAL_S", 600.0),
             price_ttl_ms=env_int(env, "GATEWAY_PRICE_TTL_MS", 1000),
             startup_timeout_s=env_float(env, "GATEWAY_STARTUP_TIMEOUT_S", 30.0),
-            db_synchronous=env_str(env, "GATEWAY_DB_SYNCHRONOUS", "FULL").upper(),
+            db_synchronous=env_sqlite_synchronous(env, "GATEWAY_DB_SYNCHRONOUS"),
         )
 
     def validate(self) -> None:
@@ -128,7 +129,5 @@ class Config:
             raise ConfigError("TRADING_SERVICE_TOKEN and TRADING_ADMIN_TOKEN are required")
         if not self.api_key or not self.api_secret:
             raise ConfigError("BINANCE_API_KEY and BINANCE_API_SECRET are required")
-        if self.db_synchronous not in ("FULL", "NORMAL", "EXTRA"):
-            raise ConfigError(f"GATEWAY_DB_SYNCHRONOUS must be FULL, NORMAL or EXTRA, got {self.db_synchronous!r}")
         if not 0 < self.recv_window_ms <= 60_000:
             raise ConfigError("recvWindow must be between 1 and 60000 ms")

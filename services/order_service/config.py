@@ -16,6 +16,7 @@ from shared.config import (
     env_bool,
     env_float,
     env_secret,
+    env_sqlite_synchronous,
     env_str,
     sqlite_url,
 )
@@ -52,9 +53,6 @@ class Config:
             raise ConfigError(f"ORDER_MARKET_PROTECTION must be a decimal like 0.05, got {raw_protection!r}") from None
         if not protection.is_finite() or protection < 0 or protection > 1:
             raise ConfigError("ORDER_MARKET_PROTECTION must be between 0 and 1")
-        synchronous = env_str(env, "ORDER_DB_SYNCHRONOUS", "FULL").upper()
-        if synchronous not in ("FULL", "NORMAL"):
-            raise ConfigError("ORDER_DB_SYNCHRONOUS must be FULL or NORMAL")
         return cls(
             listen_addr=env_str(env, "ORDER_SERVICE_ADDR", DEFAULT_ORDER_SERVICE_ADDR),
             db_url=sqlite_url(env, "ORDER_DB_URL", "order_service.db"),
@@ -68,7 +66,7 @@ class Config:
             reconcile_interval=env_float(env, "ORDER_RECONCILE_INTERVAL", 5.0),
             resolve_after=env_float(env, "ORDER_RESOLVE_AFTER", 5.0),
             resume_window=env_float(env, "ORDER_RESUME_WINDOW", 60.0),
-            db_synchronous=synchronous,
+            db_synchronous=env_sqlite_synchronous(env, "ORDER_DB_SYNCHRONOUS"),
             access_log=env_bool(env, "ORDER_ACCESS_LOG", False),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
         )
