@@ -20,20 +20,11 @@ from typing import Any
 import grpc
 
 from bench.stats import latency_summary
+from shared.server import install_uvloop
 
 METHOD = "/bench.Echo/Call"
 # About the size of a serialized PlaceOrderRequest with its metadata.
 PAYLOAD = b"x" * 96
-
-
-def install_uvloop() -> None:
-    """Use uvloop, as the services do, where it is installed."""
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
 
 
 async def serve(port: int) -> None:

@@ -43,8 +43,8 @@ import aiohttp
 import grpc
 from aiohttp import web
 
-from bench.echo import install_uvloop
 from bench.stats import latency_summary
+from shared.server import install_uvloop
 
 PLACE = "/floor.Order/Place"
 WATCH = "/floor.Order/Watch"
