@@ -43,7 +43,7 @@ import aiohttp
 import grpc
 from aiohttp import web
 
-from bench.stats import latency_summary
+from bench.stats import KeepUp, SaturationCurve, latency_summary
 from shared.server import install_uvloop
 
 PLACE = "/floor.Order/Place"
@@ -56,11 +56,6 @@ ID_BYTES = 8
 REQUEST_PAD = b"r" * 88
 ANSWER_PAD = b"a" * 300
 EVENT_PAD = b"e" * 400
-# The saturation rule of the stack's steps (bench.load): a step keeps up when it achieves 90% of its
-# offered rate with at most 1% errors and a p95 of at most 1 s; the first step that does not ends them.
-KEEP_UP = 0.9
-MAX_ERROR_RATE = 0.01
-MAX_P95_MS = 1000.0
 # After a phase's last answer, how long its last events may take to arrive before they count as missing.
 EVENT_WAIT_S = 5.0
 SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
@@ -511,37 +506,13 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _saturate(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
-    """The steps, stopped as the stack's saturation is (bench.load): the best step and the best that kept up."""
-    curve: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    sustainable: dict[str, Any] | None = None
-    stop_reason = "all steps done"
+    """The steps, stopped by the stack's rule (bench.stats.KeepUp): the best step and the best that kept up."""
+    steps = SaturationCurve(KeepUp())
     for rate in args.steps:
         await asyncio.sleep(args.pause)
-        step = await driver.run_phase(f"sat-{rate}", float(rate), args.step_s)
-        curve.append(step)
-        errors_ok = step["error_rate"] <= MAX_ERROR_RATE
-        if errors_ok and (best is None or step["achieved_rps"] > best["achieved_rps"]):
-            best = step
-        kept_up = step["achieved_rps"] >= KEEP_UP * rate
-        fast = step["p95_ms"] is not None and step["p95_ms"] <= MAX_P95_MS
-        if (
-            errors_ok
-            and kept_up
-            and fast
-            and (sustainable is None or step["achieved_rps"] > sustainable["achieved_rps"])
-        ):
-            sustainable = step
-        if not errors_ok:
-            stop_reason = f"error rate {step['error_rate']:.2%} > {MAX_ERROR_RATE:.0%} at {rate}/s"
-        elif not kept_up:
-            stop_reason = f"achieved {step['achieved_rps']:.0f}/s < {KEEP_UP:.0%} of offered {rate}/s"
-        elif not fast:
-            stop_reason = f"p95 {step['p95_ms']} ms > {MAX_P95_MS:.0f} ms at {rate}/s"
-        else:
-            continue
-        break
-    return {"best": best, "sustainable": sustainable, "curve": curve, "stop_reason": stop_reason}
+        if not steps.add(await driver.run_phase(f"sat-{rate}", float(rate), args.step_s)):
+            break
+    return steps.result()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from bench.stats import latency_summary, quick_p95_ms
+from bench.stats import KeepUp, SaturationCurve, latency_summary, quick_p95_ms
 from bench.workload import CANCEL, REST, OpStream, OrderFactory, OrderSpec, SymbolRules
 from trading.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from trading.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
@@ -616,15 +616,17 @@ class Generator:
         instead, after a pause for the backlog to clear, so that the figure is what the stack
         sustains rather than zero.
         """
-        curve: list[dict[str, Any]] = []
-        best: dict[str, Any] | None = None
-        stop_reason = "all steps done"
-        keep_up = float(config.get("keep_up", 0.9))
-        max_error_rate = float(config.get("max_error_rate", 0.01))
-        max_p95 = float(config.get("max_p95_ms", 1000.0))
+        default = KeepUp()
+        rule = KeepUp(
+            ratio=float(config.get("keep_up", default.ratio)),
+            max_error_rate=float(config.get("max_error_rate", default.max_error_rate)),
+            max_p95_ms=float(config.get("max_p95_ms", default.max_p95_ms)),
+        )
+        steps = SaturationCurve(rule)
         rates = [int(r) for r in config["rates"]]
         if previous and (
-            previous["error_rate"] > max_error_rate or previous["achieved_rps"] < keep_up * previous["target_rps"]
+            previous["error_rate"] > rule.max_error_rate
+            or previous["achieved_rps"] < rule.ratio * previous["target_rps"]
         ):
             base = float(previous["target_rps"])
             lower = sorted({max(int(base * f), 1) for f in (0.1, 0.25, 0.5, 0.75)})
@@ -632,30 +634,10 @@ class Generator:
             await asyncio.sleep(float(config.get("recover_s", 10.0)))
         for rate in rates:
             summary = await self.run_phase(f"sat-{rate}", float(rate), float(config["step_duration"]))
-            curve.append(summary)
-            better = best is None or summary["achieved_rps"] > best["achieved_rps"]
-            if summary["error_rate"] <= max_error_rate and better:
-                best = summary
-            if summary["error_rate"] > max_error_rate:
-                stop_reason = f"error rate {summary['error_rate']:.2%} > {max_error_rate:.0%} at {rate}/s"
-                break
-            if summary["achieved_rps"] < keep_up * rate:
-                stop_reason = f"achieved {summary['achieved_rps']:.0f}/s < {keep_up:.0%} of offered {rate}/s"
-                break
-            if summary["p95_ms"] is not None and summary["p95_ms"] > max_p95:
-                stop_reason = f"p95 {summary['p95_ms']:.0f} ms > {max_p95:.0f} ms at {rate}/s"
+            if not steps.add(summary):
                 break
             await asyncio.sleep(float(config.get("pause_s", 1.0)))
-        sustained = [
-            step
-            for step in curve
-            if step["error_rate"] <= max_error_rate
-            and step["achieved_rps"] >= keep_up * step["target_rps"]
-            and step["p95_ms"] is not None
-            and step["p95_ms"] <= max_p95
-        ]
-        sustainable = max(sustained, key=lambda step: step["achieved_rps"]) if sustained else None
-        return {"best": best, "sustainable": sustainable, "curve": curve, "stop_reason": stop_reason}
+        return steps.result()
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
