@@ -15,13 +15,18 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support import PYTHON, ROOT, OutputCollector, free_port
+from trading.order.v1 import order_service_pb2_grpc
+from trading.user.v1 import user_service_pb2, user_service_pb2_grpc
 
 SERVICES = {
     "user_service": ("USER_SERVICE_ADDR", "trading.user.v1.UserService"),
@@ -162,3 +167,37 @@ def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack
         stack.stop_all()
         for name in list(stack.procs):
             stack.kill(name)
+
+
+class StackClients:
+    """Clients of a running ``ProcessStack``: the user service (as admin), the order service, and the
+    simulator's control API."""
+
+    def __init__(self, stack: ProcessStack):
+        self.stack = stack
+        self.admin = (("authorization", f"Bearer {stack.admin_token}"),)
+        self.user_channel = grpc.aio.insecure_channel(stack.addr("user_service"))
+        self.users = user_service_pb2_grpc.UserServiceStub(self.user_channel)
+        self.order_channel = grpc.aio.insecure_channel(stack.addr("order_service"))
+        self.orders = order_service_pb2_grpc.OrderServiceStub(self.order_channel)
+        self.http = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        await self.order_channel.close()
+        await self.user_channel.close()
+        await self.http.close()
+
+    async def user_balances(self, user_id: str) -> dict[str, tuple[Decimal, Decimal]]:
+        """(available, locked) per asset."""
+        response = await self.users.GetBalances(
+            user_service_pb2.GetBalancesRequest(user_id=user_id), metadata=self.admin
+        )
+        return {b.asset: (Decimal(b.available), Decimal(b.locked)) for b in response.balances}
+
+    async def price(self, price: str, volume: str | None = None) -> None:
+        """Move the simulator's BTCUSDT price (with ``volume`` available at it)."""
+        body: dict[str, Any] = {"symbol": "BTCUSDT", "price": price}
+        if volume is not None:
+            body["volume"] = volume
+        async with self.http.post(f"{self.stack.sim_url}/sim/v1/price", json=body) as response:
+            assert response.status == 200, await response.text()

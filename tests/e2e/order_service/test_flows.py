@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from trading.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
-from trading.user.v1 import user_pb2, user_service_pb2, user_service_pb2_grpc
+from tests.order_watch import Watch
+from trading.order.v1 import order_pb2, order_service_pb2
+from trading.user.v1 import user_pb2, user_service_pb2
 
-from .conftest import ProcessStack
+from .conftest import ProcessStack, StackClients
 
 pytestmark = pytest.mark.e2e
 
@@ -47,17 +47,11 @@ class Trader:
     auth: tuple[tuple[str, str], ...]
 
 
-class Flows:
-    """gRPC and HTTP clients of the running stack, and the orders placed through them (cancelled at the end)."""
+class Flows(StackClients):
+    """Clients of the running stack, and the orders placed through them (cancelled at the end)."""
 
     def __init__(self, stack: ProcessStack):
-        self.stack = stack
-        self.admin = (("authorization", f"Bearer {stack.admin_token}"),)
-        self.user_channel = grpc.aio.insecure_channel(stack.addr("user_service"))
-        self.users = user_service_pb2_grpc.UserServiceStub(self.user_channel)
-        self.order_channel = grpc.aio.insecure_channel(stack.addr("order_service"))
-        self.orders = order_service_pb2_grpc.OrderServiceStub(self.order_channel)
-        self.http = aiohttp.ClientSession()
+        super().__init__(stack)
         self.placed: list[tuple[Trader, str]] = []
 
     async def close(self) -> None:
@@ -67,9 +61,7 @@ class Flows:
                 if (await self.get(trader, order_id)).status not in FINAL:
                     await self.cancel(trader, order_id)
                     await self.wait(trader, order_id)
-        await self.order_channel.close()
-        await self.user_channel.close()
-        await self.http.close()
+        await super().close()
 
     # ---------------------------------------------------------------- user service (admin)
 
@@ -92,10 +84,7 @@ class Flows:
         return Trader(user_id, (("authorization", f"Bearer {key.api_key}"),))
 
     async def balances(self, trader: Trader) -> Balances:
-        response = await self.users.GetBalances(
-            user_service_pb2.GetBalancesRequest(user_id=trader.user_id), metadata=self.admin
-        )
-        return {b.asset: (D(b.available), D(b.locked)) for b in response.balances}
+        return await self.user_balances(trader.user_id)
 
     async def ledger(self, trader: Trader) -> list[user_pb2.LedgerEntry]:
         """Every ledger entry of the user, oldest first."""
@@ -168,15 +157,6 @@ class Flows:
             if time.monotonic() > deadline:
                 raise AssertionError(f"order {order_id} stuck at {pb.OrderStatus.Name(order.status)}: {order}")
             await asyncio.sleep(0.05)
-
-    # ---------------------------------------------------------------- the simulator
-
-    async def price(self, price: str, volume: str | None = None) -> None:
-        body: dict[str, Any] = {"symbol": "BTCUSDT", "price": price}
-        if volume is not None:
-            body["volume"] = volume
-        async with self.http.post(f"{self.stack.sim_url}/sim/v1/price", json=body) as response:
-            assert response.status == 200, await response.text()
 
 
 @pytest.fixture
@@ -447,40 +427,11 @@ async def test_a_suspended_user_is_failed_precondition_and_changes_nothing(flows
 # ------------------------------------------------------------------------------------------ 5. WatchOrders
 
 
-class Watch:
-    """A running WatchOrders stream and what it has delivered so far."""
-
-    def __init__(self, flows: Flows, trader: Trader):
-        self.call = flows.orders.WatchOrders(order_service_pb2.WatchOrdersRequest(), metadata=trader.auth)
-        self.seen: list[pb.Order] = []
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> Watch:
-        await self.call.initial_metadata()  # the server subscribed before sending its headers
-        self.task = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        async for message in self.call:
-            self.seen.append(message.order)
-
-    async def until(self, predicate: Callable[[list[pb.Order]], bool], timeout: float = 15.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate(self.seen):
-                await asyncio.sleep(0.02)
-
-    async def close(self) -> None:
-        self.call.cancel()
-        if self.task is not None:
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                await self.task
-
-
 async def test_watch_orders_delivers_every_transition_of_the_callers_orders_and_nothing_else(flows: Flows) -> None:
     alice = await flows.trader({"USDT": "10000"})
     bob = await flows.trader({"USDT": "10000"})
-    alice_watch = await Watch(flows, alice).start()
-    bob_watch = await Watch(flows, bob).start()
+    alice_watch = await Watch(flows.orders, alice.auth).start()
+    bob_watch = await Watch(flows.orders, bob.auth).start()
     try:
         order = await flows.place(alice, side=BUY, type=LIMIT, quantity="0.02", price="49000.00")
         await flows.price("49000.00", volume="0.005")

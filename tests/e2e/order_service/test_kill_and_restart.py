@@ -16,14 +16,13 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 import grpc
 import pytest
 
 from trading.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
-from trading.user.v1 import user_pb2, user_service_pb2, user_service_pb2_grpc
+from trading.user.v1 import user_pb2, user_service_pb2
 
-from .conftest import ProcessStack
+from .conftest import ProcessStack, StackClients
 
 pytestmark = pytest.mark.e2e
 
@@ -32,27 +31,13 @@ pb = order_pb2
 FINAL = {pb.ORDER_STATUS_FILLED, pb.ORDER_STATUS_CANCELLED, pb.ORDER_STATUS_REJECTED, pb.ORDER_STATUS_EXPIRED}
 
 
-class Clients:
-    """gRPC clients of the running processes (re-opened after the order service restarts)."""
-
-    def __init__(self, stack: ProcessStack):
-        self.stack = stack
-        self.admin = (("authorization", f"Bearer {stack.admin_token}"),)
-        self.user_channel = grpc.aio.insecure_channel(stack.addr("user_service"))
-        self.users = user_service_pb2_grpc.UserServiceStub(self.user_channel)
-        self.order_channel = grpc.aio.insecure_channel(stack.addr("order_service"))
-        self.orders = order_service_pb2_grpc.OrderServiceStub(self.order_channel)
-        self.http = aiohttp.ClientSession()
+class Clients(StackClients):
+    """Clients of the running processes (the order service's re-opened after it restarts)."""
 
     async def reconnect_orders(self) -> None:
         await self.order_channel.close()
         self.order_channel = grpc.aio.insecure_channel(self.stack.addr("order_service"))
         self.orders = order_service_pb2_grpc.OrderServiceStub(self.order_channel)
-
-    async def close(self) -> None:
-        await self.order_channel.close()
-        await self.user_channel.close()
-        await self.http.close()
 
     async def new_user(self, usdt: str) -> tuple[str, tuple[tuple[str, str], ...]]:
         name = f"e2e{secrets.token_hex(4)}"
@@ -69,24 +54,11 @@ class Clients:
         )
         return user_id, (("authorization", f"Bearer {key.api_key}"),)
 
-    async def balances(self, user_id: str) -> dict[str, tuple[Decimal, Decimal]]:
-        response = await self.users.GetBalances(
-            user_service_pb2.GetBalancesRequest(user_id=user_id), metadata=self.admin
-        )
-        return {b.asset: (D(b.available), D(b.locked)) for b in response.balances}
-
     async def ledger(self, user_id: str) -> list[user_pb2.LedgerEntry]:
         response = await self.users.ListLedgerEntries(
             user_service_pb2.ListLedgerEntriesRequest(user_id=user_id, page_size=1000), metadata=self.admin
         )
         return list(response.entries)
-
-    async def price(self, price: str, volume: str | None = None) -> None:
-        body: dict[str, Any] = {"symbol": "BTCUSDT", "price": price}
-        if volume is not None:
-            body["volume"] = volume
-        async with self.http.post(f"{self.stack.sim_url}/sim/v1/price", json=body) as response:
-            assert response.status == 200, await response.text()
 
     async def get(self, auth: Any, order_id: str) -> pb.Order:
         response = await self.orders.GetOrder(order_service_pb2.GetOrderRequest(order_id=order_id), metadata=auth)
@@ -110,7 +82,7 @@ class Clients:
         """Poll the balances until ``predicate`` holds (the outbox performs settlements after the fill)."""
         deadline = time.monotonic() + timeout
         while True:
-            balances = await self.balances(user_id)
+            balances = await self.user_balances(user_id)
             if predicate(balances):
                 return balances
             if time.monotonic() > deadline:
@@ -152,7 +124,7 @@ async def test_sigkill_between_placement_and_fill_completes_the_order_exactly_on
     )
     order_id = placed.order.order_id
     assert placed.order.status == pb.ORDER_STATUS_PENDING
-    assert await clients.balances(user_id) == {"USDT": (D("9020"), D("980"))}
+    assert await clients.user_balances(user_id) == {"USDT": (D("9020"), D("980"))}
 
     processes.kill("order_service")  # SIGKILL: no clean-up, nothing flushed
     await clients.price("49000.00", volume="0.01")  # a partial fill while it is dead...
@@ -180,7 +152,7 @@ async def test_sigkill_between_placement_and_fill_completes_the_order_exactly_on
     assert again.filled_quantity == "0.02000000"
     await asyncio.sleep(1.5)  # give a (wrong) replay every chance to happen
     assert kinds(await clients.ledger(user_id)) == counts
-    assert await clients.balances(user_id) == balances
+    assert await clients.user_balances(user_id) == balances
 
 
 async def test_sigkill_in_the_middle_of_placements_loses_and_doubles_nothing(

@@ -2,54 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
-import grpc
-
-from trading.order.v1 import order_pb2, order_service_pb2
+from tests.order_watch import Watch
+from trading.order.v1 import order_pb2
 
 from .conftest import Stack, Trader
 
 pb = order_pb2
 
 
-class Watch:
-    """A running WatchOrders stream and what it has delivered so far."""
-
-    def __init__(self, trader: Trader, symbol: str = ""):
-        self.call = trader.stub.WatchOrders(order_service_pb2.WatchOrdersRequest(symbol=symbol), metadata=trader.auth)
-        self.seen: list[order_pb2.Order] = []
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> Watch:
-        await self.call.initial_metadata()  # the server subscribed before sending its headers
-        self.task = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        async for message in self.call:
-            assert message.event_time.seconds > 0
-            self.seen.append(message.order)
-
-    async def until(self, predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-        async with asyncio.timeout(timeout):
-            while not predicate(self.seen):
-                await asyncio.sleep(0.02)
-
-    async def close(self) -> None:
-        self.call.cancel()
-        if self.task is not None:
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                await self.task
+def watching(trader: Trader, symbol: str = "") -> Watch:
+    return Watch(trader.stub, trader.auth, symbol)
 
 
 async def test_watchers_get_every_transition_of_their_orders_and_nothing_else(stack: Stack) -> None:
     alice = await stack.trader({"USDT": "10000"})
     bob = await stack.trader({"USDT": "10000"})
-    alice_watch = await Watch(alice).start()
-    bob_watch = await Watch(bob).start()
-    bob_eth = await Watch(bob, "ETHUSDT").start()
+    alice_watch = await watching(alice).start()
+    bob_watch = await watching(bob).start()
+    bob_eth = await watching(bob, "ETHUSDT").start()
     try:
         order = await alice.place(side=pb.ORDER_SIDE_BUY, type=pb.ORDER_TYPE_LIMIT, quantity="0.02", price="49000.00")
         await stack.price("49000.00", volume="0.005")
@@ -78,7 +48,7 @@ async def test_watchers_get_every_transition_of_their_orders_and_nothing_else(st
 
 async def test_a_market_order_is_seen_from_pending_to_filled(stack: Stack) -> None:
     trader = await stack.trader({"USDT": "10000"})
-    watch = await Watch(trader).start()
+    watch = await watching(trader).start()
     try:
         order = await trader.place(side=pb.ORDER_SIDE_BUY, type=pb.ORDER_TYPE_MARKET, quantity="0.01")
         await watch.until(lambda seen: any(o.status == pb.ORDER_STATUS_FILLED for o in seen))
