@@ -13,6 +13,7 @@ from services.order_service.adapters.gateway_client import GrpcGateway
 from services.order_service.adapters.user_client import GrpcUserService
 from services.order_service.api.servicer import OrderServiceServicer
 from services.order_service.config import Config
+from services.order_service.domain.model import FeeSchedule
 from services.order_service.service.app import OrderApp, Settings
 from shared.client import open_channel
 from shared.logs import setup_logging
@@ -28,6 +29,9 @@ def settings_of(config: Config) -> Settings:
     """The use cases' settings from the service configuration."""
     return Settings(
         market_protection=config.market_protection,
+        fees=FeeSchedule(maker=config.fee_maker, taker=config.fee_taker),
+        effect_max_attempts=config.effect_max_attempts,
+        admin_token=config.admin_token,
         auth_cache_seconds=config.auth_cache_seconds,
         rules_cache_seconds=config.rules_cache_seconds,
         reconcile_interval=config.reconcile_interval,

@@ -15,6 +15,7 @@ from shared.config import (
     ConfigError,
     env_bool,
     env_float,
+    env_int,
     env_secret,
     env_sqlite_synchronous,
     env_str,
@@ -33,6 +34,9 @@ class Config:
     exchange_gateway_addr: str = DEFAULT_EXCHANGE_GATEWAY_ADDR
     admin_token: str = ""
     market_protection: Decimal = Decimal("0.05")
+    fee_maker: Decimal = Decimal("0.001")
+    fee_taker: Decimal = Decimal("0.001")
+    effect_max_attempts: int = 5
     auth_cache_seconds: float = 2.0
     rules_cache_seconds: float = 60.0
     reconcile_interval: float = 5.0
@@ -46,13 +50,9 @@ class Config:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Build the configuration from environment variables."""
         env = os.environ if env is None else env
-        raw_protection = env_str(env, "ORDER_MARKET_PROTECTION", "0.05")
-        try:
-            protection = Decimal(raw_protection)
-        except InvalidOperation:
-            raise ConfigError(f"ORDER_MARKET_PROTECTION must be a decimal like 0.05, got {raw_protection!r}") from None
-        if not protection.is_finite() or protection < 0 or protection > 1:
-            raise ConfigError("ORDER_MARKET_PROTECTION must be between 0 and 1")
+        attempts = env_int(env, "ORDER_EFFECT_MAX_ATTEMPTS", 5)
+        if attempts < 1:
+            raise ConfigError("ORDER_EFFECT_MAX_ATTEMPTS must be at least 1")
         return cls(
             listen_addr=env_str(env, "ORDER_SERVICE_ADDR", DEFAULT_ORDER_SERVICE_ADDR),
             db_url=sqlite_url(env, "ORDER_DB_URL", "order_service.db"),
@@ -60,7 +60,10 @@ class Config:
             exchange_gateway_addr=env_str(env, "EXCHANGE_GATEWAY_ADDR", DEFAULT_EXCHANGE_GATEWAY_ADDR),
             service_token=env_secret(env, "TRADING_SERVICE_TOKEN"),
             admin_token=env_secret(env, "TRADING_ADMIN_TOKEN", ""),
-            market_protection=protection,
+            market_protection=_fraction(env, "ORDER_MARKET_PROTECTION", "0.05"),
+            fee_maker=_fraction(env, "ORDER_FEE_MAKER", "0.001"),
+            fee_taker=_fraction(env, "ORDER_FEE_TAKER", "0.001"),
+            effect_max_attempts=attempts,
             auth_cache_seconds=env_float(env, "ORDER_AUTH_CACHE_SECONDS", 2.0),
             rules_cache_seconds=env_float(env, "ORDER_RULES_CACHE_SECONDS", 60.0),
             reconcile_interval=env_float(env, "ORDER_RECONCILE_INTERVAL", 5.0),
@@ -70,3 +73,15 @@ class Config:
             access_log=env_bool(env, "ORDER_ACCESS_LOG", False),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
         )
+
+
+def _fraction(env: Mapping[str, str], name: str, default: str) -> Decimal:
+    """A decimal between 0 and 1 (a rate such as 0.001), naming the variable when it is not."""
+    raw = env_str(env, name, default)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigError(f"{name} must be a decimal like {default}, got {raw!r}") from None
+    if not value.is_finite() or value < 0 or value > 1:
+        raise ConfigError(f"{name} must be between 0 and 1")
+    return value

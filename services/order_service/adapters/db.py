@@ -43,7 +43,7 @@ from services.order_service.domain.model import (
     TimeInForce,
 )
 from services.order_service.domain.states import State
-from services.order_service.service.ports import OutboxEntry
+from services.order_service.service.ports import OutboxEntry, ParkedEffect
 from shared.db import Database, ExactDecimal, GroupCommit, create_sqlite_engine, driver_connection
 from shared.errors import Unavailable
 from shared.money import fmt, to_storage
@@ -118,6 +118,19 @@ outbox = Table(
     Column("kind", String(16), nullable=False),
     Column("payload", Text, nullable=False),
     sqlite_autoincrement=True,
+)
+
+# Outbox entries that failed for a definite reason too often: kept in the outbox, not performed
+# (nor the later entries of the same order) until an operator retries them. A table of its own, so
+# that a database made before it existed gains it at start.
+parked_effects = Table(
+    "parked_effects",
+    metadata,
+    Column("entry_id", Integer, primary_key=True),
+    Column("order_id", String(40), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("parked_ms", BigInteger, nullable=False),
 )
 
 cursor = Table(
@@ -376,6 +389,8 @@ def encode_effect(effect: Effect) -> tuple[str, str]:
             "fee_asset": effect.fee_asset,
             "fee_amount": fmt(effect.fee_amount),
             "trade_time_ms": effect.trade_time_ms,
+            "exchange_fee_asset": effect.exchange_fee_asset,
+            "exchange_fee_amount": fmt(effect.exchange_fee_amount),
         }
         return "settle", json.dumps(payload, separators=(",", ":"))
     payload = {
@@ -401,6 +416,8 @@ def decode_effect(kind: str, payload: str) -> Effect:
             fee_asset=data["fee_asset"],
             fee_amount=Decimal(data["fee_amount"]),
             trade_time_ms=int(data["trade_time_ms"]),
+            exchange_fee_asset=data.get("exchange_fee_asset", ""),
+            exchange_fee_amount=Decimal(data.get("exchange_fee_amount") or "0"),
         )
     if kind == "release":
         amount = data.get("amount")
@@ -448,6 +465,7 @@ class SqlTx:
         return OutboxEntry(int(cursor.lastrowid), effect)
 
     def delete_effects(self, ids: Collection[int]) -> None:
+        # A performed entry is never parked: a retry takes it off the parked list before it runs.
         self.raw.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
     def get_cursor(self) -> int:
@@ -544,6 +562,60 @@ class SqlOrderStore:
 
         def read(raw: sqlite3.Connection) -> list[Order]:
             return [order_from_row(row) for row in raw.execute(sql, params)]
+
+        return await self._read(read)
+
+    async def cancel_pending_orders(self, requested_before_ms: int) -> list[Order]:
+        states = [s.value for s in State if s.value not in ("FILLED", "CANCELLED", "REJECTED", "EXPIRED")]
+        sql = (
+            f"{SELECT_ORDER} WHERE state IN ({', '.join('?' * len(states))}) "
+            "AND (cancel_requested = 1 OR expire_requested = 1) AND update_time_ms <= ? ORDER BY order_id"
+        )
+
+        def read(raw: sqlite3.Connection) -> list[Order]:
+            return [order_from_row(row) for row in raw.execute(sql, (*states, requested_before_ms))]
+
+        return await self._read(read)
+
+    async def get_orders(self, order_ids: Collection[str]) -> list[Order]:
+        ids = list(order_ids)
+
+        def read(raw: sqlite3.Connection) -> list[Order]:
+            found: list[Order] = []
+            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                chunk = ids[start : start + 500]
+                sql = f"{SELECT_ORDER} WHERE order_id IN ({', '.join('?' * len(chunk))})"
+                found.extend(order_from_row(row) for row in raw.execute(sql, chunk))
+            return found
+
+        return await self._read(read) if ids else []
+
+    async def park_effect(self, entry_id: int, reason: str, attempts: int, parked_ms: int) -> None:
+        def tx(t: SqlTx) -> None:
+            t.raw.execute(
+                "INSERT INTO parked_effects (entry_id, order_id, reason, attempts, parked_ms) "
+                "SELECT id, order_id, ?, ?, ? FROM outbox WHERE id = ? "
+                "ON CONFLICT (entry_id) DO UPDATE SET reason = excluded.reason, attempts = excluded.attempts, "
+                "parked_ms = excluded.parked_ms",
+                (reason[:2000], attempts, parked_ms, entry_id),
+            )
+
+        await self.write(tx)
+
+    async def unpark_effect(self, entry_id: int) -> bool:
+        return await self.write(
+            lambda t: t.raw.execute("DELETE FROM parked_effects WHERE entry_id = ?", (entry_id,)).rowcount == 1
+        )
+
+    async def parked_effects(self) -> list[ParkedEffect]:
+        def read(raw: sqlite3.Connection) -> list[ParkedEffect]:
+            rows = raw.execute(
+                "SELECT o.id, o.kind, o.payload, p.reason, p.attempts, p.parked_ms "
+                "FROM parked_effects p JOIN outbox o ON o.id = p.entry_id ORDER BY p.entry_id"
+            )
+            return [
+                ParkedEffect(OutboxEntry(row[0], decode_effect(row[1], row[2])), row[3], row[4], row[5]) for row in rows
+            ]
 
         return await self._read(read)
 

@@ -15,6 +15,7 @@ from services.order_service.domain.model import (
     Order,
     OrderType,
     Side,
+    Submission,
     SymbolRules,
     TimeInForce,
 )
@@ -122,17 +123,17 @@ def decode_rules(rules: gateway_pb2.SymbolRules) -> SymbolRules:
     )
 
 
-def submit_request(order: Order) -> gateway_service_pb2.SubmitOrderRequest:
+def submit_request(order: Order, submission: Submission) -> gateway_service_pb2.SubmitOrderRequest:
     """The SubmitOrder request of an order; the order id is the client order id."""
     return gateway_service_pb2.SubmitOrderRequest(
         client_order_id=order.order_id,
         symbol=order.symbol,
         side=SIDE[order.side],
-        type=ORDER_TYPE[order.type],
-        time_in_force=TIME_IN_FORCE[order.time_in_force],
+        type=ORDER_TYPE[submission.type],
+        time_in_force=TIME_IN_FORCE[submission.time_in_force],
         quantity=fmt(order.quantity),
-        price=fmt(order.price),
-        stop_price=fmt(order.stop_price),
+        price=fmt(submission.price),
+        stop_price=fmt(submission.stop_price),
     )
 
 
@@ -143,8 +144,8 @@ class GrpcGateway:
         self.stub = gateway_service_pb2_grpc.ExchangeGatewayStub(channel)
         self.call = ServiceCaller(service_token, what="exchange gateway")
 
-    async def submit_order(self, order: Order, timeout: float) -> ExchangeOrder:
-        response = await self.call(self.stub.SubmitOrder, submit_request(order), timeout=timeout)
+    async def submit_order(self, order: Order, submission: Submission, timeout: float) -> ExchangeOrder:
+        response = await self.call(self.stub.SubmitOrder, submit_request(order, submission), timeout=timeout)
         return decode_exchange_order(response.order)
 
     async def cancel_order(self, client_order_id: str, timeout: float) -> ExchangeOrder:

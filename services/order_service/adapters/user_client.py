@@ -58,6 +58,8 @@ class GrpcUserService:
             credit_amount=fmt(trade.credit_amount),
             fee_asset=trade.fee_asset,
             fee_amount=fmt(trade.fee_amount),
+            exchange_fee_asset=trade.exchange_fee_asset,
+            exchange_fee_amount=fmt(trade.exchange_fee_amount) if trade.exchange_fee_amount else "",
             trade_time=ts_from_ms(trade.trade_time_ms),
             release_id=release_id,
         )

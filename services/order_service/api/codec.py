@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.order_service.domain.model import Fill, Order, OrderType, Side, TimeInForce
+from services.order_service.domain.model import Fill, Order, OrderType, SettleTrade, Side, TimeInForce
 from services.order_service.domain.placement import NewOrderRequest
 from services.order_service.domain.states import Status
+from services.order_service.service.ports import ParkedEffect
 from shared.errors import InvalidArgument
 from shared.money import fmt
 from shared.timeutil import ms_from_ts, ts_from_ms
@@ -123,4 +124,23 @@ def encode_fill(fill: Fill) -> order_pb2.Fill:
         commission_asset=fill.commission_asset,
         is_maker=fill.is_maker,
         trade_time=_ts(fill.trade_time_ms),
+    )
+
+
+def encode_parked(parked: ParkedEffect) -> order_service_pb2.ParkedEffect:
+    """A parked outbox entry as the admin sees it."""
+    effect = parked.entry.effect
+    if isinstance(effect, SettleTrade):
+        kind, key, user_id = "SETTLE_TRADE", effect.trade_id, effect.user_id
+    else:
+        kind, key, user_id = "RELEASE_FUNDS", effect.release_id, ""
+    return order_service_pb2.ParkedEffect(
+        effect_id=parked.entry.id,
+        order_id=effect.order_id,
+        user_id=user_id,
+        kind=kind,
+        key=key,
+        reason=parked.reason,
+        attempts=parked.attempts,
+        park_time=ts_from_ms(parked.parked_ms),
     )

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from services.order_service.api.codec import decode_place, decode_status, encode_fill, encode_order
+from services.order_service.api.codec import decode_place, decode_status, encode_fill, encode_order, encode_parked
 from services.order_service.domain.model import Caller
 from services.order_service.service.app import OrderApp
 from services.order_service.service.deadline import Deadline
@@ -28,6 +28,21 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
         return await self.app.auth.authenticate(bearer_token(context.invocation_metadata()))
+
+    def _admin(self, context: grpc.aio.ServicerContext) -> None:
+        self.app.auth.require_admin(bearer_token(context.invocation_metadata()))
+
+    async def ListParkedEffects(self, request, context):  # type: ignore[no-untyped-def]
+        self._admin(context)
+        parked = await self.app.outbox.parked()
+        return order_service_pb2.ListParkedEffectsResponse(effects=[encode_parked(p) for p in parked])
+
+    async def RetryParkedEffect(self, request, context):  # type: ignore[no-untyped-def]
+        self._admin(context)
+        if request.effect_id <= 0:
+            raise InvalidArgument("effect_id", "is required: the effect_id from ListParkedEffects")
+        parked = await self.app.outbox.retry(request.effect_id)
+        return order_service_pb2.RetryParkedEffectResponse(effect=encode_parked(parked))
 
     async def PlaceOrder(self, request, context):  # type: ignore[no-untyped-def]
         caller = await self._caller(context)

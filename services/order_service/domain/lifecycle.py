@@ -8,14 +8,19 @@ Trades are deduplicated by fill id by the caller before they get here.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from shared.errors import FailedPrecondition
+from shared.money import ZERO
 
 from .model import (
+    MARKET_TYPES,
     Effect,
     ExchangeOrder,
     ExchangeStatus,
     ExecutionReport,
     ExecutionType,
+    FeeSchedule,
     Fill,
     Order,
     Outcome,
@@ -26,13 +31,18 @@ from .model import (
 from .states import CANCELLABLE_STATUSES, FINAL_STATES, State, can_transition
 
 EXPIRED_BY_US = "expire_time reached"
+CAPPED_BUY_EXPIRED = (
+    "not filled within the reserved amount (the price moved past the buy's price cap); the rest was released"
+)
+DEFAULT_FEES = FeeSchedule()
 
 
-def settlement(order: Order, fill: Fill) -> SettleTrade:
+def settlement(order: Order, fill: Fill, exchange_fee_asset: str = "", exchange_fee: Decimal = ZERO) -> SettleTrade:
     """What the user service books for one fill.
 
     BUY: debit the quote spent (price x quantity), credit the base bought. SELL: debit the base
-    sold, credit the quote received. The commission is a separate fee in its own asset.
+    sold, credit the quote received. The fill's commission is the platform's fee in the asset
+    received; what the exchange charged the platform's account goes to the house with it.
     """
     if order.side is Side.BUY:
         debit_asset, debit_amount = order.quote_asset, fill.quote_quantity
@@ -51,14 +61,16 @@ def settlement(order: Order, fill: Fill) -> SettleTrade:
         fee_asset=fill.commission_asset if fill.commission > 0 else "",
         fee_amount=fill.commission,
         trade_time_ms=fill.trade_time_ms,
+        exchange_fee_asset=exchange_fee_asset if exchange_fee > 0 else "",
+        exchange_fee_amount=exchange_fee,
     )
 
 
-def apply_execution(order: Order, report: ExecutionReport, now_ms: int) -> Outcome:
+def apply_execution(order: Order, report: ExecutionReport, now_ms: int, fees: FeeSchedule = DEFAULT_FEES) -> Outcome:
     """Apply one journaled execution (already known not to be a duplicate trade)."""
     kind = report.execution_type
     if kind is ExecutionType.TRADE:
-        return apply_trade(order, report, now_ms)
+        return apply_trade(order, report, now_ms, fees)
     if kind is ExecutionType.NEW:
         return accepted(order, report.exchange_order_id, now_ms)
     if kind is ExecutionType.CANCELED:
@@ -68,13 +80,27 @@ def apply_execution(order: Order, report: ExecutionReport, now_ms: int) -> Outco
         reason = report.reject_reason or "rejected by the exchange"
         return end(order, State.REJECTED, reason, report.exchange_order_id, now_ms)
     if kind is ExecutionType.EXPIRED:
-        reason = report.reject_reason or "expired by the exchange"
-        return end(order, State.EXPIRED, reason, report.exchange_order_id, now_ms)
+        return end(order, State.EXPIRED, _expired_reason(order, report.reject_reason), report.exchange_order_id, now_ms)
     return Outcome(order, anomaly=f"unknown execution type {kind}")
 
 
-def apply_trade(order: Order, report: ExecutionReport, now_ms: int) -> Outcome:
-    """Record one trade: quantities, quote, commission, status; owe its settlement (and the final release)."""
+def _expired_reason(order: Order, reason: str) -> str:
+    if reason:
+        return reason
+    if order.side is Side.BUY and order.type in MARKET_TYPES:
+        return CAPPED_BUY_EXPIRED
+    return "expired by the exchange"
+
+
+def apply_trade(order: Order, report: ExecutionReport, now_ms: int, fees: FeeSchedule = DEFAULT_FEES) -> Outcome:
+    """Record one trade: quantities, quote, the platform's fee, status; owe its settlement (and the final release).
+
+    The user's commission is the platform's fee schedule applied to what the user receives, in that
+    asset, whatever the exchange charged (the exchange's commission travels with the settlement to
+    the house account).
+    """
+    received_asset = order.base_asset if order.side is Side.BUY else order.quote_asset
+    received = report.last_quantity if order.side is Side.BUY else report.last_quote_quantity
     fill = Fill(
         fill_id=report.fill_id,
         order_id=order.order_id,
@@ -83,8 +109,8 @@ def apply_trade(order: Order, report: ExecutionReport, now_ms: int) -> Outcome:
         price=report.last_price,
         quantity=report.last_quantity,
         quote_quantity=report.last_quote_quantity,
-        commission=report.commission,
-        commission_asset=report.commission_asset,
+        commission=fees.fee(received, report.is_maker),
+        commission_asset=received_asset,
         is_maker=report.is_maker,
         trade_time_ms=report.transaction_time_ms or now_ms,
         sequence=report.sequence,
@@ -92,20 +118,14 @@ def apply_trade(order: Order, report: ExecutionReport, now_ms: int) -> Outcome:
     anomalies: list[str] = []
     filled = order.filled_quantity + fill.quantity
     quote = order.filled_quote_quantity + fill.quote_quantity
-    commission, commission_asset = order.commission, order.commission_asset
-    if fill.commission > 0:
-        if not commission_asset or commission_asset == fill.commission_asset:
-            commission += fill.commission
-            commission_asset = fill.commission_asset
-        else:
-            # The order's commission is one figure in one asset; the fill keeps the odd one.
-            anomalies.append(f"commission in {fill.commission_asset} besides {commission_asset}")
+    commission = order.commission + fill.commission
+    commission_asset = received_asset if commission > 0 else order.commission_asset
     if report.cumulative_quantity and report.cumulative_quantity != filled:
         anomalies.append(f"cumulative quantity {report.cumulative_quantity} at the exchange, {filled} here")
     if filled > order.quantity:
         anomalies.append(f"overfill: {filled} filled of {order.quantity}")
 
-    effects: list[Effect] = [settlement(order, fill)]
+    effects: list[Effect] = [settlement(order, fill, report.commission_asset, report.commission)]
     if order.state in FINAL_STATES:
         # Fills are money: a trade of a known order is always recorded and settled, even this late.
         anomalies.append(f"trade {fill.fill_id} after the order was {order.state}")
@@ -180,8 +200,7 @@ def apply_exchange_order(order: Order, snapshot: ExchangeOrder, now_ms: int) -> 
     if status is ExchangeStatus.REJECTED:
         reason = snapshot.reject_reason or "rejected by the exchange"
         return end(order, State.REJECTED, reason, snapshot.exchange_order_id, now_ms)
-    reason = snapshot.reject_reason or "expired by the exchange"
-    return end(order, State.EXPIRED, reason, snapshot.exchange_order_id, now_ms)
+    return end(order, State.EXPIRED, _expired_reason(order, snapshot.reject_reason), snapshot.exchange_order_id, now_ms)
 
 
 def request_cancel(order: Order, now_ms: int) -> Order:
@@ -217,6 +236,8 @@ def give_up(order: Order, reason: str, now_ms: int) -> Outcome:
 
 
 __all__ = [
+    "CAPPED_BUY_EXPIRED",
+    "DEFAULT_FEES",
     "EXPIRED_BY_US",
     "accepted",
     "apply_exchange_order",

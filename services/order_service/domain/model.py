@@ -6,10 +6,10 @@ Pure data and arithmetic: no gRPC, no SQL. Every amount is a ``Decimal`` with at
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
-from shared.money import ZERO, div_round
+from shared.money import CTX, QUANTUM, ZERO, div_round
 
 from .states import FINAL_STATES, PUBLIC_STATUS, State, Status
 
@@ -63,6 +63,37 @@ class Caller:
     user_id: str
     status: UserStatus
     key_id: str = ""
+
+
+@dataclass(frozen=True)
+class FeeSchedule:
+    """The platform's fee schedule: what a user pays per trade, as a fraction of what the user receives.
+
+    It is independent of what the exchange charges the platform's account (in any asset, BNB
+    included): that is the platform's cost, booked to a house account.
+    """
+
+    maker: Decimal = Decimal("0.001")
+    taker: Decimal = Decimal("0.001")
+
+    def fee(self, received: Decimal, is_maker: bool) -> Decimal:
+        """The fee on ``received`` (the trade's credit), rounded half-up to 8 places."""
+        rate = self.maker if is_maker else self.taker
+        return (received * rate).quantize(QUANTUM, rounding=ROUND_HALF_UP, context=CTX)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What is sent to the gateway for an order: its type and prices in the gateway's terms.
+
+    A MARKET or STOP buy is sent as a LIMIT / STOP_LIMIT IOC at its price cap, so that the exchange
+    itself refuses to trade above what was reserved; everything else is sent as placed.
+    """
+
+    type: OrderType
+    time_in_force: TimeInForce
+    price: Decimal | None
+    stop_price: Decimal | None
 
 
 @dataclass(frozen=True)
@@ -233,7 +264,11 @@ class ExecutionReport:
 
 @dataclass(frozen=True)
 class SettleTrade:
-    """Book one trade against the order's reservation; idempotent on trade_id."""
+    """Book one trade against the order's reservation; idempotent on trade_id.
+
+    ``fee_*`` is the platform's fee the user pays (in the asset received); ``exchange_fee_*`` is what
+    the exchange charged the platform's account for the trade, in whatever asset (the house's cost).
+    """
 
     trade_id: str
     order_id: str
@@ -245,6 +280,8 @@ class SettleTrade:
     fee_asset: str
     fee_amount: Decimal
     trade_time_ms: int
+    exchange_fee_asset: str = ""
+    exchange_fee_amount: Decimal = ZERO
 
 
 @dataclass(frozen=True)

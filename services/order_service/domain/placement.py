@@ -11,9 +11,19 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
 from shared.errors import FailedPrecondition, InvalidArgument
-from shared.money import CTX, QUANTUM, fmt, is_multiple, mul, parse_decimal
+from shared.money import CTX, QUANTUM, floor_to_step, fmt, is_multiple, mul, parse_decimal
 
-from .model import MARKET_TYPES, PRICED_TYPES, TRIGGERED_TYPES, OrderType, Side, SymbolRules, TimeInForce
+from .model import (
+    MARKET_TYPES,
+    PRICED_TYPES,
+    TRIGGERED_TYPES,
+    Order,
+    OrderType,
+    Side,
+    Submission,
+    SymbolRules,
+    TimeInForce,
+)
 
 CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
@@ -25,6 +35,8 @@ BINANCE_TYPE = {
     OrderType.STOP: "STOP_LOSS",
     OrderType.STOP_LIMIT: "STOP_LOSS_LIMIT",
 }
+# What a capped buy of a market type is sent as (see ``submission``).
+CAPPED_BUY_TYPE = {OrderType.MARKET: OrderType.LIMIT, OrderType.STOP: OrderType.STOP_LIMIT}
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,14 @@ def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_pri
     type_ = request.type
     if rules.order_types and BINANCE_TYPE[type_] not in rules.order_types:
         raise InvalidArgument("type", f"{type_} orders are not allowed on {request.symbol}")
+    if (
+        request.side is Side.BUY
+        and type_ in CAPPED_BUY_TYPE
+        and rules.order_types
+        and BINANCE_TYPE[CAPPED_BUY_TYPE[type_]] not in rules.order_types
+    ):
+        # A market-type buy is sent as a limit at its price cap (see ``submission``).
+        raise InvalidArgument("type", f"{type_} buys are not possible on {request.symbol} (no capped limit type)")
 
     if type_ in PRICED_TYPES:
         tif = request.time_in_force or TimeInForce.GTC
@@ -206,3 +226,32 @@ def reservation(
     if order.type is OrderType.STOP and order.stop_price is not None:
         estimate = max(last_price, order.stop_price)
     return rules.quote_asset, ceil_to_scale(mul(mul(estimate, order.quantity), 1 + protection))
+
+
+def price_cap(order: Order, tick_size: Decimal) -> Decimal:
+    """The highest price a MARKET or STOP buy may trade at: its reservation per unit, down to the tick.
+
+    ``price_cap x quantity <= reserve_amount``, so the buy can never cost more than was reserved
+    (the user's fee is charged in the asset received, never in the quote). Deterministic in the
+    order's stored figures, so a resubmission after a crash sends exactly the same request.
+    """
+    per_unit = CTX.divide(order.reserve_amount, order.quantity)
+    return floor_to_step(per_unit, tick_size) if tick_size > 0 else floor_to_step(per_unit, QUANTUM)
+
+
+def submission(order: Order, tick_size: Decimal) -> Submission:
+    """What to send to the gateway for ``order``.
+
+    A MARKET buy goes out as LIMIT IOC at its price cap, a STOP buy as STOP_LIMIT IOC at it: the
+    exchange itself then refuses to spend more than the reservation. When the cap binds, the order
+    fills what it can at or below the cap and the rest expires (PARTIALLY_FILLED, then EXPIRED with
+    what was not spent released). Sells and limit types are sent as placed.
+    """
+    if order.side is Side.BUY and order.type in CAPPED_BUY_TYPE:
+        return Submission(
+            type=CAPPED_BUY_TYPE[order.type],
+            time_in_force=TimeInForce.IOC,
+            price=price_cap(order, tick_size),
+            stop_price=order.stop_price,
+        )
+    return Submission(order.type, order.time_in_force, order.price, order.stop_price)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from services.order_service.domain.lifecycle import DEFAULT_FEES
+from services.order_service.domain.model import FeeSchedule
 from services.order_service.service.auth import Authenticator
 from services.order_service.service.cancellation import CancelOrder
 from services.order_service.service.core import Core
@@ -35,6 +37,10 @@ class Settings:
     """Tunables of the use cases (the service Config maps onto these)."""
 
     market_protection: Decimal = Decimal("0.05")
+    fees: FeeSchedule = DEFAULT_FEES
+    effect_max_attempts: int = 5
+    effect_first_backoff: float = 0.05
+    admin_token: str = ""
     auth_cache_seconds: float = 2.0
     rules_cache_seconds: float = 60.0
     price_cache_seconds: float = 0.5
@@ -66,12 +72,23 @@ class OrderApp:
         self.users = users
         self.gateway = gateway
         self.hub = WatchHub(settings.watch_queue_size)
-        self.outbox = Outbox(store, users, concurrency=settings.outbox_concurrency)
+        self.outbox = Outbox(
+            store,
+            users,
+            concurrency=settings.outbox_concurrency,
+            max_attempts=settings.effect_max_attempts,
+            first_backoff=settings.effect_first_backoff,
+        )
         self.core = Core(store, self.hub, self.outbox, clock)
         self.market = MarketData(
             gateway, rules_ttl=settings.rules_cache_seconds, price_ttl=settings.price_cache_seconds
         )
-        self.auth = Authenticator(users, ttl=settings.auth_cache_seconds, reserved_tokens=settings.reserved_tokens)
+        self.auth = Authenticator(
+            users,
+            ttl=settings.auth_cache_seconds,
+            reserved_tokens=settings.reserved_tokens,
+            admin_token=settings.admin_token,
+        )
         self.expiry = ExpiryScheduler(self.core, gateway, retry_delay=settings.expiry_retry)
         self.place_order = PlaceOrder(
             self.core, users, gateway, self.market, self.expiry, protection=settings.market_protection
@@ -79,13 +96,18 @@ class OrderApp:
         self.cancel_order = CancelOrder(self.core, gateway)
         self.queries = Queries(store)
         self.executions = ExecutionConsumer(
-            self.core, gateway, batch_size=settings.execution_batch, max_backoff=settings.stream_max_backoff
+            self.core,
+            gateway,
+            batch_size=settings.execution_batch,
+            max_backoff=settings.stream_max_backoff,
+            fees=settings.fees,
         )
         self.reconciler = Reconciler(
             self.core,
             users,
             gateway,
             self.expiry,
+            self.market,
             interval=settings.reconcile_interval,
             resolve_after=settings.resolve_after,
             resume_window=settings.resume_window,

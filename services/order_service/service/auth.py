@@ -16,6 +16,7 @@ from services.order_service.domain.model import Caller
 from services.order_service.service.ports import UserPort
 from shared.auth import same_secret
 from shared.errors import PermissionDenied
+from shared.logs import security_log
 
 
 class Authenticator:
@@ -27,6 +28,7 @@ class Authenticator:
         *,
         ttl: float = 2.0,
         reserved_tokens: tuple[str, ...] = (),
+        admin_token: str = "",
         max_entries: int = 10_000,
         timeout: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
@@ -34,6 +36,7 @@ class Authenticator:
         self.users = users
         self.ttl = ttl
         self.reserved_tokens = tuple(t for t in reserved_tokens if t)
+        self.admin_token = admin_token
         self.max_entries = max_entries
         self.timeout = timeout
         self.clock = clock
@@ -59,6 +62,12 @@ class Authenticator:
             self._lookups[api_key] = lookup
             lookup.add_done_callback(lambda _t: self._lookups.pop(api_key, None))
         return await asyncio.shield(lookup)
+
+    def require_admin(self, token: str) -> None:
+        """Allow only the admin token (the operator's RPCs); PERMISSION_DENIED for anything else."""
+        if not self.admin_token or not same_secret(token, self.admin_token):
+            security_log.warning("admin RPC refused", extra={"reason": "NOT_ADMIN"})
+            raise PermissionDenied("this RPC needs the admin token", reason="ADMIN_ONLY")
 
     async def _lookup(self, api_key: str) -> Caller:
         caller = await self.users.authenticate(api_key, self.timeout)

@@ -4,6 +4,13 @@ The cancel request is persisted first (``cancel_requested``), then sent through 
 the gateway's answer says CANCELED and every trade it reports is already applied here, the order
 ends now (CANCELLED, or EXPIRED for our own expiry) and its funds are released before we answer;
 otherwise the end arrives through the execution stream. Trades that race the cancel still apply.
+
+The answer is truthful: CANCELLED when the exchange confirmed, otherwise the order with
+``cancel_requested`` set, which means the cancel IS pending: when the call failed without a definite
+answer (gateway down, timeout, an order the exchange does not know yet), the reconciler sends it
+again until the exchange answers, also after a restart, and never submits an order whose cancel
+was requested. Only a definite refusal (rate limit, not cancellable) clears the request and is
+returned as an error.
 """
 
 from __future__ import annotations
@@ -77,26 +84,34 @@ class CancelOrder:
             order = await self.core.store.get_order(order_id)
             if order is None:
                 raise not_found(order_id)
-            if order.state is State.PLACING:
+            if order.state is State.PLACING and order_id in self.core.placing:
                 raise Unavailable(
                     f"order {order_id} is still being placed; retry the cancel in a moment",
                     reason="ORDER_BEING_PLACED",
                     metadata={"order_id": order_id},
                 )
-        await self.core.mutate(order_id, lambda o: Outcome(request_cancel(o, self.core.clock())))
+        # Durable first: from here on the cancel is sent again after any failure or restart (recovery)
+        # until the exchange answers definitively, and the order is never submitted again.
+        order = (await self.core.mutate(order_id, lambda o: Outcome(request_cancel(o, self.core.clock())))).order
+        running = self.core.placing.get(order_id)
+        if running is not None:
+            # A resubmission started before the request: the cancel must go out after it, never before.
+            await asyncio.wait([running], timeout=deadline.left(self.timeout))
+            if not running.done():
+                return order  # still pending: the reconciler sends the cancel once the submission is answered
         try:
             return await asyncio.shield(
                 send_cancel(self.core, self.gateway, order_id, deadline.left(self.timeout), self.drain_timeout)
             )
+        except NotFound:
+            # The gateway does not know the order (its submission failed or is unknown): the request
+            # stays pending; recovery ends the order without submitting it, or cancels it once the
+            # exchange turns out to have it.
+            current = await self.core.store.get_order(order_id)
+            return current if current is not None else order
         except DomainError as exc:
             # A definite refusal: nothing was cancelled, so the request is no longer pending.
             await self.core.mutate(order_id, lambda o: Outcome(cancel_refused(o, self.core.clock())))
             if isinstance(exc, ResourceExhausted | FailedPrecondition):
                 raise
-            if isinstance(exc, NotFound):
-                raise Unavailable(
-                    f"the exchange does not know order {order_id} yet; retry the cancel in a moment",
-                    reason="ORDER_NOT_AT_EXCHANGE",
-                    metadata={"order_id": order_id},
-                ) from None
             raise Unavailable(f"the gateway refused the cancel: {exc.message}", reason=exc.reason) from None

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.order_service.domain.model import Order, Outcome
 from services.order_service.domain.states import State
@@ -54,8 +55,9 @@ class Core:
         self.hub = hub
         self.outbox = outbox
         self.clock = clock
-        # Placements running in this process, by order id: recovery and cancel leave them alone.
-        self.placing: dict[str, asyncio.Task[Order]] = {}
+        # Submissions running in this process (a placement, or recovery's resubmission), by order id:
+        # recovery leaves them alone, and a cancel waits for them before it is sent.
+        self.placing: dict[str, asyncio.Task[Any]] = {}
 
     async def mutate(self, order_id: str, change: Callable[[Order], Outcome]) -> Outcome:
         """Apply ``change`` to the order in one transaction; NOT_FOUND if it does not exist."""

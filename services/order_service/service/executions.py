@@ -14,8 +14,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from services.order_service.domain.lifecycle import apply_execution
-from services.order_service.domain.model import ExecutionReport, ExecutionType, Order
+from services.order_service.domain.lifecycle import DEFAULT_FEES, apply_execution
+from services.order_service.domain.model import ExecutionReport, ExecutionType, FeeSchedule, Order
 from services.order_service.service.core import Committed, Core, persist
 from services.order_service.service.ports import GatewayPort, OrderTx
 
@@ -45,7 +45,9 @@ class ExecutionConsumer:
         initial_backoff: float = 0.1,
         max_backoff: float = 5.0,
         on_batch: Callable[[list[ExecutionReport]], None] | None = None,
+        fees: FeeSchedule = DEFAULT_FEES,
     ):
+        self.fees = fees
         self.core = core
         self.gateway = gateway
         self.batch_size = batch_size
@@ -142,7 +144,7 @@ class ExecutionConsumer:
                     continue
                 if report.execution_type is ExecutionType.TRADE and t.fill_exists(report.fill_id):
                     continue  # this trade is already applied
-                outcome = apply_execution(order, report, now)
+                outcome = apply_execution(order, report, now, self.fees)
                 # Within the batch the order is written once per change; publish each version.
                 persist(t, order, outcome, committed)
                 orders[order_id] = outcome.order

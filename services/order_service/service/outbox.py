@@ -6,7 +6,14 @@ change that causes it, so it cannot be lost; this dispatcher performs it with it
 
 Per order the effects run strictly in id order (a release never overtakes the settlements of the
 same order: it must return only what the trades left); different orders run concurrently.
-A failing effect is retried with back-off, forever: fills are money, and every failure is logged.
+
+A failing effect is retried with back-off. While the user service is unavailable (UNAVAILABLE,
+DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED: "try again") it is retried for as long as that lasts. Any
+other failure is definite (the user service refused it: a missing reservation, a conflicting key, a
+bug): after ``max_attempts`` tries the entry is **parked** with its reason, durably, and logged at
+ERROR. A parked entry, and the later entries of the same order behind it, wait for an operator
+(``retry``, the admin RPC RetryParkedEffect) once the cause is fixed; other orders, the same user's
+included, are not held up. Nothing retries forever in silence.
 
 One call for two entries: when an order's next entry is a SettleTrade and the one after it is the
 order's release of everything left (ReleaseFunds with amount None, what an order that fills
@@ -32,9 +39,18 @@ from collections import deque
 from collections.abc import Iterable
 
 from services.order_service.domain.model import Effect, ReleaseFunds, SettleTrade
-from services.order_service.service.ports import OrderStore, OutboxEntry, UserPort
+from services.order_service.service.ports import OrderStore, OutboxEntry, ParkedEffect, UserPort
+from shared.errors import DeadlineExceeded, DomainError, NotFound, ResourceExhausted, Unavailable
+from shared.timeutil import now_ms
 
 log = logging.getLogger("order_service.outbox")
+
+# Failures that say "not done, try again later": retried for as long as they last.
+TRANSIENT = (Unavailable, DeadlineExceeded, ResourceExhausted)
+
+
+class Parked(Exception):
+    """An entry failed definitely ``max_attempts`` times and was parked."""
 
 
 class Outbox:
@@ -49,12 +65,17 @@ class Outbox:
         max_backoff: float = 30.0,
         concurrency: int = 64,
         flush_delay: float = 0.05,
+        max_attempts: int = 5,
+        first_backoff: float = 0.05,
     ):
         self.store = store
         self.users = users
         self.call_timeout = call_timeout
         self.max_backoff = max_backoff
         self.flush_delay = flush_delay
+        self.max_attempts = max_attempts
+        self.first_backoff = first_backoff
+        self._parked: set[str] = set()  # orders whose head entry is parked
         self._slots = asyncio.Semaphore(concurrency)
         self._queues: dict[str, deque[OutboxEntry]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -68,9 +89,29 @@ class Outbox:
         self.calls = 0  # calls to the user service that performed them (a combined call counts once)
 
     async def start(self) -> None:
-        """Load what a previous run left pending and start performing it."""
+        """Load what a previous run left pending and start performing it (parked entries stay parked)."""
+        self._parked.update(p.entry.effect.order_id for p in await self.store.parked_effects())
         self.enqueue(await self.store.pending_effects())
         self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
+
+    async def parked(self) -> list[ParkedEffect]:
+        """The parked entries, oldest first."""
+        return await self.store.parked_effects()
+
+    async def retry(self, entry_id: int) -> ParkedEffect:
+        """Take a parked entry off the list and perform it (and its order's later entries) again."""
+        parked = {p.entry.id: p for p in await self.store.parked_effects()}
+        found = parked.get(entry_id)
+        if found is None or not await self.store.unpark_effect(entry_id):
+            raise NotFound(
+                f"no parked effect {entry_id}", reason="PARKED_EFFECT_NOT_FOUND", metadata={"entry_id": str(entry_id)}
+            )
+        order_id = found.entry.effect.order_id
+        log.warning("parked effect retried by an operator", extra={"entry": entry_id, "order_id": order_id})
+        self._parked.discard(order_id)
+        self.enqueue([found.entry])  # already queued unless the entry was loaded before it was parked
+        self._start(order_id)
+        return found
 
     def enqueue(self, entries: Iterable[OutboxEntry]) -> None:
         """Perform these committed entries (in id order within each order)."""
@@ -83,8 +124,12 @@ class Outbox:
             if queue is None:
                 queue = self._queues[order_id] = deque()
             queue.append(entry)
-            if order_id not in self._tasks and not self._stopping:
-                self._tasks[order_id] = asyncio.create_task(self._run(order_id), name=f"outbox-{order_id}")
+            self._start(order_id)
+
+    def _start(self, order_id: str) -> None:
+        idle = order_id not in self._tasks and order_id not in self._parked
+        if order_id in self._queues and idle and not self._stopping:
+            self._tasks[order_id] = asyncio.create_task(self._run(order_id), name=f"outbox-{order_id}")
 
     def pending(self, order_id: str | None = None) -> int:
         """Entries not yet performed (of one order, or all)."""
@@ -96,7 +141,7 @@ class Outbox:
         """Wait until the order's pending entries are performed (at most ``timeout``); True if they were."""
         task = self._tasks.get(order_id)
         if task is None:
-            return True
+            return order_id not in self._queues
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(task)
@@ -120,7 +165,10 @@ class Outbox:
         try:
             while queue:
                 step = self._next_step(queue)
-                await self._perform_with_retry(step)
+                try:
+                    await self._perform_with_retry(step)
+                except Parked:
+                    return  # this order's entries wait for an operator; the others go on
                 for entry in step:
                     queue.popleft()
                     self._known.discard(entry.id)
@@ -150,6 +198,7 @@ class Outbox:
     async def _perform_with_retry(self, step: tuple[OutboxEntry, ...]) -> None:
         entry = step[0]
         attempt = 0
+        definite = 0
         while True:
             try:
                 async with self._slots:
@@ -170,7 +219,12 @@ class Outbox:
                 raise
             except Exception as exc:
                 attempt += 1
-                delay = min(self.max_backoff, 0.05 * 2 ** min(attempt, 12))
+                if not isinstance(exc, TRANSIENT):
+                    definite += 1
+                    if definite >= self.max_attempts:
+                        await self._park(step, exc, attempt)
+                        raise Parked() from exc
+                delay = min(self.max_backoff, self.first_backoff * 2 ** min(attempt, 12))
                 level = logging.WARNING if attempt < 5 else logging.ERROR
                 log.log(
                     level,
@@ -186,6 +240,34 @@ class Outbox:
                     },
                 )
                 await asyncio.sleep(delay)
+
+    async def _park(self, step: tuple[OutboxEntry, ...], exc: BaseException, attempts: int) -> None:
+        """Record the head entry as parked (retrying the write until it is durable)."""
+        entry = step[0]
+        order_id = entry.effect.order_id
+        reason = exc.message if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, DomainError) and exc.reason:
+            reason = f"{exc.reason}: {reason}"
+        while True:
+            try:
+                await self.store.park_effect(entry.id, reason, attempts, now_ms())
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not park an outbox entry; trying again", extra={"entry": entry.id})
+                await asyncio.sleep(1.0)
+        self._parked.add(order_id)
+        log.error(
+            "outbox entry parked: it needs an operator (ListParkedEffects, RetryParkedEffect)",
+            extra={
+                "entry": entry.id,
+                "order_id": order_id,
+                "effect": type(entry.effect).__name__,
+                "attempts": attempts,
+                "reason": reason,
+            },
+        )
 
     async def perform(self, effect: Effect) -> None:
         """Call the user service for one effect (idempotent on its key)."""

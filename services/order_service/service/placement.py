@@ -21,12 +21,13 @@ import logging
 from decimal import Decimal
 
 from services.order_service.domain.lifecycle import apply_exchange_order
-from services.order_service.domain.model import Caller, Order, Outcome, UserStatus, final_release
+from services.order_service.domain.model import Caller, Order, Outcome, Submission, UserStatus, final_release
 from services.order_service.domain.placement import (
     NewOrderRequest,
     check_symbol,
     needs_reference_price,
     reservation,
+    submission,
     validate,
 )
 from services.order_service.domain.states import State
@@ -126,7 +127,8 @@ class PlaceOrder:
             create_time_ms=now,
             update_time_ms=now,
         )
-        task = asyncio.create_task(self._place(order, deadline), name=f"place-{order_id}")
+        sending = submission(order, rules.tick_size)
+        task = asyncio.create_task(self._place(order, sending, deadline), name=f"place-{order_id}")
         self.core.placing[order_id] = task
         if valid.client_order_id:
             self._by_client_id[key] = task
@@ -139,7 +141,7 @@ class PlaceOrder:
         task.add_done_callback(forget)
         return await asyncio.shield(task)
 
-    async def _place(self, order: Order, deadline: Deadline) -> Order:
+    async def _place(self, order: Order, sending: Submission, deadline: Deadline) -> Order:
         # Step 2: persist first. A duplicate client_order_id returns the first order unchanged.
         def insert(t: OrderTx) -> Order | None:
             if t.insert_order(order):
@@ -178,7 +180,7 @@ class PlaceOrder:
 
         # Step 4: submit.
         try:
-            answer = await self.gateway.submit_order(order, deadline.left(self.submit_timeout))
+            answer = await self.gateway.submit_order(order, sending, deadline.left(self.submit_timeout))
         except (InvalidArgument, ResourceExhausted, PermissionDenied, Unauthenticated) as exc:
             # The gateway promises nothing was sent: undo the reservation and forget the order.
             await self._withdraw(order)

@@ -19,6 +19,7 @@ from services.order_service.domain.model import (
     Fill,
     Order,
     SettleTrade,
+    Submission,
     SymbolRules,
 )
 from services.order_service.domain.states import State
@@ -54,8 +55,8 @@ class UserPort(Protocol):
 class GatewayPort(Protocol):
     """What the order service asks of the exchange gateway (with the service token)."""
 
-    async def submit_order(self, order: Order, timeout: float) -> ExchangeOrder:
-        """Submit, idempotent on the client order id (= order_id)."""
+    async def submit_order(self, order: Order, submission: Submission, timeout: float) -> ExchangeOrder:
+        """Submit ``order`` as ``submission`` says, idempotent on the client order id (= order_id)."""
         ...
 
     async def cancel_order(self, client_order_id: str, timeout: float) -> ExchangeOrder:
@@ -89,6 +90,16 @@ class OutboxEntry:
 
     id: int
     effect: Effect
+
+
+@dataclass(frozen=True)
+class ParkedEffect:
+    """An outbox entry that failed for a definite reason too often and waits for an operator."""
+
+    entry: OutboxEntry
+    reason: str
+    attempts: int
+    parked_ms: int
 
 
 class OrderTx(Protocol):
@@ -166,8 +177,28 @@ class OrderStore(Protocol):
         """Orders in ``states`` (optionally only those unchanged since a time), oldest first."""
         ...
 
+    async def cancel_pending_orders(self, requested_before_ms: int) -> list[Order]:
+        """Active orders whose cancel (or our expiry) was requested and that are unchanged since a time."""
+        ...
+
+    async def get_orders(self, order_ids: Collection[str]) -> list[Order]:
+        """The orders with these ids that exist."""
+        ...
+
     async def pending_effects(self) -> list[OutboxEntry]:
-        """Every side effect not yet performed, in id order."""
+        """Every side effect not yet performed, in id order (parked ones included)."""
+        ...
+
+    async def park_effect(self, entry_id: int, reason: str, attempts: int, parked_ms: int) -> None:
+        """Mark an outbox entry as parked (kept, not performed until an operator retries it)."""
+        ...
+
+    async def unpark_effect(self, entry_id: int) -> bool:
+        """Take an entry off the parked list; False if it was not parked."""
+        ...
+
+    async def parked_effects(self) -> list[ParkedEffect]:
+        """Every parked entry, oldest first."""
         ...
 
     async def delete_effects(self, ids: Collection[int]) -> None:

@@ -16,14 +16,24 @@ Where a crash (or a lost answer) can leave an order, and what finishes it:
                     ends it REJECTED with the funds released.
     SUBMIT_UNKNOWN  -> SubmitOrder again with the same client order id (a journaled order is returned,
                     one the gateway never saw is sent now); its answer is applied.
+    either, with a cancel (or our expiry) requested -> NEVER submitted again. Ask the gateway: if it has the
+                    order, its answer is applied and the cancel is sent; if it does not, and no submission can
+                    still be on its way (the last change is older than ``submit_window``), the order ends
+                    CANCELLED (EXPIRED for our expiry) with nothing filled and its funds released.
     NEW, PARTIALLY_FILLED -> the stream replays every execution after the persisted cursor; at start the
                     gateway's journal view (GetOrder) is applied too, which can only end an order whose
                     trades are all applied here.
+    cancel requested -> the cancel is sent again until the exchange answers definitively (cancelled, or
+                    already final): a cancel whose call failed (gateway down, restarted, rate limited) is
+                    never forgotten.
     outbox rows     performed again at start (idempotent keys: trade id, release id).
     expire_time     re-armed for every active order.
 
 While running, the same resolution is applied to orders that have stayed PLACING or SUBMIT_UNKNOWN
-for longer than ``resolve_after`` seconds and are not being placed by this process.
+for longer than ``resolve_after`` seconds and are not being placed by this process, and the cancel
+of every order whose cancel request is older than ``cancel_retry_after`` is sent again. While such a
+cancel is waiting, passes run every ``cancel_retry_interval`` so that it goes out within seconds of
+the gateway's return.
 """
 
 from __future__ import annotations
@@ -31,18 +41,30 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.order_service.domain.lifecycle import apply_exchange_order, give_up
+from services.order_service.domain.lifecycle import apply_exchange_order, cancel_refused, end, give_up
 from services.order_service.domain.model import ExchangeOrder, Order, Outcome
+from services.order_service.domain.placement import submission
 from services.order_service.domain.states import ACTIVE_STATES, IN_FLIGHT_STATES, State
+from services.order_service.service.cancellation import send_cancel
 from services.order_service.service.core import Core
 from services.order_service.service.expiry import ExpiryScheduler
+from services.order_service.service.market import MarketData
 from services.order_service.service.ports import GatewayPort, UserPort
-from shared.errors import DeadlineExceeded, DomainError, Internal, InvalidArgument, NotFound, Unavailable
+from shared.errors import (
+    DeadlineExceeded,
+    DomainError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 
 log = logging.getLogger("order_service.recovery")
 
 INTERRUPTED = "interrupted before submission"
 OUTCOME_UNKNOWN = (Unavailable, DeadlineExceeded, Internal)
+WORKING_STATES = frozenset({State.NEW, State.PARTIALLY_FILLED})
 
 
 class Reconciler:
@@ -54,6 +76,7 @@ class Reconciler:
         users: UserPort,
         gateway: GatewayPort,
         expiry: ExpiryScheduler,
+        market: MarketData,
         *,
         interval: float = 5.0,
         resolve_after: float = 5.0,
@@ -61,10 +84,19 @@ class Reconciler:
         timeout: float = 10.0,
         concurrency: int = 16,
         drain_timeout: float = 2.0,
+        submit_window: float = 25.0,
+        cancel_retry_after: float = 1.0,
+        cancel_retry_interval: float = 1.0,
     ):
         self.core = core
         self.users = users
         self.gateway = gateway
+        self.market = market
+        # A submission (placement's or ours) gives up within its timeout; twice the longest, so that
+        # an order the gateway does not know after this long can no longer reach it.
+        self.submit_window = submit_window
+        self.cancel_retry_after = cancel_retry_after
+        self.cancel_retry_interval = cancel_retry_interval
         self.resume_window = resume_window
         self.expiry = expiry
         self.interval = interval
@@ -86,21 +118,30 @@ class Reconciler:
         self.recovered.set()
 
     async def run(self) -> None:
-        """Every ``interval`` seconds, finish orders stuck in flight."""
+        """Every ``interval`` seconds (every ``cancel_retry_interval`` while a cancel waits), reconcile."""
+        waiting = False
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.cancel_retry_interval if waiting else self.interval)
             try:
-                await self.tick()
+                waiting = await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("reconciliation pass failed")
 
-    async def tick(self) -> None:
-        """One pass over orders stuck in flight."""
-        cutoff = self.core.clock() - int(self.resolve_after * 1000)
-        stuck = await self.core.store.active_orders(IN_FLIGHT_STATES, updated_before_ms=cutoff)
-        await asyncio.gather(*(self._guarded(order, query_working=False) for order in stuck))
+    async def tick(self) -> bool:
+        """One pass over orders stuck in flight and cancels not yet confirmed; True if a cancel still waits."""
+        now = self.core.clock()
+        stuck = await self.core.store.active_orders(
+            IN_FLIGHT_STATES, updated_before_ms=now - int(self.resolve_after * 1000)
+        )
+        cancelling = await self.core.store.cancel_pending_orders(now - int(self.cancel_retry_after * 1000))
+        todo = {order.order_id: order for order in stuck}
+        todo.update((order.order_id, order) for order in cancelling)
+        await asyncio.gather(*(self._guarded(order, query_working=False) for order in todo.values()))
+        if not cancelling:
+            return False
+        return any(not o.is_final for o in await self.core.store.get_orders([o.order_id for o in cancelling]))
 
     async def _guarded(self, order: Order, *, query_working: bool) -> None:
         if order.order_id in self.core.placing:
@@ -117,12 +158,58 @@ class Reconciler:
 
     async def resolve(self, order: Order, *, query_working: bool = True) -> None:
         """Bring one order up to date with what the user service and the gateway know."""
-        if order.state is State.PLACING:
+        wants_cancel = order.cancel_requested or order.expire_requested
+        if order.state in IN_FLIGHT_STATES and wants_cancel:
+            await self._cancel_in_flight(order)
+        elif order.state is State.PLACING:
             await self._finish_placing(order)
         elif order.state is State.SUBMIT_UNKNOWN:
             await self._submit(order)
-        elif query_working and order.state in (State.NEW, State.PARTIALLY_FILLED):
-            await self._apply(order.order_id, await self.gateway.get_order(order.order_id, False, self.timeout))
+        elif order.state in WORKING_STATES:
+            if query_working:
+                await self._apply(order.order_id, await self.gateway.get_order(order.order_id, False, self.timeout))
+            if wants_cancel:
+                await self._resend_cancel(order.order_id)
+
+    async def _cancel_in_flight(self, order: Order) -> None:
+        """An order whose cancel was requested before the exchange was known to have it: never submit it."""
+        try:
+            known: ExchangeOrder | None = await self.gateway.get_order(order.order_id, False, self.timeout)
+        except NotFound:
+            known = None
+        if known is not None:
+            await self._apply(order.order_id, known)
+            await self._resend_cancel(order.order_id)
+            return
+        if self.core.clock() - order.update_time_ms <= self.submit_window * 1000:
+            return  # a submission may still be on its way to the gateway: ask again at the next pass
+        target = State.EXPIRED if order.expire_requested else State.CANCELLED
+
+        def change(current: Order) -> Outcome:
+            if current.state not in IN_FLIGHT_STATES:
+                return Outcome(current)  # the exchange's answer arrived meanwhile
+            return end(current, target, "", 0, self.core.clock())
+
+        outcome = await self.core.mutate(order.order_id, change)
+        if outcome.effects:
+            log.info(
+                "order cancelled before it reached the exchange",
+                extra={"order_id": order.order_id, "state": str(outcome.order.state)},
+            )
+            await self.core.outbox.drain(order.order_id, self.drain_timeout)
+
+    async def _resend_cancel(self, order_id: str) -> None:
+        """Send a requested cancel again; a definite refusal ends the request, anything else retries."""
+        try:
+            await send_cancel(self.core, self.gateway, order_id, self.timeout, self.drain_timeout)
+        except (NotFound, ResourceExhausted):
+            return  # not at the exchange yet, or no capacity now: the next pass sends it again
+        except DomainError as exc:
+            log.error(
+                "the exchange refused a requested cancel; the order keeps working",
+                extra={"order_id": order_id, "error": str(exc)},
+            )
+            await self.core.mutate(order_id, lambda o: Outcome(cancel_refused(o, self.core.clock())))
 
     async def _finish_placing(self, order: Order) -> None:
         try:
@@ -148,8 +235,24 @@ class Reconciler:
         await self._submit(order)
 
     async def _submit(self, order: Order) -> None:
+        # Registered before the cancel flag is read: a CancelOrder that commits its flag after this read
+        # finds the submission registered and waits for it, so its cancel is sent after, never before.
+        task = asyncio.current_task()
+        assert task is not None
+        self.core.placing[order.order_id] = task
         try:
-            answer = await self.gateway.submit_order(order, self.timeout)
+            current = await self.core.store.get_order(order.order_id)
+            if current is None or current.cancel_requested or current.expire_requested:
+                return  # a cancel was requested meanwhile: the next pass resolves it without submitting
+            await self._send(order)
+        finally:
+            if self.core.placing.get(order.order_id) is task:
+                del self.core.placing[order.order_id]
+
+    async def _send(self, order: Order) -> None:
+        rules = await self.market.rules(order.symbol)
+        try:
+            answer = await self.gateway.submit_order(order, submission(order, rules.tick_size), self.timeout)
         except InvalidArgument as exc:
             await self._give_up(order.order_id, f"refused by the gateway: {exc.description}")
             return

@@ -200,17 +200,6 @@ class Stack:
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     sim = await start_simulator(SimConfig(port=0, log_level="WARNING"))
-    users = await start_users(
-        UserConfig(
-            listen_addr="127.0.0.1:0",
-            db_url=f"sqlite:///{tmp_path / 'users.db'}",
-            admin_token=ADMIN_TOKEN,
-            service_token=SERVICE_TOKEN,
-            log_level="WARNING",
-            db_synchronous="NORMAL",
-            access_log=False,
-        )
-    )
     gateway = await start_gateway(
         GatewayConfig(
             listen_addr="127.0.0.1:0",
@@ -222,6 +211,18 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             admin_token=ADMIN_TOKEN,
             log_level="WARNING",
             db_synchronous="NORMAL",
+        )
+    )
+    users = await start_users(
+        UserConfig(
+            listen_addr="127.0.0.1:0",
+            db_url=f"sqlite:///{tmp_path / 'users.db'}",
+            admin_token=ADMIN_TOKEN,
+            service_token=SERVICE_TOKEN,
+            log_level="WARNING",
+            db_synchronous="NORMAL",
+            access_log=False,
+            exchange_gateway_addr=gateway.addr,  # deposits only in the assets the exchange lists
         )
     )
     order_config = OrderConfig(

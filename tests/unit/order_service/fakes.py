@@ -25,6 +25,7 @@ from services.order_service.domain.model import (
     Order,
     SettleTrade,
     Side,
+    Submission,
     SymbolRules,
     UserStatus,
 )
@@ -245,11 +246,13 @@ class FakeGateway:
         self.cancel_conclusive = True  # False: the exchange's answer to a cancel is not conclusive yet
         self.flowing = asyncio.Event()  # cleared: the stream holds executions back (a lagging consumer)
         self.flowing.set()
+        self.submissions: dict[str, Submission] = {}  # what each order was last sent as
 
     # --- the port ---------------------------------------------------------------------------
 
-    async def submit_order(self, order: Order, timeout: float) -> ExchangeOrder:
+    async def submit_order(self, order: Order, submission: Submission, timeout: float) -> ExchangeOrder:
         self.calls["submit"] += 1
+        self.submissions[order.order_id] = submission
         if self.hook is not None:
             self.hook("submit", "before")
         if self.submit_error is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -20,6 +21,7 @@ from services.order_service.domain.model import (
     ExchangeStatus,
     ExecutionReport,
     ExecutionType,
+    FeeSchedule,
     Order,
     OrderType,
     ReleaseFunds,
@@ -121,13 +123,34 @@ def test_commission_adds_up_in_its_asset() -> None:
     assert o.state is State.FILLED
 
 
-def test_a_commission_in_another_asset_is_an_anomaly_not_a_sum() -> None:
+def test_an_exchange_commission_in_bnb_is_the_house_cost_and_the_user_pays_the_platform_fee_in_the_asset_received() -> (
+    None
+):
     o = apply_execution(order(), trade(1, "0.4", "100", 1, commission="0.0004"), NOW).order
     outcome = apply_execution(o, trade(2, "0.1", "100", 2, commission="0.01", asset="BNB"), NOW)
-    assert outcome.order.commission == D("0.0004")
-    assert "BNB" in outcome.anomaly
+    assert outcome.order.commission == D("0.0005")  # 0.1% of 0.4 + 0.1 BTC received
+    assert outcome.order.commission_asset == "BTC"
+    assert outcome.anomaly == ""
     settle = outcome.effects[0]
-    assert isinstance(settle, SettleTrade) and settle.fee_asset == "BNB"
+    assert isinstance(settle, SettleTrade)
+    assert (settle.fee_asset, settle.fee_amount) == ("BTC", D("0.0001"))
+    assert (settle.exchange_fee_asset, settle.exchange_fee_amount) == ("BNB", D("0.01"))
+
+
+def test_the_platform_fee_follows_the_schedule_not_the_exchange_and_rounds_half_up() -> None:
+    fees = FeeSchedule(maker=D("0.0002"), taker=D("0.0015"))
+    sell = order(side=Side.SELL)
+    taker = apply_execution(sell, trade(1, "0.3", "100.05", 1, commission="9", asset="BNB"), NOW, fees)
+    assert taker.fill is not None
+    # 0.3 x 100.05 = 30.015 USDT received; 0.15% = 0.0450225 -> 0.04502250
+    assert (taker.fill.commission, taker.fill.commission_asset) == (D("0.04502250"), "USDT")
+    maker_report = replace(trade(2, "0.00000003", "100", 2), is_maker=True)
+    maker = apply_execution(taker.order, maker_report, NOW, fees)
+    assert maker.fill is not None
+    # 0.000003 USDT x 0.02% = 0.0000000006 -> rounds to 0
+    assert maker.fill.commission == D("0")
+    settle = maker.effects[0]
+    assert isinstance(settle, SettleTrade) and settle.exchange_fee_asset == "" and settle.exchange_fee_amount == 0
 
 
 def test_a_buy_trade_settles_quote_debit_base_credit_and_fee() -> None:
@@ -145,6 +168,8 @@ def test_a_buy_trade_settles_quote_debit_base_credit_and_fee() -> None:
         fee_asset="BTC",
         fee_amount=D("0.00025"),
         trade_time_ms=NOW + 1,
+        exchange_fee_asset="BTC",
+        exchange_fee_amount=D("0.00025"),
     )
 
 

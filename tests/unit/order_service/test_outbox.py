@@ -14,8 +14,8 @@ from services.order_service.domain.model import ReleaseFunds, SettleTrade, final
 from services.order_service.domain.states import Status
 from services.order_service.service.deadline import Deadline
 from services.order_service.service.outbox import Outbox
-from services.order_service.service.ports import OutboxEntry
-from shared.errors import Unavailable
+from services.order_service.service.ports import OutboxEntry, ParkedEffect
+from shared.errors import FailedPrecondition, NotFound, Unavailable
 
 from .conftest import ALICE, Harness, limit_buy
 
@@ -68,11 +68,13 @@ async def test_a_partial_fill_then_cancel_settles_and_releases_in_two_calls(harn
 
 
 class Users:
-    """Records each call; ``failures`` calls fail first (UNAVAILABLE)."""
+    """Records each call; ``failures`` calls fail first (UNAVAILABLE); ``refused`` orders never settle."""
 
     def __init__(self, failures: int = 0) -> None:
         self.calls: list[tuple[str, ...]] = []
         self.failures = failures
+        self.refused: set[str] = set()
+        self.refusals = 0
 
     def _maybe_fail(self) -> None:
         if self.failures:
@@ -80,6 +82,9 @@ class Users:
             raise Unavailable("user service down")
 
     async def settle_trade(self, trade: SettleTrade, timeout: float, *, release_id: str = "") -> None:
+        if trade.order_id in self.refused:
+            self.refusals += 1
+            raise FailedPrecondition(f"order {trade.order_id} has no reservation", reason="RESERVATION_MISMATCH")
         self._maybe_fail()
         self.calls.append(("settle", trade.trade_id, release_id) if release_id else ("settle", trade.trade_id))
 
@@ -89,14 +94,25 @@ class Users:
 
 
 class Store:
-    """The two outbox methods of ``OrderStore``, recording each delete transaction."""
+    """The outbox methods of ``OrderStore``, recording each delete transaction."""
 
     def __init__(self, pending: list[OutboxEntry] | None = None) -> None:
         self.pending = list(pending or [])
         self.deletes: list[list[int]] = []
+        self.parked: dict[int, ParkedEffect] = {}
 
     async def pending_effects(self) -> list[OutboxEntry]:
         return list(self.pending)
+
+    async def park_effect(self, entry_id: int, reason: str, attempts: int, parked_ms: int) -> None:
+        entry = next(e for e in self.pending if e.id == entry_id)
+        self.parked[entry_id] = ParkedEffect(entry, reason, attempts, parked_ms)
+
+    async def unpark_effect(self, entry_id: int) -> bool:
+        return self.parked.pop(entry_id, None) is not None
+
+    async def parked_effects(self) -> list[ParkedEffect]:
+        return [self.parked[i] for i in sorted(self.parked)]
 
     async def delete_effects(self, ids: Collection[int]) -> None:
         self.deletes.append(sorted(ids))
@@ -199,3 +215,68 @@ async def test_stop_and_idle_flush_at_once_without_waiting_for_the_delay() -> No
         await outbox.stop()
     assert store.deletes == [[1, 2, 3], [4]]
     assert store.pending == []
+
+
+# --- parked effects ------------------------------------------------------------------------------
+
+
+async def test_a_definite_failure_is_parked_after_its_tries_and_holds_only_its_own_order() -> None:
+    store = Store(entries(settle("A", 1), final_release("A"), settle("B", 1), final_release("B")))
+    users = Users()
+    users.refused.add("A")
+    outbox = Outbox(store, users, flush_delay=0, max_attempts=3, first_backoff=0.001)  # type: ignore[arg-type]
+    await outbox.start()
+    await outbox.idle(5)
+
+    assert users.refusals == 3, "tried exactly max_attempts times, then left alone"
+    assert users.calls == [("settle", "B:T1", "B:final")], "B went through; A's release waits behind its settlement"
+    (parked,) = await outbox.parked()
+    assert parked.entry.id == 1 and parked.attempts == 3
+    assert "RESERVATION_MISMATCH" in parked.reason and "no reservation" in parked.reason
+    assert outbox.pending("A") == 2 and [e.id for e in store.pending] == [1, 2]
+
+    users.refused.clear()  # the cause is fixed
+    retried = await outbox.retry(1)
+    assert retried.entry.id == 1
+    await outbox.idle(5)
+    assert users.calls[-1] == ("settle", "A:T1", "A:final")
+    assert await outbox.parked() == [] and store.pending == []
+    await outbox.stop()
+
+
+async def test_unavailable_is_retried_past_the_tries_of_a_definite_failure_and_never_parked() -> None:
+    store = Store(entries(settle("A", 1)))
+    users = Users(failures=6)
+    outbox = Outbox(store, users, flush_delay=0, max_attempts=2, first_backoff=0.001)  # type: ignore[arg-type]
+    await outbox.start()
+    await outbox.idle(10)
+    assert users.calls == [("settle", "A:T1")]
+    assert store.parked == {}
+    await outbox.stop()
+
+
+async def test_a_parked_entry_stays_parked_across_a_restart_and_retrying_an_unknown_id_is_not_found() -> None:
+    store = Store(entries(settle("A", 1), settle("B", 1)))
+    users = Users()
+    users.refused.add("A")
+    first = Outbox(store, users, flush_delay=0, max_attempts=1, first_backoff=0.001)  # type: ignore[arg-type]
+    await first.start()
+    await first.idle(5)
+    await first.stop()
+    assert users.refusals == 1 and list(store.parked) == [1]
+
+    again = Outbox(store, users, flush_delay=0, max_attempts=1, first_backoff=0.001)  # type: ignore[arg-type]
+    await again.start()
+    await again.idle(5)
+    assert users.refusals == 1, "a restart does not run a parked entry again"
+    try:
+        await again.retry(2)
+    except NotFound:
+        pass
+    else:  # pragma: no cover - the assertion that fails
+        raise AssertionError("retrying an entry that is not parked must be NOT_FOUND")
+    users.refused.clear()
+    await again.retry(1)
+    await again.idle(5)
+    assert ("settle", "A:T1") in users.calls and store.pending == []
+    await again.stop()
