@@ -47,6 +47,8 @@ class Settings:
     reconcile_interval: float = 5.0
     resolve_after: float = 5.0
     resume_window: float = 60.0
+    submit_window: float = 25.0
+    cancel_retry_after: float = 1.0
     expiry_retry: float = 2.0
     reserved_tokens: tuple[str, ...] = ()
     watch_queue_size: int = 1000
@@ -111,6 +113,8 @@ class OrderApp:
             interval=settings.reconcile_interval,
             resolve_after=settings.resolve_after,
             resume_window=settings.resume_window,
+            submit_window=settings.submit_window,
+            cancel_retry_after=settings.cancel_retry_after,
         )
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -29,7 +29,9 @@ BOB = "usr_bob"
 ALICE_KEY = "tk_alice_secret_0000000000000000"
 BOB_KEY = "tk_bob_secret_00000000000000000000"
 
-SETTINGS = Settings(reconcile_interval=3600, resolve_after=0.0, expiry_retry=0.2, stream_max_backoff=0.1)
+SETTINGS = Settings(
+    reconcile_interval=3600, resolve_after=0.0, cancel_retry_after=0.0, expiry_retry=0.2, stream_max_backoff=0.1
+)
 
 
 def limit_buy(quantity: str = "0.01000", price: str = "49000.00", **extra: Any) -> NewOrderRequest:

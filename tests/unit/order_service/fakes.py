@@ -247,10 +247,17 @@ class FakeGateway:
         self.flowing = asyncio.Event()  # cleared: the stream holds executions back (a lagging consumer)
         self.flowing.set()
         self.submissions: dict[str, Submission] = {}  # what each order was last sent as
+        self.down = False  # True: every call fails as on a refused connection (nothing reaches the gateway)
+
+    def _refuse_if_down(self, method: str) -> None:
+        if self.down:
+            self.calls[f"{method}_refused"] += 1
+            raise Unavailable("failed to connect to all addresses: connection refused")
 
     # --- the port ---------------------------------------------------------------------------
 
     async def submit_order(self, order: Order, submission: Submission, timeout: float) -> ExchangeOrder:
+        self._refuse_if_down("submit")
         self.calls["submit"] += 1
         self.submissions[order.order_id] = submission
         if self.hook is not None:
@@ -276,6 +283,7 @@ class FakeGateway:
         return known.snapshot()
 
     async def cancel_order(self, client_order_id: str, timeout: float) -> ExchangeOrder:
+        self._refuse_if_down("cancel")
         self.calls["cancel"] += 1
         if self.hook is not None:
             self.hook("cancel", "before")
@@ -291,6 +299,7 @@ class FakeGateway:
         return known.snapshot()
 
     async def get_order(self, client_order_id: str, refresh: bool, timeout: float) -> ExchangeOrder:
+        self._refuse_if_down("get_order")
         self.calls["get_order"] += 1
         known = self.journal.get(client_order_id)
         if known is None:
