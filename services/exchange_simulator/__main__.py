@@ -20,6 +20,11 @@ async def serve(config: SimConfig) -> int:
     """Run the simulator until a termination signal arrives."""
     try:
         running = await start_simulator(config)
+    except ConfigError as error:
+        message = f"exchange simulator: {error}"
+        log.error(message)
+        print(message, file=sys.stderr, flush=True)
+        return 2
     except OSError as error:
         reason = "address already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
         message = f"exchange simulator: cannot listen on {config.host}:{config.port}: {reason}"

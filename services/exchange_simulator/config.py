@@ -6,7 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
+from services.exchange_simulator.matching import COMMISSION_ASSETS, COMMISSION_RATE
 from shared.config import (
     DEFAULT_SIM_PORT,
     SIM_DEV_API_KEY,
@@ -19,6 +21,13 @@ from shared.config import (
 )
 
 DEFAULT_BALANCES_TEXT = "USDT=10000000,BTC=1000,ETH=10000,BNB=100000"
+
+DEV_KEYS_DIR = Path(__file__).resolve().parent / "dev_keys"
+SIM_DEV_ED25519_API_KEY = "simDevEd25519ApiKey000000000000000000000000000000000000000000000"
+"""API key of the development Ed25519 pair in ``dev_keys/`` (not a secret: the simulator is local)."""
+SIM_DEV_ED25519_PUBLIC_KEY_FILE = str(DEV_KEYS_DIR / "ed25519-dev-public-key.pem")
+SIM_DEV_ED25519_PRIVATE_KEY_FILE = str(DEV_KEYS_DIR / "ed25519-dev-private-key.pem")
+
 
 # Binance's published limits (exchangeInfo.rateLimits, 2026).
 DEFAULT_WEIGHT_PER_MINUTE = 6000
@@ -50,6 +59,17 @@ def parse_balances(text: str) -> dict[str, Decimal]:
     return balances
 
 
+def parse_commission_rate(text: str, name: str = "SIM_COMMISSION_RATE") -> Decimal:
+    """A commission rate: a decimal at least 0 and below 1 (``0.001`` is 0.1 %)."""
+    try:
+        rate = Decimal(text.strip())
+    except InvalidOperation:
+        raise ConfigError(f"{name} must be a decimal number, got {text!r}") from None
+    if not rate.is_finite() or not 0 <= rate < 1:
+        raise ConfigError(f"{name} must be at least 0 and below 1, got {text!r}")
+    return rate
+
+
 def _default_balances() -> dict[str, Decimal]:
     return parse_balances(DEFAULT_BALANCES_TEXT)
 
@@ -62,6 +82,12 @@ class SimConfig:
     port: int = 0
     api_key: str = SIM_DEV_API_KEY
     api_secret: str = SIM_DEV_API_SECRET
+    # An Ed25519 or RSA public key (PEM) accepted for ``public_key_api_key``, beside the HMAC pair; "" for none.
+    public_key_api_key: str = SIM_DEV_ED25519_API_KEY
+    public_key_file: str = SIM_DEV_ED25519_PUBLIC_KEY_FILE
+    # Commission: "" charges it in the asset received, "BNB" in BNB (Binance's "pay fees with BNB").
+    commission_asset: str = ""
+    commission_rate: Decimal = COMMISSION_RATE
     random_walk: bool = False
     balances: dict[str, Decimal] = field(default_factory=_default_balances)
     random_walk_interval_ms: int = 500
@@ -83,16 +109,24 @@ class SimConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SimConfig:
-        """Read SIM_HOST, SIM_PORT, BINANCE_API_KEY/SECRET, SIM_RANDOM_WALK, SIM_BALANCES and LOG_LEVEL."""
+        """Read SIM_HOST, SIM_PORT, BINANCE_API_KEY/SECRET, SIM_PUBLIC_KEY_FILE/_API_KEY, SIM_COMMISSION_ASSET/_RATE,
+        SIM_RANDOM_WALK, SIM_BALANCES and LOG_LEVEL."""
         env = os.environ if env is None else env
         port = env_int(env, "SIM_PORT", DEFAULT_SIM_PORT)
         if not 0 <= port <= 65535:
             raise ConfigError(f"SIM_PORT must be between 0 and 65535, got {port}")
+        commission_asset = env.get("SIM_COMMISSION_ASSET", "").strip().upper()
+        if commission_asset not in COMMISSION_ASSETS:
+            raise ConfigError(f"SIM_COMMISSION_ASSET must be empty or BNB, got {commission_asset!r}")
         return cls(
             host=env_str(env, "SIM_HOST", "127.0.0.1"),
             port=port,
             api_key=env_str(env, "BINANCE_API_KEY", SIM_DEV_API_KEY),
             api_secret=env_secret(env, "BINANCE_API_SECRET", SIM_DEV_API_SECRET),
+            public_key_api_key=env_str(env, "SIM_PUBLIC_KEY_API_KEY", SIM_DEV_ED25519_API_KEY),
+            public_key_file=env_str(env, "SIM_PUBLIC_KEY_FILE", SIM_DEV_ED25519_PUBLIC_KEY_FILE),
+            commission_asset=commission_asset,
+            commission_rate=parse_commission_rate(env.get("SIM_COMMISSION_RATE", "") or str(COMMISSION_RATE)),
             random_walk=env_bool(env, "SIM_RANDOM_WALK", False),
             balances=parse_balances(env_str(env, "SIM_BALANCES", DEFAULT_BALANCES_TEXT)),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),

@@ -1,4 +1,5 @@
-"""Control endpoints under ``/sim/v1`` (not Binance's): prices, liquidity, random walk, limits, faults, reset, stats.
+"""Control endpoints under ``/sim/v1`` (not Binance's): prices, liquidity, random walk, limits, commission, faults,
+reset, stats.
 
 JSON in, JSON out, no signature. Numbers may be sent as strings ("49000.00") or JSON numbers; both are read
 exactly as decimals. A malformed request answers 400 ``{"error": "..."}``.
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from services.exchange_simulator import wire
 from services.exchange_simulator.faults import ACTIONS, ENDPOINTS, WHENS, Fault
-from services.exchange_simulator.matching import is_multiple
+from services.exchange_simulator.matching import COMMISSION_ASSETS, is_multiple
 from services.exchange_simulator.symbols import fmt8
 
 if TYPE_CHECKING:
@@ -55,18 +56,27 @@ def _decimal(body: dict[str, Any], name: str, *, required: bool = True, positive
     return value
 
 
-def _int(body: dict[str, Any], name: str, minimum: int = 0) -> int | None:
+MAX_ID = 2**63 - 1
+"""Binance's ids are signed 64-bit integers."""
+
+
+def _int(body: dict[str, Any], name: str, minimum: int = 0, maximum: int | None = None) -> int | None:
     raw = body.get(name)
     if raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | Decimal | str):
         raise ControlError(f"{name} must be an integer")
     try:
-        value = int(Decimal(str(raw)))
+        number = Decimal(str(raw))
     except InvalidOperation:
         raise ControlError(f"{name} must be an integer") from None
+    if not number.is_finite() or number != number.to_integral_value():
+        raise ControlError(f"{name} must be an integer")
+    value = int(number)
     if value < minimum:
         raise ControlError(f"{name} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ControlError(f"{name} must be at most {maximum}")
     return value
 
 
@@ -155,6 +165,23 @@ def set_limits(sim: Simulator, body: dict[str, Any]) -> Any:
     }
 
 
+COMMISSION_FIELDS = ("asset", "rate")
+
+
+def set_commission(sim: Simulator, body: dict[str, Any]) -> Any:
+    unknown = set(body) - set(COMMISSION_FIELDS)
+    if unknown:
+        raise ControlError(f"unknown commission settings: {', '.join(sorted(unknown))}")
+    asset = body.get("asset")
+    if asset not in COMMISSION_ASSETS:
+        raise ControlError('asset must be "BNB" (pay fees with BNB) or "" (the asset received)')
+    rate = _decimal(body, "rate", required=False, positive=False)
+    if rate is not None and rate >= 1:
+        raise ControlError("rate must be below 1")
+    sim.exchange.set_commission(asset, rate)
+    return sim.commission_settings()
+
+
 def set_faults(sim: Simulator, body: dict[str, Any]) -> Any:
     action = body.get("action")
     if action not in ACTIONS:
@@ -187,7 +214,9 @@ def reset(sim: Simulator, body: dict[str, Any]) -> Any:
         tick = sim.exchange.markets[_symbol(sim, {"symbol": symbol})].spec.tick_size
         if not is_multiple(price, tick):
             raise ControlError(f"price of {symbol} must be a multiple of the tick size {tick}")
-    sim.reset(balances, prices)
+    next_order_id = _int(body, "next_order_id", minimum=1, maximum=MAX_ID)
+    next_trade_id = _int(body, "next_trade_id", minimum=1, maximum=MAX_ID)
+    sim.reset(balances, prices, next_order_id=next_order_id, next_trade_id=next_trade_id)
     return {"reset": True}
 
 
@@ -227,6 +256,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         "/sim/v1/liquidity": set_liquidity,
         "/sim/v1/random-walk": set_random_walk,
         "/sim/v1/limits": set_limits,
+        "/sim/v1/commission": set_commission,
         "/sim/v1/faults": set_faults,
         "/sim/v1/reset": reset,
     }

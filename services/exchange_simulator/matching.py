@@ -12,7 +12,12 @@ Model (what a Binance client can observe, kept small):
 - Stops trigger as Binance documents: STOP_LOSS BUY / TAKE_PROFIT SELL when last >= stopPrice; STOP_LOSS SELL /
   TAKE_PROFIT BUY when last <= stopPrice. STOP_LOSS / TAKE_PROFIT then execute as MARKET orders, the *_LIMIT types
   as LIMIT orders at their price. An order that would trigger at once is rejected.
-- Commission is 0.1 % of the asset received (BUY: base, SELL: quote), rounded half-up to 8 decimals.
+- Commission is the account's rate (0.1 % by default) of the asset received (BUY: base, SELL: quote), rounded
+  half-up to 8 decimals. With BNB fees on (``set_commission("BNB")``, Binance's "pay fees with BNB") it is the
+  trade's quote value times the rate converted at the BNB/<quote> last price and charged in BNB; a fill that
+  finds too little free BNB (or no BNB/<quote> market) pays in the asset received, as on Binance.
+- Order ids and trade ids start, per symbol, from the clock (ms since the epoch x 1000) and only increase, so a
+  restarted simulator (a fresh ``Exchange``) never hands out an id a client has already seen.
 - Balances have free and locked parts. BUY locks quote (price x quantity; stopPrice x quantity for a STOP_LOSS /
   TAKE_PROFIT BUY; the cost of the walk for a MARKET BUY), SELL locks base. A BUY filled below its limit gives the
   difference back at once.
@@ -39,6 +44,11 @@ from services.exchange_simulator.symbols import DEFAULT_SYMBOLS, SymbolSpec
 ZERO = Decimal(0)
 Q8 = Decimal("0.00000001")
 COMMISSION_RATE = Decimal("0.001")
+BNB = "BNB"
+COMMISSION_ASSETS = ("", BNB)
+"""Where commission is charged: ``""`` in the asset received, ``"BNB"`` in BNB when the account holds enough."""
+IDS_PER_MS = 1000
+"""First order and trade id of a market: the clock in ms times this, so ids outgrow a restart's."""
 SPREAD_RATE = Decimal("0.0001")
 
 BUY = "BUY"
@@ -90,9 +100,9 @@ def is_multiple(value: Decimal, step: Decimal) -> bool:
     return step == 0 or value % step == 0
 
 
-def commission_of(amount: Decimal) -> Decimal:
-    """0.1 % of the amount received, rounded half-up to 8 decimals."""
-    return (amount * COMMISSION_RATE).quantize(Q8, rounding=ROUND_HALF_UP)
+def commission_of(amount: Decimal, rate: Decimal = COMMISSION_RATE) -> Decimal:
+    """``rate`` (0.1 % by default) of ``amount``, rounded half-up to 8 decimals."""
+    return (amount * rate).quantize(Q8, rounding=ROUND_HALF_UP)
 
 
 @dataclass(slots=True)
@@ -272,13 +282,13 @@ TRADE_HISTORY = 5_000
 class Market:
     """One symbol's price, synthetic liquidity, resting orders and waiting stops."""
 
-    def __init__(self, spec: SymbolSpec, price: Decimal):
+    def __init__(self, spec: SymbolSpec, price: Decimal, next_order_id: int = 1, next_trade_id: int = 1):
         self.spec = spec
         self.last_price = price
         self.level_quantity = spec.default_level_quantity
         self.levels = spec.default_levels
-        self.next_order_id = 1
-        self.next_trade_id = 1
+        self.next_order_id = next_order_id
+        self.next_trade_id = next_trade_id
         # Sorted so that index 0 is the first to match: keys (price key, seq, order id).
         self.bids: list[tuple[Decimal, int, int]] = []  # BUY limits, (-price, ...): highest price first
         self.asks: list[tuple[Decimal, int, int]] = []  # SELL limits, (price, ...): lowest price first
@@ -320,13 +330,38 @@ class Exchange:
         self._seq = 0
         self._execution_id = 0
         self.orders_accepted = 0
+        self.commission_asset = ""
+        self.commission_rate = COMMISSION_RATE
         self.reset(balances or {}, prices)
 
-    def reset(self, balances: dict[str, Decimal], prices: dict[str, Decimal] | None = None) -> None:
-        """Forget all orders and trades; start again from these balances and prices (default: initial prices)."""
+    def reset(
+        self,
+        balances: dict[str, Decimal],
+        prices: dict[str, Decimal] | None = None,
+        *,
+        next_order_id: int | None = None,
+        next_trade_id: int | None = None,
+    ) -> None:
+        """Forget all orders and trades; start again from these balances and prices (default: initial prices).
+
+        Ids go on from the clock (ms x 1000), never below the ids already handed out; ``next_order_id`` /
+        ``next_trade_id`` set the next ids of every symbol instead (a test's forgetful exchange).
+        """
         prices = prices or {}
+        clock_id = self.clock() * IDS_PER_MS
+        old = self.markets
         self.markets = {
-            name: Market(spec, Decimal(prices.get(name, spec.initial_price))) for name, spec in self.specs.items()
+            name: Market(
+                spec,
+                Decimal(prices.get(name, spec.initial_price)),
+                next_order_id=next_order_id
+                if next_order_id is not None
+                else max(clock_id, old[name].next_order_id if name in old else 0),
+                next_trade_id=next_trade_id
+                if next_trade_id is not None
+                else max(clock_id, old[name].next_trade_id if name in old else 0),
+            )
+            for name, spec in self.specs.items()
         }
         self.account = Account(balances)
         self.open_by_client_id = {}
@@ -582,6 +617,16 @@ class Exchange:
                 max_num_algo_orders=spec.max_num_algo_orders if max_num_algo_orders is None else max_num_algo_orders,
             )
 
+    def set_commission(self, asset: str, rate: Decimal | None = None) -> None:
+        """Charge commission in ``asset`` (``""``: the asset received; ``"BNB"``) at ``rate`` (unchanged if None)."""
+        if asset not in COMMISSION_ASSETS:
+            raise ValueError(f"commission asset must be one of {COMMISSION_ASSETS}, got {asset!r}")
+        if rate is not None:
+            if not rate.is_finite() or not 0 <= rate < 1:
+                raise ValueError(f"commission rate must be at least 0 and below 1, got {rate}")
+            self.commission_rate = rate
+        self.commission_asset = asset
+
     def set_liquidity(self, symbol: str, level_quantity: Decimal | None = None, levels: int | None = None) -> None:
         """Change the synthetic book that takers meet."""
         market = self.market(symbol)
@@ -748,18 +793,17 @@ class Exchange:
         quote = price * qty
         account = self.account
         if order.side == BUY:
-            commission = commission_of(qty)
-            commission_asset = spec.base
             release = (order.price if order.has_limit_price else price) * qty
             order.locked -= release
             account.adjust(spec.quote, free=release - quote, locked=-release)
-            account.adjust(spec.base, free=qty - commission)
+            account.adjust(spec.base, free=qty)
         else:
-            commission = commission_of(quote)
-            commission_asset = spec.quote
             order.locked -= qty
             account.adjust(spec.base, locked=-qty)
-            account.adjust(spec.quote, free=quote - commission)
+            account.adjust(spec.quote, free=quote)
+        commission_asset, commission = self._commission(spec, qty, quote, order.side)
+        if commission:
+            account.adjust(commission_asset, free=-commission)
         trade = Trade(
             symbol=spec.symbol,
             id=market.next_trade_id,
@@ -811,6 +855,26 @@ class Exchange:
         )
         if first_fill and self.on_first_fill is not None:
             self.on_first_fill(order, now)
+
+    def _commission(self, spec: SymbolSpec, qty: Decimal, quote: Decimal, side: str) -> tuple[str, Decimal]:
+        """(asset, amount) of a fill's commission, decided after the fill's own balance changes are applied."""
+        rate = self.commission_rate
+        if self.commission_asset == BNB:
+            bnb_price = Decimal(1) if spec.quote == BNB else self._bnb_price(spec.quote)
+            if bnb_price is not None:
+                in_bnb = (quote * rate / bnb_price).quantize(Q8, rounding=ROUND_HALF_UP)
+                if self.account.free(BNB) >= in_bnb:
+                    return BNB, in_bnb
+        if side == BUY:
+            return spec.base, commission_of(qty, rate)
+        return spec.quote, commission_of(quote, rate)
+
+    def _bnb_price(self, quote_asset: str) -> Decimal | None:
+        """The last price of BNB in ``quote_asset``, or None when no BNB/<quote> market is listed."""
+        for market in self.markets.values():
+            if market.spec.base == BNB and market.spec.quote == quote_asset:
+                return market.last_price
+        return None
 
     def _close(self, market: Market, order: Order, status: str, now: int) -> None:
         """Take an order off the books in a final status and give back what it still has locked."""

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -23,6 +23,7 @@ from services.exchange_simulator import errors, wire
 from services.exchange_simulator.errors import BinanceError
 from services.exchange_simulator.faults import Fault
 from services.exchange_simulator.matching import (
+    BNB,
     LIMIT,
     MARKET,
     ORDER_TYPES,
@@ -308,15 +309,17 @@ def test_order(sim: Simulator, p: Params, now: int) -> Any:
     request, _ = parse_new_order(sim, p)
     sim.exchange.check_filters(request)
     if p.get("computeCommissionRates") == "true":
-        rate = "0.00100000"
+        rate = fmt8(sim.exchange.commission_rate)
         zero = "0.00000000"
+        in_bnb = sim.exchange.commission_asset == BNB
         return {
             "standardCommissionForOrder": {"maker": rate, "taker": rate},
             "specialCommissionForOrder": {"maker": zero, "taker": zero},
             "taxCommissionForOrder": {"maker": zero, "taker": zero},
+            # Paying with BNB is shown as enabled; the configured rate is charged as it is (no further discount).
             "discount": {
-                "enabledForAccount": False,
-                "enabledForSymbol": False,
+                "enabledForAccount": in_bnb,
+                "enabledForSymbol": in_bnb,
                 "discountAsset": "BNB",
                 "discount": zero,
             },
@@ -416,10 +419,11 @@ def account(sim: Simulator, p: Params, now: int) -> Any:
         for asset, b in acct.balances.items()
         if not (omit_zero and b.free == 0 and b.locked == 0)
     ]
-    rate, zero = "0.00100000", "0.00000000"
+    rate, zero = fmt8(sim.exchange.commission_rate), "0.00000000"
+    bips = int((sim.exchange.commission_rate * 10000).to_integral_value(rounding=ROUND_HALF_UP))
     return {
-        "makerCommission": 10,
-        "takerCommission": 10,
+        "makerCommission": bips,
+        "takerCommission": bips,
         "buyerCommission": 0,
         "sellerCommission": 0,
         "commissionRates": {"maker": rate, "taker": rate, "buyer": zero, "seller": zero},

@@ -20,8 +20,9 @@ from services.exchange_simulator.config import SimConfig
 from services.exchange_simulator.faults import Faults
 from services.exchange_simulator.matching import Event, Exchange, Order, floor_to_step
 from services.exchange_simulator.rate_limits import Limits, RateLimiter
-from services.exchange_simulator.symbols import DEFAULT_SYMBOLS
+from services.exchange_simulator.symbols import DEFAULT_SYMBOLS, fmt8
 from services.exchange_simulator.wsapi import WsHub
+from shared.config import ConfigError
 from shared.logs import security_log
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,13 @@ class Simulator:
     def __init__(self, config: SimConfig, clock: Callable[[], int] | None = None):
         self.config = config
         self.clock = clock or now_ms
+        self.keys: dict[str, signing.Verifier] = {config.api_key: signing.HmacVerifier(config.api_secret)}
+        if config.public_key_file:
+            if config.public_key_api_key == config.api_key:
+                raise ConfigError("SIM_PUBLIC_KEY_API_KEY must differ from BINANCE_API_KEY (the HMAC key)")
+            self.keys[config.public_key_api_key] = signing.load_public_key(config.public_key_file)
         self.exchange = Exchange(DEFAULT_SYMBOLS, dict(config.balances), clock=self.clock)
+        self.exchange.set_commission(config.commission_asset, config.commission_rate)
         self.exchange.on_accept = self._on_accept
         self.exchange.on_first_fill = self._on_first_fill
         self.limiter = RateLimiter(self.default_limits())
@@ -81,19 +88,25 @@ class Simulator:
     def authenticate(
         self, api_key: str | None, raw_query: str, raw_body: str, params: Mapping[str, str], now: int
     ) -> None:
-        """Binance's checks for a SIGNED endpoint: API key, HMAC signature, then timestamp and recvWindow."""
+        """Binance's checks for a SIGNED endpoint: API key, signature (HMAC, Ed25519 or RSA), timestamp, recvWindow."""
         if not api_key:
             raise errors.bad_api_key_format()
-        if api_key != self.config.api_key:
-            security_log.warning("exchange simulator: unknown API key")
-            raise errors.rejected_api_key()
+        verifier = self.verifier(api_key)
         payload, signature = signing.rest_payload(raw_query, raw_body)
         if not signature:
             raise errors.mandatory("signature")
-        if not signing.verify(self.config.api_secret, payload, signature):
+        if not verifier.verify(payload, signature):
             security_log.warning("exchange simulator: invalid signature")
             raise errors.bad_signature()
         self.check_time(params.get("timestamp"), params.get("recvWindow"), now)
+
+    def verifier(self, api_key: str) -> signing.Verifier:
+        """The signature check of a known API key; -2015 for any other key."""
+        verifier = self.keys.get(api_key)
+        if verifier is None:
+            security_log.warning("exchange simulator: unknown API key")
+            raise errors.rejected_api_key()
+        return verifier
 
     def check_time(self, timestamp: Any, recv_window: Any, now: int) -> None:
         """-1102 without a timestamp, -1131 for a bad recvWindow, -1021 outside the window."""
@@ -104,9 +117,25 @@ class Simulator:
 
     # ------------------------------------------------------------------ control
 
-    def reset(self, balances: dict[str, Decimal] | None = None, prices: dict[str, Decimal] | None = None) -> None:
-        """Clear orders, trades, counters, faults, bans; limits back to their defaults."""
-        self.exchange.reset(dict(self.config.balances) if balances is None else balances, prices)
+    def reset(
+        self,
+        balances: dict[str, Decimal] | None = None,
+        prices: dict[str, Decimal] | None = None,
+        *,
+        next_order_id: int | None = None,
+        next_trade_id: int | None = None,
+    ) -> None:
+        """Clear orders, trades, counters, faults, bans; limits and commission back to the configured ones.
+
+        Order and trade ids go on increasing unless ``next_order_id`` / ``next_trade_id`` set them.
+        """
+        self.exchange.reset(
+            dict(self.config.balances) if balances is None else balances,
+            prices,
+            next_order_id=next_order_id,
+            next_trade_id=next_trade_id,
+        )
+        self.exchange.set_commission(self.config.commission_asset, self.config.commission_rate)
         self.limiter = RateLimiter(self.default_limits())
         self.faults.clear()
         self.hub.refuse_until = 0
@@ -140,8 +169,13 @@ class Simulator:
                 "ban_base_seconds": limiter.limits.ban_base_seconds,
             },
             "random_walk": self.walk_enabled,
+            "commission": self.commission_settings(),
             "faults": self.faults.describe(),
         }
+
+    def commission_settings(self) -> dict[str, str]:
+        """The account's commission as the control API shows it: ``{"asset", "rate"}``."""
+        return {"asset": self.exchange.commission_asset, "rate": fmt8(self.exchange.commission_rate)}
 
     # ------------------------------------------------------------------ random walk
 

@@ -247,16 +247,14 @@ class WsHub:
         return {"serverTime": now}
 
     def _subscribe(self, conn: WsConnection, params: dict[str, Any], now: int) -> Any:
-        config = self.sim.config
         api_key = params.get("apiKey")
         if not api_key:
             raise errors.mandatory("apiKey")
         signature = params.get("signature")
         if not signature or not isinstance(signature, str):
             raise errors.mandatory("signature")
-        if api_key != config.api_key:
-            raise errors.rejected_api_key()
-        if not signing.verify(config.api_secret, signing.ws_payload(params), signature):
+        verifier = self.sim.verifier(str(api_key))
+        if not verifier.verify(signing.ws_payload(params), signature):
             raise errors.bad_signature()
         self.sim.check_time(params.get("timestamp"), params.get("recvWindow"), now)
         if conn.subscription_id is not None:

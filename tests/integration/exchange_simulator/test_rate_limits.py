@@ -93,8 +93,8 @@ async def test_orders_limit_gives_429_1015_and_then_418_for_new_orders(client: S
     await client.control("limits", {"orders_per_10s": 2})
     _, info, _ = await client.call("GET", "/api/v3/exchangeInfo", signed=False)
     assert {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 2} in info["rateLimits"]
-    for i in range(2):
-        assert (await client.call("POST", "/api/v3/order", limit_order(price=str(48000 + i))))[0] == 200
+    placed = [await client.call("POST", "/api/v3/order", limit_order(price=str(48000 + i))) for i in range(2)]
+    assert [status for status, _, _ in placed] == [200, 200]
     status, body, headers = await client.call("POST", "/api/v3/order", limit_order())
     assert (status, body) == (
         429,
@@ -102,7 +102,8 @@ async def test_orders_limit_gives_429_1015_and_then_418_for_new_orders(client: S
     )
     assert 1 <= int(headers["Retry-After"]) <= 10
     # Cancels still go through while new orders must wait.
-    assert (await client.call("DELETE", "/api/v3/order", {"symbol": "BTCUSDT", "orderId": 1}))[0] == 200
+    first_id = placed[0][1]["orderId"]
+    assert (await client.call("DELETE", "/api/v3/order", {"symbol": "BTCUSDT", "orderId": first_id}))[0] == 200
     status, _, _ = await client.call("POST", "/api/v3/order", limit_order())
     assert status == 418
     stats = await client.control("stats")

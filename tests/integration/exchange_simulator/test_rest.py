@@ -53,13 +53,14 @@ async def test_market_order_full_response_has_fills_and_account_reflects_them(cl
     )
     assert status == 200, placed
     assert placed["status"] == "FILLED"
+    trade_id = placed["fills"][0]["tradeId"]
     assert placed["fills"] == [
         {
             "price": "3000.00000000",
             "qty": "2.00000000",
             "commission": "6.00000000",
             "commissionAsset": "USDT",
-            "tradeId": 1,
+            "tradeId": trade_id,
         }
     ]
     _, account, _ = await client.call("GET", "/api/v3/account")
@@ -68,7 +69,7 @@ async def test_market_order_full_response_has_fills_and_account_reflects_them(cl
     assert balances["USDT"]["free"] == "10005994.00000000"
     _, trades, _ = await client.call("GET", "/api/v3/myTrades", {"symbol": "ETHUSDT", "orderId": placed["orderId"]})
     assert [(t["id"], t["qty"], t["quoteQty"], t["isBuyer"], t["isMaker"]) for t in trades] == [
-        (1, "2.00000000", "6000.00000000", False, False)
+        (trade_id, "2.00000000", "6000.00000000", False, False)
     ]
     _, all_orders, _ = await client.call("GET", "/api/v3/allOrders", {"symbol": "ETHUSDT"})
     assert [o["status"] for o in all_orders] == ["FILLED"]

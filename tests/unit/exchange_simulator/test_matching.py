@@ -388,13 +388,14 @@ def test_first_fill_is_reported_once_per_order(ex: Exchange) -> None:
     assert first_fills == [market.order_id, resting.order_id]
 
 
-def test_trade_ids_increase_per_symbol(ex: Exchange) -> None:
+def test_trade_ids_start_from_the_clock_and_increase_per_symbol(ex: Exchange) -> None:
     a, _ = ex.place(order(type="MARKET", quantity="12"))
     b, _ = ex.place(order(symbol="ETHUSDT", type="MARKET", quantity="1"))
     c, _ = ex.place(order(type="MARKET", quantity="1"))
-    assert [t.id for t in a.trades] == [1, 2, 3]
-    assert [t.id for t in b.trades] == [1]
-    assert [t.id for t in c.trades] == [4]
+    first = NOW * 1000
+    assert [t.id for t in a.trades] == [first, first + 1, first + 2]
+    assert [t.id for t in b.trades] == [first]
+    assert [t.id for t in c.trades] == [first + 3]
 
 
 def test_memory_is_bounded_long_final_orders_are_forgotten_and_open_ones_kept(
