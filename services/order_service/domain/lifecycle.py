@@ -85,11 +85,10 @@ def apply_execution(order: Order, report: ExecutionReport, now_ms: int, fees: Fe
 
 
 def _expired_reason(order: Order, reason: str) -> str:
-    if reason:
-        return reason
     if order.side is Side.BUY and order.type in MARKET_TYPES:
-        return CAPPED_BUY_EXPIRED
-    return "expired by the exchange"
+        # Sent as an IOC at its price cap (see ``placement.submission``): what did not fill expired.
+        return f"{CAPPED_BUY_EXPIRED} ({reason})" if reason else CAPPED_BUY_EXPIRED
+    return reason or "expired by the exchange"
 
 
 def apply_trade(order: Order, report: ExecutionReport, now_ms: int, fees: FeeSchedule = DEFAULT_FEES) -> Outcome:
