@@ -37,6 +37,7 @@ def settings_of(config: Config) -> Settings:
         reconcile_interval=config.reconcile_interval,
         resolve_after=config.resolve_after,
         resume_window=config.resume_window,
+        submit_window=config.submit_window,
         reserved_tokens=(config.service_token, config.admin_token),
     )
 

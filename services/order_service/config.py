@@ -42,6 +42,7 @@ class Config:
     reconcile_interval: float = 5.0
     resolve_after: float = 5.0
     resume_window: float = 60.0
+    submit_window: float = 25.0
     db_synchronous: str = "FULL"
     access_log: bool = False
     log_level: str = "INFO"
@@ -69,6 +70,7 @@ class Config:
             reconcile_interval=env_float(env, "ORDER_RECONCILE_INTERVAL", 5.0),
             resolve_after=env_float(env, "ORDER_RESOLVE_AFTER", 5.0),
             resume_window=env_float(env, "ORDER_RESUME_WINDOW", 60.0),
+            submit_window=env_float(env, "ORDER_SUBMIT_WINDOW", 25.0),
             db_synchronous=env_sqlite_synchronous(env, "ORDER_DB_SYNCHRONOUS"),
             access_log=env_bool(env, "ORDER_ACCESS_LOG", False),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),

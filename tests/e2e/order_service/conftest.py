@@ -155,6 +155,7 @@ def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack
         "ORDER_AUTH_CACHE_SECONDS": "0.5",
         "ORDER_RESOLVE_AFTER": "1",
         "ORDER_RECONCILE_INTERVAL": "1",
+        "ORDER_SUBMIT_WINDOW": "3",
     }
     for name in ("BINANCE_API_KEY", "BINANCE_API_SECRET", "BINANCE_BASE_URL", "BINANCE_WS_API_URL", "SIM_RANDOM_WALK"):
         env.pop(name, None)
