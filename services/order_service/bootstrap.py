@@ -38,6 +38,7 @@ def settings_of(config: Config) -> Settings:
         resolve_after=config.resolve_after,
         resume_window=config.resume_window,
         submit_window=config.submit_window,
+        report_interval=config.report_interval,
         reserved_tokens=(config.service_token, config.admin_token),
     )
 

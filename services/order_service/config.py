@@ -43,6 +43,7 @@ class Config:
     resolve_after: float = 5.0
     resume_window: float = 60.0
     submit_window: float = 25.0
+    report_interval: float = 300.0
     db_synchronous: str = "FULL"
     access_log: bool = False
     log_level: str = "INFO"
@@ -71,6 +72,7 @@ class Config:
             resolve_after=env_float(env, "ORDER_RESOLVE_AFTER", 5.0),
             resume_window=env_float(env, "ORDER_RESUME_WINDOW", 60.0),
             submit_window=env_float(env, "ORDER_SUBMIT_WINDOW", 25.0),
+            report_interval=env_float(env, "ORDER_RECONCILIATION_REPORT_INTERVAL", 300.0),
             db_synchronous=env_sqlite_synchronous(env, "ORDER_DB_SYNCHRONOUS"),
             access_log=env_bool(env, "ORDER_ACCESS_LOG", False),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),

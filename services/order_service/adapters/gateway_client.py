@@ -19,6 +19,7 @@ from services.order_service.domain.model import (
     SymbolRules,
     TimeInForce,
 )
+from services.order_service.domain.reconciliation import ExchangeAnomaly, ForeignOrder
 from shared.client import ServiceCaller
 from shared.errors import from_rpc_error
 from shared.money import ZERO, fmt
@@ -173,6 +174,47 @@ class GrpcGateway:
         request = gateway_service_pb2.GetLastPriceRequest(symbol=symbol)
         response = await self.call(self.stub.GetLastPrice, request, timeout=timeout)
         return _dec(response.price)
+
+    async def account_balances(self, timeout: float) -> dict[str, tuple[Decimal, Decimal]]:
+        response = await self.call(
+            self.stub.GetAccountBalances, gateway_service_pb2.GetAccountBalancesRequest(), timeout=timeout
+        )
+        return {b.asset: (_dec(b.free), _dec(b.locked)) for b in response.balances}
+
+    async def foreign_orders(self, timeout: float) -> list[ForeignOrder]:
+        response = await self.call(
+            self.stub.ListForeignOrders, gateway_service_pb2.ListForeignOrdersRequest(), timeout=timeout
+        )
+        return [
+            ForeignOrder(
+                symbol=o.symbol,
+                client_order_id=o.client_order_id,
+                exchange_order_id=o.exchange_order_id,
+                side=gateway_pb2.Side.Name(o.side).removeprefix("SIDE_"),
+                type=o.type,
+                price=_dec(o.price),
+                quantity=_dec(o.quantity),
+                executed_quantity=_dec(o.executed_quantity),
+                status=gateway_pb2.ExchangeOrderStatus.Name(o.status).removeprefix("EXCHANGE_ORDER_STATUS_"),
+                open=o.open,
+                first_seen_ms=ms_from_ts(o.first_seen_time) or 0,
+            )
+            for o in response.orders
+        ]
+
+    async def anomalies(self, timeout: float) -> list[ExchangeAnomaly]:
+        response = await self.call(self.stub.ListAnomalies, gateway_service_pb2.ListAnomaliesRequest(), timeout=timeout)
+        return [
+            ExchangeAnomaly(
+                kind=gateway_pb2.AnomalyKind.Name(a.kind).removeprefix("ANOMALY_KIND_"),
+                symbol=a.symbol,
+                client_order_id=a.client_order_id,
+                trade_id=a.trade_id,
+                detail=a.detail,
+                first_seen_ms=ms_from_ts(a.first_seen_time) or 0,
+            )
+            for a in response.anomalies
+        ]
 
     async def stream_executions(self, after_sequence: int) -> AsyncIterator[ExecutionReport]:
         call = self.stub.StreamExecutions(

@@ -7,6 +7,7 @@ from decimal import Decimal
 import grpc
 
 from services.order_service.domain.model import Caller, SettleTrade, UserStatus
+from services.order_service.domain.reconciliation import LedgerTotal
 from shared.client import ServiceCaller
 from shared.money import fmt
 from shared.timeutil import ts_from_ms
@@ -46,6 +47,19 @@ class GrpcUserService:
             order_id=order_id, release_id=release_id, amount="" if amount is None else fmt(amount)
         )
         await self.call(self.stub.ReleaseFunds, request, timeout=timeout)
+
+    async def ledger_totals(self, timeout: float) -> dict[str, LedgerTotal]:
+        response = await self.call(
+            self.stub.GetLedgerTotals, user_service_pb2.GetLedgerTotalsRequest(), timeout=timeout
+        )
+        return {
+            t.asset: LedgerTotal(
+                users_available=Decimal(t.users_available or "0"),
+                users_locked=Decimal(t.users_locked or "0"),
+                house_total=Decimal(t.house_total or "0"),
+            )
+            for t in response.totals
+        }
 
     async def settle_trade(self, trade: SettleTrade, timeout: float, *, release_id: str = "") -> None:
         request = user_service_pb2.SettleTradeRequest(

@@ -6,8 +6,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.order_service.domain.model import Fill, Order, OrderType, SettleTrade, Side, TimeInForce
 from services.order_service.domain.placement import NewOrderRequest
+from services.order_service.domain.reconciliation import ReconciliationStatus
 from services.order_service.domain.states import Status
 from services.order_service.service.ports import ParkedEffect
+from services.order_service.service.reconciliation import ReconciliationReport
 from shared.errors import InvalidArgument
 from shared.money import fmt
 from shared.timeutil import ms_from_ts, ts_from_ms
@@ -143,4 +145,61 @@ def encode_parked(parked: ParkedEffect) -> order_service_pb2.ParkedEffect:
         reason=parked.reason,
         attempts=parked.attempts,
         park_time=ts_from_ms(parked.parked_ms),
+    )
+
+
+RECONCILIATION_STATUS_OUT = {
+    ReconciliationStatus.BALANCED: order_service_pb2.RECONCILIATION_STATUS_BALANCED,
+    ReconciliationStatus.EXCESS: order_service_pb2.RECONCILIATION_STATUS_EXCESS,
+    ReconciliationStatus.SHORTFALL: order_service_pb2.RECONCILIATION_STATUS_SHORTFALL,
+}
+
+
+def encode_report(report: ReconciliationReport) -> order_service_pb2.ReconciliationReport:
+    """The client-money reconciliation report."""
+    return order_service_pb2.ReconciliationReport(
+        report_time=ts_from_ms(report.report_ms),
+        status=RECONCILIATION_STATUS_OUT[report.status],
+        assets=[
+            order_service_pb2.AssetReconciliation(
+                asset=line.asset,
+                exchange_total=fmt(line.exchange_total),
+                exchange_free=fmt(line.exchange_free),
+                exchange_locked=fmt(line.exchange_locked),
+                users_total=fmt(line.users_total),
+                house_total=fmt(line.house_total),
+                in_flight=fmt(line.in_flight),
+                difference=fmt(line.difference),
+                status=RECONCILIATION_STATUS_OUT[line.status],
+            )
+            for line in report.assets
+        ],
+        foreign_orders=[
+            order_service_pb2.ForeignOrder(
+                symbol=o.symbol,
+                client_order_id=o.client_order_id,
+                exchange_order_id=o.exchange_order_id,
+                side=o.side,
+                type=o.type,
+                price=fmt(o.price),
+                quantity=fmt(o.quantity),
+                executed_quantity=fmt(o.executed_quantity),
+                status=o.status,
+                open=o.open,
+                first_seen_time=ts_from_ms(o.first_seen_ms),
+            )
+            for o in report.foreign_orders
+        ],
+        anomalies=[
+            order_service_pb2.ExchangeAnomaly(
+                kind=a.kind,
+                symbol=a.symbol,
+                client_order_id=a.client_order_id,
+                trade_id=a.trade_id,
+                detail=a.detail,
+                first_seen_time=ts_from_ms(a.first_seen_ms),
+            )
+            for a in report.anomalies
+        ],
+        parked_effects=[encode_parked(p) for p in report.parked],
     )

@@ -10,7 +10,14 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from services.order_service.api.codec import decode_place, decode_status, encode_fill, encode_order, encode_parked
+from services.order_service.api.codec import (
+    decode_place,
+    decode_status,
+    encode_fill,
+    encode_order,
+    encode_parked,
+    encode_report,
+)
 from services.order_service.domain.model import Caller
 from services.order_service.service.app import OrderApp
 from services.order_service.service.deadline import Deadline
@@ -36,6 +43,11 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         self._admin(context)
         parked = await self.app.outbox.parked()
         return order_service_pb2.ListParkedEffectsResponse(effects=[encode_parked(p) for p in parked])
+
+    async def GetReconciliationReport(self, request, context):  # type: ignore[no-untyped-def]
+        self._admin(context)
+        report = await self.app.reconciliation.report()
+        return order_service_pb2.GetReconciliationReportResponse(report=encode_report(report))
 
     async def RetryParkedEffect(self, request, context):  # type: ignore[no-untyped-def]
         self._admin(context)

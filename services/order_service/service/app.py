@@ -25,6 +25,7 @@ from services.order_service.service.outbox import Outbox
 from services.order_service.service.placement import PlaceOrder
 from services.order_service.service.ports import GatewayPort, OrderStore, UserPort
 from services.order_service.service.queries import Queries
+from services.order_service.service.reconciliation import ClientMoneyReconciliation
 from services.order_service.service.recovery import Reconciler
 from services.order_service.service.watch import WatchHub
 from shared.timeutil import now_ms
@@ -49,6 +50,7 @@ class Settings:
     resume_window: float = 60.0
     submit_window: float = 25.0
     cancel_retry_after: float = 1.0
+    report_interval: float = 300.0
     expiry_retry: float = 2.0
     reserved_tokens: tuple[str, ...] = ()
     watch_queue_size: int = 1000
@@ -116,6 +118,7 @@ class OrderApp:
             submit_window=settings.submit_window,
             cancel_retry_after=settings.cancel_retry_after,
         )
+        self.reconciliation = ClientMoneyReconciliation(users, gateway, self.outbox, interval=settings.report_interval)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -126,6 +129,7 @@ class OrderApp:
             asyncio.create_task(self.expiry.run(), name="expiry"),
             asyncio.create_task(self._recover_then_reconcile(), name="reconciler"),
             asyncio.create_task(self.market.preload(), name="preload-rules"),
+            asyncio.create_task(self.reconciliation.run(), name="client-money-reconciliation"),
         ]
 
     async def _recover_then_reconcile(self) -> None:

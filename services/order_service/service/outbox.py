@@ -131,6 +131,10 @@ class Outbox:
         if order_id in self._queues and idle and not self._stopping:
             self._tasks[order_id] = asyncio.create_task(self._run(order_id), name=f"outbox-{order_id}")
 
+    def queued_effects(self) -> list[Effect]:
+        """The effects not yet performed (parked ones and those held behind them included)."""
+        return [entry.effect for queue in list(self._queues.values()) for entry in list(queue)]
+
     def pending(self, order_id: str | None = None) -> int:
         """Entries not yet performed (of one order, or all)."""
         if order_id is not None:

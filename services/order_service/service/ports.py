@@ -22,6 +22,7 @@ from services.order_service.domain.model import (
     Submission,
     SymbolRules,
 )
+from services.order_service.domain.reconciliation import ExchangeAnomaly, ForeignOrder, LedgerTotal
 from services.order_service.domain.states import State
 
 T = TypeVar("T")
@@ -49,6 +50,10 @@ class UserPort(Protocol):
         the same transaction: what ``release_funds(order_id, release_id, None)`` does, and
         idempotent with it (whichever comes second releases nothing more).
         """
+        ...
+
+    async def ledger_totals(self, timeout: float) -> dict[str, LedgerTotal]:
+        """Per asset, what the ledger holds: users' available and locked, and the house accounts."""
         ...
 
 
@@ -81,6 +86,18 @@ class GatewayPort(Protocol):
 
     def stream_executions(self, after_sequence: int) -> AsyncIterator[ExecutionReport]:
         """Yield journaled executions after ``after_sequence``, then follow live ones."""
+        ...
+
+    async def account_balances(self, timeout: float) -> dict[str, tuple[Decimal, Decimal]]:
+        """The exchange account's (free, locked) per asset."""
+        ...
+
+    async def foreign_orders(self, timeout: float) -> list[ForeignOrder]:
+        """Orders on the exchange account that the platform did not place."""
+        ...
+
+    async def anomalies(self, timeout: float) -> list[ExchangeAnomaly]:
+        """Contradictions between the exchange and the gateway's journal."""
         ...
 
 
