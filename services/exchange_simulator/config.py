@@ -115,15 +115,24 @@ class SimConfig:
         port = env_int(env, "SIM_PORT", DEFAULT_SIM_PORT)
         if not 0 <= port <= 65535:
             raise ConfigError(f"SIM_PORT must be between 0 and 65535, got {port}")
+        # `make run` gives the simulator the gateway's environment: with BINANCE_PRIVATE_KEY_FILE set there,
+        # BINANCE_API_KEY names the gateway's Ed25519/RSA key, so it is the public key's API key here.
+        asymmetric = bool(env.get("BINANCE_PRIVATE_KEY_FILE"))
+        hmac_api_key = SIM_DEV_API_KEY if asymmetric else env_str(env, "BINANCE_API_KEY", SIM_DEV_API_KEY)
+        public_key_api_key = env_str(
+            env,
+            "SIM_PUBLIC_KEY_API_KEY",
+            env_str(env, "BINANCE_API_KEY", SIM_DEV_ED25519_API_KEY) if asymmetric else SIM_DEV_ED25519_API_KEY,
+        )
         commission_asset = env.get("SIM_COMMISSION_ASSET", "").strip().upper()
         if commission_asset not in COMMISSION_ASSETS:
             raise ConfigError(f"SIM_COMMISSION_ASSET must be empty or BNB, got {commission_asset!r}")
         return cls(
             host=env_str(env, "SIM_HOST", "127.0.0.1"),
             port=port,
-            api_key=env_str(env, "BINANCE_API_KEY", SIM_DEV_API_KEY),
+            api_key=hmac_api_key,
             api_secret=env_secret(env, "BINANCE_API_SECRET", SIM_DEV_API_SECRET),
-            public_key_api_key=env_str(env, "SIM_PUBLIC_KEY_API_KEY", SIM_DEV_ED25519_API_KEY),
+            public_key_api_key=public_key_api_key,
             public_key_file=env_str(env, "SIM_PUBLIC_KEY_FILE", SIM_DEV_ED25519_PUBLIC_KEY_FILE),
             commission_asset=commission_asset,
             commission_rate=parse_commission_rate(env.get("SIM_COMMISSION_RATE", "") or str(COMMISSION_RATE)),

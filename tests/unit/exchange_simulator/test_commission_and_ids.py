@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from services.exchange_simulator.config import SimConfig
+from services.exchange_simulator.config import SIM_DEV_ED25519_API_KEY, SIM_DEV_ED25519_PUBLIC_KEY_FILE, SimConfig
 from services.exchange_simulator.matching import AccountPosition, Exchange, ExecutionReport, NewOrder
-from shared.config import ConfigError
+from shared.config import SIM_DEV_API_KEY, SIM_DEV_API_SECRET, ConfigError
 
 D = Decimal
 NOW = 1_700_000_000_000
@@ -159,6 +159,15 @@ def test_config_reads_sim_commission_asset_and_rate() -> None:
 def test_config_refuses_a_bad_commission_setting_naming_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         SimConfig.from_env(env)
+
+
+def test_with_the_gateways_key_file_in_the_environment_binance_api_key_names_the_public_key() -> None:
+    shared_env = {"BINANCE_API_KEY": "myEd25519Key", "BINANCE_PRIVATE_KEY_FILE": "/keys/ed25519.pem"}
+    config = SimConfig.from_env(shared_env)
+    assert (config.api_key, config.api_secret) == (SIM_DEV_API_KEY, SIM_DEV_API_SECRET)
+    assert (config.public_key_api_key, config.public_key_file) == ("myEd25519Key", SIM_DEV_ED25519_PUBLIC_KEY_FILE)
+    hmac_only = SimConfig.from_env({"BINANCE_API_KEY": "myHmacKey", "BINANCE_API_SECRET": "myHmacSecret"})
+    assert (hmac_only.api_key, hmac_only.public_key_api_key) == ("myHmacKey", SIM_DEV_ED25519_API_KEY)
 
 
 # ------------------------------------------------------------------------------------------ ids
