@@ -20,6 +20,7 @@ from services.exchange_gateway.adapters.binance.clock import ExchangeClock
 from services.exchange_gateway.adapters.binance.exchange import BinanceExchange, event_from_report
 from services.exchange_gateway.adapters.binance.rate_limiter import RateLimiter
 from services.exchange_gateway.adapters.binance.rest import BinanceRestClient
+from services.exchange_gateway.adapters.binance.signing import load_signer
 from services.exchange_gateway.adapters.binance.transport import AiohttpTransport
 from services.exchange_gateway.adapters.binance.user_stream import UserDataStream
 from services.exchange_gateway.adapters.journal import SqlJournal
@@ -106,8 +107,15 @@ async def _until_ready(what: str, attempt: object, timeout: float) -> None:
 async def start(config: Config) -> RunningService:
     """Start the gateway described by ``config`` and return it running."""
     config.validate()
-    for secret in (config.api_key, config.api_secret, config.service_token, config.admin_token):
+    for secret in (
+        config.api_key,
+        config.api_secret,
+        config.private_key_passphrase,
+        config.service_token,
+        config.admin_token,
+    ):
         register_secret(secret)
+    signer = load_signer(config.api_secret, config.private_key_file, config.private_key_passphrase)
 
     engine = create_sqlite_engine(config.db_url, synchronous=config.db_synchronous)
     db = Database(engine, name="gateway")
@@ -126,7 +134,7 @@ async def start(config: Config) -> RunningService:
         AiohttpTransport(session),
         base_url=config.base_url,
         api_key=config.api_key,
-        api_secret=config.api_secret,
+        signer=signer,
         clock=clock,
         limiter=limiter,
         recv_window_ms=config.recv_window_ms,
@@ -157,7 +165,7 @@ async def start(config: Config) -> RunningService:
         session,
         url=config.ws_api_url,
         api_key=config.api_key,
-        api_secret=config.api_secret,
+        signer=signer,
         clock=clock,
         limiter=limiter,
         resync=lambda: rest.sync_time(samples=1),
@@ -215,6 +223,7 @@ async def start(config: Config) -> RunningService:
             "addr": running.addr,
             "binance_env": config.binance_env,
             "base_url": config.base_url,
+            "key_type": signer.kind,
             "open_orders_loaded": len(pending),
             "last_sequence": journal.last_sequence,
             "clock_offset_ms": round(clock.offset_ms, 1),

@@ -3,7 +3,9 @@
 ``BINANCE_ENV`` picks the exchange (``sim``, ``testnet`` or ``live``) and with it the default URLs;
 ``BINANCE_BASE_URL`` / ``BINANCE_WS_API_URL`` override them. Keys come from the environment only:
 with ``sim`` they default to the simulator's development pair, with ``testnet`` and ``live`` they are
-required. Secrets are registered for masking and left out of ``repr``.
+required. The key is HMAC (``BINANCE_API_SECRET``) or Ed25519 / RSA (``BINANCE_PRIVATE_KEY_FILE``, a PEM
+file, with ``BINANCE_PRIVATE_KEY_PASSPHRASE`` when it is encrypted), never both; bootstrap reads the file.
+Secrets are registered for masking and left out of ``repr``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class Config:
     ws_api_url: str = _SIM_WS
     api_key: str = field(default=SIM_DEV_API_KEY, repr=False)
     api_secret: str = field(default=SIM_DEV_API_SECRET, repr=False)
+    # An Ed25519 or RSA private key (PEM) instead of the HMAC secret; "" for HMAC.
+    private_key_file: str = ""
+    private_key_passphrase: str = field(default="", repr=False)
     service_token: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
     log_level: str = "INFO"
@@ -87,15 +92,31 @@ class Config:
         env = os.environ if env is None else env
         binance_env = env_str(env, "BINANCE_ENV", "sim").strip().lower()
         base_default, ws_default = default_urls(binance_env, env_int(env, "SIM_PORT", DEFAULT_SIM_PORT))
-        if binance_env == "sim":
+        private_key_file = env_str(env, "BINANCE_PRIVATE_KEY_FILE", "")
+        passphrase = env_secret(env, "BINANCE_PRIVATE_KEY_PASSPHRASE", "")
+        if private_key_file and env.get("BINANCE_API_SECRET"):
+            raise ConfigError(
+                "set BINANCE_API_SECRET (an HMAC key) or BINANCE_PRIVATE_KEY_FILE (an Ed25519 or RSA key), not both"
+            )
+        if passphrase and not private_key_file:
+            raise ConfigError("BINANCE_PRIVATE_KEY_PASSPHRASE is set but BINANCE_PRIVATE_KEY_FILE is not")
+        if binance_env == "sim" and not private_key_file:
             api_key = env_secret(env, "BINANCE_API_KEY", SIM_DEV_API_KEY)
             api_secret = env_secret(env, "BINANCE_API_SECRET", SIM_DEV_API_SECRET)
+        elif private_key_file:
+            if not env.get("BINANCE_API_KEY"):
+                raise ConfigError(
+                    "BINANCE_API_KEY is required with BINANCE_PRIVATE_KEY_FILE (the API key registered for that key)"
+                )
+            api_key = env_secret(env, "BINANCE_API_KEY")
+            api_secret = ""
         else:
             if not env.get("BINANCE_API_KEY") or not env.get("BINANCE_API_SECRET"):
                 where = "https://testnet.binance.vision" if binance_env == "testnet" else "Binance API Management"
                 raise ConfigError(
-                    f"BINANCE_API_KEY and BINANCE_API_SECRET are required when BINANCE_ENV={binance_env} "
-                    f"(create a key pair at {where}; keys are read from the environment only)"
+                    f"BINANCE_API_KEY and BINANCE_PRIVATE_KEY_FILE (Ed25519 or RSA, recommended) or BINANCE_API_SECRET "
+                    f"(HMAC) are required when BINANCE_ENV={binance_env} (create a key at {where}; keys are read "
+                    "from the environment only)"
                 )
             api_key = env_secret(env, "BINANCE_API_KEY")
             api_secret = env_secret(env, "BINANCE_API_SECRET")
@@ -107,6 +128,8 @@ class Config:
             ws_api_url=env_str(env, "BINANCE_WS_API_URL", ws_default),
             api_key=api_key,
             api_secret=api_secret,
+            private_key_file=private_key_file,
+            private_key_passphrase=passphrase,
             service_token=env_secret(env, "TRADING_SERVICE_TOKEN"),
             admin_token=env_secret(env, "TRADING_ADMIN_TOKEN"),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
@@ -127,7 +150,15 @@ class Config:
             raise ConfigError(f"binance_env must be one of {', '.join(ENVIRONMENTS)}, got {self.binance_env!r}")
         if not self.service_token or not self.admin_token:
             raise ConfigError("TRADING_SERVICE_TOKEN and TRADING_ADMIN_TOKEN are required")
-        if not self.api_key or not self.api_secret:
-            raise ConfigError("BINANCE_API_KEY and BINANCE_API_SECRET are required")
+        if not self.api_key:
+            raise ConfigError("BINANCE_API_KEY is required")
+        if self.api_secret and self.private_key_file:
+            raise ConfigError(
+                "set BINANCE_API_SECRET (an HMAC key) or BINANCE_PRIVATE_KEY_FILE (an Ed25519 or RSA key), not both"
+            )
+        if not self.api_secret and not self.private_key_file:
+            raise ConfigError("BINANCE_API_SECRET (HMAC) or BINANCE_PRIVATE_KEY_FILE (Ed25519 or RSA) is required")
+        if self.private_key_passphrase and not self.private_key_file:
+            raise ConfigError("BINANCE_PRIVATE_KEY_PASSPHRASE is set but BINANCE_PRIVATE_KEY_FILE is not")
         if not 0 < self.recv_window_ms <= 60_000:
             raise ConfigError("recvWindow must be between 1 and 60000 ms")

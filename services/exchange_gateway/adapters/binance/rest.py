@@ -32,7 +32,7 @@ from services.exchange_gateway.adapters.binance.schemas import (
     dec,
     parse_balances,
 )
-from services.exchange_gateway.adapters.binance.signing import encode_params, hmac_sha256
+from services.exchange_gateway.adapters.binance.signing import HmacSigner, Signer, append_signature, encode_params
 from services.exchange_gateway.adapters.binance.transport import HttpTransport, TransportError
 from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
 from services.exchange_gateway.domain.model import Balance
@@ -66,7 +66,8 @@ class BinanceRestClient:
         *,
         base_url: str,
         api_key: str,
-        api_secret: str,
+        api_secret: str = "",
+        signer: Signer | None = None,
         clock: ExchangeClock,
         limiter: RateLimiter,
         recv_window_ms: int = 5000,
@@ -77,7 +78,8 @@ class BinanceRestClient:
         self.transport = transport
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._api_secret = api_secret
+        # The configured key's signer (HMAC, Ed25519 or RSA); without one, HMAC with ``api_secret``.
+        self._signer = signer if signer is not None else HmacSigner(api_secret)
         self.clock = clock
         self.limiter = limiter
         self.recv_window_ms = recv_window_ms
@@ -143,7 +145,7 @@ class BinanceRestClient:
                 query_params += [("recvWindow", str(self.recv_window_ms)), ("timestamp", str(ts))]
             query = encode_params(query_params)
             if signed:
-                query = f"{query}&signature={hmac_sha256(self._api_secret, query)}"
+                query = append_signature(self._signer, query)
             url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
             headers = {"X-MBX-APIKEY": self._api_key} if signed else {}
             try:

@@ -1,10 +1,11 @@
 """The user data stream over the WebSocket API: ``userDataStream.subscribe.signature``.
 
 The listenKey endpoints are gone (spot, 2026-02-20); the WebSocket API subscription works with
-any key type, HMAC included. The connection answers the server's pings (aiohttp autoping) and
-sends its own (``heartbeat``) so a dead connection is noticed; any failure, ``serverShutdown`` or
-``eventStreamTerminated`` reconnects with exponential back-off and jitter. After every successful
-subscription ``on_subscribed`` runs (the REST reconciliation that covers whatever was missed while
+any key type (HMAC, Ed25519, RSA) and is signed with the configured key's ``Signer``. The
+connection answers the server's pings (aiohttp autoping) and sends its own (``heartbeat``) so a
+dead connection is noticed; any failure, ``serverShutdown`` or ``eventStreamTerminated``
+reconnects with exponential back-off and jitter. After every successful subscription
+``on_subscribed`` runs (the REST reconciliation that covers whatever was missed while
 disconnected); it runs as its own task so that reading (and ponging) never stops.
 """
 
@@ -21,7 +22,7 @@ import aiohttp
 
 from services.exchange_gateway.adapters.binance.clock import ExchangeClock
 from services.exchange_gateway.adapters.binance.rate_limiter import Cost, Priority, RateLimiter
-from services.exchange_gateway.adapters.binance.signing import sign_ws
+from services.exchange_gateway.adapters.binance.signing import Signer, sign_ws
 from shared.ids import new_ulid
 
 log = logging.getLogger("exchange_gateway.user_stream")
@@ -49,7 +50,7 @@ class UserDataStream:
         *,
         url: str,
         api_key: str,
-        api_secret: str,
+        signer: Signer,
         clock: ExchangeClock,
         limiter: RateLimiter,
         resync: Callable[[], Awaitable[Any]],
@@ -61,7 +62,7 @@ class UserDataStream:
         self.session = session
         self.url = url
         self._api_key = api_key
-        self._api_secret = api_secret
+        self._signer = signer
         self.clock = clock
         self.limiter = limiter
         self.resync = resync
@@ -114,7 +115,7 @@ class UserDataStream:
                 "recvWindow": self.recv_window_ms,
                 "timestamp": self.clock.now_ms(),
             }
-            params["signature"] = sign_ws(self._api_secret, params)
+            params["signature"] = sign_ws(self._signer, params)
             request_id = new_ulid()
             await ws.send_str(json.dumps({"id": request_id, "method": SUBSCRIBE, "params": params}))
             while True:
