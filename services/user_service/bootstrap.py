@@ -1,4 +1,4 @@
-"""Composition root: config -> engine -> transactions -> use cases -> authorizer -> servicer -> server."""
+"""Composition root: config -> engine -> transactions, asset list -> use cases -> authorizer -> servicer -> server."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health
 
+from services.user_service.adapters.gateway_client import GrpcGatewayAssets
 from services.user_service.adapters.transactions import SqlTransactions, create_schema
 from services.user_service.api.auth import Authorizer
 from services.user_service.api.servicer import UserServiceServicer
 from services.user_service.config import Config
 from services.user_service.service.app import UserService
+from services.user_service.service.assets import FixedAssets, ListedAssets
+from services.user_service.service.ports import ExchangeAssets
+from shared.client import open_channel
 from shared.db import create_sqlite_engine
 from shared.logs import register_secret, setup_logging
 from shared.server import Registration, create_server, wait_for_signal
@@ -33,6 +37,8 @@ class RunningService:
     addr: str
     users: UserService
     transactions: SqlTransactions
+    assets: ListedAssets
+    gateway_channel: grpc.aio.Channel | None = None
     _stopped: bool = field(default=False, repr=False)
 
     async def stop(self, grace: float = 1.0) -> None:
@@ -45,7 +51,10 @@ class RunningService:
         await self.close()
 
     async def close(self) -> None:
-        """Close the database (after the server stopped)."""
+        """Close the gateway channel and the database (after the server stopped)."""
+        await self.assets.aclose()
+        if self.gateway_channel is not None:
+            await self.gateway_channel.close()
         await self.transactions.aclose()
 
 
@@ -63,7 +72,15 @@ async def start(config: Config) -> RunningService:
     engine = create_sqlite_engine(config.db_url, synchronous=config.db_synchronous)
     create_schema(engine)
     transactions = SqlTransactions(engine, max_batch=config.max_batch)
-    users = UserService(transactions)
+    # The channel connects lazily: the gateway is asked at the first deposit, not now (it may start later).
+    gateway_channel = None if config.assets else open_channel(config.exchange_gateway_addr)
+    source: ExchangeAssets
+    if gateway_channel is None:
+        source = FixedAssets(config.assets)
+    else:
+        source = GrpcGatewayAssets(gateway_channel, config.service_token)
+    assets = ListedAssets(source, refresh_seconds=config.assets_refresh_seconds)
+    users = UserService(transactions, assets)
     servicer = UserServiceServicer(users, Authorizer(config.admin_token, config.service_token, users))
     registration = Registration(SERVICE_NAME, user_service_pb2_grpc.add_UserServiceServicer_to_server, servicer)
     try:
@@ -71,6 +88,8 @@ async def start(config: Config) -> RunningService:
             config.listen_addr, [registration], access_log=config.access_log
         )
     except BaseException:
+        if gateway_channel is not None:
+            await gateway_channel.close()
         transactions.close()
         raise
     return RunningService(
@@ -80,6 +99,8 @@ async def start(config: Config) -> RunningService:
         addr=_client_addr(config.listen_addr, port),
         users=users,
         transactions=transactions,
+        assets=assets,
+        gateway_channel=gateway_channel,
     )
 
 

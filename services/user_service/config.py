@@ -6,7 +6,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.config import DEFAULT_USER_SERVICE_ADDR, ConfigError, env_int, env_secret, env_str, sqlite_url
+from services.user_service.domain.validation import ASSET
+from shared.config import (
+    DEFAULT_EXCHANGE_GATEWAY_ADDR,
+    DEFAULT_USER_SERVICE_ADDR,
+    ConfigError,
+    env_int,
+    env_secret,
+    env_str,
+    sqlite_url,
+)
 
 DB_FILENAME = "user_service.db"
 
@@ -29,6 +38,12 @@ class Config:
     max_batch: int = 64
     """Most write requests committed together in one transaction (group commit)."""
     access_log: bool = True
+    exchange_gateway_addr: str = DEFAULT_EXCHANGE_GATEWAY_ADDR
+    """Where to ask for the assets the exchange lists (ListSymbolRules), unless ``assets`` is set."""
+    assets: tuple[str, ...] = ()
+    """Fixed list of the assets deposits and withdrawals may use; empty means "ask the gateway"."""
+    assets_refresh_seconds: float = 60.0
+    """How long the gateway's asset list is used before it is refreshed."""
 
     def __post_init__(self) -> None:
         if not self.admin_token or not self.service_token:
@@ -42,6 +57,12 @@ class Config:
             )
         if self.db_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError(f"USER_DB_SYNCHRONOUS must be FULL, NORMAL or EXTRA, got {self.db_synchronous!r}")
+        for asset in self.assets:
+            if not ASSET.fullmatch(asset):
+                raise ConfigError(
+                    f"USER_ASSETS must be comma-separated asset codes such as BTC,USDT (2 to 20 characters of "
+                    f"A-Z and 0-9), got {asset!r}"
+                )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -55,4 +76,6 @@ class Config:
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
             db_synchronous=env_str(env, "USER_DB_SYNCHRONOUS", "FULL").upper(),
             max_batch=env_int(env, "USER_DB_MAX_BATCH", 64),
+            exchange_gateway_addr=env_str(env, "EXCHANGE_GATEWAY_ADDR", DEFAULT_EXCHANGE_GATEWAY_ADDR),
+            assets=tuple(a.strip() for a in env.get("USER_ASSETS", "").split(",") if a.strip()),
         )

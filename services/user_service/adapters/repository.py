@@ -4,7 +4,8 @@ Statements are SQLAlchemy Core, built once from the table definitions. On the mo
 reserve, release, settle, deposit and authentication) they are also compiled to SQL text once and
 run on the connection's own DBAPI cursor, inside the same transaction: measured here, SQLAlchemy's
 per-call execution machinery cost about 0.1 ms per statement, several times SQLite's own work, and
-one operation runs seven or eight statements. Decimals are written as the same canonical text as
+one operation runs seven or eight statements (a settlement with fees a few more: the house
+balances and entries it books). Decimals are written as the same canonical text as
 ``shared.db.ExactDecimal``. The rarer list and admin statements stay ordinary SQLAlchemy Core.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -24,12 +25,26 @@ from sqlalchemy.sql import ClauseElement
 from services.user_service.adapters.tables import (
     api_keys,
     balances,
+    house_balances,
+    house_entries,
     idempotency_keys,
     ledger_entries,
     reservations,
     users,
 )
-from services.user_service.domain.model import ApiKey, Balance, EntryKind, LedgerEntry, Reservation, User, UserStatus
+from services.user_service.domain.model import (
+    ApiKey,
+    Balance,
+    EntryKind,
+    HouseAccount,
+    HouseBalance,
+    HouseEntry,
+    HouseEntryKind,
+    LedgerEntry,
+    Reservation,
+    User,
+    UserStatus,
+)
 
 _GET_USER = select(users).where(users.c.user_id == bindparam("user_id"))
 _USERNAME_TAKEN = select(users.c.user_id).where(users.c.username == bindparam("username"))
@@ -71,6 +86,23 @@ _UPSERT_BALANCE = _upsert_balance.on_conflict_do_update(
 )
 _ENTRY_COLUMNS = [c.name for c in ledger_entries.columns if c.name != "entry_id"]
 _INSERT_ENTRY = insert(ledger_entries)
+
+_ALL_BALANCES = select(balances.c.user_id, balances.c.asset, balances.c.available, balances.c.locked)
+
+_GET_HOUSE_BALANCE = select(house_balances.c.balance).where(
+    house_balances.c.account == bindparam("account"), house_balances.c.asset == bindparam("asset")
+)
+_ALL_HOUSE_BALANCES = select(house_balances.c.account, house_balances.c.asset, house_balances.c.balance)
+_upsert_house_balance = sqlite_insert(house_balances)
+_UPSERT_HOUSE_BALANCE = _upsert_house_balance.on_conflict_do_update(
+    index_elements=[house_balances.c.account, house_balances.c.asset],
+    set_={
+        "balance": _upsert_house_balance.excluded.balance,
+        "update_ms": _upsert_house_balance.excluded.update_ms,
+    },
+)
+_HOUSE_ENTRY_COLUMNS = [c.name for c in house_entries.columns if c.name != "entry_id"]
+_INSERT_HOUSE_ENTRY = insert(house_entries)
 
 _GET_RESERVATION = select(
     reservations.c.order_id,
@@ -120,6 +152,9 @@ class _Sql:
         self.get_balance = _compile(_GET_BALANCE)
         self.upsert_balance = _compile(_UPSERT_BALANCE)
         self.insert_entry = _compile(_INSERT_ENTRY, _ENTRY_COLUMNS)
+        self.get_house_balance = _compile(_GET_HOUSE_BALANCE)
+        self.upsert_house_balance = _compile(_UPSERT_HOUSE_BALANCE)
+        self.insert_house_entry = _compile(_INSERT_HOUSE_ENTRY, _HOUSE_ENTRY_COLUMNS)
         self.get_reservation = _compile(_GET_RESERVATION)
         self.upsert_reservation = _compile(_UPSERT_RESERVATION)
         self.get_idempotency = _compile(_GET_IDEMPOTENCY)
@@ -151,6 +186,21 @@ def _entry(row: Row[Any]) -> LedgerEntry:
         locked_delta=m["locked_delta"],
         available_after=m["available_after"],
         locked_after=m["locked_after"],
+        reference=m["reference"],
+        order_id=m["order_id"],
+        create_ms=m["create_ms"],
+    )
+
+
+def _house_entry(row: Row[Any]) -> HouseEntry:
+    m = row._mapping
+    return HouseEntry(
+        entry_id=m["entry_id"],
+        account=HouseAccount(m["account"]),
+        asset=m["asset"],
+        kind=HouseEntryKind(m["kind"]),
+        amount=m["amount"],
+        balance_after=m["balance_after"],
         reference=m["reference"],
         order_id=m["order_id"],
         create_ms=m["create_ms"],
@@ -293,6 +343,58 @@ class SqlRepository:
         if before_id is not None:
             query = query.where(ledger_entries.c.entry_id < before_id)
         return [_entry(row) for row in self.conn.execute(query)]
+
+    def all_balances(self) -> Iterator[Balance]:
+        for row in self.conn.execute(_ALL_BALANCES):
+            yield Balance(row[0], row[1], row[2], row[3])
+
+    # --- house accounts -----------------------------------------------------------------------
+
+    def get_house_balance(self, account: HouseAccount, asset: str) -> HouseBalance | None:
+        row = self._one(self._sql.get_house_balance, {"account": account.value, "asset": asset})
+        return None if row is None else HouseBalance(account, asset, Decimal(row[0]))
+
+    def list_house_balances(self) -> list[HouseBalance]:
+        return [HouseBalance(HouseAccount(r[0]), r[1], r[2]) for r in self.conn.execute(_ALL_HOUSE_BALANCES)]
+
+    def save_house_balances(self, items: Iterable[HouseBalance], now_ms: int) -> None:
+        self.cursor.executemany(
+            self._sql.upsert_house_balance,
+            [
+                {"account": h.account.value, "asset": h.asset, "balance": _text(h.balance), "update_ms": now_ms}
+                for h in items
+            ],
+        )
+
+    def append_house_entries(self, entries: list[HouseEntry]) -> None:
+        self.cursor.executemany(
+            self._sql.insert_house_entry,
+            [
+                {
+                    "account": e.account.value,
+                    "asset": e.asset,
+                    "kind": e.kind.value,
+                    "amount": _text(e.amount),
+                    "balance_after": _text(e.balance_after),
+                    "reference": e.reference,
+                    "order_id": e.order_id,
+                    "create_ms": e.create_ms,
+                }
+                for e in entries
+            ],
+        )
+
+    def list_house_entries(
+        self, account: HouseAccount | None, asset: str | None, before_id: int | None, limit: int
+    ) -> list[HouseEntry]:
+        query = select(house_entries).order_by(house_entries.c.entry_id.desc()).limit(limit)
+        if account is not None:
+            query = query.where(house_entries.c.account == account.value)
+        if asset is not None:
+            query = query.where(house_entries.c.asset == asset)
+        if before_id is not None:
+            query = query.where(house_entries.c.entry_id < before_id)
+        return [_house_entry(row) for row in self.conn.execute(query)]
 
     # --- reservations and idempotency ---------------------------------------------------------
 

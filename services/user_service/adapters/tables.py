@@ -2,8 +2,9 @@
 
 Money columns are ``ExactDecimal`` (canonical text with 8 places, TEXT affinity): exact, but never
 SUM or ORDER BY them in SQL. Defences in the schema itself, besides the code's checks:
-- ledger entries are append-only: triggers refuse UPDATE and DELETE;
-- balances and reservation figures cannot be stored negative (CHECK on the text's sign);
+- ledger entries and house entries are append-only: triggers refuse UPDATE and DELETE;
+- users' balances and reservation figures cannot be stored negative (CHECK on the text's sign);
+  house balances are signed (``exchange_fees`` is a cost and goes negative);
 - usernames, e-mails and idempotency keys are UNIQUE, so a racing duplicate cannot slip in.
 """
 
@@ -118,12 +119,41 @@ idempotency_keys = Table(
     PrimaryKeyConstraint("scope", "key"),
 )
 
-for _verb in ("UPDATE", "DELETE"):
-    event.listen(
-        ledger_entries,
-        "after_create",
-        DDL(
-            f"CREATE TRIGGER ledger_entries_no_{_verb.lower()} BEFORE {_verb} ON ledger_entries "
-            "BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END"
-        ),
-    )
+house_balances = Table(
+    "house_balances",
+    metadata,
+    Column("account", String(32), nullable=False),
+    Column("asset", String(20), nullable=False),
+    Column("balance", ExactDecimal, nullable=False),
+    Column("update_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("account", "asset"),
+)
+
+house_entries = Table(
+    "house_entries",
+    metadata,
+    # AUTOINCREMENT: ids are never reused, so they increase in the order entries were written.
+    Column("entry_id", Integer, primary_key=True, autoincrement=True),
+    Column("account", String(32), nullable=False),
+    Column("asset", String(20), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("amount", ExactDecimal, nullable=False),
+    Column("balance_after", ExactDecimal, nullable=False),
+    Column("reference", String(128), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("create_ms", BigInteger, nullable=False),
+    Index("ix_house_entries_account", "account", "asset", "entry_id"),
+    Index("ix_house_entries_asset", "asset", "entry_id"),
+    sqlite_autoincrement=True,
+)
+
+for _table, _what in ((ledger_entries, "ledger entries"), (house_entries, "house entries")):
+    for _verb in ("UPDATE", "DELETE"):
+        event.listen(
+            _table,
+            "after_create",
+            DDL(
+                f"CREATE TRIGGER {_table.name}_no_{_verb.lower()} BEFORE {_verb} ON {_table.name} "
+                f"BEGIN SELECT RAISE(ABORT, '{_what} are append-only'); END"
+            ),
+        )

@@ -20,14 +20,17 @@ AuthenticateApiKey     no     yes      no
 ReserveFunds           no     yes      no
 ReleaseFunds           no     yes      no
 SettleTrade            no     yes      no
+GetLedgerTotals        yes    yes      no
+ListHouseEntries       yes    no       no
 =====================  =====  =======  ===================
 
 The internal RPCs accept only the service token, as the proto says ("accept only the service
 token"): the admin manages users and balances through Deposit/Withdraw, never by posting
 reservations or trades by hand. The service token may read users, balances and the ledger,
-which the order service needs. Missing, malformed, unknown or revoked credentials give
-UNAUTHENTICATED; a known caller outside its rights gets PERMISSION_DENIED. Both are logged as
-security events with the method, the peer and at most a key id prefix, never a secret.
+which the order service needs, and the ledger's totals, which its reconciliation report reads.
+Missing, malformed, unknown or revoked credentials give UNAUTHENTICATED; a known caller outside
+its rights gets PERMISSION_DENIED. Both are logged as security events with the method, the peer
+and at most a key id prefix, never a secret.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Access(enum.Enum):
     INTERNAL = frozenset({Role.SERVICE})
     OWNER_READ = frozenset({Role.ADMIN, Role.SERVICE, Role.USER})
     OWNER_KEYS = frozenset({Role.ADMIN, Role.USER})
+    OPERATORS = frozenset({Role.ADMIN, Role.SERVICE})
 
 
 POLICY: dict[str, Access] = {
@@ -78,6 +82,8 @@ POLICY: dict[str, Access] = {
     "ReserveFunds": Access.INTERNAL,
     "ReleaseFunds": Access.INTERNAL,
     "SettleTrade": Access.INTERNAL,
+    "GetLedgerTotals": Access.OPERATORS,
+    "ListHouseEntries": Access.ADMIN,
 }
 
 

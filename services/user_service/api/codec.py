@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from services.user_service.domain.model import ApiKey, Balance, EntryKind, LedgerEntry, Reservation, User, UserStatus
+from services.user_service.domain.model import (
+    ApiKey,
+    AssetTotals,
+    Balance,
+    EntryKind,
+    HouseBalance,
+    HouseEntry,
+    HouseEntryKind,
+    LedgerEntry,
+    Reservation,
+    User,
+    UserStatus,
+)
 from shared.errors import InvalidArgument
 from shared.money import fmt
 from shared.timeutil import ts_from_ms
@@ -22,6 +34,10 @@ _KIND_TO_PB = {
     EntryKind.TRADE_DEBIT: user_pb2.LEDGER_ENTRY_KIND_TRADE_DEBIT,
     EntryKind.TRADE_CREDIT: user_pb2.LEDGER_ENTRY_KIND_TRADE_CREDIT,
     EntryKind.FEE: user_pb2.LEDGER_ENTRY_KIND_FEE,
+}
+_HOUSE_KIND_TO_PB = {
+    HouseEntryKind.TRADE_FEE: user_pb2.HOUSE_ENTRY_KIND_TRADE_FEE,
+    HouseEntryKind.EXCHANGE_FEE: user_pb2.HOUSE_ENTRY_KIND_EXCHANGE_FEE,
 }
 
 
@@ -98,4 +114,36 @@ def reservation_to_pb(reservation: Reservation) -> user_service_pb2.Reservation:
         consumed=fmt(reservation.consumed),
         released=fmt(reservation.released),
         remaining=fmt(reservation.remaining),
+    )
+
+
+def house_balance_to_pb(balance: HouseBalance) -> user_pb2.HouseBalance:
+    """A house balance for the wire (signed)."""
+    return user_pb2.HouseBalance(account=balance.account.value, asset=balance.asset, balance=fmt(balance.balance))
+
+
+def house_entry_to_pb(entry: HouseEntry) -> user_pb2.HouseEntry:
+    """A house entry for the wire."""
+    return user_pb2.HouseEntry(
+        entry_id=str(entry.entry_id),
+        account=entry.account.value,
+        asset=entry.asset,
+        kind=_HOUSE_KIND_TO_PB[entry.kind],
+        amount=fmt(entry.amount),
+        balance_after=fmt(entry.balance_after),
+        reference=entry.reference,
+        order_id=entry.order_id,
+        create_time=ts_from_ms(entry.create_ms),
+    )
+
+
+def totals_to_pb(totals: AssetTotals) -> user_service_pb2.AssetTotals:
+    """One asset's ledger totals for the wire."""
+    return user_service_pb2.AssetTotals(
+        asset=totals.asset,
+        users_available=fmt(totals.users_available),
+        users_locked=fmt(totals.users_locked),
+        users_total=fmt(totals.users_total),
+        house_total=fmt(totals.house_total),
+        house_balances=[house_balance_to_pb(h) for h in totals.house],
     )

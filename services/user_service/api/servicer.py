@@ -155,6 +155,8 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
             fee_asset=request.fee_asset,
             fee_amount=request.fee_amount,
             trade_ms=ms_from_ts(request.trade_time) if request.HasField("trade_time") else None,
+            exchange_fee_asset=request.exchange_fee_asset,
+            exchange_fee_amount=request.exchange_fee_amount,
         )
         if request.release_id:
             release = Release.parse(command.order_id, request.release_id, "")
@@ -168,4 +170,22 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         return pb.SettleTradeResponse(
             balances=[codec.balance_to_pb(b) for b in result.balances],
             reservation=codec.reservation_to_pb(result.reservation),
+        )
+
+    # --- house accounts ------------------------------------------------------------------------
+
+    async def GetLedgerTotals(self, request: pb.GetLedgerTotalsRequest, context: Context) -> pb.GetLedgerTotalsResponse:
+        await self._auth.authorize(context, "GetLedgerTotals")
+        totals = await self._users.ledger_totals()
+        return pb.GetLedgerTotalsResponse(totals=[codec.totals_to_pb(t) for t in totals])
+
+    async def ListHouseEntries(
+        self, request: pb.ListHouseEntriesRequest, context: Context
+    ) -> pb.ListHouseEntriesResponse:
+        await self._auth.authorize(context, "ListHouseEntries")
+        page = await self._users.list_house_entries(
+            request.account, request.asset, request.page_size, request.page_token
+        )
+        return pb.ListHouseEntriesResponse(
+            entries=[codec.house_entry_to_pb(e) for e in page.items], next_page_token=page.next_page_token
         )

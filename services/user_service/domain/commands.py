@@ -13,7 +13,7 @@ from typing import ClassVar, Self
 
 from services.user_service.domain import validation as v
 from shared.errors import InvalidArgument
-from shared.money import fmt
+from shared.money import ZERO, fmt
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +125,14 @@ class Release:
 
 @dataclass(frozen=True, slots=True)
 class Settle:
-    """Book one trade of an order: debit from its reservation, credit, charge the fee."""
+    """Book one trade of an order: debit from its reservation, credit, charge the fees.
+
+    ``fee_asset``/``fee_amount`` is the platform's fee the user pays (in the debit or the credit
+    asset), booked from the user to the house account ``fee_income``. ``exchange_fee_asset``/
+    ``exchange_fee_amount`` is what the exchange charged the platform's account for the trade, in
+    any asset: the platform's cost, booked to the house account ``exchange_fees`` alone, so its
+    asset never makes a settlement fail.
+    """
 
     trade_id: str
     order_id: str
@@ -137,6 +144,8 @@ class Settle:
     fee_asset: str
     fee_amount: Decimal
     trade_ms: int | None = None
+    exchange_fee_asset: str = ""
+    exchange_fee_amount: Decimal = ZERO
 
     scope: ClassVar[str] = "trade"
 
@@ -154,8 +163,10 @@ class Settle:
         fee_asset: str,
         fee_amount: str,
         trade_ms: int | None = None,
+        exchange_fee_asset: str = "",
+        exchange_fee_amount: str = "",
     ) -> Settle:
-        """Validate wire values. An empty fee_amount means no fee; then fee_asset is ignored."""
+        """Validate wire values. An empty or zero fee amount means no fee; then its asset is ignored."""
         trade = v.token(trade_id, "trade_id", v.MAX_TRADE_ID)
         order = v.token(order_id, "order_id", v.MAX_ORDER_ID)
         user = v.user_id(user_id)
@@ -173,6 +184,12 @@ class Settle:
                 raise InvalidArgument("fee_asset", "must be the debit or the credit asset of the trade")
         elif fee_asset:
             v.asset(fee_asset, "fee_asset")
+        exchange_fee_value = v.fee(exchange_fee_amount, "exchange_fee_amount")
+        exchange_fee_code = ""
+        if exchange_fee_value > 0:
+            exchange_fee_code = v.asset(exchange_fee_asset, "exchange_fee_asset")
+        elif exchange_fee_asset:
+            v.asset(exchange_fee_asset, "exchange_fee_asset")
         return cls(
             trade_id=trade,
             order_id=order,
@@ -184,6 +201,8 @@ class Settle:
             fee_asset=fee_code,
             fee_amount=fee_value,
             trade_ms=trade_ms,
+            exchange_fee_asset=exchange_fee_code,
+            exchange_fee_amount=exchange_fee_value,
         )
 
     @property
@@ -192,11 +211,18 @@ class Settle:
         return self.trade_id
 
     def fingerprint(self) -> str:
-        """Canonical content; the trade time is informational and not part of it."""
-        return (
+        """Canonical content; the trade time is informational and not part of it.
+
+        Without an exchange fee it is exactly the fingerprint of a trade that had none, so a retry of
+        a trade stored before the exchange fee existed still matches; with one, it differs.
+        """
+        content = (
             f"settle|{self.order_id}|{self.user_id}|{self.debit_asset}|{fmt(self.debit_amount)}|"
             f"{self.credit_asset}|{fmt(self.credit_amount)}|{self.fee_asset}|{fmt(self.fee_amount)}"
         )
+        if self.exchange_fee_amount > 0:
+            content += f"|{self.exchange_fee_asset}|{fmt(self.exchange_fee_amount)}"
+        return content
 
 
 MoneyCommand = Deposit | Withdraw | Reserve | Release | Settle

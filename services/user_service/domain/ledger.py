@@ -9,17 +9,39 @@ Invariants kept for every (user, asset):
 - available == sum(entry.available_delta) and locked == sum(entry.locked_delta);
 - locked == sum of the remainders of the user's reservations in that asset;
 - for every reservation, 0 <= remaining = reserved - consumed - released.
+
+The ledger is double entry: besides the users' balances it holds house accounts (``HouseAccount``),
+each (account, asset) balance the sum of its house entries. A user's fee moves from the user to
+``fee_income`` (same asset, same amount); what the exchange charged the platform's account is taken
+from ``exchange_fees`` alone. So per asset, sum(users' available + locked) + sum(house balances)
+changes only by deposits, withdrawals and exchange trades: + credits - debits - exchange fees.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
-from services.user_service.domain.model import Balance, EntryKind, LedgerEntry, Reservation, User, UserStatus
+from services.user_service.domain.model import (
+    AssetTotals,
+    Balance,
+    EntryKind,
+    HouseAccount,
+    HouseBalance,
+    HouseEntry,
+    HouseEntryKind,
+    LedgerEntry,
+    Reservation,
+    User,
+    UserStatus,
+)
 from shared.errors import FailedPrecondition
-from shared.money import ZERO
+from shared.money import CTX, ZERO
+
+HouseKey = tuple[HouseAccount, str]
+"""A house balance's identity: (account, asset)."""
 
 
 class UserNotActive(FailedPrecondition):
@@ -36,11 +58,14 @@ class ReservationMismatch(FailedPrecondition):
 
 @dataclass
 class Outcome:
-    """The result of one operation: touched balances after it, new entries, the reservation after it."""
+    """The result of one operation: touched balances after it, new entries, the reservation after it,
+    and the touched house balances and their new entries."""
 
     balances: dict[str, Balance] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
     reservation: Reservation | None = None
+    house_balances: dict[HouseKey, HouseBalance] = field(default_factory=dict)
+    house_entries: list[HouseEntry] = field(default_factory=list)
 
     def post(
         self,
@@ -68,6 +93,33 @@ class Outcome:
                 reference=reference,
                 create_ms=now_ms,
                 order_id=order_id,
+            )
+        )
+        return after
+
+    def post_house(
+        self,
+        balance: HouseBalance,
+        kind: HouseEntryKind,
+        amount: Decimal,
+        *,
+        reference: str,
+        order_id: str,
+        now_ms: int,
+    ) -> HouseBalance:
+        """Apply one signed change to a house balance and record its entry."""
+        after = balance.moved(amount)
+        self.house_balances[(after.account, after.asset)] = after
+        self.house_entries.append(
+            HouseEntry(
+                account=after.account,
+                asset=after.asset,
+                kind=kind,
+                amount=amount,
+                balance_after=after.balance,
+                reference=reference,
+                order_id=order_id,
+                create_ms=now_ms,
             )
         )
         return after
@@ -119,12 +171,30 @@ def release(reservation: Reservation, balance: Balance, command: Release, now_ms
     return amount, outcome
 
 
-def settle(reservation: Reservation | None, balances: dict[str, Balance], command: Settle, now_ms: int) -> Outcome:
-    """Book one trade: debit from the reservation (then from available), credit, then the fee.
+def house_keys(command: Settle) -> list[HouseKey]:
+    """The house balances a trade touches: fee_income in the fee's asset, exchange_fees in the exchange fee's."""
+    keys: list[HouseKey] = []
+    if command.fee_amount > 0:
+        keys.append((HouseAccount.FEE_INCOME, command.fee_asset))
+    if command.exchange_fee_amount > 0:
+        keys.append((HouseAccount.EXCHANGE_FEES, command.exchange_fee_asset))
+    return keys
+
+
+def settle(
+    reservation: Reservation | None,
+    balances: dict[str, Balance],
+    house: dict[HouseKey, HouseBalance],
+    command: Settle,
+    now_ms: int,
+) -> Outcome:
+    """Book one trade: debit from the reservation (then from available), credit, the fee, the exchange fee.
 
     A fee in the credit asset is taken from what the trade just credited (available); a fee in
-    the debit asset is taken from what the reservation still holds, then from available.
-    ``balances`` must hold the user's debit and credit assets (zero balances if new).
+    the debit asset is taken from what the reservation still holds, then from available. The fee
+    is credited to the house's ``fee_income``; the exchange fee is debited from the house's
+    ``exchange_fees`` only, whatever its asset. ``balances`` must hold the user's debit and credit
+    assets and ``house`` the balances of ``house_keys(command)`` (zero balances if new).
     """
     if reservation is None:
         raise ReservationMismatch(
@@ -171,5 +241,40 @@ def settle(reservation: Reservation | None, balances: dict[str, Balance], comman
         book(fee_balance, EntryKind.FEE, -fee_available, -fee_locked)
         consumed += fee_locked
 
+    def book_house(key: HouseKey, kind: HouseEntryKind, amount: Decimal) -> None:
+        outcome.post_house(
+            house[key], kind, amount, reference=command.trade_id, order_id=command.order_id, now_ms=now_ms
+        )
+
+    if command.fee_amount > 0:
+        book_house((HouseAccount.FEE_INCOME, command.fee_asset), HouseEntryKind.TRADE_FEE, command.fee_amount)
+    if command.exchange_fee_amount > 0:
+        key = (HouseAccount.EXCHANGE_FEES, command.exchange_fee_asset)
+        book_house(key, HouseEntryKind.EXCHANGE_FEE, -command.exchange_fee_amount)
+
     outcome.reservation = replace(reservation, consumed=consumed)
     return outcome
+
+
+def totals(users: Iterable[Balance], house: Iterable[HouseBalance]) -> list[AssetTotals]:
+    """Per asset, the users' available and locked summed and the house balances, sorted by asset.
+
+    Exact: every sum uses ``shared.money.CTX``, never a database SUM over the text columns.
+    """
+    available: dict[str, Decimal] = {}
+    locked: dict[str, Decimal] = {}
+    for b in users:
+        available[b.asset] = CTX.add(available.get(b.asset, ZERO), b.available)
+        locked[b.asset] = CTX.add(locked.get(b.asset, ZERO), b.locked)
+    held: dict[str, list[HouseBalance]] = {}
+    for h in house:
+        held.setdefault(h.asset, []).append(h)
+    return [
+        AssetTotals(
+            asset=asset,
+            users_available=available.get(asset, ZERO),
+            users_locked=locked.get(asset, ZERO),
+            house=tuple(sorted(held.get(asset, []), key=lambda h: h.account.value)),
+        )
+        for asset in sorted(available.keys() | held.keys())
+    ]

@@ -1,4 +1,4 @@
-"""The user service's records: users, API keys, balances, ledger entries and reservations.
+"""The user service's records: users, API keys, balances, ledger entries, reservations, house accounts.
 
 Pure data: no I/O, no gRPC, no SQLAlchemy. Money is ``Decimal`` with 8 decimal places.
 """
@@ -10,7 +10,7 @@ from decimal import Decimal
 from enum import Enum
 
 from shared.errors import FailedPrecondition
-from shared.money import MAX_INTEGER_DIGITS, ZERO, fmt
+from shared.money import CTX, MAX_INTEGER_DIGITS, ZERO, fmt
 
 MAX_BALANCE = Decimal(10) ** MAX_INTEGER_DIGITS
 """Balances stay below this so that every stored figure fits DECIMAL(28, 8) (20 integer digits)."""
@@ -34,6 +34,22 @@ class EntryKind(Enum):
     TRADE_DEBIT = "TRADE_DEBIT"
     TRADE_CREDIT = "TRADE_CREDIT"
     FEE = "FEE"
+
+
+class HouseAccount(Enum):
+    """The platform's own accounts in the ledger, beside the users' balances."""
+
+    FEE_INCOME = "fee_income"
+    """The platform's fees users paid on their trades, credited in the user's fee asset."""
+    EXCHANGE_FEES = "exchange_fees"
+    """What the exchange charged the platform's account for users' trades, debited (a cost: negative)."""
+
+
+class HouseEntryKind(Enum):
+    """Why a house entry exists."""
+
+    TRADE_FEE = "TRADE_FEE"
+    EXCHANGE_FEE = "EXCHANGE_FEE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,3 +164,65 @@ class Reservation:
     def remaining(self) -> Decimal:
         """What the reservation still holds."""
         return self.reserved - self.consumed - self.released
+
+
+@dataclass(frozen=True, slots=True)
+class HouseBalance:
+    """One asset's balance of one house account. Signed: a cost account goes negative."""
+
+    account: HouseAccount
+    asset: str
+    balance: Decimal = ZERO
+
+    def moved(self, amount: Decimal) -> HouseBalance:
+        """Return the balance after a signed change, or raise if it would leave the exact range."""
+        balance = self.balance + amount
+        if abs(balance) >= MAX_BALANCE:
+            # Beyond this, Decimal arithmetic at 28 digits would start rounding the 8 places.
+            raise BalanceLimitExceeded(
+                f"house account {self.account.value} {self.asset} would exceed the supported maximum of "
+                f"{MAX_INTEGER_DIGITS} integer digits",
+                metadata={"account": self.account.value, "asset": self.asset},
+            )
+        return replace(self, balance=balance)
+
+
+@dataclass(frozen=True, slots=True)
+class HouseEntry:
+    """One append-only change to one house balance, traceable to its trade and order."""
+
+    account: HouseAccount
+    asset: str
+    kind: HouseEntryKind
+    amount: Decimal
+    balance_after: Decimal
+    reference: str
+    order_id: str
+    create_ms: int
+    entry_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AssetTotals:
+    """What the ledger holds of one asset: the users' balances summed, and each house balance.
+
+    Sums use ``shared.money.CTX`` (80 digits), so they stay exact however many balances they add.
+    """
+
+    asset: str
+    users_available: Decimal = ZERO
+    users_locked: Decimal = ZERO
+    house: tuple[HouseBalance, ...] = ()
+
+    @property
+    def users_total(self) -> Decimal:
+        """users_available + users_locked."""
+        return CTX.add(self.users_available, self.users_locked)
+
+    @property
+    def house_total(self) -> Decimal:
+        """The house balances summed."""
+        total = ZERO
+        for h in self.house:
+            total = CTX.add(total, h.balance)
+        return total

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from services.user_service.domain.model import UserStatus
+from services.user_service.domain.model import HouseAccount, UserStatus
 from shared.errors import InvalidArgument
 from shared.money import parse_decimal
 
@@ -129,6 +129,17 @@ def status(value: UserStatus | None, field: str = "status") -> UserStatus:
     if value is None:
         raise InvalidArgument(field, "must be USER_STATUS_ACTIVE, USER_STATUS_INACTIVE or USER_STATUS_SUSPENDED")
     return value
+
+
+def house_account(value: str, field: str = "account") -> HouseAccount | None:
+    """A house account name ("fee_income", "exchange_fees"); empty means "any"."""
+    if not value:
+        return None
+    try:
+        return HouseAccount(value)
+    except ValueError:
+        names = ", ".join(f"'{a.value}'" for a in HouseAccount)
+        raise InvalidArgument(field, f"must be one of {names}") from None
 
 
 def page_size(value: int, field: str = "page_size") -> int:

@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 from services.user_service.domain import api_keys
 from services.user_service.domain import validation as v
 from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
-from services.user_service.domain.model import ApiKey, Balance, LedgerEntry, User, UserStatus
+from services.user_service.domain.model import ApiKey, AssetTotals, Balance, HouseEntry, LedgerEntry, User, UserStatus
 from services.user_service.domain.results import (
     FundsResult,
     ReleaseResult,
@@ -20,6 +20,7 @@ from services.user_service.domain.results import (
     SettleResult,
 )
 from services.user_service.service import accounts, money
+from services.user_service.service.assets import ListedAssets
 from services.user_service.service.ports import Repository, Transactions
 from shared.errors import InvalidArgument
 from shared.ids import new_id
@@ -54,17 +55,28 @@ def _decode_token(token: str, kind: str) -> str:
     return value
 
 
+def _entry_cursor(page_token: str, kind: str) -> int | None:
+    if not page_token:
+        return None
+    raw = _decode_token(page_token, kind)
+    if not raw.isdigit():
+        raise InvalidArgument("page_token", "is not a token returned by this list")
+    return int(raw)
+
+
 class UserService:
-    """Users, API keys and the balance ledger."""
+    """Users, API keys and the balance ledger (users' balances and house accounts)."""
 
     def __init__(
         self,
         transactions: Transactions,
+        assets: ListedAssets,
         *,
         clock: Callable[[], int] = now_ms,
         login_touch_interval_ms: int = DEFAULT_LOGIN_TOUCH_INTERVAL_MS,
     ):
         self._tx = transactions
+        self._assets = assets
         self._clock = clock
         self._touch_interval = login_touch_interval_ms
 
@@ -144,12 +156,14 @@ class UserService:
     # --- balances and the ledger ---------------------------------------------------------------
 
     async def deposit(self, command: Deposit) -> FundsResult:
-        """Credit available, once per request_id."""
+        """Credit available, once per request_id, in an asset the exchange lists."""
+        await self._assets.require(command.asset)
         now = self._clock()
         return await self._tx.write(lambda repo: money.deposit(repo, command, now))
 
     async def withdraw(self, command: Withdraw) -> FundsResult:
-        """Debit available, once per request_id."""
+        """Debit available, once per request_id, in an asset the exchange lists."""
+        await self._assets.require(command.asset)
         now = self._clock()
         return await self._tx.write(lambda repo: money.withdraw(repo, command, now))
 
@@ -188,12 +202,7 @@ class UserService:
         v.user_id(user_id)
         asset_filter = v.asset(asset) if asset else None
         limit = v.page_size(page_size)
-        before: int | None = None
-        if page_token:
-            raw = _decode_token(page_token, "e")
-            if not raw.isdigit():
-                raise InvalidArgument("page_token", "is not a token returned by this list")
-            before = int(raw)
+        before = _entry_cursor(page_token, "e")
 
         def run(repo: Repository) -> list[LedgerEntry]:
             money.require_user(repo, user_id)
@@ -203,4 +212,24 @@ class UserService:
         if len(entries) > limit:
             last = entries[limit - 1]
             return Page(entries[:limit], _encode_token("e", str(last.entry_id)))
+        return Page(entries, "")
+
+    # --- house accounts ------------------------------------------------------------------------
+
+    async def ledger_totals(self) -> list[AssetTotals]:
+        """Per asset, the users' balances summed and the house balances, from one snapshot."""
+        return await self._tx.read(money.ledger_totals)
+
+    async def list_house_entries(self, account: str, asset: str, page_size: int, page_token: str) -> Page[HouseEntry]:
+        """The house accounts' entries, newest first, optionally for one account and one asset."""
+        account_filter = v.house_account(account)
+        asset_filter = v.asset(asset) if asset else None
+        limit = v.page_size(page_size)
+        before = _entry_cursor(page_token, "h")
+        entries = await self._tx.read(
+            lambda repo: repo.list_house_entries(account_filter, asset_filter, before, limit + 1)
+        )
+        if len(entries) > limit:
+            last = entries[limit - 1]
+            return Page(entries[:limit], _encode_token("h", str(last.entry_id)))
         return Page(entries, "")

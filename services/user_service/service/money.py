@@ -11,6 +11,9 @@ the order still has reserved, in one transaction, writing what the two operation
 two calls (the same entries in the same order, the same two idempotency records), each under its
 own key, so either may have been done before, alone.
 
+A settlement also books the house side in the same transaction: the user's fee to ``fee_income``
+and the exchange's fee from ``exchange_fees`` (see ``domain.ledger``).
+
 Only ReserveFunds requires an ACTIVE user. Deposits and withdrawals are operator actions and
 work for any status (an operator may refund a suspended user); releases and settlements finish
 what an order already started, so they must go through whatever the status is now.
@@ -23,7 +26,7 @@ from typing import Any, TypeVar
 
 from services.user_service.domain import ledger
 from services.user_service.domain.commands import Deposit, MoneyCommand, Release, Reserve, Settle, Withdraw
-from services.user_service.domain.model import Balance, Reservation, User
+from services.user_service.domain.model import AssetTotals, Balance, HouseBalance, Reservation, User
 from services.user_service.domain.results import (
     FundsResult,
     ReleaseResult,
@@ -70,6 +73,9 @@ def _store(repo: Repository, outcome: ledger.Outcome, now_ms: int, *, new_reserv
     if outcome.entries:
         repo.save_balances(outcome.balances.values(), now_ms)
         repo.append_entries(outcome.entries)
+    if outcome.house_entries:
+        repo.save_house_balances(outcome.house_balances.values(), now_ms)
+        repo.append_house_entries(outcome.house_entries)
     if outcome.reservation is not None and (outcome.entries or new_reservation):
         repo.save_reservation(outcome.reservation, now_ms)
 
@@ -147,7 +153,11 @@ def release(repo: Repository, command: Release, now_ms: int) -> ReleaseResult:
 def _settle_outcome(repo: Repository, command: Settle, now_ms: int) -> tuple[ledger.Outcome, SettleResult]:
     require_user(repo, command.user_id)
     balances = {asset: _balance(repo, command.user_id, asset) for asset in (command.debit_asset, command.credit_asset)}
-    outcome = ledger.settle(repo.get_reservation(command.order_id), balances, command, now_ms)
+    house = {
+        (account, asset): repo.get_house_balance(account, asset) or HouseBalance(account, asset)
+        for account, asset in ledger.house_keys(command)
+    }
+    outcome = ledger.settle(repo.get_reservation(command.order_id), balances, house, command, now_ms)
     assert outcome.reservation is not None
     result = SettleResult(tuple(sorted(outcome.balances.values(), key=lambda b: b.asset)), outcome.reservation)
     return outcome, result
@@ -204,3 +214,8 @@ def settle_and_release(repo: Repository, command: Settle, release: Release, now_
     else:
         balances = [_balance(repo, command.user_id, asset) for asset in assets]
     return SettleReleaseResult(tuple(sorted(balances, key=lambda b: b.asset)), reservation, released.released)
+
+
+def ledger_totals(repo: Repository) -> list[AssetTotals]:
+    """Per asset, what users hold and what the house accounts hold, from one consistent snapshot."""
+    return ledger.totals(repo.all_balances(), repo.list_house_balances())

@@ -1,4 +1,4 @@
-"""Ports of the use cases: what they need from storage, as typing.Protocol.
+"""Ports of the use cases: what they need from storage and from the exchange, as typing.Protocol.
 
 A use case runs as one function over a ``Repository`` inside one transaction: ``write`` gives it a
 BEGIN IMMEDIATE transaction (so a read-check-write cannot race another writer, in this process or
@@ -8,10 +8,20 @@ its changes back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
 
-from services.user_service.domain.model import ApiKey, Balance, LedgerEntry, Reservation, User, UserStatus
+from services.user_service.domain.model import (
+    ApiKey,
+    Balance,
+    HouseAccount,
+    HouseBalance,
+    HouseEntry,
+    LedgerEntry,
+    Reservation,
+    User,
+    UserStatus,
+)
 
 T = TypeVar("T")
 
@@ -40,6 +50,16 @@ class Repository(Protocol):
     def save_balances(self, balances: Iterable[Balance], now_ms: int) -> None: ...
     def append_entries(self, entries: list[LedgerEntry]) -> None: ...
     def list_entries(self, user_id: str, asset: str | None, before_id: int | None, limit: int) -> list[LedgerEntry]: ...
+    def all_balances(self) -> Iterator[Balance]: ...
+
+    # house accounts
+    def get_house_balance(self, account: HouseAccount, asset: str) -> HouseBalance | None: ...
+    def list_house_balances(self) -> list[HouseBalance]: ...
+    def save_house_balances(self, balances: Iterable[HouseBalance], now_ms: int) -> None: ...
+    def append_house_entries(self, entries: list[HouseEntry]) -> None: ...
+    def list_house_entries(
+        self, account: HouseAccount | None, asset: str | None, before_id: int | None, limit: int
+    ) -> list[HouseEntry]: ...
 
     # reservations and idempotency records
     def get_reservation(self, order_id: str) -> Reservation | None: ...
@@ -53,3 +73,11 @@ class Transactions(Protocol):
 
     async def write(self, fn: Callable[[Repository], T]) -> T: ...
     async def read(self, fn: Callable[[Repository], T]) -> T: ...
+
+
+class ExchangeAssets(Protocol):
+    """Where the assets the exchange lists come from: the base and quote assets of its symbols."""
+
+    async def list_assets(self, timeout: float) -> frozenset[str]:
+        """Every asset some listed symbol trades; raise a ``shared.errors.DomainError`` if unknown now."""
+        ...

@@ -12,6 +12,9 @@ from services.user_service.bootstrap import RunningService, start
 from services.user_service.config import Config
 from tests.integration.user_service.helpers import ADMIN_TOKEN, SERVICE_TOKEN, Client
 
+ASSETS = ("BTC", "USDT", "ETH", "BNB")
+"""What USER_ASSETS fixes for these tests, which run the user service without a gateway."""
+
 
 def make_config(db_path: Path) -> Config:
     return Config(
@@ -20,6 +23,7 @@ def make_config(db_path: Path) -> Config:
         admin_token=ADMIN_TOKEN,
         service_token=SERVICE_TOKEN,
         log_level="INFO",
+        assets=ASSETS,
     )
 
 

@@ -88,7 +88,8 @@ class Client:
 
 
 def db_state(service: RunningService) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row that money, users and keys consist of (login timestamps left out: reads may touch them)."""
+    """Every row that money (the house's included), users and keys consist of (login timestamps left out:
+    reads may touch them)."""
     queries = {
         "users": "SELECT user_id, username, email, status, update_ms FROM users ORDER BY user_id",
         "api_keys": "SELECT key_id, user_id, label, secret_sha256, revoke_ms FROM api_keys ORDER BY key_id",
@@ -96,6 +97,8 @@ def db_state(service: RunningService) -> dict[str, list[tuple[Any, ...]]]:
         "ledger_entries": "SELECT * FROM ledger_entries ORDER BY entry_id",
         "reservations": "SELECT * FROM reservations ORDER BY order_id",
         "idempotency_keys": "SELECT * FROM idempotency_keys ORDER BY scope, key",
+        "house_balances": "SELECT * FROM house_balances ORDER BY account, asset",
+        "house_entries": "SELECT * FROM house_entries ORDER BY entry_id",
     }
     return service.transactions.read_sync(
         lambda repo: {name: [tuple(r) for r in repo.conn.execute(text(sql))] for name, sql in queries.items()}

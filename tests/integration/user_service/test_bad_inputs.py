@@ -140,6 +140,33 @@ def settle(w: World, **over: Any) -> pb.SettleTradeRequest:
     return pb.SettleTradeRequest(**{**fields, **over})
 
 
+BAD_EXCHANGE_FEES = [
+    ("negative", "-0.1", "exchange_fee_amount"),
+    ("not a number", "abc", "exchange_fee_amount"),
+    ("exponent", "1e-3", "exchange_fee_amount"),
+    ("too precise", "0.000000001", "exchange_fee_amount"),
+    ("padded", " 0.1", "exchange_fee_amount"),
+]
+
+
+def bnb_fee(amount: str) -> dict[str, str]:
+    return {"exchange_fee_asset": "BNB", "exchange_fee_amount": amount}
+
+
+def settle_ann_again(w: World, **over: Any) -> pb.SettleTradeRequest:
+    """The trade 'T:ann' that _world settled, with its content exactly, plus ``over``."""
+    fields = {
+        "trade_id": "T:ann",
+        "order_id": "ord-ann",
+        "user_id": w.ann,
+        "debit_asset": "USDT",
+        "debit_amount": "5",
+        "credit_asset": "BTC",
+        "credit_amount": "0.0001",
+    }
+    return pb.SettleTradeRequest(**{**fields, **over})
+
+
 def settle_bob(w: World, **over: Any) -> pb.SettleTradeRequest:
     """A trade of bob's order 'ord-bob' (reserved in USDT)."""
     return settle(w, order_id="ord-bob", user_id=w.bob, **over)
@@ -241,12 +268,14 @@ TABLE: dict[str, list[Case]] = {
         Case("malformed user_id", lambda w: deposit(w, user_id="usr_x"), "admin", INVALID, "user_id"),
         Case("unknown user", lambda w: deposit(w, user_id=UNKNOWN_USER), "admin", NOT_FOUND),
         Case("reused request_id", lambda w: deposit(w, request_id="fund-ann"), "admin", ABORTED),
+        Case("asset no listed symbol trades", lambda w: deposit(w, asset="DOGE"), "admin", INVALID, "asset"),
         *auth_cases(deposit, allowed="admin"),
     ],
     "Withdraw": [
         *amount_cases(withdraw, "admin"),
         Case("more than available", lambda w: withdraw(w, "901.00000001"), "admin", PRECONDITION),
         Case("asset never held", lambda w: withdraw(w, asset="ETH"), "admin", PRECONDITION),
+        Case("asset no listed symbol trades", lambda w: withdraw(w, asset="DOGE"), "admin", INVALID, "asset"),
         Case("empty request_id", lambda w: withdraw(w, request_id=""), "admin", INVALID, "request_id"),
         Case("unknown user", lambda w: withdraw(w, user_id=UNKNOWN_USER), "admin", NOT_FOUND),
         *auth_cases(withdraw, allowed="admin"),
@@ -332,6 +361,30 @@ TABLE: dict[str, list[Case]] = {
         Case("wrong debit asset", lambda w: settle(w, debit_asset="ETH"), "service", PRECONDITION),
         Case("more than reserved and available", lambda w: settle(w, debit_amount="1000"), "service", PRECONDITION),
         Case("reused trade_id", lambda w: settle(w, trade_id="T:ann"), "service", ABORTED),
+        *[
+            Case(f"exchange fee: {label}", lambda w, a=amount: settle(w, **bnb_fee(a)), "service", INVALID, field)
+            for label, amount, field in BAD_EXCHANGE_FEES
+        ],
+        Case(
+            "exchange fee without asset",
+            lambda w: settle(w, exchange_fee_asset="", exchange_fee_amount="0.1"),
+            "service",
+            INVALID,
+            "exchange_fee_asset",
+        ),
+        Case(
+            "lower-case exchange fee asset",
+            lambda w: settle(w, exchange_fee_asset="bnb", exchange_fee_amount="0.1"),
+            "service",
+            INVALID,
+            "exchange_fee_asset",
+        ),
+        Case(
+            "trade_id reused with an exchange fee",
+            lambda w: settle_ann_again(w, **bnb_fee("0.0001")),
+            "service",
+            ABORTED,
+        ),
         Case("long release_id", lambda w: settle(w, release_id="r" * 129), "service", INVALID, "release_id"),
         Case("release_id with a space", lambda w: settle(w, release_id="r 1"), "service", INVALID, "release_id"),
         Case("release_id with a control", lambda w: settle(w, release_id="r\n"), "service", INVALID, "release_id"),
@@ -346,6 +399,23 @@ TABLE: dict[str, list[Case]] = {
         ),
         *auth_cases(settle, allowed="service"),
         *auth_cases(lambda w: settle(w, release_id="rel-new"), allowed="service"),
+    ],
+    "GetLedgerTotals": auth_cases(lambda w: pb.GetLedgerTotalsRequest(), allowed="admin")[:6],
+    "ListHouseEntries": [
+        Case("unknown account", lambda w: pb.ListHouseEntriesRequest(account="cash"), "admin", INVALID, "account"),
+        Case("bad asset", lambda w: pb.ListHouseEntriesRequest(asset="bnb"), "admin", INVALID, "asset"),
+        Case("negative page_size", lambda w: pb.ListHouseEntriesRequest(page_size=-1), "admin", INVALID, "page_size"),
+        Case(
+            "garbage page_token", lambda w: pb.ListHouseEntriesRequest(page_token="zz"), "admin", INVALID, "page_token"
+        ),
+        Case(
+            "a ledger entries page_token",
+            lambda w: pb.ListHouseEntriesRequest(page_token="ZTo3"),
+            "admin",
+            INVALID,
+            "page_token",
+        ),
+        *auth_cases(lambda w: pb.ListHouseEntriesRequest(), allowed="admin"),
     ],
 }
 
@@ -372,7 +442,7 @@ async def _world(client: Client) -> World:
         ),
         metadata=SERVICE,
     )
-    assert settle_ann.trade_id == "T:ann"
+    assert settle_ann == settle_ann_again(World(ann, bob, (), (), ""))
     created = await client.stub.CreateApiKey(pb.CreateApiKeyRequest(user_id=ann, label="ann"), metadata=ADMIN)
     return World(ann, bob, bearer(created.api_key), await client.new_key(bob), created.key_id)
 

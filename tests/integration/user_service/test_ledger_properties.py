@@ -8,7 +8,11 @@ content) and repeats of idempotency keys. After every step:
 - for every (user, asset): available >= 0, locked >= 0, available == sum of available deltas,
   locked == sum of locked deltas, each entry's *_after equals the running sum, and locked equals
   the sum of what that user's reservations in that asset still hold;
-- every reservation has 0 <= consumed, released and remaining.
+- every reservation has 0 <= consumed, released and remaining;
+- double entry: per asset, sum(users' available + locked) + sum(house balances) == deposits -
+  withdrawals + trade credits - trade debits - exchange fees, and each house balance equals the sum
+  of its entries (each entry's balance_after the running sum).
+Trades carry random exchange fees in random assets, BNB (which no user holds) included.
 Some steps run several operations in ONE group-commit transaction (a savepoint each), so a
 failing operation must not disturb the others committed with it.
 """
@@ -38,6 +42,7 @@ from shared.errors import Aborted, DomainError
 USERS = ["usr_01J9Z3ABCDEFGHJKMNPQRSTVW0", "usr_01J9Z3ABCDEFGHJKMNPQRSTVW1"]
 UNKNOWN_USER = "usr_01J9Z3ABCDEFGHJKMNPQRSTVW9"
 ASSETS = ["USDT", "BTC"]
+EXCHANGE_FEE_ASSETS = ["none", "BNB", "BNB", "USDT", "BTC"]
 NOW = 1_700_000_000_000
 
 amounts = st.one_of(
@@ -49,15 +54,67 @@ orders = st.sampled_from([f"ord-{i}" for i in range(5)])
 users = st.sampled_from(USERS)
 known_or_unknown_users = st.sampled_from([*USERS, *USERS, UNKNOWN_USER])
 assets = st.sampled_from(ASSETS)
+fees = st.tuples(st.sampled_from(["none", "debit", "credit"]), st.sampled_from(["0.00000001", "0.001", "0.5"]))
+exchange_fees = st.tuples(
+    st.sampled_from(EXCHANGE_FEE_ASSETS),
+    st.one_of(st.sampled_from(["0", "0.00000001", "0.0001", "1.5"]), amounts),
+)
 
 
 def _snapshot(tx: SqlTransactions) -> dict[str, list[tuple[Any, ...]]]:
-    tables = ["users", "balances", "ledger_entries", "reservations", "idempotency_keys"]
+    tables = [
+        "users",
+        "balances",
+        "ledger_entries",
+        "reservations",
+        "idempotency_keys",
+        "house_balances",
+        "house_entries",
+    ]
     return tx.read_sync(
         lambda repo: {
             t: [tuple(r) for r in repo.conn.execute(text(f"SELECT * FROM {t} ORDER BY 1, 2"))] for t in tables
         }
     )
+
+
+def _double_entry(repo: Any, exchange_fees: dict[str, Decimal]) -> None:
+    """Per asset: users + house == deposits - withdrawals + credits - debits - exchange fees; house == its entries.
+
+    ``exchange_fees`` is what the trades booked so far were charged, counted by the test itself.
+    """
+    conn = repo.conn
+    flows: dict[str, Decimal] = defaultdict(Decimal)
+    for asset, fee in exchange_fees.items():
+        flows[asset] -= fee
+    charged: dict[str, Decimal] = defaultdict(Decimal)
+    for asset, kind, d_avail, d_locked in conn.execute(
+        text("SELECT asset, kind, available_delta, locked_delta FROM ledger_entries")
+    ):
+        if kind in ("DEPOSIT", "WITHDRAWAL", "TRADE_CREDIT", "TRADE_DEBIT"):
+            flows[asset] += Decimal(d_avail) + Decimal(d_locked)
+    house_running: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for account, asset, kind, amount, after in conn.execute(
+        text("SELECT account, asset, kind, amount, balance_after FROM house_entries ORDER BY entry_id")
+    ):
+        house_running[(account, asset)] += Decimal(amount)
+        assert house_running[(account, asset)] == Decimal(after), "house balance_after is the running sum"
+        assert (account, kind) in (("fee_income", "TRADE_FEE"), ("exchange_fees", "EXCHANGE_FEE"))
+        assert (Decimal(amount) > 0) == (account == "fee_income"), "income is credited, the exchange's fees debited"
+        if kind == "EXCHANGE_FEE":
+            charged[asset] -= Decimal(amount)
+    assert {a: f for a, f in charged.items()} == {a: f for a, f in exchange_fees.items() if f}, (
+        "exchange_fees entries are exactly the trades' exchange fees"
+    )
+    house = {(a, s): Decimal(b) for a, s, b in conn.execute(text("SELECT account, asset, balance FROM house_balances"))}
+    assert house == dict(house_running), "each house balance equals the sum of its entries"
+    held: dict[str, Decimal] = defaultdict(Decimal)
+    for asset, available, locked in conn.execute(text("SELECT asset, available, locked FROM balances")):
+        held[asset] += Decimal(available) + Decimal(locked)
+    for (_account, asset), balance in house.items():
+        held[asset] += balance
+    for asset in set(held) | set(flows):
+        assert held[asset] == flows[asset], f"{asset}: users + house must equal the external flows"
 
 
 Op = Callable[[Any], Any]
@@ -73,6 +130,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.first_results: dict[tuple[str, str], tuple[str, Any]] = {}
         self.steps = 0
         self.reservations: dict[str, tuple[str, str]] = {}
+        self.exchange_fees: dict[str, Decimal] = defaultdict(Decimal)
 
     def teardown(self) -> None:
         self.tx.close()
@@ -151,24 +209,44 @@ class LedgerMachine(RuleBasedStateMachine):
         data=st.data(),
         trade=keys,
         sizes=st.tuples(amounts, amounts),
-        fee=st.tuples(st.sampled_from(["none", "debit", "credit"]), st.sampled_from(["0.00000001", "0.001", "0.5"])),
+        fee=fees,
+        exchange_fee=exchange_fees,
     )
-    def settle(self, data: st.DataObject, trade: str, sizes: tuple[str, str], fee: tuple[str, str]) -> None:
-        command = self._trade(data, trade, sizes, fee)
-        self._run(command, lambda repo: money.settle(repo, command, NOW))
+    def settle(
+        self,
+        *,
+        data: st.DataObject,
+        trade: str,
+        sizes: tuple[str, str],
+        fee: tuple[str, str],
+        exchange_fee: tuple[str, str],
+    ) -> None:
+        command = self._trade(data=data, trade=trade, sizes=sizes, fee=fee, exchange_fee=exchange_fee)
+        known = (command.scope, command.key) in self.first_results
+        result = self._run(command, lambda repo: money.settle(repo, command, NOW))
+        if not known and not isinstance(result, DomainError):
+            self._booked(command)
 
     @rule(
         data=st.data(),
         trade=keys,
         release_key=keys,
         sizes=st.tuples(amounts, amounts),
-        fee=st.tuples(st.sampled_from(["none", "debit", "credit"]), st.sampled_from(["0.00000001", "0.001", "0.5"])),
+        fee=fees,
+        exchange_fee=exchange_fees,
     )
     def settle_and_release(
-        self, data: st.DataObject, trade: str, release_key: str, sizes: tuple[str, str], fee: tuple[str, str]
+        self,
+        *,
+        data: st.DataObject,
+        trade: str,
+        release_key: str,
+        sizes: tuple[str, str],
+        fee: tuple[str, str],
+        exchange_fee: tuple[str, str],
     ) -> None:
         """SettleTrade with a release_id: both keys, one transaction."""
-        command = self._trade(data, trade, sizes, fee)
+        command = self._trade(data=data, trade=trade, sizes=sizes, fee=fee, exchange_fee=exchange_fee)
         release = Release.parse(command.order_id, release_key, "")
         parts = [
             (command.scope, command.key, command.fingerprint()),
@@ -183,6 +261,8 @@ class LedgerMachine(RuleBasedStateMachine):
             assert _snapshot(self.tx) == before, "a refused combined call changed the database"
             return
         event(f"settle_and_release: {'+'.join('replayed' if k else 'ok' for k in known)}")
+        if not known[0]:
+            self._booked(command)
         if all(known):
             assert _snapshot(self.tx) == before, "a replay of both parts must change nothing"
         for (scope, key, fingerprint), was_known in zip(parts, known, strict=True):
@@ -196,8 +276,26 @@ class LedgerMachine(RuleBasedStateMachine):
         if not known[1]:
             assert result.reservation.remaining == 0, "a new release leaves nothing reserved"
 
-    def _trade(self, data: st.DataObject, trade: str, sizes: tuple[str, str], fee: tuple[str, str]) -> Settle:
-        (debit_amount, credit_amount), (fee_in, fee_amount) = sizes, fee
+    def _booked(self, command: Settle) -> None:
+        """Remember what the exchange charged for a trade just booked: the model's own account of it."""
+        if command.exchange_fee_amount > 0:
+            self.exchange_fees[command.exchange_fee_asset] += command.exchange_fee_amount
+            event("exchange fee booked")
+
+    def _trade(
+        self,
+        *,
+        data: st.DataObject,
+        trade: str,
+        sizes: tuple[str, str],
+        fee: tuple[str, str],
+        exchange_fee: tuple[str, str],
+    ) -> Settle:
+        (debit_amount, credit_amount), (fee_in, fee_amount), (exchange_asset, exchange_amount) = (
+            sizes,
+            fee,
+            exchange_fee,
+        )
         # Mostly against a real reservation (its user and asset), sometimes deliberately not.
         if self.reservations and data.draw(st.integers(0, 4)) > 0:
             order = data.draw(st.sampled_from(sorted(self.reservations)))
@@ -216,6 +314,8 @@ class LedgerMachine(RuleBasedStateMachine):
             credit_amount=credit_amount,
             fee_asset={"none": "", "debit": debit, "credit": credit}[fee_in],
             fee_amount="" if fee_in == "none" else fee_amount,
+            exchange_fee_asset="" if exchange_asset == "none" else exchange_asset,
+            exchange_fee_amount="" if exchange_asset == "none" else exchange_amount,
         )
 
     @rule(
@@ -299,6 +399,10 @@ class LedgerMachine(RuleBasedStateMachine):
             assert available >= 0 and locked >= 0
             assert [available, locked] == running[(user, asset)]
             assert locked == held[(user, asset)], "locked equals what the reservations still hold"
+
+    @invariant()
+    def users_and_house_change_only_by_external_flows(self) -> None:
+        self.tx.read_sync(lambda repo: _double_entry(repo, self.exchange_fees))
 
 
 LedgerMachine.TestCase.settings = settings(

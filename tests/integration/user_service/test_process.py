@@ -25,6 +25,7 @@ def _spawn(db: Path, port: int, **extra: str) -> tuple[subprocess.Popen[bytes], 
         "TRADING_ADMIN_TOKEN": ADMIN_TOKEN,
         "TRADING_SERVICE_TOKEN": SERVICE_TOKEN,
         "LOG_LEVEL": "INFO",
+        "USER_ASSETS": "BTC,USDT",
         **extra,
     }
     process = subprocess.Popen(

@@ -52,7 +52,7 @@ class Db:
         return self.tx.write_sync(op)
 
     def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
-        tables = ["balances", "ledger_entries", "reservations", "idempotency_keys"]
+        tables = ["balances", "ledger_entries", "reservations", "idempotency_keys", "house_balances", "house_entries"]
         return self.tx.read_sync(
             lambda repo: {
                 t: [tuple(r) for r in repo.conn.execute(text(f"SELECT * FROM {t} ORDER BY 1, 2"))] for t in tables
@@ -110,6 +110,8 @@ TRADES = {
     "no fee": {"fee_asset": "", "fee_amount": ""},
     "exactly what is left": {"debit_amount": "250"},
     "beyond the reservation": {"debit_amount": "260", "fee_asset": "USDT", "fee_amount": "1"},
+    "exchange fee in BNB": {"exchange_fee_asset": "BNB", "exchange_fee_amount": "0.00012"},
+    "exchange fee in the debit asset": {"exchange_fee_asset": "USDT", "exchange_fee_amount": "0.2"},
 }
 
 
@@ -141,6 +143,8 @@ def test_the_combined_call_releases_the_difference_of_a_better_price(dbs: Callab
     ]
     kinds = [row[3] for row in db.snapshot()["ledger_entries"]][-4:]
     assert kinds == ["TRADE_DEBIT", "TRADE_CREDIT", "FEE", "RELEASE"]
+    house = [(row[1], row[2], row[3], row[4], row[6], row[7]) for row in db.snapshot()["house_entries"]]
+    assert house == [("fee_income", "BTC", "TRADE_FEE", "0.00000500", "T:1", "ord-1")]
 
 
 def test_a_retried_combined_call_changes_nothing_and_answers_the_same(dbs: Callable[..., Db]) -> None:

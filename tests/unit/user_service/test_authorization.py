@@ -8,25 +8,35 @@ from services.user_service.api.auth import POLICY, Principal, Role, check_access
 from shared.errors import PermissionDenied
 from trading.user.v1 import user_service_pb2
 
-ADMIN_ONLY = {"CreateUser", "ListUsers", "UpdateUserStatus", "CreateApiKey", "RevokeApiKey", "Deposit", "Withdraw"}
+ADMIN_ONLY = {
+    "CreateUser",
+    "ListUsers",
+    "UpdateUserStatus",
+    "CreateApiKey",
+    "RevokeApiKey",
+    "Deposit",
+    "Withdraw",
+    "ListHouseEntries",
+}
 INTERNAL = {"AuthenticateApiKey", "ReserveFunds", "ReleaseFunds", "SettleTrade"}
 OWNER_READ = {"GetUser", "GetBalances", "ListLedgerEntries"}
 OWNER_KEYS = {"ListApiKeys"}
+OPERATORS = {"GetLedgerTotals"}
 
 U = "usr_01J9Z3ABCDEFGHJKMNPQRSTVWX"
 
 
 def test_every_rpc_of_the_proto_has_a_policy() -> None:
     methods = set(user_service_pb2.DESCRIPTOR.services_by_name["UserService"].methods_by_name)
-    assert set(POLICY) == methods == ADMIN_ONLY | INTERNAL | OWNER_READ | OWNER_KEYS
+    assert set(POLICY) == methods == ADMIN_ONLY | INTERNAL | OWNER_READ | OWNER_KEYS | OPERATORS
 
 
 @pytest.mark.parametrize("rpc", sorted(POLICY))
 @pytest.mark.parametrize("role", list(Role))
 def test_matrix(rpc: str, role: Role) -> None:
     allowed = {
-        Role.ADMIN: ADMIN_ONLY | OWNER_READ | OWNER_KEYS,
-        Role.SERVICE: INTERNAL | OWNER_READ,
+        Role.ADMIN: ADMIN_ONLY | OWNER_READ | OWNER_KEYS | OPERATORS,
+        Role.SERVICE: INTERNAL | OWNER_READ | OPERATORS,
         Role.USER: OWNER_READ | OWNER_KEYS,
     }[role]
     principal = Principal(role, user_id=U if role is Role.USER else None)
