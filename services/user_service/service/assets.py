@@ -103,7 +103,7 @@ class ListedAssets:
             log.warning("could not load the exchange's asset list", extra={"error": str(exc)})
             if self._assets is None:
                 raise AssetListUnknown(
-                    "the exchange's asset list is not known yet (the exchange gateway did not answer); retry"
+                    "the exchange's asset list is not known yet (the exchange gateway has not given it); retry"
                 ) from None
             raise
         self._assets = assets
