@@ -213,8 +213,8 @@ class Settle:
     def fingerprint(self) -> str:
         """Canonical content; the trade time is informational and not part of it.
 
-        Without an exchange fee it is exactly the fingerprint of a trade that had none, so a retry of
-        a trade stored before the exchange fee existed still matches; with one, it differs.
+        A zero or empty exchange fee adds nothing to it, so idempotency records written without one
+        still match their retries; a positive one is part of it.
         """
         content = (
             f"settle|{self.order_id}|{self.user_id}|{self.debit_asset}|{fmt(self.debit_amount)}|"
