@@ -153,7 +153,9 @@ async def start(config: Config) -> RunningService:
         raise
     hub = ExecutionHub(journal.executions_after, last_sequence=journal.last_sequence)
     journal.on_commit = hub.publish
-    orders = Orders(journal, exchange, market, event_from_report)
+    orders = Orders(journal, exchange, market, event_from_report, cancel_foreign=config.foreign_orders == "cancel")
+    journal.on_anomalies = orders.anomalies_found
+    journal.on_foreign = orders.foreign.changed
     gateway = Gateway(
         exchange,
         market,

@@ -29,6 +29,7 @@ from shared.config import (
 )
 
 ENVIRONMENTS = ("sim", "testnet", "live")
+FOREIGN_ORDER_POLICIES = ("report", "cancel")
 TESTNET_BASE_URL = "https://testnet.binance.vision"
 TESTNET_WS_API_URL = "wss://ws-api.testnet.binance.vision/ws-api/v3"
 LIVE_BASE_URL = "https://api.binance.com"
@@ -85,6 +86,8 @@ class Config:
     # Start-up: how long to keep trying to reach the exchange
     startup_timeout_s: float = 30.0
     db_synchronous: str = "FULL"
+    # Orders on the account that the gateway did not place: "report" them, or also "cancel" them
+    foreign_orders: str = "report"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -142,6 +145,7 @@ class Config:
             price_ttl_ms=env_int(env, "GATEWAY_PRICE_TTL_MS", 1000),
             startup_timeout_s=env_float(env, "GATEWAY_STARTUP_TIMEOUT_S", 30.0),
             db_synchronous=env_sqlite_synchronous(env, "GATEWAY_DB_SYNCHRONOUS"),
+            foreign_orders=_foreign_order_policy(env_str(env, "GATEWAY_FOREIGN_ORDERS", "report")),
         )
 
     def validate(self) -> None:
@@ -162,3 +166,13 @@ class Config:
             raise ConfigError("BINANCE_PRIVATE_KEY_PASSPHRASE is set but BINANCE_PRIVATE_KEY_FILE is not")
         if not 0 < self.recv_window_ms <= 60_000:
             raise ConfigError("recvWindow must be between 1 and 60000 ms")
+        if self.foreign_orders not in FOREIGN_ORDER_POLICIES:
+            raise ConfigError(f"GATEWAY_FOREIGN_ORDERS must be report or cancel, got {self.foreign_orders!r}")
+
+
+def _foreign_order_policy(value: str) -> str:
+    """GATEWAY_FOREIGN_ORDERS: ``report`` or ``cancel`` (any case)."""
+    policy = value.strip().lower()
+    if policy not in FOREIGN_ORDER_POLICIES:
+        raise ConfigError(f"GATEWAY_FOREIGN_ORDERS must be report or cancel, got {value!r}")
+    return policy

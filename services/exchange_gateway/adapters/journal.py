@@ -1,12 +1,19 @@
 """The gateway's SQLite journal: orders before they are sent, and every execution once.
 
-Two tables:
+Four tables:
 - ``gateway_orders``: one row per client_order_id, written before the order is sent and updated
   with everything learned since.
 - ``gateway_executions``: the execution journal. ``sequence`` is 1, 2, 3... with no gap: it is
   assigned inside the same BEGIN IMMEDIATE transaction as the insert (one writer at a time), and a
   duplicate (same ``dedup_key``) is skipped without using up a number. ``dedup_key`` is
   ``T|symbol|trade_id`` for trades and ``X|client_order_id|type`` for the other types.
+- ``gateway_anomalies``: what the exchange reported against the journal (a trade key that came
+  again with other content, an open order the exchange no longer knows), one row per ``dedup_key``.
+- ``gateway_foreign_orders``: orders on the account that the gateway did not place, keyed by
+  (symbol, exchange order id, client order id); never executions, so never on the stream.
+
+After each commit the new executions go to ``on_commit`` (the stream), newly recorded anomalies to
+``on_anomalies`` and the foreign orders written (with whether each is new) to ``on_foreign``.
 
 Writes are batched: ``transact`` queues a function; one task runs everything queued in one
 transaction on the database writer thread, each function inside a SAVEPOINT so that one failing
@@ -53,13 +60,17 @@ from sqlalchemy.types import TypeDecorator
 
 from services.exchange_gateway.domain.model import (
     FINAL_STATUSES,
+    Anomaly,
+    AnomalyKind,
     ExecType,
     Execution,
+    ForeignOrder,
     Order,
     OrderStatus,
     OrderType,
     Side,
     TimeInForce,
+    TradeIdentity,
 )
 from shared.db import Database, driver_connection
 
@@ -137,8 +148,44 @@ executions = Table(
     Column("journal_time_ms", BigInteger, nullable=False),
 )
 
+anomalies = Table(
+    "gateway_anomalies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedup_key", String(200), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("symbol", String(32), nullable=False),
+    Column("trade_id", BigInteger, nullable=False),
+    Column("client_order_id", String(64), nullable=False),
+    Column("journaled", String(500), nullable=False),
+    Column("received", String(500), nullable=False),
+    Column("first_seen_ms", BigInteger, nullable=False),
+)
+
+foreign_orders = Table(
+    "gateway_foreign_orders",
+    metadata,
+    Column("symbol", String(32), primary_key=True),
+    Column("exchange_order_id", BigInteger, primary_key=True),
+    Column("client_order_id", String(64), primary_key=True),
+    Column("side", String(8), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("price", DecimalText, nullable=False),
+    Column("quantity", DecimalText, nullable=False),
+    Column("executed_qty", DecimalText, nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("is_open", Boolean, nullable=False),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),
+    Column("cancel_time_ms", BigInteger, nullable=False),
+    Column("cancel_error", String(500), nullable=False),
+    Index("ix_gateway_foreign_orders_open", "is_open"),
+)
+
 ORDER_COLUMNS = tuple(c.name for c in orders.columns)
 EXECUTION_COLUMNS = tuple(c.name for c in executions.columns)
+ANOMALY_COLUMNS = tuple(c.name for c in anomalies.columns if c.name != "id")
+FOREIGN_COLUMNS = tuple(c.name for c in foreign_orders.columns)
 
 # The hot statements go straight to the DB-API cursor of the transaction SQLAlchemy opened (BEGIN
 # IMMEDIATE): SQLAlchemy Core cost ~0.35 ms per statement here, several times SQLite's own cost.
@@ -157,6 +204,33 @@ _SELECT_EXECUTIONS = (
     f"SELECT {', '.join(EXECUTION_COLUMNS)} FROM gateway_executions WHERE sequence > ? ORDER BY sequence LIMIT ?"
 )
 _LAST_SEQUENCE = "SELECT MAX(sequence) FROM gateway_executions"
+_SELECT_EXECUTION_BY_KEY = f"SELECT {', '.join(EXECUTION_COLUMNS)} FROM gateway_executions WHERE dedup_key = ?"
+_INSERT_ANOMALY = (
+    f"INSERT INTO gateway_anomalies ({', '.join(ANOMALY_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(ANOMALY_COLUMNS))}) ON CONFLICT(dedup_key) DO NOTHING"
+)
+_SELECT_ANOMALIES = f"SELECT {', '.join(ANOMALY_COLUMNS)} FROM gateway_anomalies ORDER BY id"
+_SELECT_FOREIGN = (
+    f"SELECT {', '.join(FOREIGN_COLUMNS)} FROM gateway_foreign_orders "
+    "WHERE symbol = ? AND exchange_order_id = ? AND client_order_id = ?"
+)
+_SELECT_FOREIGN_ALL = (
+    f"SELECT {', '.join(FOREIGN_COLUMNS)} FROM gateway_foreign_orders ORDER BY first_seen_ms, symbol, exchange_order_id"
+)
+_SELECT_FOREIGN_OPEN = (
+    f"SELECT {', '.join(FOREIGN_COLUMNS)} FROM gateway_foreign_orders WHERE is_open = 1 "
+    "ORDER BY first_seen_ms, symbol, exchange_order_id"
+)
+_UPSERT_FOREIGN = (
+    f"INSERT INTO gateway_foreign_orders ({', '.join(FOREIGN_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(FOREIGN_COLUMNS))}) "
+    "ON CONFLICT(symbol, exchange_order_id, client_order_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}"
+        for c in FOREIGN_COLUMNS
+        if c not in ("symbol", "exchange_order_id", "client_order_id", "first_seen_ms")
+    )
+)
 
 
 def _text(value: Decimal | None) -> str | None:
@@ -267,6 +341,71 @@ def _execution_from_row(row: tuple[Any, ...]) -> Execution:
     )
 
 
+def _anomaly_values(a: Anomaly) -> tuple[Any, ...]:
+    return (
+        a.dedup_key,
+        a.kind.value,
+        a.symbol,
+        a.trade_id,
+        a.client_order_id,
+        a.journaled[:500],
+        a.received[:500],
+        a.first_seen_ms,
+    )
+
+
+def _anomaly_from_row(row: tuple[Any, ...]) -> Anomaly:
+    m = dict(zip(ANOMALY_COLUMNS, row, strict=True))
+    return Anomaly(
+        kind=AnomalyKind(m["kind"]),
+        symbol=m["symbol"],
+        client_order_id=m["client_order_id"],
+        trade_id=int(m["trade_id"]),
+        journaled=m["journaled"],
+        received=m["received"],
+        first_seen_ms=int(m["first_seen_ms"]),
+    )
+
+
+def _foreign_values(f: ForeignOrder) -> tuple[Any, ...]:
+    return (
+        f.symbol,
+        f.exchange_order_id,
+        f.client_order_id,
+        f.side.value if f.side else "",
+        f.type,
+        _text(f.price),
+        _text(f.quantity),
+        _text(f.executed_qty),
+        f.status.value,
+        int(f.is_open),
+        f.first_seen_ms,
+        f.last_seen_ms,
+        f.cancel_time_ms,
+        f.cancel_error[:500],
+    )
+
+
+def _foreign_from_row(row: tuple[Any, ...]) -> ForeignOrder:
+    m = dict(zip(FOREIGN_COLUMNS, row, strict=True))
+    return ForeignOrder(
+        symbol=m["symbol"],
+        client_order_id=m["client_order_id"],
+        exchange_order_id=int(m["exchange_order_id"]),
+        side=Side(m["side"]) if m["side"] else None,
+        type=m["type"],
+        price=Decimal(m["price"]),
+        quantity=Decimal(m["quantity"]),
+        executed_qty=Decimal(m["executed_qty"]),
+        status=OrderStatus(m["status"]),
+        is_open=bool(m["is_open"]),
+        first_seen_ms=int(m["first_seen_ms"]),
+        last_seen_ms=int(m["last_seen_ms"]),
+        cancel_time_ms=int(m["cancel_time_ms"]),
+        cancel_error=m["cancel_error"],
+    )
+
+
 def _cursor(conn: Connection) -> sqlite3.Cursor:
     """The DB-API cursor of ``conn``'s current transaction."""
     return driver_connection(conn).cursor()
@@ -282,6 +421,10 @@ class _Tx:
         self.overlay: dict[str, Order] = {}
         self.inserted: list[Execution] = []
         self.dirty: dict[str, Order] = {}
+        self.new_anomalies: list[Anomaly] = []
+        self.foreign: dict[tuple[str, int, str], ForeignOrder] = {}
+        self.foreign_dirty: dict[tuple[str, int, str], ForeignOrder] = {}
+        self.foreign_new: set[tuple[str, int, str]] = set()
 
     def get_order(self, client_order_id: str) -> Order | None:
         order = self.overlay.get(client_order_id) or self.cache.get(client_order_id)
@@ -303,10 +446,55 @@ class _Tx:
         self.inserted.append(candidate)
         return candidate
 
+    def journaled(self, dedup_key: str) -> Execution | None:
+        row = self.cursor.execute(_SELECT_EXECUTION_BY_KEY, (dedup_key,)).fetchone()
+        return None if row is None else _execution_from_row(row)
+
+    def add_anomaly(self, anomaly: Anomaly) -> bool:
+        self.cursor.execute(_INSERT_ANOMALY, _anomaly_values(anomaly))
+        if self.cursor.rowcount != 1:
+            return False
+        self.new_anomalies.append(anomaly)
+        return True
+
+    def get_foreign(self, key: tuple[str, int, str]) -> ForeignOrder | None:
+        order = self.foreign.get(key)
+        if order is not None:
+            return order
+        row = self.cursor.execute(_SELECT_FOREIGN, key).fetchone()
+        return None if row is None else _foreign_from_row(row)
+
+    def put_foreign(self, order: ForeignOrder) -> None:
+        if self.get_foreign(order.key) is None:
+            self.foreign_new.add(order.key)
+        self.foreign[order.key] = order
+        self.foreign_dirty[order.key] = order
+
+    def mark(self) -> tuple[Any, ...]:
+        """The state to go back to if the next function fails (its SAVEPOINT is rolled back)."""
+        return (
+            dict(self.overlay),
+            self.sequence,
+            len(self.inserted),
+            len(self.new_anomalies),
+            dict(self.foreign),
+            set(self.foreign_new),
+        )
+
+    def restore(self, mark: tuple[Any, ...]) -> None:
+        overlay, sequence, inserted, anomalies, foreign, foreign_new = mark
+        self.overlay, self.sequence, self.dirty = overlay, sequence, {}
+        del self.inserted[inserted:]
+        del self.new_anomalies[anomalies:]
+        self.foreign, self.foreign_new, self.foreign_dirty = foreign, foreign_new, {}
+
     def flush(self) -> None:
         if self.dirty:
             self.cursor.executemany(_UPSERT_ORDER, [_order_values(o) for o in self.dirty.values()])
             self.dirty.clear()
+        if self.foreign_dirty:
+            self.cursor.executemany(_UPSERT_FOREIGN, [_foreign_values(f) for f in self.foreign_dirty.values()])
+            self.foreign_dirty.clear()
 
 
 @dataclass(slots=True)
@@ -329,12 +517,16 @@ class SqlJournal:
         db: Database,
         *,
         on_commit: Callable[[list[Execution]], None] = lambda _: None,
+        on_anomalies: Callable[[list[Anomaly]], None] = lambda _: None,
+        on_foreign: Callable[[list[tuple[ForeignOrder, bool]]], None] = lambda _: None,
         max_batch: int = 512,
         max_final_orders: int = 1_000,
         recent_trade_keys: int = 4_096,
     ):
         self.db = db
         self.on_commit = on_commit
+        self.on_anomalies = on_anomalies
+        self.on_foreign = on_foreign
         self.max_batch = max_batch
         # The cache holds every order that is not final (bounded by the exchange's open-order limits
         # and by the resolver, which settles UNKNOWN ones within their recvWindow) plus the
@@ -348,8 +540,8 @@ class SqlJournal:
         self.batches = 0  # database transactions
         self.items = 0  # functions run in them
         self.settled = 0  # functions answered by their ``settled`` check, without the database
-        self._recent: collections.deque[str] = collections.deque(maxlen=recent_trade_keys)
-        self._recent_set: set[str] = set()
+        self.recent_trade_keys = recent_trade_keys
+        self._recent: collections.OrderedDict[str, TradeIdentity] = collections.OrderedDict()
 
     # --- life cycle -----------------------------------------------------------------------------------
 
@@ -433,16 +625,14 @@ class SqlJournal:
             tx = _Tx(cursor, sequence, cache)
             results: list[Any] = []
             for item in batch:
-                overlay = dict(tx.overlay)
-                seq, inserted = tx.sequence, len(tx.inserted)
+                mark = tx.mark()
                 cursor.execute("SAVEPOINT item")
                 try:
                     results.append(item.fn(tx))
                     tx.flush()
                 except Exception as exc:
                     cursor.execute("ROLLBACK TO SAVEPOINT item")
-                    tx.overlay, tx.sequence, tx.dirty = overlay, seq, {}
-                    del tx.inserted[inserted:]
+                    tx.restore(mark)
                     results.append(_Failed(exc))
                 cursor.execute("RELEASE SAVEPOINT item")
             return results, tx
@@ -461,12 +651,22 @@ class SqlJournal:
         self.last_sequence = tx.sequence
         for execution in tx.inserted:
             if execution.exec_type is ExecType.TRADE:
-                self._remember(execution.dedup_key)
+                self._remember(execution.dedup_key, execution.trade_identity)
         if tx.inserted:
             try:
                 self.on_commit(tx.inserted)
             except Exception:
                 log.exception("publishing executions failed")
+        if tx.new_anomalies:
+            try:
+                self.on_anomalies(tx.new_anomalies)
+            except Exception:
+                log.exception("reporting anomalies failed")
+        if tx.foreign:
+            try:
+                self.on_foreign([(f, key in tx.foreign_new) for key, f in tx.foreign.items()])
+            except Exception:
+                log.exception("reporting foreign orders failed")
         for item, result in zip(batch, results, strict=True):
             if item.future.done():
                 continue
@@ -476,15 +676,14 @@ class SqlJournal:
             else:
                 item.future.set_result(result)
 
-    def _remember(self, key: str) -> None:
-        if len(self._recent) == self._recent.maxlen:
-            self._recent_set.discard(self._recent[0])
-        self._recent.append(key)
-        self._recent_set.add(key)
+    def _remember(self, key: str, identity: TradeIdentity) -> None:
+        self._recent[key] = identity
+        while len(self._recent) > self.recent_trade_keys:
+            self._recent.popitem(last=False)
 
-    def seen(self, dedup_key: str) -> bool:
-        """Whether a trade with this key was journaled recently (the last ``recent_trade_keys``)."""
-        return dedup_key in self._recent_set
+    def journaled_trade(self, dedup_key: str) -> TradeIdentity | None:
+        """The identity of a trade journaled under this key recently (the last ``recent_trade_keys``)."""
+        return self._recent.get(dedup_key)
 
     def _cache(self, committed: dict[str, Order]) -> None:
         """Adopt the orders a batch committed; forget the oldest final ones beyond ``max_final_orders``."""
@@ -527,5 +726,19 @@ class SqlJournal:
         def load(conn: Connection) -> list[Execution]:
             rows = _cursor(conn).execute(_SELECT_EXECUTIONS, (sequence, limit)).fetchall()
             return [_execution_from_row(r) for r in rows]
+
+        return await self.db.read(load)
+
+    async def foreign_orders(self, *, open_only: bool = False) -> list[ForeignOrder]:
+        statement = _SELECT_FOREIGN_OPEN if open_only else _SELECT_FOREIGN_ALL
+
+        def load(conn: Connection) -> list[ForeignOrder]:
+            return [_foreign_from_row(r) for r in _cursor(conn).execute(statement).fetchall()]
+
+        return await self.db.read(load)
+
+    async def anomalies(self) -> list[Anomaly]:
+        def load(conn: Connection) -> list[Anomaly]:
+            return [_anomaly_from_row(r) for r in _cursor(conn).execute(_SELECT_ANOMALIES).fetchall()]
 
         return await self.db.read(load)

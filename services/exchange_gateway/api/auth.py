@@ -21,6 +21,8 @@ READ_ONLY = frozenset(
         "GetAccountBalances",
         "StreamExecutions",
         "GetRateLimitStatus",
+        "ListForeignOrders",
+        "ListAnomalies",
     }
 )
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 from services.exchange_gateway.domain.model import (
+    Anomaly,
+    AnomalyKind,
     Balance,
     ExecType,
     Execution,
+    ForeignOrder,
     Order,
     OrderStatus,
     OrderType,
@@ -49,6 +52,10 @@ EXEC_OUT = {
     ExecType.CANCELED: gateway_pb2.EXECUTION_TYPE_CANCELED,
     ExecType.REJECTED: gateway_pb2.EXECUTION_TYPE_REJECTED,
     ExecType.EXPIRED: gateway_pb2.EXECUTION_TYPE_EXPIRED,
+}
+ANOMALY_OUT = {
+    AnomalyKind.TRADE_KEY_CLASH: gateway_pb2.ANOMALY_KIND_TRADE_KEY_CLASH,
+    AnomalyKind.EXCHANGE_FORGOT_ORDER: gateway_pb2.ANOMALY_KIND_EXCHANGE_FORGOT_ORDER,
 }
 
 
@@ -141,3 +148,33 @@ def rules_out(r: SymbolRules) -> gateway_pb2.SymbolRules:
 
 def balance_out(b: Balance) -> gateway_pb2.AccountBalance:
     return gateway_pb2.AccountBalance(asset=b.asset, free=dec_out(b.free), locked=dec_out(b.locked))
+
+
+def foreign_order_out(f: ForeignOrder) -> gateway_pb2.ForeignOrder:
+    return gateway_pb2.ForeignOrder(
+        symbol=f.symbol,
+        client_order_id=f.client_order_id,
+        exchange_order_id=f.exchange_order_id,
+        side=SIDE_OUT[f.side] if f.side else gateway_pb2.SIDE_UNSPECIFIED,
+        type=f.type,
+        price=dec_out(f.price),
+        quantity=dec_out(f.quantity),
+        executed_quantity=dec_out(f.executed_qty),
+        status=STATUS_OUT[f.status],
+        open=f.is_open,
+        first_seen_time=ts_from_ms(f.first_seen_ms),
+        last_seen_time=ts_from_ms(f.last_seen_ms),
+        cancel_time=ts_from_ms(f.cancel_time_ms or None),
+        cancel_error=f.cancel_error,
+    )
+
+
+def anomaly_out(a: Anomaly) -> gateway_pb2.Anomaly:
+    return gateway_pb2.Anomaly(
+        kind=ANOMALY_OUT[a.kind],
+        symbol=a.symbol,
+        client_order_id=a.client_order_id,
+        trade_id=a.trade_id,
+        detail=a.detail,
+        first_seen_time=ts_from_ms(a.first_seen_ms),
+    )

@@ -109,3 +109,15 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
         if backoff is not None:
             response.backoff_until_time.CopyFrom(backoff)
         return response
+
+    async def ListForeignOrders(
+        self, request: pb.ListForeignOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListForeignOrdersResponse:
+        orders = await self.gateway.foreign_orders()
+        return pb.ListForeignOrdersResponse(orders=[convert.foreign_order_out(o) for o in orders])
+
+    async def ListAnomalies(
+        self, request: pb.ListAnomaliesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAnomaliesResponse:
+        anomalies = await self.gateway.anomalies()
+        return pb.ListAnomaliesResponse(anomalies=[convert.anomaly_out(a) for a in anomalies])

@@ -220,6 +220,50 @@ class Execution:
             return f"T|{self.symbol}|{self.trade_id}"
         return f"X|{self.client_order_id}|{self.exec_type.value}"
 
+    @property
+    def trade_identity(self) -> TradeIdentity:
+        """The trade's identity (meaningful for TRADE executions)."""
+        return TradeIdentity(
+            self.client_order_id, self.exchange_order_id, self.last_price, self.last_qty, self.transaction_time_ms
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TradeIdentity:
+    """What makes two reports of a trade key the same trade: its order, price, quantity and time."""
+
+    client_order_id: str
+    exchange_order_id: int
+    price: Decimal
+    quantity: Decimal
+    time_ms: int
+
+    @classmethod
+    def of_fill(cls, client_order_id: str, exchange_order_id: int, fill: Fill) -> TradeIdentity:
+        return cls(client_order_id, exchange_order_id, fill.price, fill.quantity, fill.time_ms)
+
+    def differences(self, other: TradeIdentity) -> list[str]:
+        """Names of the fields in which ``other`` is another trade (an id or a time of 0 is not known)."""
+        found = []
+        if self.client_order_id != other.client_order_id:
+            found.append("client_order_id")
+        if self.exchange_order_id and other.exchange_order_id and self.exchange_order_id != other.exchange_order_id:
+            found.append("order_id")
+        if self.price != other.price:
+            found.append("price")
+        if self.quantity != other.quantity:
+            found.append("quantity")
+        if self.time_ms and other.time_ms and self.time_ms != other.time_ms:
+            found.append("time")
+        return found
+
+    def describe(self) -> str:
+        """One line for the anomaly record and the log."""
+        return (
+            f"client_order_id={self.client_order_id} order_id={self.exchange_order_id} "
+            f"price={format(self.price, 'f')} quantity={format(self.quantity, 'f')} time_ms={self.time_ms}"
+        )
+
 
 def trade_key(symbol: str, trade_id: int) -> str:
     """The dedup key of a trade."""
@@ -288,6 +332,11 @@ class OrderSnapshot:
     time_ms: int
     fills: tuple[Fill, ...] = ()
     reason: str = ""
+    # What an order the gateway did not place needs to be described (the exchange's type name).
+    side: Side | None = None
+    order_type: str = ""
+    price: Decimal = ZERO
+    quantity: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,3 +352,111 @@ class ExchangeEvent:
     time_ms: int
     fill: Fill | None = None
     reason: str = ""
+    # What an order the gateway did not place needs to be described (the exchange's type name).
+    side: Side | None = None
+    order_type: str = ""
+    price: Decimal = ZERO
+    quantity: Decimal = ZERO
+
+
+class AnomalyKind(StrEnum):
+    # A trade key (symbol, trade id) the journal holds came again with other content.
+    TRADE_KEY_CLASH = "TRADE_KEY_CLASH"
+    # An order the exchange had accepted and the journal has open is unknown to the exchange.
+    EXCHANGE_FORGOT_ORDER = "EXCHANGE_FORGOT_ORDER"
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """Something the exchange reported that contradicts the journal; recorded once, never settled."""
+
+    kind: AnomalyKind
+    symbol: str
+    client_order_id: str
+    trade_id: int
+    journaled: str  # what the journal holds
+    received: str  # what the exchange reported
+    first_seen_ms: int
+
+    @property
+    def dedup_key(self) -> str:
+        """One record per clash (trade key and the order it now comes for) or per forgotten order."""
+        if self.kind is AnomalyKind.TRADE_KEY_CLASH:
+            return f"{self.kind.value}|{self.symbol}|{self.trade_id}|{self.client_order_id}"
+        return f"{self.kind.value}|{self.client_order_id}"
+
+    @property
+    def detail(self) -> str:
+        if self.kind is AnomalyKind.TRADE_KEY_CLASH:
+            return (
+                f"trade {self.symbol} #{self.trade_id} is journaled as ({self.journaled}); "
+                f"the exchange now reports ({self.received})"
+            )
+        return (
+            f"order {self.client_order_id} on {self.symbol} is open in the journal ({self.journaled}); "
+            f"the exchange answers ({self.received})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignOrder:
+    """An order on the exchange account that the gateway did not place (kept apart from the journal's orders).
+
+    ``is_open`` is whether the exchange still had it open when last heard of; ``status`` is the last
+    status it reported (an order that disappeared without one keeps the last one known).
+    """
+
+    symbol: str
+    client_order_id: str
+    exchange_order_id: int
+    side: Side | None
+    type: str  # the exchange's order type name: the account may hold types the gateway never submits
+    price: Decimal
+    quantity: Decimal
+    executed_qty: Decimal
+    status: OrderStatus
+    is_open: bool
+    first_seen_ms: int = 0
+    last_seen_ms: int = 0
+    cancel_time_ms: int = 0  # when the gateway cancelled it (policy ``cancel``); 0 if it did not
+    cancel_error: str = ""  # why the gateway's cancel failed; empty otherwise
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.symbol, self.exchange_order_id, self.client_order_id)
+
+    @classmethod
+    def seen_in(cls, snap: OrderSnapshot, *, now_ms: int) -> ForeignOrder:
+        """The order as an exchange answer (open orders, query, cancel) shows it."""
+        return cls(
+            symbol=snap.symbol,
+            client_order_id=snap.client_order_id,
+            exchange_order_id=snap.exchange_order_id,
+            side=snap.side,
+            type=snap.order_type,
+            price=snap.price,
+            quantity=snap.quantity,
+            executed_qty=snap.executed_qty,
+            status=snap.status,
+            is_open=snap.status in OPEN_STATUSES,
+            first_seen_ms=now_ms,
+            last_seen_ms=now_ms,
+        )
+
+    @classmethod
+    def seen_in_event(cls, event: ExchangeEvent, *, now_ms: int) -> ForeignOrder:
+        """The order as a user data stream event shows it."""
+        return cls(
+            symbol=event.symbol,
+            client_order_id=event.client_order_id,
+            exchange_order_id=event.exchange_order_id,
+            side=event.side,
+            type=event.order_type,
+            price=event.price,
+            quantity=event.quantity,
+            executed_qty=event.cum_qty,
+            status=event.order_status,
+            is_open=event.order_status in OPEN_STATUSES,
+            first_seen_ms=now_ms,
+            last_seen_ms=now_ms,
+        )

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from services.exchange_gateway.domain.errors import ExchangeError
-from services.exchange_gateway.domain.model import Execution
+from services.exchange_gateway.domain.model import Anomaly, Execution, ForeignOrder
 from services.exchange_gateway.service.executions import ExecutionHub
 from services.exchange_gateway.service.market import Market
 from services.exchange_gateway.service.orders import Orders
@@ -78,3 +78,11 @@ class Gateway:
 
     def rate_limit_status(self) -> RateStatus:
         return self.exchange.rate_limit_status()
+
+    async def foreign_orders(self) -> list[ForeignOrder]:
+        """Every order found on the exchange account that the gateway did not place, oldest first."""
+        return await self.orders.journal.foreign_orders()
+
+    async def anomalies(self) -> list[Anomaly]:
+        """Every recorded contradiction between the exchange's reports and the journal, oldest first."""
+        return await self.orders.journal.anomalies()

@@ -13,6 +13,9 @@ Guarantees (see the proto and ../shared/DESIGN.md):
   sent again.
 - The work after a request has been sent runs in its own task, so that a caller that goes away
   (deadline, cancellation) cannot leave the journal behind the exchange.
+- Reconciliation also catches an exchange that forgot: an order it had accepted, that the journal
+  has open and that it answers "Order does not exist" for, is an EXCHANGE_FORGOT_ORDER anomaly
+  and is ended as EXPIRED, so that the consumer releases what it holds for it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
 from services.exchange_gateway.domain.model import (
     OPEN_STATUSES,
+    Anomaly,
     ExchangeEvent,
     Order,
     OrderRequest,
@@ -34,6 +38,7 @@ from services.exchange_gateway.domain.model import (
 )
 from services.exchange_gateway.domain.validation import check_client_order_id, check_filters, needs_last_price
 from services.exchange_gateway.service import recording
+from services.exchange_gateway.service.foreign import ForeignOrders
 from services.exchange_gateway.service.market import Market
 from services.exchange_gateway.service.ports import EventSource, Exchange, Journal, RequestKind
 from shared.errors import (
@@ -45,11 +50,10 @@ from shared.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from shared.logs import security_log
 from shared.timeutil import now_ms as wall_ms
 
 log = logging.getLogger("exchange_gateway.orders")
-
-MAX_ORPHANS_REMEMBERED = 1_000
 
 
 class Orders:
@@ -65,6 +69,7 @@ class Orders:
         resolve_first_delay_s: float = 0.2,
         resolve_max_delay_s: float = 5.0,
         not_placed_margin_ms: int = 1000,
+        cancel_foreign: bool = False,
         clock: Callable[[], int] = wall_ms,
     ):
         self.journal = journal
@@ -83,8 +88,8 @@ class Orders:
         self._cancels: set[str] = set()
         self._cancel_wanted: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
-        self._orphans_seen: set[str] = set()
         self._closed = False
+        self.foreign = ForeignOrders(journal, exchange, cancel=cancel_foreign, spawn=self.spawn, clock=clock)
 
     # --- life cycle -----------------------------------------------------------------------------------
 
@@ -106,6 +111,7 @@ class Orders:
     async def close(self, grace: float = 1.0) -> None:
         """Let requests already sent finish (up to ``grace`` seconds), then cancel the rest."""
         self._closed = True
+        self.foreign.closed = True
         inflight = list(self._inflight.values())
         if inflight:
             await asyncio.wait(inflight, timeout=grace)
@@ -324,8 +330,14 @@ class Orders:
         """Whether the exchange can no longer accept the order's last request (timestamp + recvWindow passed)."""
         return self.exchange.now_ms() > order.request_time_ms + order.recv_window_ms + self.not_placed_margin_ms
 
-    async def _sync(self, cid: str, *, deadline: float | None = None) -> recording.Applied:
-        """Query the order by origClientOrderId and journal what the exchange says."""
+    async def _sync(
+        self, cid: str, *, deadline: float | None = None, missing_from_open: bool = False
+    ) -> recording.Applied:
+        """Query the order by origClientOrderId and journal what the exchange says.
+
+        ``missing_from_open``: the account's open orders, listed just before, did not include it; if
+        the exchange now also says it does not exist, although it had accepted it, it forgot it.
+        """
         order = await self.journal.get_order(cid)
         if order is None:
             return recording.Applied(None)
@@ -347,9 +359,32 @@ class Orders:
                     lambda tx: recording.reject(tx, cid, reason, now_ms=self.clock())
                 )
                 return recording.Applied(rejected)
+            if missing_from_open and order.status in OPEN_STATUSES:
+                return recording.Applied(await self._forgotten(cid, err))
             return recording.Applied(order, order.status is not OrderStatus.UNKNOWN)
         order = await self._apply(cid, snap)
         return recording.Applied(order, not recording.missing(order, snap.executed_qty))
+
+    async def _forgotten(self, cid: str, err: ExchangeError) -> Order | None:
+        """The exchange no longer knows an order it had accepted: record the anomaly, end the order EXPIRED."""
+        self.stats["exchange_forgot_order"] += 1
+        answer = err.describe()
+        return await self.journal.transact(lambda tx: recording.forgotten(tx, cid, answer, now_ms=self.clock()))
+
+    def anomalies_found(self, anomalies: list[Anomaly]) -> None:
+        """Journal callback after a commit: each new anomaly is a security event."""
+        for anomaly in anomalies:
+            self.stats[f"anomaly_{anomaly.kind.value.lower()}"] += 1
+            security_log.error(
+                "exchange report contradicts the journal",
+                extra={
+                    "kind": anomaly.kind.value,
+                    "symbol": anomaly.symbol,
+                    "client_order_id": anomaly.client_order_id,
+                    "trade_id": anomaly.trade_id,
+                    "detail": anomaly.detail,
+                },
+            )
 
     def request_sync(self, cid: str, *, delay: float = 0.0) -> None:
         """Sync one order in the background (coalesced), retrying a few times until the journal agrees."""
@@ -441,12 +476,7 @@ class Orders:
                 return
             applied: recording.Applied = f.result()
             if applied.order is None:
-                if self._first_orphan_report(event.client_order_id):
-                    log.warning(
-                        "execution for an order the gateway did not place (ignored)",
-                        extra={"client_order_id": event.client_order_id, "symbol": event.symbol},
-                    )
-                return
+                return  # an order the gateway did not place: its foreign-order record was updated
             if not applied.complete:
                 self.stats["stream_gaps"] += 1
                 self.request_sync(event.client_order_id)
@@ -456,53 +486,50 @@ class Orders:
     def _known(self, event: ExchangeEvent) -> recording.Applied | None:
         """``event`` is already journaled (checked against the committed cache): nothing to write."""
         cached = self.journal.cached_order(event.client_order_id)
-        if cached is not None and recording.already_known(cached, event, self.journal.seen):
+        if cached is not None and recording.already_known(cached, event, self.journal.journaled_trade):
             return recording.Applied(cached)
         return None
 
-    def _first_orphan_report(self, cid: str) -> bool:
-        """Whether an order the gateway did not place is reported for the first time (recently)."""
-        if cid in self._orphans_seen:
-            return False
-        if len(self._orphans_seen) >= MAX_ORPHANS_REMEMBERED:
-            self._orphans_seen.clear()  # bounded: at worst an old orphan is logged once more
-        self._orphans_seen.add(cid)
-        return True
-
     async def reconcile(self, why: str) -> None:
-        """Bring every order that is not final in line with the exchange (after every (re)connect).
+        """Bring every order that is not final in line with the exchange, and find foreign orders.
 
-        Per symbol one GET openOrders (weight 6); orders still open are compared with it (their
-        missing trades fetched with myTrades), orders no longer open are queried one by one
-        (weight 4), orders of unknown outcome go to the resolver.
+        One GET openOrders for every symbol (weight 80), at every reconciliation, whatever the
+        journal holds. Journal orders it lists are compared with it (their missing trades fetched
+        with myTrades); journal orders it does not list are queried one by one (weight 4), and an
+        accepted one that the exchange says does not exist is ended as forgotten; orders of
+        unknown outcome go to the resolver. Every other order it lists is foreign.
         """
         async with self._reconcile_lock:
-            pending = await self.journal.orders_not_final()
-            if not pending:
-                return
             self.stats["reconciliations"] += 1
-            log.info("reconciling", extra={"why": why, "orders": len(pending)})
-            open_by_cid: dict[str, OrderSnapshot] = {}
-            failed: set[str] = set()
-            for symbol in sorted({o.symbol for o in pending}):
-                try:
-                    for snap in await self.exchange.open_orders(symbol):
-                        open_by_cid[snap.client_order_id] = snap
-                except (ExchangeError, DomainError) as exc:
-                    log.warning("reconcile: open orders failed", extra={"symbol": symbol, "error": str(exc)})
-                    failed.add(symbol)
-            known = set()
+            pending = await self.journal.orders_not_final()
+            try:
+                listed = await self.exchange.open_orders()
+            except (ExchangeError, DomainError) as exc:
+                log.warning("reconcile: open orders failed", extra={"why": why, "error": str(exc)})
+                for stale in pending:
+                    if stale.client_order_id not in self._inflight:
+                        self.request_sync(stale.client_order_id, delay=1.0)
+                return
+            ours: dict[str, OrderSnapshot] = {}
+            foreign: list[OrderSnapshot] = []
+            for snap in listed:
+                cid = snap.client_order_id
+                mine = self.journal.cached_order(cid) or await self.journal.get_order(cid)
+                if mine is not None and recording.belongs(mine, snap.symbol, snap.exchange_order_id):
+                    ours[cid] = snap
+                else:
+                    foreign.append(snap)
+            if pending:
+                log.info("reconciling", extra={"why": why, "orders": len(pending)})
+            forgot_before = self.stats["exchange_forgot_order"]
             for stale in pending:
                 cid = stale.client_order_id
-                known.add(cid)
-                if cid in self._inflight or stale.symbol in failed:
-                    if stale.symbol in failed:
-                        self.request_sync(cid, delay=1.0)
+                if cid in self._inflight:
                     continue
                 order = await self.journal.get_order(cid) or stale
                 if order.is_final:
                     continue
-                open_snap = open_by_cid.get(cid)
+                open_snap = ours.get(cid)
                 try:
                     if open_snap is not None:
                         if (
@@ -516,18 +543,18 @@ class Orders:
                     elif order.status is OrderStatus.UNKNOWN:
                         self._start_resolver(cid)
                     else:
-                        await self._sync(cid)
+                        await self._sync(cid, missing_from_open=True)
                 except (ExchangeError, DomainError) as exc:
                     log.warning("reconcile: order sync failed", extra={"client_order_id": cid, "error": str(exc)})
                     self.request_sync(cid, delay=1.0)
-            for cid, snap in open_by_cid.items():
-                if (
-                    cid not in known
-                    and cid not in self._orphans_seen
-                    and await self.journal.get_order(cid) is None
-                    and self._first_orphan_report(cid)
-                ):
-                    log.warning(
-                        "open order at the exchange that the gateway did not place",
-                        extra={"client_order_id": cid, "symbol": snap.symbol},
-                    )
+            forgotten = self.stats["exchange_forgot_order"] - forgot_before
+            if forgotten:
+                log.error(
+                    "the exchange does not know orders it had accepted and the journal had open (was it reset?); "
+                    "they are ended as EXPIRED with reason EXCHANGE_FORGOT and listed by ListAnomalies",
+                    extra={"why": why, "orders": forgotten},
+                )
+            try:
+                await self.foreign.reconcile(foreign)
+            except (ExchangeError, DomainError) as exc:
+                log.warning("reconcile: foreign orders not brought up to date", extra={"error": str(exc)})

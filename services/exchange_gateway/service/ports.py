@@ -10,14 +10,17 @@ from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from services.exchange_gateway.domain.model import (
+    Anomaly,
     Balance,
     ExchangeEvent,
     Execution,
     Fill,
+    ForeignOrder,
     Order,
     OrderRequest,
     OrderSnapshot,
     SymbolRules,
+    TradeIdentity,
 )
 
 T = TypeVar("T")
@@ -86,7 +89,9 @@ class Exchange(Protocol):
         self, symbol: str, client_order_id: str, *, deadline: float | None = None
     ) -> OrderSnapshot: ...
 
-    async def open_orders(self, symbol: str) -> list[OrderSnapshot]: ...
+    async def open_orders(self, symbol: str | None = None) -> list[OrderSnapshot]:
+        """The account's open orders on ``symbol``, or on every symbol (one request) when it is None."""
+        ...
 
     async def order_trades(self, symbol: str, exchange_order_id: int) -> list[Fill]: ...
 
@@ -113,6 +118,20 @@ class JournalTx(Protocol):
     def add_execution(self, execution: Execution) -> Execution | None:
         """Journal ``execution`` under the next sequence; None if its dedup key is already journaled."""
         ...
+
+    def journaled(self, dedup_key: str) -> Execution | None:
+        """The execution journaled under ``dedup_key``, if any."""
+        ...
+
+    def add_anomaly(self, anomaly: Anomaly) -> bool:
+        """Record ``anomaly``; False if the same one (its dedup key) is already recorded."""
+        ...
+
+    def get_foreign(self, key: tuple[str, int, str]) -> ForeignOrder | None:
+        """The foreign order with this (symbol, exchange order id, client order id), if recorded."""
+        ...
+
+    def put_foreign(self, order: ForeignOrder) -> None: ...
 
 
 class Journal(Protocol):
@@ -141,13 +160,21 @@ class Journal(Protocol):
         final are always there; final ones only for a while: callers fall back to ``get_order``."""
         ...
 
-    def seen(self, dedup_key: str) -> bool:
-        """Whether an execution with this key was journaled recently (a hint; the database decides)."""
+    def journaled_trade(self, dedup_key: str) -> TradeIdentity | None:
+        """The identity of a trade journaled recently under this key (a hint; the database decides)."""
         ...
 
     async def orders_not_final(self) -> list[Order]: ...
 
     async def executions_after(self, sequence: int, limit: int) -> list[Execution]: ...
+
+    async def foreign_orders(self, *, open_only: bool = False) -> list[ForeignOrder]:
+        """Every recorded foreign order (or only those still open), oldest first."""
+        ...
+
+    async def anomalies(self) -> list[Anomaly]:
+        """Every recorded anomaly, oldest first."""
+        ...
 
 
 EventSource = Callable[[dict[str, Any]], ExchangeEvent | None]

@@ -4,23 +4,34 @@ Every path that learns something about an order (the order response, the user da
 query, open orders, myTrades) ends up here, and each fact is journaled once: the journal's dedup
 key makes a second report of the same trade or the same NEW/CANCELED/EXPIRED/REJECTED a no-op,
 and the order row changes only when an execution is new.
+
+A trade key (symbol, trade id) that comes again with other content (another order, price,
+quantity or time: an exchange that was reset and counts from 1 again) is not the same trade: it is
+recorded as a TRADE_KEY_CLASH anomaly and not journaled, so the consumer never settles a trade
+whose identity is in doubt and the order stays short of that trade. Reports about orders the
+gateway did not place update the foreign-order record and are never executions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from services.exchange_gateway.domain import lifecycle
 from services.exchange_gateway.domain.model import (
+    OPEN_STATUSES,
+    Anomaly,
+    AnomalyKind,
     ExchangeEvent,
     ExecType,
     Execution,
     Fill,
+    ForeignOrder,
     Order,
     OrderSnapshot,
     OrderStatus,
+    TradeIdentity,
     trade_key,
 )
 from services.exchange_gateway.service.ports import JournalTx
@@ -37,9 +48,36 @@ class Applied:
 def _journal(tx: JournalTx, change: tuple[Order, Execution]) -> Order:
     updated, execution = change
     if tx.add_execution(execution) is None:
+        if execution.exec_type is ExecType.TRADE:
+            _check_trade_key(tx, execution)
         return tx.get_order(updated.client_order_id) or updated
     tx.put_order(updated)
     return updated
+
+
+def _check_trade_key(tx: JournalTx, execution: Execution) -> None:
+    """A trade key already journaled: an identical repeat is a duplicate, other content an anomaly."""
+    journaled = tx.journaled(execution.dedup_key)
+    if journaled is None or not journaled.trade_identity.differences(execution.trade_identity):
+        return
+    tx.add_anomaly(
+        Anomaly(
+            kind=AnomalyKind.TRADE_KEY_CLASH,
+            symbol=execution.symbol,
+            client_order_id=execution.client_order_id,
+            trade_id=execution.trade_id,
+            journaled=journaled.trade_identity.describe(),
+            received=execution.trade_identity.describe(),
+            first_seen_ms=execution.journal_time_ms,
+        )
+    )
+
+
+def belongs(order: Order, symbol: str, exchange_order_id: int) -> bool:
+    """Whether a report about (symbol, exchange order id) is about the journaled ``order`` (same client id)."""
+    if order.symbol != symbol:
+        return False
+    return not (order.exchange_order_id and exchange_order_id and order.exchange_order_id != exchange_order_id)
 
 
 def _ensure_new(tx: JournalTx, order: Order, *, exchange_order_id: int, time_ms: int, now_ms: int) -> Order:
@@ -132,9 +170,14 @@ def apply_snapshot(
 
 
 def apply_event(tx: JournalTx, event: ExchangeEvent, *, now_ms: int) -> Applied:
-    """Journal one user data stream event; ``complete=False`` means trades are missing (a gap)."""
+    """Journal one user data stream event; ``complete=False`` means trades are missing (a gap).
+
+    An event about an order the gateway did not place updates its foreign-order record instead
+    (``order`` None): it is never an execution.
+    """
     order = tx.get_order(event.client_order_id)
-    if order is None or order.symbol != event.symbol:
+    if order is None or not belongs(order, event.symbol, event.exchange_order_id):
+        note_foreign(tx, ForeignOrder.seen_in_event(event, now_ms=now_ms))
         return Applied(None)
     if event.exec_type is ExecType.REJECTED:
         return Applied(
@@ -166,6 +209,87 @@ def apply_event(tx: JournalTx, event: ExchangeEvent, *, now_ms: int) -> Applied:
     return Applied(order)
 
 
+def forgotten(tx: JournalTx, client_order_id: str, answer: str, *, now_ms: int) -> Order | None:
+    """An open order that the exchange no longer knows: an EXCHANGE_FORGOT_ORDER anomaly, and EXPIRED.
+
+    The EXPIRED execution follows every trade the journal holds for the order (they were journaled,
+    hence streamed, before it), and its cumulative figures are those trades' sums, so the consumer
+    settles what was traded and releases the rest.
+    """
+    order = tx.get_order(client_order_id)
+    if order is None or order.status not in OPEN_STATUSES:
+        return order
+    tx.add_anomaly(
+        Anomaly(
+            kind=AnomalyKind.EXCHANGE_FORGOT_ORDER,
+            symbol=order.symbol,
+            client_order_id=client_order_id,
+            trade_id=0,
+            journaled=(
+                f"status={order.status.value} order_id={order.exchange_order_id} "
+                f"executed_quantity={format(order.executed_qty, 'f')}"
+            ),
+            received=answer,
+            first_seen_ms=now_ms,
+        )
+    )
+    reason = f"EXCHANGE_FORGOT: the exchange answers {answer} for an order it had accepted"
+    return _journal(tx, lifecycle.ended(order, ExecType.EXPIRED, reason=reason, time_ms=now_ms, now_ms=now_ms))
+
+
+def note_foreign(tx: JournalTx, seen: ForeignOrder) -> ForeignOrder:
+    """Record what the exchange reports about an order the gateway did not place, merged with what is known.
+
+    Its status never moves back (a late open-orders answer cannot reopen a filled order), the
+    executed quantity only grows, and an order once no longer open stays so.
+    """
+    known = tx.get_foreign(seen.key)
+    if known is None:
+        tx.put_foreign(seen)
+        return seen
+    status = lifecycle.advance(known.status, seen.status)
+    merged = replace(
+        known,
+        side=seen.side or known.side,
+        type=seen.type or known.type,
+        price=seen.price or known.price,
+        quantity=seen.quantity or known.quantity,
+        executed_qty=max(known.executed_qty, seen.executed_qty),
+        status=status,
+        is_open=known.is_open and seen.is_open and status in OPEN_STATUSES,
+        last_seen_ms=max(known.last_seen_ms, seen.last_seen_ms),
+    )
+    if merged != known:
+        tx.put_foreign(merged)
+    return merged
+
+
+def foreign_gone(tx: JournalTx, key: tuple[str, int, str], *, now_ms: int) -> ForeignOrder | None:
+    """A foreign order the exchange no longer lists and cannot tell about: no longer open, last status kept."""
+    known = tx.get_foreign(key)
+    if known is None or not known.is_open:
+        return known
+    gone = replace(known, is_open=False, last_seen_ms=max(known.last_seen_ms, now_ms))
+    tx.put_foreign(gone)
+    return gone
+
+
+def foreign_cancel(
+    tx: JournalTx, key: tuple[str, int, str], answer: OrderSnapshot | None, error: str, *, now_ms: int
+) -> ForeignOrder | None:
+    """Record the gateway's cancel of a foreign order: its answer, or why it failed."""
+    known = tx.get_foreign(key)
+    if known is None:
+        return None
+    if answer is not None:
+        known = note_foreign(tx, ForeignOrder.seen_in(answer, now_ms=now_ms))
+        known = replace(known, cancel_time_ms=now_ms, cancel_error="")
+    else:
+        known = replace(known, cancel_error=error)
+    tx.put_foreign(known)
+    return known
+
+
 def covers(order: Order, snap: OrderSnapshot) -> bool:
     """Whether the journaled ``order`` already reflects everything ``snap`` says (nothing to write)."""
     if snap.status is OrderStatus.REJECTED:
@@ -179,10 +303,20 @@ def covers(order: Order, snap: OrderSnapshot) -> bool:
     return True
 
 
-def already_known(order: Order, event: ExchangeEvent, seen: Callable[[str], bool]) -> bool:
-    """Whether ``event`` is already journaled (checked against the committed order and recent keys)."""
+def already_known(order: Order, event: ExchangeEvent, journaled_trade: Callable[[str], TradeIdentity | None]) -> bool:
+    """Whether ``event`` is already journaled (checked against the committed order and recent trades).
+
+    A trade counts as known only when the recent trade under its key is the same trade (a key that
+    comes with other content goes to the journal, which records the clash).
+    """
+    if not belongs(order, event.symbol, event.exchange_order_id):
+        return False
     if event.exec_type is ExecType.TRADE:
-        return event.fill is not None and seen(trade_key(event.symbol, event.fill.trade_id))
+        if event.fill is None:
+            return False
+        identity = journaled_trade(trade_key(event.symbol, event.fill.trade_id))
+        mine = TradeIdentity.of_fill(order.client_order_id, event.exchange_order_id, event.fill)
+        return identity is not None and not identity.differences(mine)
     if event.exec_type is ExecType.NEW:
         return order.reported_new
     return order.is_final

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import aiohttp
 import grpc
 import pytest
+from yarl import URL
 
 from services.exchange_gateway.bootstrap import RunningService, start
 from services.exchange_gateway.config import Config
 from services.exchange_simulator.app import RunningSimulator, SimConfig, start_simulator
+from shared.config import SIM_DEV_API_KEY, SIM_DEV_API_SECRET
 from trading.gateway.v1 import gateway_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
 SERVICE_TOKEN = "svc-token-for-tests-0001"
@@ -59,14 +64,44 @@ class Sim:
             body["volume"] = volume
         return await self.post("price", body)
 
+    async def signed(self, method: str, path: str, params: dict[str, str]) -> tuple[int, Any]:
+        """A Binance API request signed with the development HMAC key: another program on the same account."""
+        query = urlencode({**params, "timestamp": str(int(time.time() * 1000))}, quote_via=quote, safe="-_.~")
+        signature = hmac.new(SIM_DEV_API_SECRET.encode(), query.encode(), hashlib.sha256).hexdigest()
+        url = URL(f"{self.running.base_url}{path}?{query}&signature={signature}", encoded=True)
+        async with self.session.request(method, url, headers={"X-MBX-APIKEY": SIM_DEV_API_KEY}) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def place_directly(self, **params: str) -> dict[str, Any]:
+        """Place an order on the account without the gateway (as a person on the web site would)."""
+        status, body = await self.signed("POST", "/api/v3/order", params)
+        assert status == 200, body
+        return body
+
+    async def restart(self) -> None:
+        """Stop the simulator and start a fresh one on the same port: an exchange that forgot every order.
+
+        Its order and trade ids start past the old simulator's, as a reset exchange's may; a test of
+        reused ids sets them back itself.
+        """
+        port = self.running.port
+        before = {symbol: (m.next_order_id, m.next_trade_id) for symbol, m in self.exchange.markets.items()}
+        await self.running.stop()
+        self.running = await start_simulator(SimConfig(port=port))
+        for symbol, (order_id, trade_id) in before.items():
+            market = self.exchange.markets[symbol]
+            market.next_order_id = max(market.next_order_id, order_id + 1000)
+            market.next_trade_id = max(market.next_trade_id, trade_id + 1000)
+
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Sim]:
     running = await start_simulator(SimConfig())
     session = aiohttp.ClientSession()
-    yield Sim(running, session)
+    simulator = Sim(running, session)
+    yield simulator
     await session.close()
-    await running.stop()
+    await simulator.running.stop()  # the one running now (a test may have restarted it)
 
 
 @dataclass
@@ -103,6 +138,30 @@ class Gateway:
         finally:
             call.cancel()
         return result
+
+    async def foreign_orders(self) -> list[gateway_pb2.ForeignOrder]:
+        """ListForeignOrders with the admin token (a read-only RPC)."""
+        response = await self.stub.ListForeignOrders(pb.ListForeignOrdersRequest(), metadata=ADMIN)
+        return list(response.orders)
+
+    async def anomalies(self) -> list[gateway_pb2.Anomaly]:
+        """ListAnomalies with the admin token (a read-only RPC)."""
+        response = await self.stub.ListAnomalies(pb.ListAnomaliesRequest(), metadata=ADMIN)
+        return list(response.anomalies)
+
+    def record_requests(self) -> list[tuple[str, str, dict[str, str]]]:
+        """From now on, every REST request the gateway sends: (method, path, parameters)."""
+        sent: list[tuple[str, str, dict[str, str]]] = []
+        transport = self.running.rest.transport
+        send = transport.request
+
+        async def request(method: str, url: str, **kwargs: Any) -> Any:
+            parts = urlsplit(url)
+            sent.append((method, parts.path, dict(parse_qsl(parts.query))))
+            return await send(method, url, **kwargs)
+
+        transport.request = request  # type: ignore[method-assign]
+        return sent
 
     async def all_executions(self, settle: float = 0.5) -> list[gateway_pb2.Execution]:
         """Everything journaled so far (waits ``settle`` seconds of quiet)."""

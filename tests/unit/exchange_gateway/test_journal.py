@@ -10,6 +10,7 @@ import pytest
 
 from services.exchange_gateway.adapters.journal import SqlJournal
 from services.exchange_gateway.domain.model import (
+    AnomalyKind,
     ExchangeEvent,
     ExecType,
     Fill,
@@ -49,7 +50,11 @@ class Opened:
         self.journal = SqlJournal(self.db, **options)
         self.journal.create_schema()
         self.published: list = []
+        self.anomalies: list = []
+        self.foreign: list = []
         self.journal.on_commit = self.published.extend
+        self.journal.on_anomalies = self.anomalies.extend
+        self.journal.on_foreign = self.foreign.extend
 
     async def __aenter__(self) -> Opened:
         self.pending = await self.journal.open()
@@ -247,3 +252,141 @@ async def test_a_settled_check_runs_after_the_batch_in_flight_has_committed(db_p
         # A check that finds nothing settled leaves the function to the database.
         await journal.transact(lambda tx: recording.reject(tx, "a", "refused", now_ms=3), settled=lambda: None)
         assert journal.batches == 2 and journal.last_sequence == 1
+
+
+def foreign_event(exec_type: ExecType, status: OrderStatus, cum: str, *, trade_id: int = 0) -> ExchangeEvent:
+    """A report about an order the gateway did not place (a person on the exchange's web site)."""
+    traded = fill(trade_id, cum) if exec_type is ExecType.TRADE else None
+    return ExchangeEvent(
+        "web_1", 99, "ETHUSDT", exec_type, status, D(cum), 50, traded, "", Side.SELL, "LIMIT", D("3100"), D("2")
+    )
+
+
+async def test_a_trade_key_that_comes_again_with_other_content_is_an_anomaly_and_no_execution(db_path):
+    async with Opened(db_path) as opened:
+        journal = opened.journal
+        for cid in ("a", "b"):
+            await journal.transact(lambda tx, cid=cid: recording.insert_order(tx, new_order(cid, "2")))
+        await journal.transact(lambda tx: recording.apply_event(tx, trade_event("a", 1, "1", "1"), now_ms=9))
+        sequence = journal.last_sequence
+        # The exchange reports trade 1 again, now for order b (its ids started again from 1).
+        for _ in range(3):  # the stream, the order's answer and myTrades: recorded once
+            applied = await journal.transact(
+                lambda tx: recording.apply_event(tx, trade_event("b", 1, "1", "1"), now_ms=10)
+            )
+            assert applied.order is not None and applied.order.executed_qty == D(0) and not applied.complete
+        assert journal.last_sequence == sequence + 1  # only b's NEW: the trade is held back
+        assert [e.exec_type for e in await journal.executions_after(sequence, 10)] == [ExecType.NEW]
+        (anomaly,) = await journal.anomalies()
+        assert (anomaly.kind, anomaly.symbol, anomaly.trade_id, anomaly.client_order_id) == (
+            AnomalyKind.TRADE_KEY_CLASH,
+            "BTCUSDT",
+            1,
+            "b",
+        )
+        assert "client_order_id=a" in anomaly.journaled and "client_order_id=b" in anomaly.received
+        assert anomaly.first_seen_ms == 10
+        assert opened.anomalies == [anomaly]  # reported once, after the commit
+
+
+async def test_the_same_order_reporting_a_trade_key_with_another_price_is_a_clash(db_path):
+    async with Opened(db_path) as opened:
+        journal = opened.journal
+        await journal.transact(lambda tx: recording.insert_order(tx, new_order("a", "2")))
+        await journal.transact(lambda tx: recording.apply_event(tx, trade_event("a", 1, "1", "1"), now_ms=9))
+        other = Fill(1, D("1"), D("49999"), D("49999"), D("0.001"), "BTC", False, 1001)
+        snap = OrderSnapshot("a", 7, "BTCUSDT", OrderStatus.FILLED, D("2"), D("99999"), 5, fills=(other,))
+        await journal.transact(lambda tx: recording.apply_snapshot(tx, snap, None, now_ms=11))
+        (anomaly,) = await journal.anomalies()
+        assert "price=50000" in anomaly.journaled and "price=49999" in anomaly.received
+
+
+async def test_an_identical_repeat_of_a_trade_is_a_silent_duplicate_on_every_path(db_path):
+    async with Opened(db_path) as opened:
+        journal = opened.journal
+        await journal.transact(lambda tx: recording.insert_order(tx, new_order("a", "2")))
+        event = trade_event("a", 1, "1", "1")
+        await journal.transact(lambda tx: recording.apply_event(tx, event, now_ms=9))
+        sequence = journal.last_sequence
+        snap = OrderSnapshot("a", 7, "BTCUSDT", OrderStatus.PARTIALLY_FILLED, D("1"), D("50000"), 5)
+        await journal.transact(lambda tx: recording.apply_event(tx, event, now_ms=10))
+        await journal.transact(lambda tx: recording.apply_snapshot(tx, snap, [fill(1, "1")], now_ms=11))
+        assert journal.last_sequence == sequence
+        assert await journal.anomalies() == [] and opened.anomalies == []
+
+
+async def test_the_recent_trade_hint_only_recognises_the_same_trade(db_path):
+    async with Opened(db_path) as opened:
+        journal = opened.journal
+        for cid in ("a", "b"):
+            await journal.transact(lambda tx, cid=cid: recording.insert_order(tx, new_order(cid, "2")))
+        await journal.transact(lambda tx: recording.apply_event(tx, trade_event("a", 1, "1", "1"), now_ms=9))
+        a, b = journal.cached_order("a"), journal.cached_order("b")
+        assert a is not None and b is not None
+        assert recording.already_known(a, trade_event("a", 1, "1", "1"), journal.journaled_trade)
+        # The same key for another order is not known: it must reach the journal, which records the clash.
+        assert not recording.already_known(b, trade_event("b", 1, "1", "1"), journal.journaled_trade)
+
+
+async def test_an_open_order_the_exchange_forgot_expires_after_its_trades_with_an_anomaly(db_path):
+    async with Opened(db_path) as opened:
+        journal = opened.journal
+        await journal.transact(lambda tx: recording.insert_order(tx, new_order("a", "2")))
+        await journal.transact(lambda tx: recording.insert_order(tx, new_order("unknown", "2")))
+        await journal.transact(lambda tx: recording.apply_event(tx, trade_event("a", 1, "0.5", "0.5"), now_ms=9))
+        answer = "-2013: Order does not exist."
+        for _ in range(2):
+            ended = await journal.transact(lambda tx: recording.forgotten(tx, "a", answer, now_ms=20))
+        assert ended is not None and ended.status is OrderStatus.EXPIRED
+        assert ended.reject_reason.startswith("EXCHANGE_FORGOT:") and answer in ended.reject_reason
+        rows = await journal.executions_after(0, 10)
+        assert [(e.exec_type, e.cum_qty) for e in rows] == [
+            (ExecType.NEW, D(0)),
+            (ExecType.TRADE, D("0.5")),
+            (ExecType.EXPIRED, D("0.5")),
+        ]
+        # An order whose submission is still UNKNOWN is the resolver's business, not forgotten.
+        untouched = await journal.transact(lambda tx: recording.forgotten(tx, "unknown", answer, now_ms=20))
+        assert untouched is not None and untouched.status is OrderStatus.UNKNOWN
+        (anomaly,) = await journal.anomalies()
+        assert (anomaly.kind, anomaly.client_order_id, anomaly.trade_id) == (AnomalyKind.EXCHANGE_FORGOT_ORDER, "a", 0)
+        assert "status=PARTIALLY_FILLED" in anomaly.journaled and anomaly.received == answer
+
+
+async def test_reports_about_orders_the_gateway_did_not_place_update_the_foreign_record_only(db_path):
+    async with Opened(db_path) as opened:
+        journal = opened.journal
+        steps = [
+            foreign_event(ExecType.NEW, OrderStatus.NEW, "0"),
+            foreign_event(ExecType.TRADE, OrderStatus.PARTIALLY_FILLED, "0.5", trade_id=3),
+            foreign_event(ExecType.TRADE, OrderStatus.FILLED, "2", trade_id=4),
+            foreign_event(ExecType.NEW, OrderStatus.NEW, "0"),  # a late duplicate cannot reopen it
+        ]
+        for event in steps:
+            applied = await journal.transact(lambda tx, e=event: recording.apply_event(tx, e, now_ms=30))
+            assert applied.order is None
+        assert journal.last_sequence == 0 and await journal.executions_after(0, 10) == []
+        (order,) = await journal.foreign_orders()
+        assert (order.symbol, order.client_order_id, order.exchange_order_id, order.side, order.type) == (
+            "ETHUSDT",
+            "web_1",
+            99,
+            Side.SELL,
+            "LIMIT",
+        )
+        assert (order.price, order.quantity, order.executed_qty) == (D("3100"), D("2"), D("2"))
+        assert order.status is OrderStatus.FILLED and not order.is_open
+        assert await journal.foreign_orders(open_only=True) == []
+        assert [new for _, new in opened.foreign] == [True, False, False]  # new once; the late NEW changed nothing
+
+
+async def test_a_report_with_a_known_client_order_id_but_another_order_id_is_foreign(db_path):
+    async with Opened(db_path) as opened:
+        journal = opened.journal
+        await journal.transact(lambda tx: recording.insert_order(tx, new_order("a", "2")))
+        await journal.transact(lambda tx: recording.apply_event(tx, trade_event("a", 1, "1", "1"), now_ms=9))
+        sequence = journal.last_sequence
+        reused = ExchangeEvent("a", 8, "BTCUSDT", ExecType.NEW, OrderStatus.NEW, D(0), 12)
+        applied = await journal.transact(lambda tx: recording.apply_event(tx, reused, now_ms=12))
+        assert applied.order is None and journal.last_sequence == sequence
+        assert [(o.client_order_id, o.exchange_order_id) for o in await journal.foreign_orders()] == [("a", 8)]

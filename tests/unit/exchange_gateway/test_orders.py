@@ -28,6 +28,7 @@ from services.exchange_gateway.service.orders import Orders
 from services.exchange_gateway.service.ports import RequestKind
 from shared.db import Database, create_sqlite_engine
 from shared.errors import Aborted, InvalidArgument, NotFound, ResourceExhausted
+from shared.logs import security_log
 
 from .test_validation import BTCUSDT
 
@@ -89,8 +90,9 @@ class FakeExchange:
             raise NO_SUCH
         return self.placed[client_order_id]
 
-    async def open_orders(self, symbol: str) -> list[OrderSnapshot]:
-        return [s for s in self.placed.values() if s.status is OrderStatus.NEW]
+    async def open_orders(self, symbol: str | None = None) -> list[OrderSnapshot]:
+        self.calls.append(("open", symbol or "*"))
+        return [s for s in self.placed.values() if s.status is OrderStatus.NEW and symbol in (None, s.symbol)]
 
     async def order_trades(self, symbol: str, exchange_order_id: int) -> list[Fill]:
         return []
@@ -262,3 +264,75 @@ async def test_retries_and_duplicate_reports_of_an_order_no_longer_cached_use_th
         orders.on_event(ExchangeEvent("c1", 1, "BTCUSDT", exec_type, OrderStatus.CANCELED, D(0), 2))
     await journal.transact(lambda tx: None)  # after the reports (the journal keeps their order)
     assert journal.last_sequence == sequence
+
+
+def foreign_snapshot(cid: str = "web_1", exchange_order_id: int = 50) -> OrderSnapshot:
+    return OrderSnapshot(
+        cid, exchange_order_id, "BTCUSDT", OrderStatus.NEW, D(0), D(0), 3, (), "", Side.SELL, "LIMIT", D("51000"), D(1)
+    )
+
+
+async def test_reconciliation_ends_an_order_the_exchange_forgot_and_keeps_the_others(setup, caplog):
+    orders, exchange, journal = setup
+    journal.on_anomalies = orders.anomalies_found
+    await orders.submit(limit("c1"), remaining_s=5)
+    await orders.submit(limit("c2"), remaining_s=5)
+    del exchange.placed["c1"]  # the exchange was reset: it no longer knows c1
+    exchange.calls.clear()
+    with caplog.at_level("ERROR"):
+        await orders.reconcile("test")
+    forgot = await journal.get_order("c1")
+    assert forgot is not None and forgot.status is OrderStatus.EXPIRED
+    assert forgot.reject_reason.startswith("EXCHANGE_FORGOT:")
+    assert (await journal.get_order("c2")).status is OrderStatus.NEW  # type: ignore[union-attr]
+    assert exchange.calls == [("open", "*"), ("query", "c1")]  # one open-orders request for every symbol
+    assert [a.client_order_id for a in await journal.anomalies()] == ["c1"]
+    assert [r.client_order_id for r in caplog.records if r.name == security_log.name] == ["c1"]
+    assert any(r.name == "exchange_gateway.orders" and r.orders == 1 for r in caplog.records)
+    executions = await journal.executions_after(0, 10)
+    assert [(e.client_order_id, e.exec_type) for e in executions][-1] == ("c1", ExecType.EXPIRED)
+
+
+async def test_reconciliation_records_foreign_open_orders_even_with_nothing_of_its_own_open(setup):
+    orders, exchange, journal = setup
+    exchange.placed["web_1"] = foreign_snapshot()
+    await orders.reconcile("test")
+    await orders.reconcile("test")
+    (found,) = await journal.foreign_orders()
+    assert (found.client_order_id, found.exchange_order_id, found.side, found.price) == (
+        "web_1",
+        50,
+        Side.SELL,
+        D("51000"),
+    )
+    assert found.is_open and found.first_seen_ms <= found.last_seen_ms
+    assert [c for c in exchange.calls if c[0] == "open"] == [("open", "*"), ("open", "*")]
+    assert await journal.executions_after(0, 10) == []
+
+    # Gone from the open orders and unknown to a query: no longer open, its last status kept.
+    del exchange.placed["web_1"]
+    await orders.reconcile("test")
+    (gone,) = await journal.foreign_orders()
+    assert not gone.is_open and gone.status is OrderStatus.NEW
+    assert ("query", "web_1") in exchange.calls
+
+
+async def test_with_the_cancel_policy_a_foreign_order_is_cancelled_and_the_cancel_recorded(setup):
+    orders, exchange, journal = setup
+    orders.foreign.cancel = True
+    journal.on_foreign = orders.foreign.changed
+    exchange.placed["web_1"] = foreign_snapshot()
+    await orders.reconcile("test")
+
+    async def cancelled() -> bool:
+        (order,) = await journal.foreign_orders()
+        return order.cancel_time_ms > 0
+
+    deadline = time.monotonic() + 3
+    while not await cancelled():
+        assert time.monotonic() < deadline, "the foreign order was not cancelled"
+        await asyncio.sleep(0.01)
+    (order,) = await journal.foreign_orders()
+    assert order.status is OrderStatus.CANCELED and not order.is_open and order.cancel_error == ""
+    assert order.side is Side.SELL  # what the cancel answer does not say is kept
+    assert [c for c in exchange.calls if c[0] == "cancel"] == [("cancel", "web_1")]

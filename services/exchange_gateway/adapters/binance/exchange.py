@@ -9,6 +9,7 @@ from typing import Any
 from services.exchange_gateway.adapters.binance.enums import (
     EXEC_TYPE_EXT_TO_INT,
     ORDER_TYPE_INT_TO_EXT,
+    SIDE_EXT_TO_INT,
     SIDE_INT_TO_EXT,
     TIF_INT_TO_EXT,
     order_status,
@@ -65,6 +66,10 @@ def snapshot(order: BinanceOrder) -> OrderSnapshot:
         time_ms=order.time_ms,
         fills=tuple(f.to_fill(order.time_ms) for f in order.fills),
         reason=order.expiryReason,
+        side=SIDE_EXT_TO_INT.get(order.side),
+        order_type=order.type,
+        price=order.price,
+        quantity=order.origQty,
     )
 
 
@@ -94,6 +99,10 @@ def event_from_report(data: dict[str, Any]) -> ExchangeEvent | None:
         time_ms=report.transaction_time,
         fill=report.to_fill() if exec_type is ExecType.TRADE else None,
         reason=reason,
+        side=SIDE_EXT_TO_INT.get(report.side),
+        order_type=report.order_type,
+        price=report.price,
+        quantity=report.quantity,
     )
 
 
@@ -152,7 +161,7 @@ class BinanceExchange:
     async def query_order(self, symbol: str, client_order_id: str, *, deadline: float | None = None) -> OrderSnapshot:
         return snapshot(await self.rest.query_order(symbol, orig_client_order_id=client_order_id, deadline=deadline))
 
-    async def open_orders(self, symbol: str) -> list[OrderSnapshot]:
+    async def open_orders(self, symbol: str | None = None) -> list[OrderSnapshot]:
         return [snapshot(o) for o in await self.rest.open_orders(symbol)]
 
     async def order_trades(self, symbol: str, exchange_order_id: int) -> list[Fill]:

@@ -66,6 +66,7 @@ class BinanceOrder:
     clientOrderId: str
     origClientOrderId: str  # cancel responses: the order's own client id
     status: str
+    price: Decimal
     origQty: Decimal
     executedQty: Decimal
     cummulativeQuoteQty: Decimal  # sic, Binance's spelling
@@ -84,6 +85,7 @@ class BinanceOrder:
             clientOrderId=str(data.get("clientOrderId", "")),
             origClientOrderId=str(data.get("origClientOrderId", "")),
             status=str(data.get("status", "")),
+            price=dec(data.get("price")),
             origQty=dec(data.get("origQty")),
             executedQty=dec(data.get("executedQty")),
             cummulativeQuoteQty=dec(data.get("cummulativeQuoteQty")),
@@ -154,6 +156,8 @@ class ExecutionReport:
     orig_client_order_id: str  # C: the canceled order's id on a cancel
     side: str  # S
     order_type: str  # o
+    quantity: Decimal  # q
+    price: Decimal  # p
     execution_type: str  # x
     order_status: str  # X
     reject_reason: str  # r
@@ -180,6 +184,8 @@ class ExecutionReport:
             orig_client_order_id=str(data.get("C") or ""),
             side=str(data.get("S", "")),
             order_type=str(data.get("o", "")),
+            quantity=dec(data.get("q")),
+            price=dec(data.get("p")),
             execution_type=str(data.get("x", "")),
             order_status=str(data.get("X", "")),
             reject_reason=str(data.get("r") or "NONE"),
