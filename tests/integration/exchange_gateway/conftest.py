@@ -81,17 +81,12 @@ class Sim:
     async def restart(self) -> None:
         """Stop the simulator and start a fresh one on the same port: an exchange that forgot every order.
 
-        Its order and trade ids start past the old simulator's, as a reset exchange's may; a test of
-        reused ids sets them back itself.
+        The new one's ids start from its clock, past the old one's; a test of reused ids sets them back
+        with the reset control.
         """
         port = self.running.port
-        before = {symbol: (m.next_order_id, m.next_trade_id) for symbol, m in self.exchange.markets.items()}
         await self.running.stop()
         self.running = await start_simulator(SimConfig(port=port))
-        for symbol, (order_id, trade_id) in before.items():
-            market = self.exchange.markets[symbol]
-            market.next_order_id = max(market.next_order_id, order_id + 1000)
-            market.next_trade_id = max(market.next_trade_id, trade_id + 1000)
 
 
 @pytest.fixture

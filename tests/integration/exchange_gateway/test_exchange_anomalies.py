@@ -60,7 +60,7 @@ async def test_a_trade_key_reused_with_other_content_is_an_anomaly_and_is_not_st
     _, traded = await gateway.executions(0, 2)
     assert traded.execution_type == TRADE
 
-    # The exchange counts its trade ids from an old value again (as after a reset).
+    # The exchange counts its trade ids from an old value again (as after a reset; orders are kept here).
     sim.exchange.markets["BTCUSDT"].next_trade_id = traded.trade_id
     second = await gateway.submit("clash-2", type=MARKET, price="", quantity="0.02")
     (at_exchange,) = await sim.orders(clientOrderId="clash-2")
@@ -119,7 +119,7 @@ async def test_after_the_exchange_restarts_new_orders_fill_and_its_forgotten_ord
     await first.channel.close()
     await first.running.stop()
 
-    await sim.restart()  # the exchange forgets every order; ids go on past the old ones
+    await sim.restart()  # the exchange forgets every order
     second = await start_gateway()
 
     async def expired() -> bool:
@@ -188,4 +188,32 @@ async def test_an_exchange_reset_while_connected_is_caught_by_the_reconciliation
     assert [e.execution_type for e in executions if e.client_order_id == "live-after"] == [
         gateway_pb2.EXECUTION_TYPE_NEW,
         TRADE,
+    ]
+
+
+async def test_a_reset_that_sets_the_ids_back_gives_anomalies_and_never_a_silent_drop(gateway: Gateway, sim: Sim):
+    await gateway.submit("back-mkt", type=MARKET, price="")
+    await gateway.submit("back-open", price="48000.00")
+    first = await gateway.executions(0, 3)  # back-mkt NEW and TRADE, back-open NEW
+    (traded,) = [e for e in first if e.execution_type == TRADE]
+
+    # The exchange forgets everything and hands out the same order and trade ids again.
+    await sim.post("reset", {"next_order_id": traded.exchange_order_id, "next_trade_id": traded.trade_id})
+    await gateway.running.orders.reconcile("test")
+    assert (await gateway.get("back-open")).status == gateway_pb2.EXCHANGE_ORDER_STATUS_EXPIRED
+
+    after = await gateway.submit("back-after", type=MARKET, price="")
+    assert after.exchange_order_id == traded.exchange_order_id
+    assert sim_trade_ids(sim, {"back-after"}) == {traded.trade_id}
+
+    async def both() -> bool:
+        return len(await gateway.anomalies()) == 2
+
+    await eventually(both, what="the forgotten order and the clash to be recorded")
+    anomalies = sorted((a.kind, a.client_order_id, a.trade_id) for a in await gateway.anomalies())
+    assert anomalies == [(CLASH, "back-after", traded.trade_id), (FORGOT, "back-open", 0)]
+    executions = await gateway.all_executions()
+    check_journal(executions)
+    assert [e.execution_type for e in executions if e.client_order_id == "back-after"] == [
+        gateway_pb2.EXECUTION_TYPE_NEW
     ]
