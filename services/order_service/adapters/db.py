@@ -552,6 +552,42 @@ class SqlOrderStore:
 
         return await self._read(read)
 
+    async def list_trades(
+        self,
+        user_id: str,
+        *,
+        symbol: str,
+        start_ms: int | None,
+        end_ms: int | None,
+        before: tuple[int, int] | None,
+        limit: int,
+    ) -> list[tuple[int, Fill]]:
+        columns = ", ".join(f"f.{c}" for c in FILL_COLUMNS)
+        where = ["o.user_id = ?"]
+        params: list[Any] = [user_id]
+        if symbol:
+            where.append("f.symbol = ?")
+            params.append(symbol)
+        if start_ms is not None:
+            where.append("f.trade_time_ms >= ?")
+            params.append(start_ms)
+        if end_ms is not None:
+            where.append("f.trade_time_ms < ?")
+            params.append(end_ms)
+        if before is not None:
+            where.append("(f.trade_time_ms < ? OR (f.trade_time_ms = ? AND f.id < ?))")
+            params.extend((before[0], before[0], before[1]))
+        sql = (
+            f"SELECT f.id, {columns} FROM fills f JOIN orders o ON o.order_id = f.order_id "
+            f"WHERE {' AND '.join(where)} ORDER BY f.trade_time_ms DESC, f.id DESC LIMIT ?"
+        )
+        params.append(limit)
+
+        def read(raw: sqlite3.Connection) -> list[tuple[int, Fill]]:
+            return [(row[0], fill_from_row(row[1:])) for row in raw.execute(sql, params)]
+
+        return await self._read(read)
+
     async def active_orders(self, states: Collection[State], updated_before_ms: int | None = None) -> list[Order]:
         sql = f"{SELECT_ORDER} WHERE state IN ({', '.join('?' * len(states))})"
         params: list[Any] = [s.value for s in states]

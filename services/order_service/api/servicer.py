@@ -23,7 +23,7 @@ from services.order_service.service.app import OrderApp
 from services.order_service.service.deadline import Deadline
 from shared.auth import bearer_token
 from shared.errors import InvalidArgument
-from shared.timeutil import ts_from_ms
+from shared.timeutil import ms_from_ts, ts_from_ms
 from trading.order.v1 import order_service_pb2, order_service_pb2_grpc
 
 
@@ -94,6 +94,29 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         )
         return order_service_pb2.ListFillsResponse(
             fills=[encode_fill(f) for f in page.fills], next_page_token=page.next_page_token
+        )
+
+    async def ListTrades(self, request, context):  # type: ignore[no-untyped-def]
+        caller = await self._caller(context)
+        page = await self.app.queries.list_trades(
+            caller,
+            symbol=request.symbol,
+            start_ms=ms_from_ts(request.start_time) if request.HasField("start_time") else None,
+            end_ms=ms_from_ts(request.end_time) if request.HasField("end_time") else None,
+            size=request.page_size,
+            token=request.page_token,
+        )
+        return order_service_pb2.ListTradesResponse(
+            trades=[encode_fill(f) for f in page.trades], next_page_token=page.next_page_token
+        )
+
+    async def CancelAllOrders(self, request, context):  # type: ignore[no-untyped-def]
+        caller = await self._caller(context)
+        done = await self.app.cancel_all_orders(caller, request.symbol, Deadline.after(context.time_remaining()))
+        return order_service_pb2.CancelAllOrdersResponse(
+            cancelled=[encode_order(o) for o in done.cancelled],
+            pending=[encode_order(o) for o in done.pending],
+            failed=[order_service_pb2.CancelFailure(order_id=i, reason=r) for i, r in done.failed],
         )
 
     async def WatchOrders(self, request, context) -> AsyncIterator[order_service_pb2.WatchOrdersResponse]:  # type: ignore[no-untyped-def,override]

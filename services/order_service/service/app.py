@@ -16,7 +16,7 @@ from decimal import Decimal
 from services.order_service.domain.lifecycle import DEFAULT_FEES
 from services.order_service.domain.model import FeeSchedule
 from services.order_service.service.auth import Authenticator
-from services.order_service.service.cancellation import CancelOrder
+from services.order_service.service.cancellation import CancelAllOrders, CancelOrder
 from services.order_service.service.core import Core
 from services.order_service.service.executions import ExecutionConsumer
 from services.order_service.service.expiry import ExpiryScheduler
@@ -98,6 +98,7 @@ class OrderApp:
             self.core, users, gateway, self.market, self.expiry, protection=settings.market_protection
         )
         self.cancel_order = CancelOrder(self.core, gateway)
+        self.cancel_all_orders = CancelAllOrders(self.core, self.cancel_order)
         self.queries = Queries(store)
         self.executions = ExecutionConsumer(
             self.core,

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from services.order_service.domain.lifecycle import apply_exchange_order, cancel_refused, request_cancel
 from services.order_service.domain.model import Caller, Order, Outcome
-from services.order_service.domain.states import State
+from services.order_service.domain.placement import check_symbol
+from services.order_service.domain.states import ACTIVE_STATES, State
 from services.order_service.service.core import Core
 from services.order_service.service.deadline import Deadline
 from services.order_service.service.ports import GatewayPort
@@ -115,3 +117,56 @@ class CancelOrder:
             if isinstance(exc, ResourceExhausted | FailedPrecondition):
                 raise
             raise Unavailable(f"the gateway refused the cancel: {exc.message}", reason=exc.reason) from None
+
+
+@dataclass(frozen=True)
+class CancelAllResult:
+    """What CancelAllOrders did: confirmed, pending (carried out later), and refused now with a reason."""
+
+    cancelled: list[Order]
+    pending: list[Order]
+    failed: list[tuple[str, str]]
+
+
+class CancelAllOrders:
+    """Cancel every open order of one user, each on its own (the exchange account is shared by all users)."""
+
+    def __init__(self, core: Core, cancel: CancelOrder, *, concurrency: int = 8, page: int = 500):
+        self.core = core
+        self.cancel = cancel
+        self.concurrency = concurrency
+        self.page = page
+
+    async def __call__(self, caller: Caller, symbol: str, deadline: Deadline) -> CancelAllResult:
+        """Cancel the caller's PENDING and PARTIALLY_FILLED orders (of ``symbol`` if given)."""
+        if symbol:
+            check_symbol(symbol)
+        open_orders: list[Order] = []
+        before = ""
+        while True:
+            page = await self.core.store.list_orders(
+                caller.user_id, symbol=symbol, states=ACTIVE_STATES, before_order_id=before, limit=self.page
+            )
+            open_orders.extend(page)
+            if len(page) < self.page:
+                break
+            before = page[-1].order_id
+        slots = asyncio.Semaphore(self.concurrency)
+        result = CancelAllResult([], [], [])
+
+        async def one(order: Order) -> None:
+            async with slots:
+                try:
+                    after = await self.cancel(caller, order.order_id, deadline)
+                except DomainError as exc:
+                    result.failed.append((order.order_id, exc.message))
+                    return
+            if after.state is State.CANCELLED:
+                result.cancelled.append(after)
+            elif not after.is_final:
+                result.pending.append(after)
+            else:
+                result.failed.append((order.order_id, f"the order ended {after.status} before the cancel"))
+
+        await asyncio.gather(*(one(order) for order in open_orders))
+        return result

@@ -190,6 +190,19 @@ class OrderStore(Protocol):
         """An order's fills, oldest first, with their row ids (the page cursor)."""
         ...
 
+    async def list_trades(
+        self,
+        user_id: str,
+        *,
+        symbol: str,
+        start_ms: int | None,
+        end_ms: int | None,
+        before: tuple[int, int] | None,
+        limit: int,
+    ) -> list[tuple[int, Fill]]:
+        """The user's fills across orders, newest first by (trade time, row id), strictly before ``before``."""
+        ...
+
     async def active_orders(self, states: Collection[State], updated_before_ms: int | None = None) -> list[Order]:
         """Orders in ``states`` (optionally only those unchanged since a time), oldest first."""
         ...

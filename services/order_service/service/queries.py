@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 
 from services.order_service.domain.model import Caller, Fill, Order
+from services.order_service.domain.placement import check_symbol
 from services.order_service.domain.states import ACTIVE_STATES, PUBLIC_STATUS, State, Status
 from services.order_service.service.cancellation import not_found
 from services.order_service.service.ports import OrderStore
@@ -80,6 +81,14 @@ class FillsPage:
     next_page_token: str
 
 
+@dataclass(frozen=True)
+class TradesPage:
+    """One page of a user's fills across orders and the token of the next one ('' on the last page)."""
+
+    trades: list[Fill]
+    next_page_token: str
+
+
 class Queries:
     """The read-only use cases."""
 
@@ -141,3 +150,35 @@ class Queries:
         rows = rows[:limit]
         next_token = encode_token(rows[-1][0], filters) if more else ""
         return FillsPage([fill for _, fill in rows], next_token)
+
+    async def list_trades(
+        self,
+        caller: Caller,
+        *,
+        symbol: str = "",
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        size: int = 0,
+        token: str = "",
+    ) -> TradesPage:
+        """The caller's fills across orders, newest first, optionally of one symbol within [start, end)."""
+        limit = page_size(size)
+        if symbol:
+            check_symbol(symbol)
+        if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+            raise InvalidArgument("end_time", "must be after start_time")
+        filters = f"trades|{caller.user_id}|{symbol}|{start_ms}|{end_ms}"
+        before: tuple[int, int] | None = None
+        if token:
+            position = decode_token(token, filters)
+            time_ms, _, row = str(position).partition(":")
+            if not time_ms.isdigit() or not row.isdigit():
+                raise InvalidArgument("page_token", "is not a page token of this list")
+            before = (int(time_ms), int(row))
+        rows = await self.store.list_trades(
+            caller.user_id, symbol=symbol, start_ms=start_ms, end_ms=end_ms, before=before, limit=limit + 1
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_token = encode_token(f"{rows[-1][1].trade_time_ms}:{rows[-1][0]}", filters) if more else ""
+        return TradesPage([fill for _, fill in rows], next_token)
