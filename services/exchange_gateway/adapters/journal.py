@@ -103,7 +103,7 @@ orders = Table(
     Column("client_order_id", String(36), primary_key=True),
     Column("symbol", String(32), nullable=False),
     Column("side", String(8), nullable=False),
-    Column("type", String(16), nullable=False),
+    Column("type", String(20), nullable=False),
     Column("time_in_force", String(8)),
     Column("quantity", DecimalText, nullable=False),
     Column("price", DecimalText),

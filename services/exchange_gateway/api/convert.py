@@ -29,6 +29,9 @@ TYPE_IN = {
     gateway_pb2.ORDER_TYPE_LIMIT: OrderType.LIMIT,
     gateway_pb2.ORDER_TYPE_STOP: OrderType.STOP,
     gateway_pb2.ORDER_TYPE_STOP_LIMIT: OrderType.STOP_LIMIT,
+    gateway_pb2.ORDER_TYPE_TAKE_PROFIT: OrderType.TAKE_PROFIT,
+    gateway_pb2.ORDER_TYPE_TAKE_PROFIT_LIMIT: OrderType.TAKE_PROFIT_LIMIT,
+    gateway_pb2.ORDER_TYPE_LIMIT_MAKER: OrderType.LIMIT_MAKER,
 }
 TYPE_OUT = {v: k for k, v in TYPE_IN.items()}
 TIF_IN = {

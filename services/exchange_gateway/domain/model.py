@@ -24,11 +24,16 @@ class OrderType(StrEnum):
     LIMIT = "LIMIT"
     STOP = "STOP"
     STOP_LIMIT = "STOP_LIMIT"
+    TAKE_PROFIT = "TAKE_PROFIT"
+    TAKE_PROFIT_LIMIT = "TAKE_PROFIT_LIMIT"
+    LIMIT_MAKER = "LIMIT_MAKER"
 
 
-LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
-STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
-MARKET_LIKE = frozenset({OrderType.MARKET, OrderType.STOP})
+# Types with a limit price; all but LIMIT_MAKER (post-only, never a time in force) take a time in force.
+LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT, OrderType.LIMIT_MAKER})
+TIME_IN_FORCE_TYPES = LIMIT_TYPES - {OrderType.LIMIT_MAKER}
+STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT})
+MARKET_LIKE = frozenset({OrderType.MARKET, OrderType.STOP, OrderType.TAKE_PROFIT})
 
 
 class TimeInForce(StrEnum):

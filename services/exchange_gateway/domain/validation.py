@@ -16,6 +16,7 @@ from services.exchange_gateway.domain.model import (
     LIMIT_TYPES,
     MARKET_LIKE,
     STOP_TYPES,
+    TIME_IN_FORCE_TYPES,
     OrderRequest,
     OrderType,
     Side,
@@ -65,7 +66,12 @@ def parse_request(
         if not price:
             raise InvalidArgument("price", f"is required for {type.value} orders")
         limit_price: Decimal | None = parse_decimal(price, "price")
-        tif = time_in_force or TimeInForce.GTC
+        if type in TIME_IN_FORCE_TYPES:
+            tif = time_in_force or TimeInForce.GTC
+        elif time_in_force is not None:
+            raise InvalidArgument("time_in_force", f"must be unset for {type.value} orders")
+        else:
+            tif = None
     else:
         if price:
             raise InvalidArgument("price", f"must be empty for {type.value} orders")
@@ -152,7 +158,7 @@ def check_filters(request: OrderRequest, rules: SymbolRules, last_price: Decimal
     # order, or the current price for a market order.
     if request.type is OrderType.MARKET:
         reference = last_price
-    elif request.type is OrderType.STOP:
+    elif request.type in (OrderType.STOP, OrderType.TAKE_PROFIT):
         reference = request.stop_price
     else:
         reference = request.price

@@ -32,6 +32,9 @@ ORDER_TYPE = {
     OrderType.LIMIT: gateway_pb2.ORDER_TYPE_LIMIT,
     OrderType.STOP: gateway_pb2.ORDER_TYPE_STOP,
     OrderType.STOP_LIMIT: gateway_pb2.ORDER_TYPE_STOP_LIMIT,
+    OrderType.TAKE_PROFIT: gateway_pb2.ORDER_TYPE_TAKE_PROFIT,
+    OrderType.TAKE_PROFIT_LIMIT: gateway_pb2.ORDER_TYPE_TAKE_PROFIT_LIMIT,
+    OrderType.LIMIT_MAKER: gateway_pb2.ORDER_TYPE_LIMIT_MAKER,
 }
 TIME_IN_FORCE = {
     TimeInForce.NONE: gateway_pb2.TIME_IN_FORCE_UNSPECIFIED,

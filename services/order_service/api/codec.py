@@ -22,6 +22,9 @@ TYPE_IN = {
     order_pb2.ORDER_TYPE_LIMIT: OrderType.LIMIT,
     order_pb2.ORDER_TYPE_STOP: OrderType.STOP,
     order_pb2.ORDER_TYPE_STOP_LIMIT: OrderType.STOP_LIMIT,
+    order_pb2.ORDER_TYPE_TAKE_PROFIT: OrderType.TAKE_PROFIT,
+    order_pb2.ORDER_TYPE_TAKE_PROFIT_LIMIT: OrderType.TAKE_PROFIT_LIMIT,
+    order_pb2.ORDER_TYPE_LIMIT_MAKER: OrderType.LIMIT_MAKER,
 }
 TYPE_OUT = {v: k for k, v in TYPE_IN.items()}
 TIF_IN = {

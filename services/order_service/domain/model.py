@@ -22,12 +22,18 @@ class Side(StrEnum):
 
 
 class OrderType(StrEnum):
-    """Order types of the public API (STOP is Binance STOP_LOSS, STOP_LIMIT is STOP_LOSS_LIMIT)."""
+    """Order types of the public API.
+
+    STOP is Binance STOP_LOSS, STOP_LIMIT is STOP_LOSS_LIMIT; the others keep Binance's names.
+    """
 
     MARKET = "MARKET"
     LIMIT = "LIMIT"
     STOP = "STOP"
     STOP_LIMIT = "STOP_LIMIT"
+    TAKE_PROFIT = "TAKE_PROFIT"
+    TAKE_PROFIT_LIMIT = "TAKE_PROFIT_LIMIT"
+    LIMIT_MAKER = "LIMIT_MAKER"
 
 
 class TimeInForce(StrEnum):
@@ -39,11 +45,13 @@ class TimeInForce(StrEnum):
     FOK = "FOK"
 
 
-PRICED_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
-"""Types that carry a limit price (and a time in force)."""
-TRIGGERED_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+PRICED_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT, OrderType.LIMIT_MAKER})
+"""Types that carry a limit price."""
+TIME_IN_FORCE_TYPES = PRICED_TYPES - {OrderType.LIMIT_MAKER}
+"""Types that carry a time in force (LIMIT_MAKER only rests: it has none)."""
+TRIGGERED_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT})
 """Types that carry a stop price."""
-MARKET_TYPES = frozenset({OrderType.MARKET, OrderType.STOP})
+MARKET_TYPES = frozenset({OrderType.MARKET, OrderType.STOP, OrderType.TAKE_PROFIT})
 """Types that execute as market orders (MARKET_LOT_SIZE applies, the reservation needs a price estimate)."""
 
 

@@ -16,6 +16,7 @@ from shared.money import CTX, QUANTUM, floor_to_step, fmt, is_multiple, mul, par
 from .model import (
     MARKET_TYPES,
     PRICED_TYPES,
+    TIME_IN_FORCE_TYPES,
     TRIGGERED_TYPES,
     Order,
     OrderType,
@@ -34,9 +35,16 @@ BINANCE_TYPE = {
     OrderType.LIMIT: "LIMIT",
     OrderType.STOP: "STOP_LOSS",
     OrderType.STOP_LIMIT: "STOP_LOSS_LIMIT",
+    OrderType.TAKE_PROFIT: "TAKE_PROFIT",
+    OrderType.TAKE_PROFIT_LIMIT: "TAKE_PROFIT_LIMIT",
+    OrderType.LIMIT_MAKER: "LIMIT_MAKER",
 }
 # What a capped buy of a market type is sent as (see ``submission``).
-CAPPED_BUY_TYPE = {OrderType.MARKET: OrderType.LIMIT, OrderType.STOP: OrderType.STOP_LIMIT}
+CAPPED_BUY_TYPE = {
+    OrderType.MARKET: OrderType.LIMIT,
+    OrderType.STOP: OrderType.STOP_LIMIT,
+    OrderType.TAKE_PROFIT: OrderType.TAKE_PROFIT_LIMIT,
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,9 @@ def check_symbol(symbol: str) -> str:
 
 
 def needs_reference_price(side: Side | None, type_: OrderType | None, rules: SymbolRules) -> bool:
-    """Whether validation or the reservation needs the last price (market-type orders only)."""
+    """Whether validation or the reservation needs the last price (market types, and LIMIT_MAKER's post-only check)."""
+    if type_ is OrderType.LIMIT_MAKER:
+        return True
     if type_ not in MARKET_TYPES:
         return False
     if type_ is OrderType.MARKET and (rules.apply_min_to_market or rules.apply_max_to_market):
@@ -97,7 +107,11 @@ def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_pri
     if request.side is None:
         raise InvalidArgument("side", "is required: ORDER_SIDE_BUY or ORDER_SIDE_SELL")
     if request.type is None:
-        raise InvalidArgument("type", "is required: ORDER_TYPE_MARKET, _LIMIT, _STOP or _STOP_LIMIT")
+        raise InvalidArgument(
+            "type",
+            "is required: ORDER_TYPE_MARKET, _LIMIT, _STOP, _STOP_LIMIT, _TAKE_PROFIT, _TAKE_PROFIT_LIMIT "
+            "or _LIMIT_MAKER",
+        )
     type_ = request.type
     if rules.order_types and BINANCE_TYPE[type_] not in rules.order_types:
         raise InvalidArgument("type", f"{type_} orders are not allowed on {request.symbol}")
@@ -110,7 +124,7 @@ def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_pri
         # A market-type buy is sent as a limit at its price cap (see ``submission``).
         raise InvalidArgument("type", f"{type_} buys are not possible on {request.symbol} (no capped limit type)")
 
-    if type_ in PRICED_TYPES:
+    if type_ in TIME_IN_FORCE_TYPES:
         tif = request.time_in_force or TimeInForce.GTC
         if tif is TimeInForce.NONE:
             tif = TimeInForce.GTC
@@ -137,7 +151,7 @@ def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_pri
     # price they would trade at: the last price for MARKET, the trigger for STOP.
     if price is not None:
         _check_notional(mul(price, quantity), rules.min_notional, rules.max_notional, True, True)
-    elif type_ is OrderType.STOP and stop_price is not None:
+    elif type_ in (OrderType.STOP, OrderType.TAKE_PROFIT) and stop_price is not None:
         _check_notional(
             mul(stop_price, quantity),
             rules.min_notional,
@@ -153,6 +167,17 @@ def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_pri
             rules.apply_min_to_market,
             rules.apply_max_to_market,
         )
+
+    if type_ is OrderType.LIMIT_MAKER and price is not None and last_price is not None and last_price > 0:
+        # Post-only: a maker order that would trade at once is refused before anything is reserved.
+        takes = price >= last_price if request.side is Side.BUY else price <= last_price
+        if takes:
+            where = "at or above" if request.side is Side.BUY else "at or below"
+            raise InvalidArgument(
+                "price",
+                f"a LIMIT_MAKER {request.side} {where} the market ({fmt(last_price)}) would take liquidity; "
+                "it must rest",
+            )
 
     return ValidOrder(
         symbol=request.symbol,
@@ -211,9 +236,11 @@ def reservation(
 ) -> tuple[str, Decimal]:
     """The asset and amount to reserve for ``order``.
 
-    BUY LIMIT and STOP_LIMIT: price x quantity of the quote asset. BUY MARKET: last price x quantity x
-    (1 + protection); BUY STOP: the higher of the last and the stop price, likewise (a buy stop triggers
-    at or above its stop). SELL: the quantity of the base asset. Rounded up to 8 places.
+    BUY with a limit price (LIMIT, STOP_LIMIT, TAKE_PROFIT_LIMIT, LIMIT_MAKER): price x quantity of the
+    quote asset. BUY MARKET: last price x quantity x (1 + protection); BUY STOP and TAKE_PROFIT: the
+    higher of the last and the stop price, likewise (a buy stop triggers at or above its stop, a buy
+    take-profit at or below it: the higher of the two covers both). SELL: the quantity of the base
+    asset. Rounded up to 8 places.
     """
     if order.side is Side.SELL:
         return rules.base_asset, order.quantity
@@ -223,7 +250,7 @@ def reservation(
     if last_price is None or last_price <= 0:
         raise FailedPrecondition(f"no last price for {order.symbol} to reserve a market buy", reason="NO_PRICE")
     estimate = last_price
-    if order.type is OrderType.STOP and order.stop_price is not None:
+    if order.type in TRIGGERED_TYPES and order.stop_price is not None:
         estimate = max(last_price, order.stop_price)
     return rules.quote_asset, ceil_to_scale(mul(mul(estimate, order.quantity), 1 + protection))
 

@@ -6,6 +6,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -54,6 +55,11 @@ STOPS: list[tuple[int, int, dict[str, Any], str]] = [
     (BUY, pb.ORDER_TYPE_STOP, {"stop_price": "51000.00"}, "51000.00"),
     (SELL, pb.ORDER_TYPE_STOP_LIMIT, {"stop_price": "49000.00", "price": "48950.00"}, "48990.00"),
     (BUY, pb.ORDER_TYPE_STOP_LIMIT, {"stop_price": "51000.00", "price": "51050.00"}, "51000.00"),
+    # Take-profits trigger from the other side: a sell when the price rises to its stop, a buy when it falls.
+    (SELL, pb.ORDER_TYPE_TAKE_PROFIT, {"stop_price": "51000.00"}, "51000.00"),
+    (BUY, pb.ORDER_TYPE_TAKE_PROFIT, {"stop_price": "49000.00"}, "48990.00"),
+    (SELL, pb.ORDER_TYPE_TAKE_PROFIT_LIMIT, {"stop_price": "51000.00", "price": "50950.00"}, "51000.00"),
+    (BUY, pb.ORDER_TYPE_TAKE_PROFIT_LIMIT, {"stop_price": "49000.00", "price": "49050.00"}, "48990.00"),
 ]
 
 
@@ -133,3 +139,45 @@ async def test_an_order_expires_at_its_expire_time(stack: Stack) -> None:
     assert ended.reject_reason == "expire_time reached"
     await stack.settled()
     assert (await stack.balances(trader.user_id))["USDT"] == (D("10000"), D("0"))
+
+
+@pytest.mark.parametrize(("side", "price", "through"), [(BUY, "49000.00", "48990.00"), (SELL, "51000.00", "51010.00")])
+async def test_a_limit_maker_rests_and_fills_as_maker(stack: Stack, side: int, price: str, through: str) -> None:
+    trader = await stack.trader({"USDT": "10000", "BTC": "1"})
+    before = await stack.balances(trader.user_id)
+    order = await trader.place(side=side, type=pb.ORDER_TYPE_LIMIT_MAKER, quantity="0.01", price=price)
+    assert order.status == pb.ORDER_STATUS_PENDING and order.time_in_force == pb.TIME_IN_FORCE_UNSPECIFIED
+    await stack.price(through)
+    filled = await trader.wait(order.order_id)
+    assert filled.status == pb.ORDER_STATUS_FILLED
+    (fill,) = await trader.fills(order.order_id)
+    assert fill.is_maker
+    await assert_settled_exactly(stack, trader, filled, before)
+
+
+@pytest.mark.parametrize(("side", "price"), [(BUY, "50000.00"), (BUY, "50500.00"), (SELL, "50000.00")])
+async def test_a_limit_maker_that_would_take_is_refused_without_reserving_anything(
+    stack: Stack, side: int, price: str
+) -> None:
+    trader = await stack.trader({"USDT": "10000", "BTC": "1"})
+    before = await stack.balances(trader.user_id)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await trader.place(side=side, type=pb.ORDER_TYPE_LIMIT_MAKER, quantity="0.01", price=price)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "price" in (refused.value.details() or "") and "would take" in (refused.value.details() or "")
+    assert await stack.balances(trader.user_id) == before
+    assert not (await trader.orders()).orders
+
+
+async def test_a_limit_maker_takes_no_time_in_force(stack: Stack) -> None:
+    trader = await stack.trader({"USDT": "10000"})
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await trader.place(
+            side=BUY,
+            type=pb.ORDER_TYPE_LIMIT_MAKER,
+            quantity="0.01",
+            price="49000.00",
+            time_in_force=pb.TIME_IN_FORCE_GTC,
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "time_in_force" in (refused.value.details() or "")

@@ -8,12 +8,15 @@ SIDE_INT_TO_EXT = {Side.BUY: "BUY", Side.SELL: "SELL"}
 SIDE_EXT_TO_INT = {v: k for k, v in SIDE_INT_TO_EXT.items()}
 
 # The gateway's STOP is Binance's STOP_LOSS (a market order once triggered), STOP_LIMIT is
-# STOP_LOSS_LIMIT. Binance's other types (TAKE_PROFIT*, LIMIT_MAKER) are not submitted.
+# STOP_LOSS_LIMIT; TAKE_PROFIT, TAKE_PROFIT_LIMIT and LIMIT_MAKER keep Binance's names.
 ORDER_TYPE_INT_TO_EXT = {
     OrderType.MARKET: "MARKET",
     OrderType.LIMIT: "LIMIT",
     OrderType.STOP: "STOP_LOSS",
     OrderType.STOP_LIMIT: "STOP_LOSS_LIMIT",
+    OrderType.TAKE_PROFIT: "TAKE_PROFIT",
+    OrderType.TAKE_PROFIT_LIMIT: "TAKE_PROFIT_LIMIT",
+    OrderType.LIMIT_MAKER: "LIMIT_MAKER",
 }
 ORDER_TYPE_EXT_TO_INT = {v: k for k, v in ORDER_TYPE_INT_TO_EXT.items()}
 
