@@ -182,6 +182,19 @@ class Order:
             return ZERO
         return div_round(self.filled_quote_quantity, self.filled_quantity)
 
+    def visible(self) -> tuple[object, ...]:
+        """What a user can see of the order (the internal state and bookkeeping left out)."""
+        return (
+            self.status,
+            self.filled_quantity,
+            self.filled_quote_quantity,
+            self.commission,
+            self.commission_asset,
+            self.reject_reason,
+            self.exchange_order_id,
+            self.cancel_requested,
+        )
+
     def evolve(self, now_ms: int, **changes: object) -> Order:
         """Return a copy with ``changes`` applied, a new update time and the next version."""
         return replace(self, update_time_ms=now_ms, version=self.version + 1, **changes)  # type: ignore[arg-type]

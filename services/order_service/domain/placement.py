@@ -282,3 +282,25 @@ def submission(order: Order, tick_size: Decimal) -> Submission:
             stop_price=order.stop_price,
         )
     return Submission(order.type, order.time_in_force, order.price, order.stop_price)
+
+
+def differing_field(order: Order, request: ValidOrder) -> str | None:
+    """The first request field in which ``request`` asks for something else than ``order``; None if the same.
+
+    A client_order_id names one order: a request that reuses it must be the same request (the
+    reservation, which depends on the market at the time, is not part of it).
+    """
+    pairs: tuple[tuple[str, object, object], ...] = (
+        ("symbol", order.symbol, request.symbol),
+        ("side", order.side, request.side),
+        ("type", order.type, request.type),
+        ("quantity", order.quantity, request.quantity),
+        ("price", order.price, request.price),
+        ("stop_price", order.stop_price, request.stop_price),
+        ("time_in_force", order.time_in_force, request.time_in_force),
+        ("expire_time", order.expire_time_ms, request.expire_time_ms),
+    )
+    for name, mine, theirs in pairs:
+        if mine != theirs:
+            return name
+    return None

@@ -40,7 +40,10 @@ def persist(tx: OrderTx, before: Order, outcome: Outcome, committed: Committed) 
         tx.insert_fill(outcome.fill)
     if outcome.order is not before:
         tx.update_order(outcome.order)
-        committed.orders.append(outcome.order)
+        # Watchers hear of a change only when something they can see changed (or the order first
+        # becomes visible, leaving PLACING), never twice the same PENDING.
+        if before.state is State.PLACING or outcome.order.visible() != before.visible():
+            committed.orders.append(outcome.order)
     for effect in outcome.effects:
         committed.entries.append(tx.add_effect(effect))
     if outcome.anomaly:

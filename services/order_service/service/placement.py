@@ -24,7 +24,9 @@ from services.order_service.domain.lifecycle import apply_exchange_order
 from services.order_service.domain.model import Caller, Order, Outcome, Submission, UserStatus, final_release
 from services.order_service.domain.placement import (
     NewOrderRequest,
+    ValidOrder,
     check_symbol,
+    differing_field,
     needs_reference_price,
     reservation,
     submission,
@@ -37,6 +39,7 @@ from services.order_service.service.expiry import ExpiryScheduler
 from services.order_service.service.market import MarketData
 from services.order_service.service.ports import GatewayPort, OrderTx, OutboxEntry, UserPort
 from shared.errors import (
+    Aborted,
     DeadlineExceeded,
     DomainError,
     FailedPrecondition,
@@ -102,8 +105,8 @@ class PlaceOrder:
         if valid.client_order_id:
             running = self._by_client_id.get(key)
             if running is not None:
-                # The same request is being placed right now: answer with its outcome.
-                return await asyncio.shield(running)
+                # The same client_order_id is being placed right now: answer with its outcome.
+                return _same_or_abort(await asyncio.shield(running), valid)
 
         order_id = new_id("ord")
         asset, amount = reservation(valid, rules, last_price, self.protection)
@@ -139,7 +142,7 @@ class PlaceOrder:
                 del self._by_client_id[key]
 
         task.add_done_callback(forget)
-        return await asyncio.shield(task)
+        return _same_or_abort(await asyncio.shield(task), valid)
 
     async def _place(self, order: Order, sending: Submission, deadline: Deadline) -> Order:
         # Step 2: persist first. A duplicate client_order_id returns the first order unchanged.
@@ -218,3 +221,15 @@ class PlaceOrder:
     def _arm_expiry(self, order: Order) -> None:
         if order.expire_time_ms is not None and not order.is_final:
             self.expiry.arm(order.order_id, order.expire_time_ms)
+
+
+def _same_or_abort(order: Order, request: ValidOrder) -> Order:
+    """The order placed under the request's client_order_id, if it is the same request; ABORTED otherwise."""
+    field = differing_field(order, request)
+    if field is None:
+        return order
+    raise Aborted(
+        f"client_order_id {order.client_order_id} is already used for order {order.order_id} with another {field}",
+        reason="CLIENT_ORDER_ID_REUSED",
+        metadata={"field": field, "order_id": order.order_id},
+    )

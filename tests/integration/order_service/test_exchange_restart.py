@@ -37,7 +37,7 @@ async def test_after_the_simulator_restarts_new_orders_fill_and_settle_and_forgo
     assert all(order.status == pb.ORDER_STATUS_FILLED for order in filled), filled
     forgotten = await trader.wait(resting.order_id, timeout=90)
     assert forgotten.status == pb.ORDER_STATUS_EXPIRED
-    assert "EXCHANGE_FORGOT" in forgotten.reject_reason
+    assert "EXCHANGE_FORGOT" in forgotten.expire_reason and forgotten.reject_reason == ""
     await stack.settled()
 
     balances = await stack.balances(trader.user_id)

@@ -56,7 +56,7 @@ async def test_a_market_buy_in_a_market_that_jumps_20_percent_never_spends_more_
 
     assert ended.status == pb.ORDER_STATUS_EXPIRED
     assert ended.filled_quantity == "0.00000000"
-    assert ended.reject_reason.startswith(CAPPED_BUY_EXPIRED)
+    assert ended.expire_reason.startswith(CAPPED_BUY_EXPIRED) and ended.reject_reason == ""
     ledger = await stack.ledger(trader.user_id)  # the user's only order
     reserved = sum((D(e.locked_delta) for e in ledger if e.kind == user_pb2.LEDGER_ENTRY_KIND_RESERVE), D(0))
     assert reserved == D("525"), "50,000 x 0.01 x 1.05"

@@ -136,7 +136,7 @@ async def test_an_order_expires_at_its_expire_time(stack: Stack) -> None:
     assert order.status == pb.ORDER_STATUS_PENDING
     ended = await trader.wait(order.order_id)
     assert ended.status == pb.ORDER_STATUS_EXPIRED
-    assert ended.reject_reason == "expire_time reached"
+    assert ended.expire_reason == "expire_time reached" and ended.reject_reason == ""
     await stack.settled()
     assert (await stack.balances(trader.user_id))["USDT"] == (D("10000"), D("0"))
 

@@ -15,6 +15,8 @@ from trading.user.v1 import user_pb2, user_service_pb2
 
 from .conftest import ADMIN, SERVICE_TOKEN, Stack
 
+BUY, SELL, LIMIT = order_pb2.ORDER_SIDE_BUY, order_pb2.ORDER_SIDE_SELL, order_pb2.ORDER_TYPE_LIMIT
+
 D = Decimal
 pb = order_pb2
 LIMIT_BUY = {"side": pb.ORDER_SIDE_BUY, "type": pb.ORDER_TYPE_LIMIT, "quantity": "0.01", "price": "49000.00"}
@@ -133,3 +135,17 @@ async def test_list_orders_pages_newest_first_with_filters(stack: Stack) -> None
     assert (await trader.orders(symbol="ETHUSDT")).orders == []
     error = await rpc_error(trader.orders(symbol="ETHUSDT", page_token=first.next_page_token))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_client_order_id_reused_with_other_content_is_aborted_naming_the_field(stack: Stack) -> None:
+    trader = await stack.trader({"USDT": "10000"})
+    fields = {"side": BUY, "type": LIMIT, "quantity": "0.01", "price": "45000.00", "client_order_id": "reuse-1"}
+    first = await trader.place(**fields)
+    assert (await trader.place(**fields)).order_id == first.order_id, "the same request again: the first order"
+    for name, other in (("price", "44000.00"), ("quantity", "0.02"), ("side", SELL)):
+        with pytest.raises(grpc.aio.AioRpcError) as conflict:
+            await trader.place(**{**fields, name: other})
+        assert conflict.value.code() == grpc.StatusCode.ABORTED
+        assert name in (conflict.value.details() or "")
+    assert [o.order_id for o in (await trader.orders()).orders] == [first.order_id]
+    assert await stack.balances(trader.user_id) == {"USDT": (D("9550"), D("450"))}, "reserved once"

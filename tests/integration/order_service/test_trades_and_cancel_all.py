@@ -102,6 +102,7 @@ async def test_cancel_all_cancels_all_and_only_the_callers_open_orders_and_relea
     eth = await alice.place(symbol="ETHUSDT", side=BUY, type=pb.ORDER_TYPE_LIMIT, quantity="0.1", price="2500.00")
     bobs = await bob.place(side=BUY, type=pb.ORDER_TYPE_LIMIT, quantity="0.01", price="45000.00")
     filled = await market_buy(alice, "BTCUSDT", "0.01")
+    await stack.settled()
     assert (await stack.balances(alice.user_id))["USDT"][1] == D("450") + D("440") + D("250")
 
     first = await alice.stub.CancelAllOrders(

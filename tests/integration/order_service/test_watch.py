@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from tests.order_watch import Watch
 from trading.order.v1 import order_pb2
 
@@ -35,6 +37,11 @@ async def test_watchers_get_every_transition_of_their_orders_and_nothing_else(st
         assert transitions == [pb.ORDER_STATUS_PENDING, pb.ORDER_STATUS_PARTIALLY_FILLED, pb.ORDER_STATUS_CANCELLED]
         assert any(o.cancel_requested for o in alice_watch.seen)
         assert alice_watch.seen[-1].filled_quantity == "0.00500000"
+        views = [
+            (o.status, o.filled_quantity, o.commission, o.cancel_requested, o.exchange_order_id, o.reject_reason)
+            for o in alice_watch.seen
+        ]
+        assert all(a != b for a, b in itertools.pairwise(views)), "never the same update twice"
 
         # Bob saw nothing of Alice's: the first thing his stream delivers is his own order.
         mine = await bob.place(side=pb.ORDER_SIDE_BUY, type=pb.ORDER_TYPE_LIMIT, quantity="0.01", price="48000.00")

@@ -15,6 +15,7 @@ from services.order_service.domain.states import State, Status
 from services.order_service.service.auth import Authenticator
 from services.order_service.service.deadline import Deadline
 from shared.errors import (
+    Aborted,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -80,9 +81,11 @@ async def test_a_fill_at_a_better_price_releases_the_difference(harness: Harness
 async def test_the_same_client_order_id_twice_gives_one_order(harness: Harness) -> None:
     h = harness
     first = await h.place(limit_buy(client_order_id="abc-1"))
-    again = await h.place(limit_buy(client_order_id="abc-1", quantity="0.02000"))
+    again = await h.place(limit_buy(client_order_id="abc-1"))
     assert again.order_id == first.order_id
-    assert again.quantity == D("0.01")
+    with pytest.raises(Aborted) as conflict:  # the same id for another order is a conflict, never a silent hit
+        await h.place(limit_buy(client_order_id="abc-1", quantity="0.02000"))
+    assert conflict.value.metadata["field"] == "quantity"
     assert (h.users.calls["reserve"], h.gateway.calls["submit"]) == (1, 1)
     # Another user may use the same client order id.
     bobs = await h.place(limit_buy(client_order_id="abc-1"), h.bob)
