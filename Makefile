@@ -10,9 +10,12 @@ GEN    := gen
 PROTOS := $(shell find protos -name '*.proto' | sort)
 GENSTAMP := $(GEN)/.stamp
 
-.PHONY: setup gen run test test-fast check lint fmt types imports bench soak lock clean
+.PHONY: help setup gen run test test-fast check lint fmt types imports bench soak lock clean
 
-setup: $(STAMP) $(GENSTAMP)
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+setup: $(STAMP) $(GENSTAMP) ## virtualenv, pinned dependencies, generated code
 
 $(STAMP): requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required (python3.11 or python3 on PATH)"; exit 1; }
@@ -22,47 +25,47 @@ $(STAMP): requirements.txt
 	$(PY) -c "import site,sys,os; p=site.getsitepackages()[0]; open(os.path.join(p,'trading_core.pth'),'w').write(os.path.abspath('.')+'\n'+os.path.abspath('$(GEN)')+'\n')"
 	@touch $(STAMP)
 
-gen: $(GENSTAMP)
+gen: $(GENSTAMP) ## generate the protobuf and gRPC code from protos/
 
 $(GENSTAMP): $(STAMP) $(PROTOS) scripts/gen-protos.sh
 	sh scripts/gen-protos.sh $(PY) $(GEN)
 	@touch $(GENSTAMP)
 
-run: setup
+run: setup ## start everything on SQLite with the simulator (Ctrl-C stops it)
 	$(PY) -m launcher
 
-test: setup
+test: setup ## run the whole test suite
 	$(BIN)/pytest
 
-test-fast: setup
+test-fast: setup ## run the unit tests only
 	$(BIN)/pytest tests/unit
 
-lint: setup
+lint: setup ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-fmt: setup
+fmt: setup ## format and fix with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-types: setup
+types: setup ## mypy
 	$(BIN)/mypy
 
-imports: setup
+imports: setup ## import-linter's layering rules
 	$(BIN)/lint-imports
 
-check: lint types imports test
+check: lint types imports test ## lint, types, import rules and the whole test suite (what CI runs)
 
-bench: setup
+bench: setup ## the load benchmark (writes bench/results/)
 	$(PY) -m bench
 
-soak: setup
+soak: setup ## the 10-minute soak at 100 orders/s
 	$(PY) -m bench --soak
 
-lock:
+lock: ## re-pin requirements.txt from requirements.in
 	rm -rf /tmp/trading-core-lock && $(PYTHON) -m venv /tmp/trading-core-lock
 	/tmp/trading-core-lock/bin/pip install --quiet -r requirements.in
 	{ echo '# Fully pinned lock of requirements.in (pip freeze in a clean venv). Regenerate with `make lock`.'; /tmp/trading-core-lock/bin/pip freeze; } > requirements.txt
 
-clean:
+clean: ## remove the virtualenv, generated code and var/
 	rm -rf $(VENV) $(GEN) var .pytest_cache .mypy_cache .ruff_cache

@@ -67,9 +67,45 @@ def port_is_free(addr: str) -> bool:
     return True
 
 
-def build_environment(base: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """Fill in every variable the processes need; return the environment and notes for the banner."""
+TOKENS_FILE = "dev-tokens.env"
+"""Where `make run` keeps the development tokens it generated, so a restart keeps them valid."""
+
+
+def _kept_tokens(keep_dir: Path | None) -> dict[str, str]:
+    if keep_dir is None:
+        return {}
+    path = keep_dir / TOKENS_FILE
+    if not path.exists():
+        return {}
+    kept = {}
+    for line in path.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() in ("TRADING_ADMIN_TOKEN", "TRADING_SERVICE_TOKEN") and value.strip():
+            kept[name.strip()] = value.strip()
+    return kept
+
+
+def _keep_tokens(keep_dir: Path, tokens: Mapping[str, str]) -> Path:
+    keep_dir.mkdir(parents=True, exist_ok=True)
+    path = keep_dir / TOKENS_FILE
+    # Created readable by the owner only, before the secret is written into it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("".join(f"{name}={value}\n" for name, value in tokens.items()))
+    os.chmod(path, 0o600)
+    return path
+
+
+def build_environment(base: Mapping[str, str], keep_dir: Path | None = None) -> tuple[dict[str, str], list[str]]:
+    """Fill in every variable the processes need; return the environment and notes for the banner.
+
+    With ``keep_dir`` (``make run``: ``var/``), development tokens generated for an unset variable are
+    kept in ``keep_dir/dev-tokens.env`` (mode 0600) and reused by the next run, so a token a user
+    exported stays valid across restarts. A variable set in the environment always wins.
+    """
     env = dict(base)
+    kept = _kept_tokens(keep_dir)
+    generated: dict[str, str] = {}
     notes = []
     env.setdefault("ORDER_SERVICE_ADDR", DEFAULT_ORDER_SERVICE_ADDR)
     env.setdefault("USER_SERVICE_ADDR", DEFAULT_USER_SERVICE_ADDR)
@@ -77,9 +113,17 @@ def build_environment(base: Mapping[str, str]) -> tuple[dict[str, str], list[str
     env.setdefault("BINANCE_ENV", "sim")
     env.setdefault("SIM_PORT", str(DEFAULT_SIM_PORT))
     for name, prefix in (("TRADING_ADMIN_TOKEN", "adm"), ("TRADING_SERVICE_TOKEN", "svc")):
-        if not env.get(name):
-            env[name] = f"{prefix}_{secrets.token_urlsafe(24)}"
-            notes.append(f"{name} was not set: generated a development value for this run")
+        if env.get(name):
+            continue
+        if name in kept:
+            env[name] = kept[name]
+            notes.append(f"{name} was not set: using the development value kept in var/{TOKENS_FILE}")
+        else:
+            env[name] = generated[name] = f"{prefix}_{secrets.token_urlsafe(24)}"
+            notes.append(f"{name} was not set: generated a development value")
+    if keep_dir is not None and generated:
+        path = _keep_tokens(keep_dir, {**kept, **generated})
+        notes.append(f"generated tokens are kept in {path} (owner-only) for the next run; delete it to rotate")
     if env["BINANCE_ENV"] == "sim":
         env.setdefault("SIM_RANDOM_WALK", "true")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -197,6 +241,10 @@ def banner(env: Mapping[str, str], notes: list[str]) -> str:
         f"Admin token: {admin}",
         *[f"Note: {n}" for n in notes],
         "",
+        "In another terminal:",
+        f"  export ADMIN='{admin}'",
+        f"  export G='{grpcurl}'",
+        "",
         "Try:",
         f"  {grpcurl} -plaintext {user} list",
         f"  {grpcurl} -plaintext {user} describe trading.user.v1.UserService",
@@ -212,7 +260,7 @@ def banner(env: Mapping[str, str], notes: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the stack until SIGINT or SIGTERM; exit 0 after a clean stop."""
-    env, notes = build_environment(os.environ)
+    env, notes = build_environment(os.environ, REPO_ROOT / "var")
     children = plan(env)
     try:
         check_ports(children, env)
