@@ -32,10 +32,17 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         self._users = users
         self._auth = authorizer
 
-    async def _owned(self, context: Context, rpc: str, user_id: str) -> None:
+    async def _owned(self, context: Context, rpc: str, user_id: str) -> str:
+        """Authorize a call about ``user_id``; a user's API key may leave it empty (it means the key's user).
+
+        Returns the user the call is about.
+        """
         principal = await self._auth.authorize(context, rpc)
+        if not user_id and principal.user_id is not None:
+            user_id = principal.user_id
         v.user_id(user_id)
         self._auth.owner(context, rpc, principal, user_id)
+        return user_id
 
     # --- users --------------------------------------------------------------------------------
 
@@ -45,8 +52,8 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         return pb.CreateUserResponse(user=codec.user_to_pb(user))
 
     async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:
-        await self._owned(context, "GetUser", request.user_id)
-        user = await self._users.get_user(request.user_id)
+        user_id = await self._owned(context, "GetUser", request.user_id)
+        user = await self._users.get_user(user_id)
         return pb.GetUserResponse(user=codec.user_to_pb(user))
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: Context) -> pb.ListUsersResponse:
@@ -73,8 +80,8 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         return pb.CreateApiKeyResponse(key_id=key.key_id, api_key=secret, key=codec.api_key_to_pb(key))
 
     async def ListApiKeys(self, request: pb.ListApiKeysRequest, context: Context) -> pb.ListApiKeysResponse:
-        await self._owned(context, "ListApiKeys", request.user_id)
-        keys = await self._users.list_api_keys(request.user_id)
+        user_id = await self._owned(context, "ListApiKeys", request.user_id)
+        keys = await self._users.list_api_keys(user_id)
         return pb.ListApiKeysResponse(keys=[codec.api_key_to_pb(k) for k in keys])
 
     async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest, context: Context) -> pb.RevokeApiKeyResponse:
@@ -97,15 +104,15 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         return pb.WithdrawResponse(balance=codec.balance_to_pb(result.balance))
 
     async def GetBalances(self, request: pb.GetBalancesRequest, context: Context) -> pb.GetBalancesResponse:
-        await self._owned(context, "GetBalances", request.user_id)
-        balances = await self._users.get_balances(request.user_id)
+        user_id = await self._owned(context, "GetBalances", request.user_id)
+        balances = await self._users.get_balances(user_id)
         return pb.GetBalancesResponse(balances=[codec.balance_to_pb(b) for b in balances])
 
     async def ListLedgerEntries(
         self, request: pb.ListLedgerEntriesRequest, context: Context
     ) -> pb.ListLedgerEntriesResponse:
-        await self._owned(context, "ListLedgerEntries", request.user_id)
-        page = await self._users.list_entries(request.user_id, request.asset, request.page_size, request.page_token)
+        user_id = await self._owned(context, "ListLedgerEntries", request.user_id)
+        page = await self._users.list_entries(user_id, request.asset, request.page_size, request.page_token)
         return pb.ListLedgerEntriesResponse(
             entries=[codec.entry_to_pb(e) for e in page.items], next_page_token=page.next_page_token
         )

@@ -174,3 +174,19 @@ async def test_failed_authentications_are_security_events_without_the_secret(
     logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in events)
     assert secret not in logged and secret[::-1] not in logged
     assert "not-the-admin-token" not in logged
+
+
+async def test_a_users_key_may_omit_the_user_id_on_its_self_service_calls_and_the_admin_may_not(client: Client) -> None:
+    user = await client.new_user("selfie")
+    await client.deposit(user, "USDT", "25", "d-selfie")
+    key = await client.new_key(user)
+    balances = await client.stub.GetBalances(pb.GetBalancesRequest(), metadata=key)
+    assert [(b.asset, b.available) for b in balances.balances] == [("USDT", "25.00000000")]
+    entries = await client.stub.ListLedgerEntries(pb.ListLedgerEntriesRequest(), metadata=key)
+    assert [e.user_id for e in entries.entries] == [user]
+    assert (await client.stub.GetUser(pb.GetUserRequest(), metadata=key)).user.user_id == user
+    assert len((await client.stub.ListApiKeys(pb.ListApiKeysRequest(), metadata=key)).keys) == 1
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await client.stub.GetBalances(pb.GetBalancesRequest(), metadata=ADMIN)
+    assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "user_id" in (missing.value.details() or "")
