@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from services.exchange_simulator import errors, wire
+from services.exchange_simulator import errors, market_data, wire
 from services.exchange_simulator.errors import BinanceError
 from services.exchange_simulator.faults import Fault
 from services.exchange_simulator.matching import (
@@ -271,18 +271,32 @@ def depth(sim: Simulator, p: Params, now: int) -> Any:
     """The synthetic book a taker meets: asks from the last price upward, bids from it downward."""
     symbol = _symbol(sim, p)
     limit = _limit(p, 100, 5000)
-    market = sim.exchange.markets[symbol]
-    levels = min(limit, market.levels)
-    spread = market.spread()
-    qty = fmt8(market.level_quantity)
-    bids = []
-    asks = []
-    for i in range(levels):
-        asks.append([fmt8(market.last_price + spread * i), qty])
-        bid = market.last_price - spread * i
-        if bid > 0:
-            bids.append([fmt8(bid), qty])
-    return {"lastUpdateId": market.next_trade_id + market.next_order_id, "bids": bids, "asks": asks}
+    return market_data.depth_payload(sim.exchange.markets[symbol], limit)
+
+
+def book_ticker(sim: Simulator, p: Params, now: int) -> Any:
+    """Best bid and ask with their quantities, for one symbol, a list of them, or every symbol."""
+    if _get(p, "symbol") is not None:
+        return market_data.book_ticker_rest(sim.exchange.markets[_symbol(sim, p)])
+    symbols_raw = _get(p, "symbols")
+    names = _symbols_list(sim, symbols_raw) if symbols_raw is not None else list(sim.exchange.markets)
+    return [market_data.book_ticker_rest(sim.exchange.markets[name]) for name in names]
+
+
+def ticker_24hr(sim: Simulator, p: Params, now: int) -> Any:
+    """24-hour rolling statistics (``type`` FULL or MINI), for one symbol, a list of them, or every symbol."""
+    kind = _get(p, "type") or "FULL"
+    if kind not in ("FULL", "MINI"):
+        raise errors.illegal_chars("type", "FULL, MINI")
+    symbol = _get(p, "symbol")
+    symbols_raw = _get(p, "symbols")
+    if symbol is not None and symbols_raw is not None:
+        raise BinanceError(-1128, "Combination of optional parameters invalid.")
+    mini = kind == "MINI"
+    if symbol is not None:
+        return market_data.ticker_rest(market_data.day_stats(sim.exchange.markets[_symbol(sim, p)], now), mini=mini)
+    names = _symbols_list(sim, symbols_raw) if symbols_raw is not None else list(sim.exchange.markets)
+    return [market_data.ticker_rest(market_data.day_stats(sim.exchange.markets[n], now), mini=mini) for n in names]
 
 
 # ------------------------------------------------------------------------------------------ handlers: trading
@@ -456,6 +470,19 @@ def _ticker_weight(p: Params) -> int:
     return 2 if p.get("symbol") else 4
 
 
+def _ticker_24hr_weight(p: Params) -> int:
+    if p.get("symbol"):
+        return 2
+    raw = p.get("symbols")
+    if not raw:
+        return 80
+    try:
+        count = len(json.loads(raw))
+    except (ValueError, TypeError):
+        count = 1
+    return 2 if count <= 20 else 40 if count <= 100 else 80
+
+
 def _depth_weight(p: Params) -> int:
     raw = p.get("limit") or "100"
     limit = int(raw) if raw.isdigit() else 100
@@ -475,6 +502,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/v3/ticker/price", _ticker_weight, ticker_price),
     Endpoint("GET", "/api/v3/avgPrice", _fixed(2), avg_price),
     Endpoint("GET", "/api/v3/depth", _depth_weight, depth),
+    Endpoint("GET", "/api/v3/ticker/bookTicker", _ticker_weight, book_ticker),
+    Endpoint("GET", "/api/v3/ticker/24hr", _ticker_24hr_weight, ticker_24hr),
     Endpoint("POST", "/api/v3/order", _fixed(1), new_order, signed=True, fault="order.new", new_order=True),
     Endpoint("DELETE", "/api/v3/order", _fixed(1), cancel_order, signed=True, fault="order.cancel"),
     Endpoint("GET", "/api/v3/order", _fixed(4), query_order, signed=True, fault="order.query"),
