@@ -1,4 +1,4 @@
-"""shared.db.GroupCommit on a real SQLite file: shared transactions, per-request savepoints, shutdown."""
+"""shared.db.GroupCommit on SQLite and PostgreSQL: shared transactions, per-request savepoints, shutdown."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, insert, text
 
-from shared.db import GroupCommit, create_sqlite_engine, driver_connection
+from shared.db import Cursor, GroupCommit, Statement, create_db_engine
 from shared.errors import Unavailable
 
 
@@ -21,11 +21,20 @@ class Boom(Exception):
     pass
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_sqlite_engine(f"sqlite:///{tmp_path}/g.db", busy_timeout_ms=200)
+t = Table("t", MetaData(), Column("name", String(40), primary_key=True))
+INSERT = Statement(insert(t), ["name"])
+
+
+def _engine(url: str) -> Engine:
+    engine = create_db_engine(url, busy_timeout_ms=200)
     with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE t (name TEXT PRIMARY KEY)")
+        t.metadata.create_all(conn)
+    return engine
+
+
+@pytest.fixture
+def engine(new_db_url) -> Iterator[Engine]:
+    engine = _engine(new_db_url("g"))
     yield engine
     engine.dispose()
 
@@ -39,7 +48,7 @@ def group(engine: Engine) -> Iterator[GroupCommit[Connection]]:
 
 def insert(name: str) -> Any:
     def job(conn: Connection) -> str:
-        driver_connection(conn).execute("INSERT INTO t (name) VALUES (?)", (name,))
+        Cursor(conn).execute(INSERT, {"name": name})
         return name
 
     return job
@@ -47,7 +56,7 @@ def insert(name: str) -> Any:
 
 def insert_then_fail(name: str) -> Any:
     def job(conn: Connection) -> None:
-        driver_connection(conn).execute("INSERT INTO t (name) VALUES (?)", (name,))
+        Cursor(conn).execute(INSERT, {"name": name})
         raise Boom(name)
 
     return job
@@ -165,9 +174,11 @@ async def test_requests_stranded_by_shutdown_fail_as_shutting_down(
     assert names(engine) == {"first"}
 
 
-async def test_a_failed_transaction_fails_every_request_with_the_mapped_error_and_logs_it(
-    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_on_sqlite_a_failed_transaction_fails_every_request_with_the_mapped_error_and_logs_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    engine = _engine(f"sqlite:///{tmp_path}/g.db")
+
     def busy_to_unavailable(exc: Exception) -> Exception:
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
             return Unavailable("busy", reason="DATABASE_BUSY")
@@ -191,5 +202,47 @@ async def test_a_failed_transaction_fails_every_request_with_the_mapped_error_an
         assert not caplog.records[0].exc_info  # an Unavailable is expected: no traceback
         assert names(engine) == set()
         assert await group.write(insert("x")) == "x"  # the lock is gone: the writer recovers
+    finally:
+        group.close()
+        engine.dispose()
+
+
+async def test_on_sqlite_a_busy_database_is_unavailable_by_default(tmp_path: Path) -> None:
+    engine = _engine(f"sqlite:///{tmp_path}/g.db")
+    group: GroupCommit[Connection] = GroupCommit(engine, lambda conn: conn)
+    blocker = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await group.write(insert("x"))
+        assert caught.value.reason == "DATABASE_BUSY"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        group.close()
+        engine.dispose()
+
+
+async def test_an_after_commit_hook_sees_each_batch_context_and_a_settled_check_skips_the_database(
+    engine: Engine,
+) -> None:
+    committed: list[list[str]] = []
+
+    def context(conn: Connection) -> list[str]:
+        return []
+
+    def add(name: str) -> Any:
+        def job(names_written: list[str]) -> str:
+            names_written.append(name)
+            return name
+
+        return job
+
+    group: GroupCommit[list[str]] = GroupCommit(engine, context, on_commit=committed.append)
+    try:
+        assert await asyncio.gather(group.write(add("a")), group.write(add("b"))) == ["a", "b"]
+        assert committed == [["a", "b"]]
+        assert await group.write(add("c"), settled=lambda: "known") == "known"
+        assert group.settled == 1 and committed == [["a", "b"]]
     finally:
         group.close()
