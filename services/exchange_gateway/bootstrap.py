@@ -32,7 +32,7 @@ from services.exchange_gateway.service.executions import ExecutionHub
 from services.exchange_gateway.service.gateway import Gateway, Upkeep
 from services.exchange_gateway.service.market import Market
 from services.exchange_gateway.service.orders import Orders
-from shared.db import Database, create_sqlite_engine
+from shared.db import Database, check_db_url, create_db_engine
 from shared.errors import DomainError, Unavailable
 from shared.logs import register_secret, setup_logging
 from shared.server import Registration, create_server, wait_for_signal
@@ -117,10 +117,14 @@ async def start(config: Config) -> RunningService:
         register_secret(secret)
     signer = load_signer(config.api_secret, config.private_key_file, config.private_key_passphrase)
 
-    engine = create_sqlite_engine(config.db_url, synchronous=config.db_synchronous)
+    engine = create_db_engine(check_db_url("GATEWAY_DB_URL", config.db_url), synchronous=config.db_synchronous)
     db = Database(engine, name="gateway")
     journal = SqlJournal(db)
-    await asyncio.to_thread(journal.create_schema)
+    try:
+        await asyncio.to_thread(journal.migrate)
+    except BaseException:
+        engine.dispose()
+        raise
 
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=config.http_pool_size, keepalive_timeout=30.0, ttl_dns_cache=300),

@@ -1,10 +1,11 @@
-"""The gateway's SQLite journal: orders before they are sent, and every execution once.
+"""The gateway's journal (SQLite or PostgreSQL): orders before they are sent, and every execution once.
 
 Four tables:
 - ``gateway_orders``: one row per client_order_id, written before the order is sent and updated
   with everything learned since.
 - ``gateway_executions``: the execution journal. ``sequence`` is 1, 2, 3... with no gap: it is
-  assigned inside the same BEGIN IMMEDIATE transaction as the insert (one writer at a time), and a
+  assigned inside the same write transaction as the insert (one writer: the gateway's one writer
+  connection; a second gateway on the same database would clash on the key, never skip), and a
   duplicate (same ``dedup_key``) is skipped without using up a number. ``dedup_key`` is
   ``T|symbol|trade_id`` for trades and ``X|client_order_id|type`` for the other types.
 - ``gateway_anomalies``: what the exchange reported against the journal (a trade key that came
@@ -15,34 +16,31 @@ Four tables:
 After each commit the new executions go to ``on_commit`` (the stream), newly recorded anomalies to
 ``on_anomalies`` and the foreign orders written (with whether each is new) to ``on_foreign``.
 
-Writes are batched: ``transact`` queues a function; one task runs everything queued in one
-transaction on the database writer thread, each function inside a SAVEPOINT so that one failing
-function does not undo the others, commits once (one fsync for the batch), then publishes the new
-executions in sequence order and answers the callers. A queued function may come with a
+Writes are batched by ``shared.db.GroupCommit``: ``transact`` queues a function; one task runs
+everything queued in one transaction on the database writer thread, each function inside a
+SAVEPOINT so that one failing function does not undo the others, commits once (one fsync for the
+batch), then publishes the new executions in sequence order and answers the callers. A queued function may come with a
 ``settled`` check, run on the event loop when the writer takes it, i.e. after every earlier batch
 has committed: if the committed state already holds what the function would write (a user data
 stream report of what the order's answer just journaled), the caller gets that answer and the
 database is not touched. The check is only a shortcut; the dedup keys in the database decide.
 
-Each batch runs through ``shared.db.Database.write``: on its writer thread, over the one connection
-that thread keeps, with BEGIN IMMEDIATE and COMMIT sent to the sqlite3 connection directly.
-
 The order cache holds every order that is not final and the ``max_final_orders`` that most
-recently became final; everything else is read from the database when needed. Decimals are stored as exact text (the
-exchange's values can have more places than the ledger's 8, so ``shared.db.ExactDecimal`` would
-not do); they are never summed or sorted in SQL.
+recently became final; everything else is read from the database when needed. Decimals are stored
+as exact text with their own digits (``ExactDecimal(None)``: the exchange's values can have more
+places than the ledger's 8); they are never summed or sorted in SQL. The schema is made by the
+Alembic history in ``migrations/`` (``HISTORY``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
-import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -55,8 +53,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
+    func,
+    select,
 )
-from sqlalchemy.types import TypeDecorator
 
 from services.exchange_gateway.domain.model import (
     FINAL_STATUSES,
@@ -72,28 +72,23 @@ from services.exchange_gateway.domain.model import (
     TimeInForce,
     TradeIdentity,
 )
-from shared.db import Database, driver_connection
+from shared.db import Cursor, Database, ExactDecimal, GroupCommit, Statement, optional_decimal, upsert
+from shared.migrations import History, upgrade
 
 T = TypeVar("T")
 log = logging.getLogger("exchange_gateway.journal")
 
 
-class DecimalText(TypeDecorator[Decimal]):
-    """A Decimal stored as exact plain text (no exponent, no rounding)."""
+def exchange_decimal() -> ExactDecimal:
+    """The exchange's figures as exact text with their own digits (they can have more places than 8)."""
+    return ExactDecimal(None, length=64)
 
-    impl = String(64)
-    cache_ok = True
 
-    def process_bind_param(self, value: Decimal | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, Decimal):
-            raise TypeError(f"DecimalText takes Decimal, got {type(value).__name__}")
-        return format(value, "f")
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
 
-    def process_result_value(self, value: str | None, dialect: Any) -> Decimal | None:
-        return None if value is None else Decimal(value)
 
+_dec = optional_decimal
 
 metadata = MetaData()
 
@@ -105,13 +100,13 @@ orders = Table(
     Column("side", String(8), nullable=False),
     Column("type", String(20), nullable=False),
     Column("time_in_force", String(8)),
-    Column("quantity", DecimalText, nullable=False),
-    Column("price", DecimalText),
-    Column("stop_price", DecimalText),
+    Column("quantity", exchange_decimal(), nullable=False),
+    Column("price", exchange_decimal()),
+    Column("stop_price", exchange_decimal()),
     Column("status", String(24), nullable=False),
     Column("exchange_order_id", BigInteger, nullable=False, default=0),
-    Column("executed_qty", DecimalText, nullable=False),
-    Column("cum_quote_qty", DecimalText, nullable=False),
+    Column("executed_qty", exchange_decimal(), nullable=False),
+    Column("cum_quote_qty", exchange_decimal(), nullable=False),
     Column("reject_reason", String(500), nullable=False, default=""),
     Column("create_time_ms", BigInteger, nullable=False),
     Column("update_time_ms", BigInteger, nullable=False),
@@ -135,12 +130,12 @@ executions = Table(
     Column("exec_type", String(16), nullable=False),
     Column("order_status", String(24), nullable=False),
     Column("trade_id", BigInteger, nullable=False),
-    Column("last_qty", DecimalText, nullable=False),
-    Column("last_price", DecimalText, nullable=False),
-    Column("last_quote_qty", DecimalText, nullable=False),
-    Column("cum_qty", DecimalText, nullable=False),
-    Column("cum_quote_qty", DecimalText, nullable=False),
-    Column("commission", DecimalText, nullable=False),
+    Column("last_qty", exchange_decimal(), nullable=False),
+    Column("last_price", exchange_decimal(), nullable=False),
+    Column("last_quote_qty", exchange_decimal(), nullable=False),
+    Column("cum_qty", exchange_decimal(), nullable=False),
+    Column("cum_quote_qty", exchange_decimal(), nullable=False),
+    Column("commission", exchange_decimal(), nullable=False),
     Column("commission_asset", String(32), nullable=False),
     Column("is_maker", Boolean, nullable=False),
     Column("reject_reason", String(500), nullable=False),
@@ -170,9 +165,9 @@ foreign_orders = Table(
     Column("client_order_id", String(64), primary_key=True),
     Column("side", String(8), nullable=False),
     Column("type", String(32), nullable=False),
-    Column("price", DecimalText, nullable=False),
-    Column("quantity", DecimalText, nullable=False),
-    Column("executed_qty", DecimalText, nullable=False),
+    Column("price", exchange_decimal(), nullable=False),
+    Column("quantity", exchange_decimal(), nullable=False),
+    Column("executed_qty", exchange_decimal(), nullable=False),
     Column("status", String(24), nullable=False),
     Column("is_open", Boolean, nullable=False),
     Column("first_seen_ms", BigInteger, nullable=False),
@@ -182,87 +177,85 @@ foreign_orders = Table(
     Index("ix_gateway_foreign_orders_open", "is_open"),
 )
 
+HISTORY = History(
+    "exchange_gateway",
+    Path(__file__).parent / "migrations",
+    releases=(
+        ("0002", frozenset({"gateway_orders", "gateway_executions", "gateway_anomalies", "gateway_foreign_orders"})),
+        ("0001", frozenset({"gateway_orders", "gateway_executions"})),
+    ),
+)
+"""The journal's migration history; ``releases`` are the schemas of databases made before it had one."""
+
 ORDER_COLUMNS = tuple(c.name for c in orders.columns)
 EXECUTION_COLUMNS = tuple(c.name for c in executions.columns)
 ANOMALY_COLUMNS = tuple(c.name for c in anomalies.columns if c.name != "id")
 FOREIGN_COLUMNS = tuple(c.name for c in foreign_orders.columns)
 
-# The hot statements go straight to the DB-API cursor of the transaction SQLAlchemy opened (BEGIN
-# IMMEDIATE): SQLAlchemy Core cost ~0.35 ms per statement here, several times SQLite's own cost.
-_SELECT_ORDER = f"SELECT {', '.join(ORDER_COLUMNS)} FROM gateway_orders WHERE client_order_id = ?"
-_SELECT_OPEN_ORDERS = f"SELECT {', '.join(ORDER_COLUMNS)} FROM gateway_orders WHERE final = 0"
-_UPSERT_ORDER = (
-    f"INSERT INTO gateway_orders ({', '.join(ORDER_COLUMNS)}) VALUES ({', '.join('?' * len(ORDER_COLUMNS))}) "
-    "ON CONFLICT(client_order_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in ORDER_COLUMNS if c not in ("client_order_id", "create_time_ms"))
+# Statements are SQLAlchemy Core, compiled once for the engine's dialect (``shared.db.Statement``) and
+# run on the DB-API cursor of the transaction: SQLAlchemy's per-call execution cost ~0.35 ms per
+# statement here, several times the database's own work. Parameters are DB-API values (decimals as
+# exact text).
+_ORDER_KEYS = ("client_order_id", "create_time_ms")
+_FOREIGN_KEYS = ("symbol", "exchange_order_id", "client_order_id")
+_SELECT_ORDER = Statement(select(orders).where(orders.c.client_order_id == bindparam("client_order_id")))
+_SELECT_OPEN_ORDERS = Statement(select(orders).where(orders.c.final.is_(False)))
+_UPSERT_ORDER = Statement(
+    upsert(orders, ["client_order_id"], [c for c in ORDER_COLUMNS if c not in _ORDER_KEYS]), ORDER_COLUMNS
 )
-_INSERT_EXECUTION = (
-    f"INSERT INTO gateway_executions ({', '.join(EXECUTION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(EXECUTION_COLUMNS))}) ON CONFLICT(dedup_key) DO NOTHING"
+_INSERT_EXECUTION = Statement(upsert(executions, ["dedup_key"]), EXECUTION_COLUMNS)
+_SELECT_EXECUTIONS = Statement(
+    select(executions)
+    .where(executions.c.sequence > bindparam("after"))
+    .order_by(executions.c.sequence)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))  # SQLite's LIMIT comes with an OFFSET: bound here, always 0
 )
-_SELECT_EXECUTIONS = (
-    f"SELECT {', '.join(EXECUTION_COLUMNS)} FROM gateway_executions WHERE sequence > ? ORDER BY sequence LIMIT ?"
+_LAST_SEQUENCE = Statement(select(func.max(executions.c.sequence)))
+_SELECT_EXECUTION_BY_KEY = Statement(select(executions).where(executions.c.dedup_key == bindparam("dedup_key")))
+_INSERT_ANOMALY = Statement(upsert(anomalies, ["dedup_key"]), ANOMALY_COLUMNS)
+_SELECT_ANOMALIES = Statement(select(*(anomalies.c[c] for c in ANOMALY_COLUMNS)).order_by(anomalies.c.id))
+_SELECT_FOREIGN = Statement(select(foreign_orders).where(*(foreign_orders.c[k] == bindparam(k) for k in _FOREIGN_KEYS)))
+_FOREIGN_ORDER = (foreign_orders.c.first_seen_ms, foreign_orders.c.symbol, foreign_orders.c.exchange_order_id)
+_SELECT_FOREIGN_ALL = Statement(select(foreign_orders).order_by(*_FOREIGN_ORDER))
+_SELECT_FOREIGN_OPEN = Statement(
+    select(foreign_orders).where(foreign_orders.c.is_open.is_(True)).order_by(*_FOREIGN_ORDER)
 )
-_LAST_SEQUENCE = "SELECT MAX(sequence) FROM gateway_executions"
-_SELECT_EXECUTION_BY_KEY = f"SELECT {', '.join(EXECUTION_COLUMNS)} FROM gateway_executions WHERE dedup_key = ?"
-_INSERT_ANOMALY = (
-    f"INSERT INTO gateway_anomalies ({', '.join(ANOMALY_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(ANOMALY_COLUMNS))}) ON CONFLICT(dedup_key) DO NOTHING"
-)
-_SELECT_ANOMALIES = f"SELECT {', '.join(ANOMALY_COLUMNS)} FROM gateway_anomalies ORDER BY id"
-_SELECT_FOREIGN = (
-    f"SELECT {', '.join(FOREIGN_COLUMNS)} FROM gateway_foreign_orders "
-    "WHERE symbol = ? AND exchange_order_id = ? AND client_order_id = ?"
-)
-_SELECT_FOREIGN_ALL = (
-    f"SELECT {', '.join(FOREIGN_COLUMNS)} FROM gateway_foreign_orders ORDER BY first_seen_ms, symbol, exchange_order_id"
-)
-_SELECT_FOREIGN_OPEN = (
-    f"SELECT {', '.join(FOREIGN_COLUMNS)} FROM gateway_foreign_orders WHERE is_open = 1 "
-    "ORDER BY first_seen_ms, symbol, exchange_order_id"
-)
-_UPSERT_FOREIGN = (
-    f"INSERT INTO gateway_foreign_orders ({', '.join(FOREIGN_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(FOREIGN_COLUMNS))}) "
-    "ON CONFLICT(symbol, exchange_order_id, client_order_id) DO UPDATE SET "
-    + ", ".join(
-        f"{c} = excluded.{c}"
-        for c in FOREIGN_COLUMNS
-        if c not in ("symbol", "exchange_order_id", "client_order_id", "first_seen_ms")
-    )
+_UPSERT_FOREIGN = Statement(
+    upsert(foreign_orders, _FOREIGN_KEYS, [c for c in FOREIGN_COLUMNS if c not in (*_FOREIGN_KEYS, "first_seen_ms")]),
+    FOREIGN_COLUMNS,
 )
 
 
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
+def _named(columns: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(columns, values, strict=True))
 
 
-def _dec(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
-
-
-def _order_values(order: Order) -> tuple[Any, ...]:
-    return (
-        order.client_order_id,
-        order.symbol,
-        order.side.value,
-        order.type.value,
-        order.time_in_force.value if order.time_in_force else None,
-        _text(order.quantity),
-        _text(order.price),
-        _text(order.stop_price),
-        order.status.value,
-        order.exchange_order_id,
-        _text(order.executed_qty),
-        _text(order.cum_quote_qty),
-        order.reject_reason[:500],
-        order.create_time_ms,
-        order.update_time_ms,
-        order.request_time_ms,
-        order.recv_window_ms,
-        int(order.cancel_requested),
-        int(order.reported_new),
-        int(order.status in FINAL_STATUSES),
+def _order_values(order: Order) -> dict[str, Any]:
+    return _named(
+        ORDER_COLUMNS,
+        (
+            order.client_order_id,
+            order.symbol,
+            order.side.value,
+            order.type.value,
+            order.time_in_force.value if order.time_in_force else None,
+            _text(order.quantity),
+            _text(order.price),
+            _text(order.stop_price),
+            order.status.value,
+            order.exchange_order_id,
+            _text(order.executed_qty),
+            _text(order.cum_quote_qty),
+            order.reject_reason[:500],
+            order.create_time_ms,
+            order.update_time_ms,
+            order.request_time_ms,
+            order.recv_window_ms,
+            bool(order.cancel_requested),
+            bool(order.reported_new),
+            bool(order.status in FINAL_STATUSES),
+        ),
     )
 
 
@@ -291,28 +284,31 @@ def _order_from_row(row: tuple[Any, ...]) -> Order:
     )
 
 
-def _execution_values(e: Execution) -> tuple[Any, ...]:
-    return (
-        e.sequence,
-        e.dedup_key,
-        e.client_order_id,
-        e.exchange_order_id,
-        e.symbol,
-        e.side.value,
-        e.exec_type.value,
-        e.order_status.value,
-        e.trade_id,
-        _text(e.last_qty),
-        _text(e.last_price),
-        _text(e.last_quote_qty),
-        _text(e.cum_qty),
-        _text(e.cum_quote_qty),
-        _text(e.commission),
-        e.commission_asset,
-        int(e.is_maker),
-        e.reject_reason[:500],
-        e.transaction_time_ms,
-        e.journal_time_ms,
+def _execution_values(e: Execution) -> dict[str, Any]:
+    return _named(
+        EXECUTION_COLUMNS,
+        (
+            e.sequence,
+            e.dedup_key,
+            e.client_order_id,
+            e.exchange_order_id,
+            e.symbol,
+            e.side.value,
+            e.exec_type.value,
+            e.order_status.value,
+            e.trade_id,
+            _text(e.last_qty),
+            _text(e.last_price),
+            _text(e.last_quote_qty),
+            _text(e.cum_qty),
+            _text(e.cum_quote_qty),
+            _text(e.commission),
+            e.commission_asset,
+            bool(e.is_maker),
+            e.reject_reason[:500],
+            e.transaction_time_ms,
+            e.journal_time_ms,
+        ),
     )
 
 
@@ -341,16 +337,19 @@ def _execution_from_row(row: tuple[Any, ...]) -> Execution:
     )
 
 
-def _anomaly_values(a: Anomaly) -> tuple[Any, ...]:
-    return (
-        a.dedup_key,
-        a.kind.value,
-        a.symbol,
-        a.trade_id,
-        a.client_order_id,
-        a.journaled[:500],
-        a.received[:500],
-        a.first_seen_ms,
+def _anomaly_values(a: Anomaly) -> dict[str, Any]:
+    return _named(
+        ANOMALY_COLUMNS,
+        (
+            a.dedup_key,
+            a.kind.value,
+            a.symbol,
+            a.trade_id,
+            a.client_order_id,
+            a.journaled[:500],
+            a.received[:500],
+            a.first_seen_ms,
+        ),
     )
 
 
@@ -367,22 +366,25 @@ def _anomaly_from_row(row: tuple[Any, ...]) -> Anomaly:
     )
 
 
-def _foreign_values(f: ForeignOrder) -> tuple[Any, ...]:
-    return (
-        f.symbol,
-        f.exchange_order_id,
-        f.client_order_id,
-        f.side.value if f.side else "",
-        f.type,
-        _text(f.price),
-        _text(f.quantity),
-        _text(f.executed_qty),
-        f.status.value,
-        int(f.is_open),
-        f.first_seen_ms,
-        f.last_seen_ms,
-        f.cancel_time_ms,
-        f.cancel_error[:500],
+def _foreign_values(f: ForeignOrder) -> dict[str, Any]:
+    return _named(
+        FOREIGN_COLUMNS,
+        (
+            f.symbol,
+            f.exchange_order_id,
+            f.client_order_id,
+            f.side.value if f.side else "",
+            f.type,
+            _text(f.price),
+            _text(f.quantity),
+            _text(f.executed_qty),
+            f.status.value,
+            bool(f.is_open),
+            f.first_seen_ms,
+            f.last_seen_ms,
+            f.cancel_time_ms,
+            f.cancel_error[:500],
+        ),
     )
 
 
@@ -406,15 +408,10 @@ def _foreign_from_row(row: tuple[Any, ...]) -> ForeignOrder:
     )
 
 
-def _cursor(conn: Connection) -> sqlite3.Cursor:
-    """The DB-API cursor of ``conn``'s current transaction."""
-    return driver_connection(conn).cursor()
-
-
 class _Tx:
     """JournalTx for one batch: orders written in the batch are seen by later functions in it."""
 
-    def __init__(self, cursor: sqlite3.Cursor, sequence: int, cache: dict[str, Order]):
+    def __init__(self, cursor: Cursor, sequence: int, cache: dict[str, Order]):
         self.cursor = cursor
         self.sequence = sequence
         self.cache = cache
@@ -430,7 +427,7 @@ class _Tx:
         order = self.overlay.get(client_order_id) or self.cache.get(client_order_id)
         if order is not None:
             return order
-        row = self.cursor.execute(_SELECT_ORDER, (client_order_id,)).fetchone()
+        row = self.cursor.one(_SELECT_ORDER, {"client_order_id": client_order_id})
         return None if row is None else _order_from_row(row)
 
     def put_order(self, order: Order) -> None:
@@ -439,20 +436,18 @@ class _Tx:
 
     def add_execution(self, execution: Execution) -> Execution | None:
         candidate = replace(execution, sequence=self.sequence + 1)
-        self.cursor.execute(_INSERT_EXECUTION, _execution_values(candidate))
-        if self.cursor.rowcount != 1:
+        if self.cursor.execute(_INSERT_EXECUTION, _execution_values(candidate)).rowcount != 1:
             return None
         self.sequence += 1
         self.inserted.append(candidate)
         return candidate
 
     def journaled(self, dedup_key: str) -> Execution | None:
-        row = self.cursor.execute(_SELECT_EXECUTION_BY_KEY, (dedup_key,)).fetchone()
+        row = self.cursor.one(_SELECT_EXECUTION_BY_KEY, {"dedup_key": dedup_key})
         return None if row is None else _execution_from_row(row)
 
     def add_anomaly(self, anomaly: Anomaly) -> bool:
-        self.cursor.execute(_INSERT_ANOMALY, _anomaly_values(anomaly))
-        if self.cursor.rowcount != 1:
+        if self.cursor.execute(_INSERT_ANOMALY, _anomaly_values(anomaly)).rowcount != 1:
             return False
         self.new_anomalies.append(anomaly)
         return True
@@ -461,7 +456,7 @@ class _Tx:
         order = self.foreign.get(key)
         if order is not None:
             return order
-        row = self.cursor.execute(_SELECT_FOREIGN, key).fetchone()
+        row = self.cursor.one(_SELECT_FOREIGN, dict(zip(_FOREIGN_KEYS, key, strict=True)))
         return None if row is None else _foreign_from_row(row)
 
     def put_foreign(self, order: ForeignOrder) -> None:
@@ -470,9 +465,10 @@ class _Tx:
         self.foreign[order.key] = order
         self.foreign_dirty[order.key] = order
 
-    def mark(self) -> tuple[Any, ...]:
-        """The state to go back to if the next function fails (its SAVEPOINT is rolled back)."""
-        return (
+    def run(self, fn: Callable[[_Tx], T]) -> T:
+        """Run one queued function and write what it changed; if it raises, forget what it did in memory
+        (``GroupCommit`` rolls back its savepoint)."""
+        mark = (
             dict(self.overlay),
             self.sequence,
             len(self.inserted),
@@ -480,37 +476,31 @@ class _Tx:
             dict(self.foreign),
             set(self.foreign_new),
         )
-
-    def restore(self, mark: tuple[Any, ...]) -> None:
-        overlay, sequence, inserted, anomalies, foreign, foreign_new = mark
-        self.overlay, self.sequence, self.dirty = overlay, sequence, {}
-        del self.inserted[inserted:]
-        del self.new_anomalies[anomalies:]
-        self.foreign, self.foreign_new, self.foreign_dirty = foreign, foreign_new, {}
+        try:
+            result = fn(self)
+            self.flush()
+        except Exception as exc:
+            overlay, sequence, inserted, anomalies, foreign, foreign_new = mark
+            self.overlay, self.sequence, self.dirty = overlay, sequence, {}
+            del self.inserted[inserted:]
+            del self.new_anomalies[anomalies:]
+            self.foreign, self.foreign_new, self.foreign_dirty = foreign, foreign_new, {}
+            log.error("journal write failed", exc_info=exc)
+            raise
+        return result
 
     def flush(self) -> None:
         if self.dirty:
-            self.cursor.executemany(_UPSERT_ORDER, [_order_values(o) for o in self.dirty.values()])
+            self.cursor.many(_UPSERT_ORDER, [_order_values(o) for o in self.dirty.values()])
             self.dirty.clear()
         if self.foreign_dirty:
-            self.cursor.executemany(_UPSERT_FOREIGN, [_foreign_values(f) for f in self.foreign_dirty.values()])
+            self.cursor.many(_UPSERT_FOREIGN, [_foreign_values(f) for f in self.foreign_dirty.values()])
             self.foreign_dirty.clear()
 
 
-@dataclass(slots=True)
-class _Item:
-    fn: Callable[[Any], Any]
-    future: asyncio.Future[Any]
-    settled: Callable[[], Any] | None = None
-
-
-class _Failed:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
 class SqlJournal:
-    """The journal (``service.ports.Journal``) on SQLite through ``shared.db.Database``."""
+    """The journal (``service.ports.Journal``) on ``shared.db``: writes through ``GroupCommit``, reads
+    through ``Database``."""
 
     def __init__(
         self,
@@ -535,118 +525,67 @@ class SqlJournal:
         self.last_sequence = 0
         self.cache: dict[str, Order] = {}
         self._final: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self.batches = 0  # database transactions
-        self.items = 0  # functions run in them
-        self.settled = 0  # functions answered by their ``settled`` check, without the database
+        self._group: GroupCommit[_Tx] | None = None
         self.recent_trade_keys = recent_trade_keys
         self._recent: collections.OrderedDict[str, TradeIdentity] = collections.OrderedDict()
 
+    @property
+    def batches(self) -> int:
+        """Database transactions committed."""
+        return self._group.batches if self._group else 0
+
+    @property
+    def settled(self) -> int:
+        """Functions answered by their ``settled`` check, without the database."""
+        return self._group.settled if self._group else 0
+
     # --- life cycle -----------------------------------------------------------------------------------
 
-    def create_schema(self) -> None:
-        """Create the tables if they do not exist (idempotent)."""
-        metadata.create_all(self.db.engine)
+    def migrate(self) -> None:
+        """Bring the database to the newest schema revision (``shared.migrations.upgrade``)."""
+        upgrade(self.db.engine, HISTORY)
 
     async def open(self) -> list[Order]:
         """Load the last sequence and every order that is not final; start the writer."""
 
         def load(conn: Connection) -> tuple[int, list[Order]]:
-            cursor = _cursor(conn)
-            last = cursor.execute(_LAST_SEQUENCE).fetchone()[0]
-            rows = cursor.execute(_SELECT_OPEN_ORDERS).fetchall()
-            return int(last or 0), [_order_from_row(r) for r in rows]
+            cursor = Cursor(conn)
+            last = cursor.one(_LAST_SEQUENCE)[0]
+            return int(last or 0), [_order_from_row(r) for r in cursor.all(_SELECT_OPEN_ORDERS)]
 
         self.last_sequence, pending = await self.db.read(load)
         for order in pending:
             self.cache[order.client_order_id] = order
-        self._task = asyncio.create_task(self._run(), name="journal-writer")
+        self._group = GroupCommit(
+            self.db.engine,
+            lambda conn: _Tx(Cursor(conn), self.last_sequence, self.cache),
+            name="journal",
+            max_batch=self.max_batch,
+            on_commit=self._committed,
+            logger=log,
+        )
         return pending
 
     async def close(self) -> None:
         """Finish what is queued, then stop the writer."""
-        if self._task is None:
+        if self._group is None:
             return
-        await self._queue.put(None)
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        group, self._group = self._group, None
+        await group.drain()
+        await asyncio.to_thread(group.close)
 
     # --- writes ---------------------------------------------------------------------------------------
 
     def submit(self, fn: Callable[[Any], T], *, settled: Callable[[], T | None] | None = None) -> asyncio.Future[T]:
-        if self._task is None:
+        if self._group is None:
             raise RuntimeError("journal is not open")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(fn, future, settled))
-        return future
+        return self._group.submit(lambda tx: tx.run(fn), settled=settled)
 
     async def transact(self, fn: Callable[[Any], T], *, settled: Callable[[], T | None] | None = None) -> T:
         return await self.submit(fn, settled=settled)
 
-    async def _run(self) -> None:
-        while True:
-            item: _Item | None = await self._queue.get()
-            batch: list[_Item] = []
-            while item is not None:
-                if not self._settle(item):
-                    batch.append(item)
-                if len(batch) >= self.max_batch or self._queue.empty():
-                    break
-                item = self._queue.get_nowait()
-            if batch:
-                await self._write(batch)
-            if item is None:
-                return
-
-    def _settle(self, item: _Item) -> bool:
-        """Answer ``item`` from the committed state when its ``settled`` check says nothing is left to write."""
-        if item.settled is None:
-            return False
-        try:
-            result = item.settled()
-        except Exception:
-            log.exception("journal settled check failed")
-            return False
-        if result is None:
-            return False
-        if not item.future.done():  # a caller that went away (cancelled) needs no answer
-            item.future.set_result(result)
-        self.settled += 1
-        return True
-
-    async def _write(self, batch: list[_Item]) -> None:
-        sequence = self.last_sequence
-        cache = self.cache
-
-        def apply(conn: Connection) -> tuple[list[Any], _Tx]:
-            cursor = _cursor(conn)
-            tx = _Tx(cursor, sequence, cache)
-            results: list[Any] = []
-            for item in batch:
-                mark = tx.mark()
-                cursor.execute("SAVEPOINT item")
-                try:
-                    results.append(item.fn(tx))
-                    tx.flush()
-                except Exception as exc:
-                    cursor.execute("ROLLBACK TO SAVEPOINT item")
-                    tx.restore(mark)
-                    results.append(_Failed(exc))
-                cursor.execute("RELEASE SAVEPOINT item")
-            return results, tx
-
-        try:
-            results, tx = await self.db.write(apply)
-        except Exception as exc:
-            log.exception("journal batch failed")
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
-            return
-        self.batches += 1
-        self.items += len(batch)
+    def _committed(self, tx: _Tx) -> None:
+        """After a COMMIT: adopt the batch's orders, then publish its executions, anomalies and foreign orders."""
         self._cache(tx.overlay)
         self.last_sequence = tx.sequence
         for execution in tx.inserted:
@@ -667,14 +606,6 @@ class SqlJournal:
                 self.on_foreign([(f, key in tx.foreign_new) for key, f in tx.foreign.items()])
             except Exception:
                 log.exception("reporting foreign orders failed")
-        for item, result in zip(batch, results, strict=True):
-            if item.future.done():
-                continue
-            if isinstance(result, _Failed):
-                log.error("journal write failed", exc_info=result.exc)
-                item.future.set_exception(result.exc)
-            else:
-                item.future.set_result(result)
 
     def _remember(self, key: str, identity: TradeIdentity) -> None:
         self._recent[key] = identity
@@ -707,14 +638,14 @@ class SqlJournal:
             return order
 
         def load(conn: Connection) -> Order | None:
-            row = _cursor(conn).execute(_SELECT_ORDER, (client_order_id,)).fetchone()
+            row = Cursor(conn).one(_SELECT_ORDER, {"client_order_id": client_order_id})
             return None if row is None else _order_from_row(row)
 
         return await self.db.read(load)
 
     async def orders_not_final(self) -> list[Order]:
         def load(conn: Connection) -> list[Order]:
-            return [_order_from_row(r) for r in _cursor(conn).execute(_SELECT_OPEN_ORDERS).fetchall()]
+            return [_order_from_row(r) for r in Cursor(conn).all(_SELECT_OPEN_ORDERS)]
 
         loaded = await self.db.read(load)
         # The cache is at least as new as the database (it is updated right after each commit).
@@ -724,7 +655,7 @@ class SqlJournal:
 
     async def executions_after(self, sequence: int, limit: int) -> list[Execution]:
         def load(conn: Connection) -> list[Execution]:
-            rows = _cursor(conn).execute(_SELECT_EXECUTIONS, (sequence, limit)).fetchall()
+            rows = Cursor(conn).all(_SELECT_EXECUTIONS, {"after": sequence, "limit": limit, "offset": 0})
             return [_execution_from_row(r) for r in rows]
 
         return await self.db.read(load)
@@ -733,12 +664,12 @@ class SqlJournal:
         statement = _SELECT_FOREIGN_OPEN if open_only else _SELECT_FOREIGN_ALL
 
         def load(conn: Connection) -> list[ForeignOrder]:
-            return [_foreign_from_row(r) for r in _cursor(conn).execute(statement).fetchall()]
+            return [_foreign_from_row(r) for r in Cursor(conn).all(statement)]
 
         return await self.db.read(load)
 
     async def anomalies(self) -> list[Anomaly]:
         def load(conn: Connection) -> list[Anomaly]:
-            return [_anomaly_from_row(r) for r in _cursor(conn).execute(_SELECT_ANOMALIES).fetchall()]
+            return [_anomaly_from_row(r) for r in Cursor(conn).all(_SELECT_ANOMALIES)]
 
         return await self.db.read(load)

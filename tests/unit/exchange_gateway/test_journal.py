@@ -1,4 +1,4 @@
-"""The execution journal: once per fact, gap-free sequences, and resumable streams (SQLite in tmp_path)."""
+"""The execution journal: once per fact, gap-free sequences, and resumable streams (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from services.exchange_gateway.domain.model import (
 )
 from services.exchange_gateway.service import recording
 from services.exchange_gateway.service.executions import ExecutionHub
-from shared.db import Database, create_sqlite_engine
+from shared.db import Database, create_db_engine
 
 D = Decimal
 
@@ -45,10 +45,10 @@ def trade_event(cid: str, trade_id: int, qty: str, cum: str) -> ExchangeEvent:
 
 
 class Opened:
-    def __init__(self, path, **options):
-        self.db = Database(create_sqlite_engine(f"sqlite:///{path}"), name="test")
+    def __init__(self, url: str, **options):
+        self.db = Database(create_db_engine(url), name="test")
         self.journal = SqlJournal(self.db, **options)
-        self.journal.create_schema()
+        self.journal.migrate()
         self.published: list = []
         self.anomalies: list = []
         self.foreign: list = []
@@ -66,8 +66,9 @@ class Opened:
 
 
 @pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "gateway.db"
+def db_path(new_db_url) -> str:
+    """The journal's database, on each engine in turn."""
+    return new_db_url("gateway")
 
 
 async def test_every_fact_is_journaled_once_under_gap_free_sequences(db_path):

@@ -26,7 +26,7 @@ from services.exchange_gateway.domain.model import (
 from services.exchange_gateway.service.market import Market
 from services.exchange_gateway.service.orders import Orders
 from services.exchange_gateway.service.ports import RequestKind
-from shared.db import Database, create_sqlite_engine
+from shared.db import Database, create_db_engine
 from shared.errors import Aborted, InvalidArgument, NotFound, ResourceExhausted
 from shared.logs import security_log
 
@@ -112,9 +112,9 @@ class FakeExchange:
 
 @pytest.fixture
 async def setup(tmp_path):
-    db = Database(create_sqlite_engine(f"sqlite:///{tmp_path / 'gw.db'}"), name="test")
+    db = Database(create_db_engine(f"sqlite:///{tmp_path / 'gw.db'}"), name="test")
     journal = SqlJournal(db)
-    journal.create_schema()
+    journal.migrate()
     await journal.open()
     exchange = FakeExchange()
     market = Market(exchange)
