@@ -8,6 +8,7 @@ Exception tree (every service raises these; nothing else reaches a client):
     ├── AlreadyExists        ALREADY_EXISTS
     ├── FailedPrecondition   FAILED_PRECONDITION  state forbids it (insufficient funds, not ACTIVE...)
     ├── Aborted              ABORTED            conflict, e.g. an idempotency key reused with other content
+    ├── OutOfRange           OUT_OF_RANGE       a position past what is kept, e.g. a stream resumed too late
     ├── ResourceExhausted    RESOURCE_EXHAUSTED rate limits; carries retry_after (RetryInfo detail)
     ├── Unavailable          UNAVAILABLE        a dependency is down, or an outcome is unknown
     ├── DeadlineExceeded     DEADLINE_EXCEEDED
@@ -87,6 +88,11 @@ class FailedPrecondition(DomainError):
 class Aborted(DomainError):
     code = grpc.StatusCode.ABORTED
     default_reason = "ABORTED"
+
+
+class OutOfRange(DomainError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+    default_reason = "OUT_OF_RANGE"
 
 
 class ResourceExhausted(DomainError):

@@ -15,9 +15,17 @@ from trading.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grp
 class Watch:
     """A running WatchOrders stream and what it has delivered so far."""
 
-    def __init__(self, stub: order_service_pb2_grpc.OrderServiceStub, auth: Any, symbol: str = ""):
-        self.call = stub.WatchOrders(order_service_pb2.WatchOrdersRequest(symbol=symbol), metadata=auth)
+    def __init__(
+        self,
+        stub: order_service_pb2_grpc.OrderServiceStub,
+        auth: Any,
+        symbol: str = "",
+        after_sequence: int | None = None,
+    ):
+        request = order_service_pb2.WatchOrdersRequest(symbol=symbol, after_sequence=after_sequence)
+        self.call = stub.WatchOrders(request, metadata=auth)
         self.seen: list[order_pb2.Order] = []
+        self.sequences: list[int] = []
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> Watch:
@@ -29,6 +37,7 @@ class Watch:
         async for message in self.call:
             assert message.event_time.seconds > 0
             self.seen.append(message.order)
+            self.sequences.append(message.sequence)
 
     async def until(self, predicate: Callable[[list[order_pb2.Order]], bool], timeout: float = 15.0) -> None:
         """Wait until ``predicate(seen)`` holds."""

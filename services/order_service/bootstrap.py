@@ -39,6 +39,7 @@ def settings_of(config: Config) -> Settings:
         resume_window=config.resume_window,
         submit_window=config.submit_window,
         report_interval=config.report_interval,
+        watch_retention_hours=config.watch_retention_hours,
         reserved_tokens=(config.service_token, config.admin_token),
     )
 

@@ -44,6 +44,7 @@ class Config:
     resume_window: float = 60.0
     submit_window: float = 25.0
     report_interval: float = 300.0
+    watch_retention_hours: float = 24.0
     db_synchronous: str = "FULL"
     access_log: bool = False
     log_level: str = "INFO"
@@ -73,6 +74,7 @@ class Config:
             resume_window=env_float(env, "ORDER_RESUME_WINDOW", 60.0),
             submit_window=env_float(env, "ORDER_SUBMIT_WINDOW", 25.0),
             report_interval=env_float(env, "ORDER_RECONCILIATION_REPORT_INTERVAL", 300.0),
+            watch_retention_hours=env_float(env, "ORDER_WATCH_RETENTION_HOURS", 24.0),
             db_synchronous=env_sqlite_synchronous(env, "ORDER_DB_SYNCHRONOUS"),
             access_log=env_bool(env, "ORDER_ACCESS_LOG", False),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),

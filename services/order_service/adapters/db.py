@@ -133,6 +133,26 @@ parked_effects = Table(
     Column("parked_ms", BigInteger, nullable=False),
 )
 
+# Every update a user can see, with the user's sequence, so WatchOrders can replay what a client
+# missed (also across restarts); pruned after the retention period.
+order_updates = Table(
+    "order_updates",
+    metadata,
+    Column("user_id", String(40), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True),
+    Column("order_id", String(40), nullable=False),
+    Column("snapshot", Text, nullable=False),
+    Column("event_ms", BigInteger, nullable=False),
+    Index("order_updates_time", "event_ms"),
+)
+
+user_sequences = Table(
+    "user_sequences",
+    metadata,
+    Column("user_id", String(40), primary_key=True),
+    Column("last", BigInteger, nullable=False),
+)
+
 cursor = Table(
     "cursor",
     metadata,
@@ -213,6 +233,11 @@ SQL_DELETE_ORDER = "DELETE FROM orders WHERE order_id = ?"
 SQL_FILL_EXISTS = "SELECT 1 FROM fills WHERE fill_id = ?"
 SQL_INSERT_FILL = f"INSERT INTO fills ({', '.join(FILL_COLUMNS)}) VALUES ({', '.join('?' * len(FILL_COLUMNS))})"
 SQL_INSERT_OUTBOX = "INSERT INTO outbox (order_id, kind, payload) VALUES (?, ?, ?)"
+SQL_LAST_SEQUENCE = "SELECT last FROM user_sequences WHERE user_id = ?"
+SQL_SET_SEQUENCE = (
+    "INSERT INTO user_sequences (user_id, last) VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET last = excluded.last"
+)
+SQL_INSERT_UPDATE = "INSERT INTO order_updates (user_id, sequence, order_id, snapshot, event_ms) VALUES (?, ?, ?, ?, ?)"
 SQL_GET_CURSOR = f"SELECT sequence FROM cursor WHERE name = '{EXECUTIONS}'"
 SQL_SET_CURSOR = (
     f"INSERT INTO cursor (name, sequence) VALUES ('{EXECUTIONS}', ?) "
@@ -472,6 +497,14 @@ class SqlTx:
         row = self.raw.execute(SQL_GET_CURSOR).fetchone()
         return int(row[0]) if row else 0
 
+    def add_update(self, order: Order) -> int:
+        row = self.raw.execute(SQL_LAST_SEQUENCE, (order.user_id,)).fetchone()
+        sequence = (int(row[0]) if row else 0) + 1
+        self.raw.execute(SQL_SET_SEQUENCE, (order.user_id, sequence))
+        snapshot = json.dumps(_order_values(order), separators=(",", ":"))
+        self.raw.execute(SQL_INSERT_UPDATE, (order.user_id, sequence, order.order_id, snapshot, order.update_time_ms))
+        return sequence
+
     def set_cursor(self, sequence: int) -> None:
         self.raw.execute(SQL_SET_CURSOR, (sequence,))
 
@@ -654,6 +687,37 @@ class SqlOrderStore:
             ]
 
         return await self._read(read)
+
+    async def updates_after(self, user_id: str, after_sequence: int, limit: int) -> list[tuple[int, Order]]:
+        sql = (
+            "SELECT sequence, snapshot FROM order_updates WHERE user_id = ? AND sequence > ? ORDER BY sequence LIMIT ?"
+        )
+
+        def read(raw: sqlite3.Connection) -> list[tuple[int, Order]]:
+            rows = raw.execute(sql, (user_id, after_sequence, limit))
+            return [(int(row[0]), order_from_row(tuple(json.loads(row[1])))) for row in rows]
+
+        return await self._read(read)
+
+    async def first_kept_update(self, user_id: str) -> int | None:
+        def read(raw: sqlite3.Connection) -> int | None:
+            row = raw.execute("SELECT MIN(sequence) FROM order_updates WHERE user_id = ?", (user_id,)).fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
+        return await self._read(read)
+
+    async def prune_updates(self, before_ms: int) -> int:
+        # The newest update of each user is kept, so a user's sequence never restarts and a client
+        # resuming from it still gets a seamless stream.
+        return await self.write(
+            lambda t: (
+                t.raw.execute(
+                    "DELETE FROM order_updates WHERE event_ms < ? AND sequence < "
+                    "(SELECT last FROM user_sequences s WHERE s.user_id = order_updates.user_id)",
+                    (before_ms,),
+                ).rowcount
+            )
+        )
 
     async def pending_effects(self) -> list[OutboxEntry]:
         def read(raw: sqlite3.Connection) -> list[OutboxEntry]:

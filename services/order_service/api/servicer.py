@@ -121,10 +121,11 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
 
     async def WatchOrders(self, request, context) -> AsyncIterator[order_service_pb2.WatchOrdersResponse]:  # type: ignore[no-untyped-def,override]
         caller = await self._caller(context)
-        subscription = self.app.hub.subscribe(caller.user_id, request.symbol)
+        after = request.after_sequence if request.HasField("after_sequence") else None
+        subscription = self.app.feed.subscribe(caller.user_id, request.symbol)
         # Tell the client the stream is live (headers) before the first change arrives.
         await context.send_initial_metadata(())
-        async for order in subscription.stream():
+        async for order, sequence in self.app.feed.follow(subscription, after):
             yield order_service_pb2.WatchOrdersResponse(
-                order=encode_order(order), event_time=ts_from_ms(order.update_time_ms)
+                order=encode_order(order), event_time=ts_from_ms(order.update_time_ms), sequence=sequence
             )

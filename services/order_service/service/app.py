@@ -27,7 +27,7 @@ from services.order_service.service.ports import GatewayPort, OrderStore, UserPo
 from services.order_service.service.queries import Queries
 from services.order_service.service.reconciliation import ClientMoneyReconciliation
 from services.order_service.service.recovery import Reconciler
-from services.order_service.service.watch import WatchHub
+from services.order_service.service.watch import OrderFeed, WatchHub
 from shared.timeutil import now_ms
 
 log = logging.getLogger("order_service")
@@ -51,6 +51,7 @@ class Settings:
     submit_window: float = 25.0
     cancel_retry_after: float = 1.0
     report_interval: float = 300.0
+    watch_retention_hours: float = 24.0
     expiry_retry: float = 2.0
     reserved_tokens: tuple[str, ...] = ()
     watch_queue_size: int = 1000
@@ -76,6 +77,7 @@ class OrderApp:
         self.users = users
         self.gateway = gateway
         self.hub = WatchHub(settings.watch_queue_size)
+        self.feed = OrderFeed(self.hub, store)
         self.outbox = Outbox(
             store,
             users,
@@ -131,6 +133,7 @@ class OrderApp:
             asyncio.create_task(self._recover_then_reconcile(), name="reconciler"),
             asyncio.create_task(self.market.preload(), name="preload-rules"),
             asyncio.create_task(self.reconciliation.run(), name="client-money-reconciliation"),
+            asyncio.create_task(self._prune_updates(), name="prune-order-updates"),
         ]
 
     async def _recover_then_reconcile(self) -> None:
@@ -141,6 +144,20 @@ class OrderApp:
         except Exception:
             log.exception("recovery at start failed; the periodic reconciler carries on")
         await self.reconciler.run()
+
+    async def _prune_updates(self, every: float = 600.0) -> None:
+        """Forget recorded WatchOrders updates older than the retention, every ``every`` seconds."""
+        while True:
+            try:
+                cutoff = self.core.clock() - int(self.settings.watch_retention_hours * 3_600_000)
+                pruned = await self.store.prune_updates(cutoff)
+                if pruned:
+                    log.info("pruned old order updates", extra={"count": pruned})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not prune old order updates; will try again")
+            await asyncio.sleep(every)
 
     async def stop(self, grace: float = 1.0) -> None:
         """Let placements in flight finish (within ``grace``), stop the tasks, flush the outbox."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ log = logging.getLogger("order_service")
 class Committed:
     """What a transaction changed: orders to publish, outbox entries to perform, anomalies to log."""
 
-    orders: list[Order] = field(default_factory=list)
+    orders: list[tuple[Order, int]] = field(default_factory=list)
     entries: list[OutboxEntry] = field(default_factory=list)
     anomalies: list[tuple[str, str]] = field(default_factory=list)
 
@@ -42,8 +42,9 @@ def persist(tx: OrderTx, before: Order, outcome: Outcome, committed: Committed) 
         tx.update_order(outcome.order)
         # Watchers hear of a change only when something they can see changed (or the order first
         # becomes visible, leaving PLACING), never twice the same PENDING.
-        if before.state is State.PLACING or outcome.order.visible() != before.visible():
-            committed.orders.append(outcome.order)
+        visible = before.state is State.PLACING or outcome.order.visible() != before.visible()
+        if visible and outcome.order.state is not State.PLACING:
+            committed.orders.append((outcome.order, tx.add_update(outcome.order)))
     for effect in outcome.effects:
         committed.entries.append(tx.add_effect(effect))
     if outcome.anomaly:
@@ -80,23 +81,9 @@ class Core:
 
     def after_commit(self, committed: Committed) -> None:
         """Tell the watchers, start the outbox entries, log anomalies."""
-        for order in committed.orders:
-            self.publish(order)
+        for order, sequence in committed.orders:
+            self.hub.publish(order, sequence)
         if committed.entries:
             self.outbox.enqueue(committed.entries)
         for order_id, anomaly in committed.anomalies:
             log.error("order anomaly", extra={"order_id": order_id, "anomaly": anomaly})
-
-    def publish(self, order: Order) -> None:
-        """Publish a committed change; an order is visible once its submission was answered.
-
-        (Until then it may still vanish: a refused reservation, or a gateway that refused to send
-        it, deletes the row, and a watcher should not have seen it.)
-        """
-        if order.state is not State.PLACING:
-            self.hub.publish(order)
-
-    def publish_all(self, orders: Iterable[Order]) -> None:
-        """Publish several committed changes, in order."""
-        for order in orders:
-            self.publish(order)

@@ -162,6 +162,10 @@ class OrderTx(Protocol):
         """Move the execution cursor."""
         ...
 
+    def add_update(self, order: Order) -> int:
+        """Record an update the user can see and return its sequence (the user's previous one + 1)."""
+        ...
+
 
 class OrderStore(Protocol):
     """The service's own database."""
@@ -217,6 +221,18 @@ class OrderStore(Protocol):
 
     async def pending_effects(self) -> list[OutboxEntry]:
         """Every side effect not yet performed, in id order (parked ones included)."""
+        ...
+
+    async def updates_after(self, user_id: str, after_sequence: int, limit: int) -> list[tuple[int, Order]]:
+        """The user's recorded updates with a greater sequence, oldest first, with their sequences."""
+        ...
+
+    async def first_kept_update(self, user_id: str) -> int | None:
+        """The user's oldest recorded update still kept; None if none is."""
+        ...
+
+    async def prune_updates(self, before_ms: int) -> int:
+        """Forget updates older than a time (each user's newest is kept); return how many went."""
         ...
 
     async def park_effect(self, entry_id: int, reason: str, attempts: int, parked_ms: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from decimal import Decimal
 
 from tests.order_watch import Watch
 from trading.order.v1 import order_pb2
@@ -10,6 +11,9 @@ from trading.order.v1 import order_pb2
 from .conftest import Stack, Trader
 
 pb = order_pb2
+
+
+D = Decimal
 
 
 def watching(trader: Trader, symbol: str = "") -> Watch:
@@ -64,3 +68,36 @@ async def test_a_market_order_is_seen_from_pending_to_filled(stack: Stack) -> No
         assert {o.order_id for o in watch.seen} == {order.order_id}
     finally:
         await watch.close()
+
+
+async def test_a_client_that_disconnects_and_resumes_gets_every_missed_update_once_across_a_restart(
+    stack: Stack,
+) -> None:
+    trader = await stack.trader({"USDT": "10000"})
+    first = await watching(trader).start()
+    order = await trader.place(side=pb.ORDER_SIDE_BUY, type=pb.ORDER_TYPE_LIMIT, quantity="0.02", price="49000.00")
+    await first.until(lambda seen: len(seen) >= 1)
+    await first.close()  # the client goes away after processing its first update
+    processed = first.sequences[0]
+
+    await stack.price("49000.00", volume="0.005")  # missed: a partial fill
+    await trader.wait(order.order_id, lambda o: o.status == pb.ORDER_STATUS_PARTIALLY_FILLED)
+
+    async def while_down() -> None:
+        await stack.price("48990.00", volume="0.005")  # missed while the order service is down
+
+    await stack.restart_orders(while_down)
+    trader.stub = stack.order_stub
+    await trader.wait(order.order_id, lambda o: D(o.filled_quantity) == D("0.01"))
+    other = await trader.place(side=pb.ORDER_SIDE_BUY, type=pb.ORDER_TYPE_LIMIT, quantity="0.01", price="45000.00")
+
+    resumed = await Watch(trader.stub, trader.auth, after_sequence=processed).start()
+    try:
+        await resumed.until(lambda seen: any(o.order_id == other.order_id for o in seen))
+        await trader.cancel(other.order_id)  # live, after the replay
+        await resumed.until(lambda seen: seen[-1].status == pb.ORDER_STATUS_CANCELLED)
+        assert resumed.sequences == list(range(processed + 1, processed + 1 + len(resumed.sequences)))
+        fills = [D(o.filled_quantity) for o in resumed.seen if o.order_id == order.order_id]
+        assert fills == sorted(fills) and D("0.005") in fills and D("0.01") in fills, "every missed fill, in order"
+    finally:
+        await resumed.close()

@@ -310,15 +310,18 @@ async def test_watchers_see_every_change_of_their_own_orders_only(harness: Harne
     await h.settle()
     await h.app.cancel_order(h.alice, order.order_id, _deadline())
     await h.settle()
-    seen = []
+    items = []
     while not alice_sub.queue.empty():
-        seen.append(alice_sub.queue.get_nowait())
-    statuses = [o.status for o in seen]  # type: ignore[attr-defined]
+        items.append(alice_sub.queue.get_nowait())
+    seen = [order for order, _ in items]  # type: ignore[misc]
+    sequences = [sequence for _, sequence in items]  # type: ignore[misc]
+    assert sequences == list(range(1, len(items) + 1)), "one per-user sequence, no gap"
+    statuses = [o.status for o in seen]
     assert statuses[0] is Status.PENDING
     assert Status.PARTIALLY_FILLED in statuses
     assert statuses[-1] is Status.CANCELLED
-    assert any(o.cancel_requested for o in seen)  # type: ignore[attr-defined]
-    assert all(o.order_id == order.order_id for o in seen)  # type: ignore[attr-defined]
+    assert any(o.cancel_requested for o in seen)
+    assert all(o.order_id == order.order_id for o in seen)
     assert bob_sub.queue.empty()
     assert eth_only.queue.empty()
 
@@ -330,9 +333,11 @@ async def test_a_slow_watcher_is_dropped_with_resource_exhausted(harness: Harnes
     for _ in range(3):
         await h.place(limit_buy())
     assert subscription.dropped
-    with pytest.raises(ResourceExhausted):
-        async for _ in subscription.stream():
+    with pytest.raises(ResourceExhausted) as dropped:
+        async for _ in h.app.feed.follow(subscription, None):
             pass
+    # It received the first two updates (sequences 1 and 2) before it was dropped: resume after 2.
+    assert dropped.value.metadata["resume_after_sequence"] == "2"
 
 
 async def test_list_orders_newest_first_with_filters_and_page_tokens(harness: Harness) -> None:
