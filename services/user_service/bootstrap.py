@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health
 
 from services.user_service.adapters.gateway_client import GrpcGatewayAssets
-from services.user_service.adapters.transactions import SqlTransactions, create_schema
+from services.user_service.adapters.transactions import SqlTransactions, migrate
 from services.user_service.api.auth import Authorizer
 from services.user_service.api.servicer import UserServiceServicer
 from services.user_service.config import Config
@@ -17,7 +17,7 @@ from services.user_service.service.app import UserService
 from services.user_service.service.assets import FixedAssets, ListedAssets
 from services.user_service.service.ports import ExchangeAssets
 from shared.client import open_channel
-from shared.db import create_sqlite_engine
+from shared.db import create_db_engine
 from shared.logs import register_secret, setup_logging
 from shared.server import Registration, create_server, wait_for_signal
 from trading.user.v1 import user_service_pb2_grpc
@@ -66,11 +66,15 @@ def _client_addr(listen_addr: str, port: int) -> str:
 
 
 async def start(config: Config) -> RunningService:
-    """Create the schema if needed, bind ``config.listen_addr`` (port 0 allowed) and start serving."""
+    """Migrate the database to the newest schema, bind ``config.listen_addr`` (port 0 allowed) and start serving."""
     register_secret(config.admin_token)
     register_secret(config.service_token)
-    engine = create_sqlite_engine(config.db_url, synchronous=config.db_synchronous)
-    create_schema(engine)
+    engine = create_db_engine(config.db_url, synchronous=config.db_synchronous)
+    try:
+        migrate(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     transactions = SqlTransactions(engine, max_batch=config.max_batch)
     # The channel connects lazily: the gateway is asked at the first deposit, not now (it may start later).
     gateway_channel = None if config.assets else open_channel(config.exchange_gateway_addr)

@@ -16,6 +16,7 @@ from shared.config import (
     env_str,
     sqlite_url,
 )
+from shared.db import check_db_url
 
 DB_FILENAME = "user_service.db"
 
@@ -24,8 +25,8 @@ DB_FILENAME = "user_service.db"
 class Config:
     """Everything the service needs from its environment. Tests build it directly.
 
-    ``listen_addr`` may use port 0 (a free port); ``db_url`` is a SQLite URL. The two tokens
-    are secrets: they are kept out of ``repr`` and masked in every log line.
+    ``listen_addr`` may use port 0 (a free port); ``db_url`` is a SQLite file or PostgreSQL (psycopg)
+    URL. The two tokens are secrets: they are kept out of ``repr`` and masked in every log line.
     """
 
     listen_addr: str
@@ -50,11 +51,7 @@ class Config:
             raise ConfigError("TRADING_ADMIN_TOKEN and TRADING_SERVICE_TOKEN must be set")
         if self.admin_token == self.service_token:
             raise ConfigError("TRADING_ADMIN_TOKEN and TRADING_SERVICE_TOKEN must differ")
-        if not self.db_url.startswith("sqlite:///") or self.db_url.endswith(":memory:"):
-            # In-memory SQLite would give every pooled connection its own empty database.
-            raise ConfigError(
-                f"USER_DB_URL must be a SQLite file URL such as sqlite:///var/user_service.db, got {self.db_url!r}"
-            )
+        check_db_url("USER_DB_URL", self.db_url)
         if self.db_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError(f"USER_DB_SYNCHRONOUS must be FULL, NORMAL or EXTRA, got {self.db_synchronous!r}")
         for asset in self.assets:

@@ -1,26 +1,29 @@
 """The ``Repository`` port over one SQLAlchemy connection inside an open transaction.
 
 Statements are SQLAlchemy Core, built once from the table definitions. On the money path (every
-reserve, release, settle, deposit and authentication) they are also compiled to SQL text once and
-run on the connection's own DBAPI cursor, inside the same transaction: measured here, SQLAlchemy's
-per-call execution machinery cost about 0.1 ms per statement, several times SQLite's own work, and
-one operation runs seven or eight statements (a settlement with fees a few more: the house
-balances and entries it books). Decimals are written as the same canonical text as
-``shared.db.ExactDecimal``. The rarer list and admin statements stay ordinary SQLAlchemy Core.
+reserve, release, settle, deposit and authentication) they are also compiled to SQL text once per
+engine (``shared.db.Statement``) and run on the connection's own DBAPI cursor, inside the same
+transaction: measured here, SQLAlchemy's per-call execution machinery cost about 0.1 ms per
+statement, several times SQLite's own work, and one operation runs seven or eight statements (a
+settlement with fees a few more: the house balances and entries it books). Decimals are written as
+``shared.db.decimal_text``, the same canonical text as ``ExactDecimal``. The rarer list and admin
+statements stay ordinary SQLAlchemy Core.
+
+Concurrency on PostgreSQL (a repository made for a write transaction, ``writing=True``): reading a
+user's balance first locks the user's row (``SELECT ... FOR UPDATE``), so every change to one user's
+balances is serialised even across processes on one database, whatever rows exist yet; a
+reservation is read FOR UPDATE; a house balance row is created at zero if missing and read FOR
+UPDATE. On SQLite the write transaction's BEGIN IMMEDIATE already holds the one write lock and
+``with_for_update()`` renders nothing.
 """
 
 from __future__ import annotations
 
-import functools
-import sqlite3
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, select, update
-from sqlalchemy.dialects import sqlite
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.sql import ClauseElement
 
 from services.user_service.adapters.tables import (
     api_keys,
@@ -45,6 +48,7 @@ from services.user_service.domain.model import (
     User,
     UserStatus,
 )
+from shared.db import POSTGRESQL, Cursor, Statement, decimal_text, upsert
 
 _GET_USER = select(users).where(users.c.user_id == bindparam("user_id"))
 _USERNAME_TAKEN = select(users.c.user_id).where(users.c.username == bindparam("username"))
@@ -75,15 +79,7 @@ _GET_BALANCE = select(balances.c.available, balances.c.locked).where(
 _LIST_BALANCES = select(balances.c.asset, balances.c.available, balances.c.locked).where(
     balances.c.user_id == bindparam("user_id")
 )
-_upsert_balance = sqlite_insert(balances)
-_UPSERT_BALANCE = _upsert_balance.on_conflict_do_update(
-    index_elements=[balances.c.user_id, balances.c.asset],
-    set_={
-        "available": _upsert_balance.excluded.available,
-        "locked": _upsert_balance.excluded.locked,
-        "update_ms": _upsert_balance.excluded.update_ms,
-    },
-)
+_UPSERT_BALANCE = upsert(balances, ["user_id", "asset"], ["available", "locked", "update_ms"])
 _ENTRY_COLUMNS = [c.name for c in ledger_entries.columns if c.name != "entry_id"]
 _INSERT_ENTRY = insert(ledger_entries)
 
@@ -93,14 +89,9 @@ _GET_HOUSE_BALANCE = select(house_balances.c.balance).where(
     house_balances.c.account == bindparam("account"), house_balances.c.asset == bindparam("asset")
 )
 _ALL_HOUSE_BALANCES = select(house_balances.c.account, house_balances.c.asset, house_balances.c.balance)
-_upsert_house_balance = sqlite_insert(house_balances)
-_UPSERT_HOUSE_BALANCE = _upsert_house_balance.on_conflict_do_update(
-    index_elements=[house_balances.c.account, house_balances.c.asset],
-    set_={
-        "balance": _upsert_house_balance.excluded.balance,
-        "update_ms": _upsert_house_balance.excluded.update_ms,
-    },
-)
+_UPSERT_HOUSE_BALANCE = upsert(house_balances, ["account", "asset"], ["balance", "update_ms"])
+_HOUSE_BALANCE_COLUMNS = ["account", "asset", "balance", "update_ms"]
+_ENSURE_HOUSE_BALANCE = upsert(house_balances, ["account", "asset"])
 _HOUSE_ENTRY_COLUMNS = [c.name for c in house_entries.columns if c.name != "entry_id"]
 _INSERT_HOUSE_ENTRY = insert(house_entries)
 
@@ -112,15 +103,7 @@ _GET_RESERVATION = select(
     reservations.c.consumed,
     reservations.c.released,
 ).where(reservations.c.order_id == bindparam("order_id"))
-_upsert_reservation = sqlite_insert(reservations)
-_UPSERT_RESERVATION = _upsert_reservation.on_conflict_do_update(
-    index_elements=[reservations.c.order_id],
-    set_={
-        "consumed": _upsert_reservation.excluded.consumed,
-        "released": _upsert_reservation.excluded.released,
-        "update_ms": _upsert_reservation.excluded.update_ms,
-    },
-)
+_UPSERT_RESERVATION = upsert(reservations, ["order_id"], ["consumed", "released", "update_ms"])
 
 _GET_IDEMPOTENCY = select(idempotency_keys.c.fingerprint, idempotency_keys.c.result).where(
     idempotency_keys.c.scope == bindparam("scope"), idempotency_keys.c.key == bindparam("key")
@@ -128,42 +111,34 @@ _GET_IDEMPOTENCY = select(idempotency_keys.c.fingerprint, idempotency_keys.c.res
 _INSERT_IDEMPOTENCY = insert(idempotency_keys)
 
 
-def _text(value: Decimal) -> str:
-    """Canonical storage text, as ``ExactDecimal`` writes it, without its two quantize calls.
-
-    Exact because every ledger figure already has at most 8 decimal places: inputs are parsed
-    with at most 8, storage holds 8, and the ledger only adds and subtracts them.
-    """
-    return f"{value:.8f}"
-
-
-def _compile(statement: ClauseElement, column_keys: list[str] | None = None) -> str:
-    return str(statement.compile(dialect=sqlite.dialect(paramstyle="named"), column_keys=column_keys))
+_text = decimal_text
 
 
 class _Sql:
-    """The money-path statements as SQL text, compiled once from the Core statements above."""
+    """The money-path statements, compiled once per engine (``Statement``)."""
 
-    def __init__(self) -> None:
-        self.get_user = _compile(_GET_USER)
-        self.get_key = _compile(_GET_KEY)
-        self.touch_key = _compile(_TOUCH_KEY)
-        self.touch_user = _compile(_TOUCH_USER)
-        self.get_balance = _compile(_GET_BALANCE)
-        self.upsert_balance = _compile(_UPSERT_BALANCE)
-        self.insert_entry = _compile(_INSERT_ENTRY, _ENTRY_COLUMNS)
-        self.get_house_balance = _compile(_GET_HOUSE_BALANCE)
-        self.upsert_house_balance = _compile(_UPSERT_HOUSE_BALANCE)
-        self.insert_house_entry = _compile(_INSERT_HOUSE_ENTRY, _HOUSE_ENTRY_COLUMNS)
-        self.get_reservation = _compile(_GET_RESERVATION)
-        self.upsert_reservation = _compile(_UPSERT_RESERVATION)
-        self.get_idempotency = _compile(_GET_IDEMPOTENCY)
-        self.insert_idempotency = _compile(_INSERT_IDEMPOTENCY)
-
-
-@functools.cache
-def _sql() -> _Sql:
-    return _Sql()
+    get_user = Statement(_GET_USER)
+    lock_user = Statement(select(users.c.user_id).where(users.c.user_id == bindparam("user_id")).with_for_update())
+    get_key = Statement(_GET_KEY)
+    touch_key = Statement(_TOUCH_KEY)
+    touch_user = Statement(_TOUCH_USER)
+    get_balance = Statement(_GET_BALANCE)
+    get_balance_locked = Statement(_GET_BALANCE.with_for_update())
+    upsert_balance = Statement(_UPSERT_BALANCE, ["user_id", "asset", "available", "locked", "update_ms"])
+    insert_entry = Statement(_INSERT_ENTRY, _ENTRY_COLUMNS)
+    get_house_balance = Statement(_GET_HOUSE_BALANCE)
+    get_house_balance_locked = Statement(_GET_HOUSE_BALANCE.with_for_update())
+    ensure_house_balance = Statement(_ENSURE_HOUSE_BALANCE, _HOUSE_BALANCE_COLUMNS)
+    upsert_house_balance = Statement(_UPSERT_HOUSE_BALANCE, _HOUSE_BALANCE_COLUMNS)
+    insert_house_entry = Statement(_INSERT_HOUSE_ENTRY, _HOUSE_ENTRY_COLUMNS)
+    get_reservation = Statement(_GET_RESERVATION)
+    get_reservation_locked = Statement(_GET_RESERVATION.with_for_update())
+    upsert_reservation = Statement(
+        _UPSERT_RESERVATION,
+        ["order_id", "user_id", "asset", "reserved", "consumed", "released", "create_ms", "update_ms"],
+    )
+    get_idempotency = Statement(_GET_IDEMPOTENCY)
+    insert_idempotency = Statement(_INSERT_IDEMPOTENCY, ["scope", "key", "fingerprint", "result", "create_ms"])
 
 
 def _user(row: Any) -> User:
@@ -210,15 +185,15 @@ def _house_entry(row: Row[Any]) -> HouseEntry:
 class SqlRepository:
     """Implements ``service.ports.Repository`` over a connection with an open transaction."""
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, *, writing: bool = False):
         self.conn = conn
-        driver = conn.connection.driver_connection
-        assert isinstance(driver, sqlite3.Connection)
-        self.cursor = driver.cursor()
-        self._sql = _sql()
+        self.cursor = Cursor(conn)
+        self._sql = _Sql
+        # Row locks where the engine has them (PostgreSQL): see the module docstring.
+        self._locking = writing and conn.dialect.name == POSTGRESQL
 
-    def _one(self, sql: str, params: dict[str, Any]) -> Any:
-        return self.cursor.execute(sql, params).fetchone()
+    def _one(self, statement: Statement, params: dict[str, Any]) -> Any:
+        return self.cursor.one(statement, params)
 
     # --- users --------------------------------------------------------------------------------
 
@@ -290,14 +265,18 @@ class SqlRepository:
     # --- balances and the ledger --------------------------------------------------------------
 
     def get_balance(self, user_id: str, asset: str) -> Balance | None:
-        row = self._one(self._sql.get_balance, {"user_id": user_id, "asset": asset})
+        if self._locking:
+            self._one(self._sql.lock_user, {"user_id": user_id})
+            row = self._one(self._sql.get_balance_locked, {"user_id": user_id, "asset": asset})
+        else:
+            row = self._one(self._sql.get_balance, {"user_id": user_id, "asset": asset})
         return None if row is None else Balance(user_id, asset, Decimal(row[0]), Decimal(row[1]))
 
     def list_balances(self, user_id: str) -> list[Balance]:
         return [Balance(user_id, r[0], r[1], r[2]) for r in self.conn.execute(_LIST_BALANCES, {"user_id": user_id})]
 
     def save_balances(self, items: Iterable[Balance], now_ms: int) -> None:
-        self.cursor.executemany(
+        self.cursor.many(
             self._sql.upsert_balance,
             [
                 {
@@ -312,7 +291,7 @@ class SqlRepository:
         )
 
     def append_entries(self, entries: list[LedgerEntry]) -> None:
-        self.cursor.executemany(
+        self.cursor.many(
             self._sql.insert_entry,
             [
                 {
@@ -351,14 +330,20 @@ class SqlRepository:
     # --- house accounts -----------------------------------------------------------------------
 
     def get_house_balance(self, account: HouseAccount, asset: str) -> HouseBalance | None:
-        row = self._one(self._sql.get_house_balance, {"account": account.value, "asset": asset})
+        key = {"account": account.value, "asset": asset}
+        if self._locking:
+            # A row to lock even before the house's first entry in this asset (it stays at zero).
+            self.cursor.execute(self._sql.ensure_house_balance, {**key, "balance": _text(Decimal(0)), "update_ms": 0})
+            row = self._one(self._sql.get_house_balance_locked, key)
+        else:
+            row = self._one(self._sql.get_house_balance, key)
         return None if row is None else HouseBalance(account, asset, Decimal(row[0]))
 
     def list_house_balances(self) -> list[HouseBalance]:
         return [HouseBalance(HouseAccount(r[0]), r[1], r[2]) for r in self.conn.execute(_ALL_HOUSE_BALANCES)]
 
     def save_house_balances(self, items: Iterable[HouseBalance], now_ms: int) -> None:
-        self.cursor.executemany(
+        self.cursor.many(
             self._sql.upsert_house_balance,
             [
                 {"account": h.account.value, "asset": h.asset, "balance": _text(h.balance), "update_ms": now_ms}
@@ -367,7 +352,7 @@ class SqlRepository:
         )
 
     def append_house_entries(self, entries: list[HouseEntry]) -> None:
-        self.cursor.executemany(
+        self.cursor.many(
             self._sql.insert_house_entry,
             [
                 {
@@ -399,7 +384,8 @@ class SqlRepository:
     # --- reservations and idempotency ---------------------------------------------------------
 
     def get_reservation(self, order_id: str) -> Reservation | None:
-        row = self._one(self._sql.get_reservation, {"order_id": order_id})
+        statement = self._sql.get_reservation_locked if self._locking else self._sql.get_reservation
+        row = self._one(statement, {"order_id": order_id})
         if row is None:
             return None
         return Reservation(row[0], row[1], row[2], Decimal(row[3]), Decimal(row[4]), Decimal(row[5]))

@@ -1,8 +1,9 @@
-"""SQLite schema of the user service.
+"""Schema of the user service (SQLite or PostgreSQL), made by the Alembic history in ``migrations/``.
 
-Money columns are ``ExactDecimal`` (canonical text with 8 places, TEXT affinity): exact, but never
-SUM or ORDER BY them in SQL. Defences in the schema itself, besides the code's checks:
-- ledger entries and house entries are append-only: triggers refuse UPDATE and DELETE;
+Money columns are ``ExactDecimal`` (canonical text with 8 places, TEXT affinity on SQLite): exact,
+but never SUM or ORDER BY them in SQL. Defences in the schema itself, besides the code's checks:
+- ledger entries and house entries are append-only: triggers (made by the migrations, see
+  ``shared.db.append_only_ddl``) refuse UPDATE and DELETE;
 - users' balances and reservation figures cannot be stored negative (CHECK on the text's sign);
   house balances are signed (``exchange_fees`` is a cost and goes negative);
 - usernames, e-mails and idempotency keys are UNIQUE, so a racing duplicate cannot slip in.
@@ -10,8 +11,9 @@ SUM or ORDER BY them in SQL. Defences in the schema itself, besides the code's c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import (
-    DDL,
     BigInteger,
     CheckConstraint,
     Column,
@@ -23,10 +25,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    event,
 )
 
 from shared.db import ExactDecimal
+from shared.migrations import History
 
 metadata = MetaData()
 
@@ -147,13 +149,26 @@ house_entries = Table(
     sqlite_autoincrement=True,
 )
 
-for _table, _what in ((ledger_entries, "ledger entries"), (house_entries, "house entries")):
-    for _verb in ("UPDATE", "DELETE"):
-        event.listen(
-            _table,
-            "after_create",
-            DDL(
-                f"CREATE TRIGGER {_table.name}_no_{_verb.lower()} BEFORE {_verb} ON {_table.name} "
-                f"BEGIN SELECT RAISE(ABORT, '{_what} are append-only'); END"
+HISTORY = History(
+    "user_service",
+    Path(__file__).parent / "migrations",
+    releases=(
+        (
+            "0002",
+            frozenset(
+                {
+                    "users",
+                    "api_keys",
+                    "balances",
+                    "ledger_entries",
+                    "reservations",
+                    "idempotency_keys",
+                    "house_balances",
+                    "house_entries",
+                }
             ),
-        )
+        ),
+        ("0001", frozenset({"users", "api_keys", "balances", "ledger_entries", "reservations", "idempotency_keys"})),
+    ),
+)
+"""The user service's migration history; ``releases`` are the schemas of databases made before it had one."""

@@ -1,11 +1,11 @@
-"""Reservations racing for one balance never over-reserve: in one process, and across two on one file."""
+"""Reservations racing for one balance never over-reserve: in one process, and across two on one database
+(a SQLite file: its write lock; PostgreSQL: row locks), on both engines."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 from decimal import Decimal
-from pathlib import Path
 
 import grpc
 
@@ -27,7 +27,8 @@ async def _race(clients: list[Client], user: str, count: int) -> Counter[grpc.St
     return Counter(await asyncio.gather(*(one(i) for i in range(count))))
 
 
-async def test_200_concurrent_reservations_of_1_against_100(client: Client) -> None:
+async def test_200_concurrent_reservations_of_1_against_100(engine_client: Client) -> None:
+    client = engine_client
     user = await client.new_user("ann")
     await client.deposit(user, "USDT", "100", "d")
     batches_before = client.service.transactions.batches
@@ -40,9 +41,10 @@ async def test_200_concurrent_reservations_of_1_against_100(client: Client) -> N
     assert client.service.transactions.batches - batches_before < 200
 
 
-async def test_the_same_race_through_two_service_instances_on_one_sqlite_file(db_path: Path) -> None:
-    first: RunningService = await start(make_config(db_path))
-    second: RunningService = await start(make_config(db_path))
+async def test_the_same_race_through_two_service_instances_on_one_database(new_db_url) -> None:
+    url = new_db_url("users")
+    first: RunningService = await start(make_config(url))
+    second: RunningService = await start(make_config(url))
     try:
         async with grpc.aio.insecure_channel(first.addr) as a, grpc.aio.insecure_channel(second.addr) as b:
             one, two = Client(a, first), Client(b, second)
@@ -60,7 +62,8 @@ async def test_the_same_race_through_two_service_instances_on_one_sqlite_file(db
         await second.stop(grace=0.5)
 
 
-async def test_settlements_and_releases_racing_on_one_order_never_go_negative(client: Client) -> None:
+async def test_settlements_and_releases_racing_on_one_order_never_go_negative(engine_client: Client) -> None:
+    client = engine_client
     user = await client.new_user("ann")
     await client.deposit(user, "USDT", "100", "d")
     await client.reserve("ord-1", user, "USDT", "100")

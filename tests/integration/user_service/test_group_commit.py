@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from services.user_service.adapters.repository import SqlRepository
-from services.user_service.adapters.transactions import SqlTransactions, create_schema
+from services.user_service.adapters.transactions import SqlTransactions, migrate
 from services.user_service.domain.commands import Deposit
 from services.user_service.domain.model import User, UserStatus
 from services.user_service.service import accounts, money
-from shared.db import create_sqlite_engine
+from shared.db import create_db_engine
 from shared.errors import FailedPrecondition, Unavailable
 
 U = "usr_01J9Z3ABCDEFGHJKMNPQRSTVW0"
@@ -29,8 +29,8 @@ def _deposit(asset: str, amount: str, key: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def tx(tmp_path: Path) -> Iterator[SqlTransactions]:
-    engine = create_sqlite_engine(f"sqlite:///{tmp_path}/u.db", busy_timeout_ms=200)
-    create_schema(engine)
+    engine = create_db_engine(f"sqlite:///{tmp_path}/u.db", busy_timeout_ms=200)
+    migrate(engine)
     transactions = SqlTransactions(engine, max_batch=16)
     user = User(U, "ann", "ann@example.com", UserStatus.ACTIVE, NOW, NOW)
     transactions.write_sync(lambda repo: accounts.create_user(repo, user))

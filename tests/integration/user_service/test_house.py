@@ -19,7 +19,8 @@ from sqlalchemy.exc import DBAPIError
 from services.user_service.adapters import tables
 from services.user_service.bootstrap import start
 from services.user_service.domain.model import User, UserStatus
-from shared.db import create_sqlite_engine
+from shared.db import create_db_engine
+from shared.migrations import upgrade
 from tests.integration.user_service.conftest import make_config
 from tests.integration.user_service.helpers import ADMIN, SERVICE, Client, db_state, error_info, rich_status
 from trading.user.v1 import user_pb2
@@ -231,10 +232,9 @@ async def test_house_entries_are_append_only(client: Client) -> None:
 
 
 async def test_a_database_from_before_the_house_accounts_is_upgraded_at_start(db_path: Path) -> None:
-    engine = create_sqlite_engine(f"sqlite:///{db_path}", synchronous="NORMAL")
-    old = [tables.users, tables.api_keys, tables.balances, tables.ledger_entries, tables.reservations]
+    engine = create_db_engine(f"sqlite:///{db_path}", synchronous="NORMAL")
+    upgrade(engine, tables.HISTORY, "0001")  # the schema before the house accounts
     with engine.begin() as conn:
-        tables.metadata.create_all(conn, tables=[*old, tables.idempotency_keys])
         user = User("usr_01J9Z3ABCDEFGHJKMNPQRSTVW0", "ann", "ann@example.com", UserStatus.ACTIVE, 1, 1)
         conn.execute(
             tables.users.insert(),

@@ -1,6 +1,6 @@
 """Property test: random sequences of money operations keep the ledger invariants.
 
-Runs the real use cases over the real repository and a SQLite file. Operations include ones
+Runs the real use cases over the real repository, on a SQLite file and on PostgreSQL. Operations include ones
 that must fail (insufficient funds, suspended users, unknown orders, reused keys with other
 content) and repeats of idempotency keys. After every step:
 - a refused operation changed nothing at all;
@@ -28,16 +28,17 @@ from typing import Any
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 from sqlalchemy import text
 
-from services.user_service.adapters.transactions import SqlTransactions, create_schema
+from services.user_service.adapters.transactions import SqlTransactions, migrate
 from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
 from services.user_service.domain.model import User, UserStatus
 from services.user_service.domain.results import decode
 from services.user_service.service import accounts, money
-from shared.db import create_sqlite_engine
+from shared.db import create_db_engine
 from shared.errors import Aborted, DomainError
+from tests.conftest import PostgresServer
 
 USERS = ["usr_01J9Z3ABCDEFGHJKMNPQRSTVW0", "usr_01J9Z3ABCDEFGHJKMNPQRSTVW1"]
 UNKNOWN_USER = "usr_01J9Z3ABCDEFGHJKMNPQRSTVW9"
@@ -121,11 +122,20 @@ Op = Callable[[Any], Any]
 
 
 class LedgerMachine(RuleBasedStateMachine):
+    postgres_url: str | None = None
+    """None: a fresh SQLite file per example; else a migrated PostgreSQL database, emptied per example."""
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="ledger-props-")
-        engine = create_sqlite_engine(f"sqlite:///{self.dir}/u.db", synchronous="OFF")
-        create_schema(engine)
+        if self.postgres_url is None:
+            engine = create_db_engine(f"sqlite:///{self.dir}/u.db", synchronous="OFF")
+            migrate(engine)
+        else:
+            engine = create_db_engine(self.postgres_url)
+            with engine.begin() as conn:
+                # TRUNCATE fires no row trigger: the append-only tables are emptied too (PostgreSQL only).
+                conn.execute(text(f"TRUNCATE {', '.join(EVERY_TABLE)} RESTART IDENTITY"))
         self.tx = SqlTransactions(engine)
         self.first_results: dict[tuple[str, str], tuple[str, Any]] = {}
         self.steps = 0
@@ -412,3 +422,31 @@ LedgerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_random_operation_sequences_keep_the_ledger_invariants = LedgerMachine.TestCase
+
+EVERY_TABLE = (
+    "users",
+    "api_keys",
+    "balances",
+    "ledger_entries",
+    "reservations",
+    "idempotency_keys",
+    "house_balances",
+    "house_entries",
+)
+
+
+def test_on_postgresql_random_operation_sequences_keep_the_ledger_invariants(postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database("ledger")
+    engine = create_db_engine(url)
+    migrate(engine)
+    engine.dispose()
+
+    class OnPostgres(LedgerMachine):
+        postgres_url = url
+
+    run_state_machine_as_test(
+        OnPostgres,
+        settings=settings(
+            max_examples=30, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        ),
+    )

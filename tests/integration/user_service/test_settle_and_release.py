@@ -17,12 +17,12 @@ import grpc
 import pytest
 from sqlalchemy import text
 
-from services.user_service.adapters.transactions import SqlTransactions, create_schema
+from services.user_service.adapters.transactions import SqlTransactions, migrate
 from services.user_service.domain.commands import Deposit, Release, Reserve, Settle
 from services.user_service.domain.model import User, UserStatus
 from services.user_service.domain.results import IdempotencyConflict
 from services.user_service.service import accounts, money
-from shared.db import create_sqlite_engine
+from shared.db import create_db_engine
 from tests.integration.user_service.helpers import SERVICE, Client, db_state, error_info, rich_status
 from trading.user.v1 import user_service_pb2 as pb
 
@@ -37,8 +37,8 @@ class Db:
     """One SQLite file with ann funded (USDT 1000, BTC 1) and order 'ord-1' reserving ``reserved``."""
 
     def __init__(self, path: Path, reserved: str = "500", asset: str = "USDT"):
-        engine = create_sqlite_engine(f"sqlite:///{path}", synchronous="OFF")
-        create_schema(engine)
+        engine = create_db_engine(f"sqlite:///{path}", synchronous="OFF")
+        migrate(engine)
         self.tx = SqlTransactions(engine)
         self.run(
             lambda repo: accounts.create_user(repo, User(ANN, "ann", "ann@example.com", UserStatus.ACTIVE, NOW, NOW))
