@@ -28,11 +28,11 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, String, Table, create_engine, event
 from sqlalchemy.dialects import postgresql
@@ -439,6 +439,18 @@ class _Request:
     settled: Callable[[], Any] | None
 
 
+class TransactionObserver(Protocol):
+    """Telemetry of a writer (``shared.telemetry.DatabaseObserver``): a span per write, the commit time."""
+
+    def write_started(self) -> Callable[[asyncio.Future[Any]], None]:
+        """Called on the caller's task when a write is queued; the result is called when it is answered."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """Wraps BEGIN ... COMMIT of each transaction on the writer thread."""
+        ...
+
+
 class GroupCommit(Generic[C]):
     """Group commit: concurrent writes share one write transaction, each in its own savepoint.
 
@@ -500,11 +512,15 @@ class GroupCommit(Generic[C]):
         """Write transactions committed (for tests and diagnostics)."""
         self.settled = 0
         """Requests answered by their ``settled`` check, without the database."""
+        self.observer: TransactionObserver | None = None
+        """Metrics and spans of the writes (set by the service's bootstrap)."""
 
     def submit(self, fn: Callable[[C], T], *, settled: Callable[[], T | None] | None = None) -> asyncio.Future[T]:
         """Queue ``fn`` (keeping the order of submission); the future holds its result after the COMMIT."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        if self.observer is not None:
+            future.add_done_callback(self.observer.write_started())
         self._queue.append(_Request(fn, future, settled))
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain())
@@ -602,7 +618,8 @@ class GroupCommit(Generic[C]):
             conn = self._connection()
             context = self._make_context(conn)
             outcomes: list[Outcome] = []
-            with driver_transaction(conn) as raw:
+            observer = self.observer
+            with observer.transaction() if observer is not None else nullcontext(), driver_transaction(conn) as raw:
                 if len(fns) == 1:
                     # Alone in the transaction: no savepoint needed, a failure rolls back everything.
                     try:

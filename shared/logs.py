@@ -6,6 +6,10 @@ into a message, an argument or a traceback. Masked are: every value registered w
 ``register_secret`` (the Binance key and secret, the admin and service tokens), anything that
 looks like one of our API keys (``tk_...``), bearer tokens, Binance signatures, and the values
 of fields named like secrets (``api_key=...``, ``"secret": "..."``).
+
+Every line written inside a trace carries its ``trace_id`` and ``span_id`` (OpenTelemetry's current
+span), also when spans are not exported: the ids still travel with each call (``shared.tracing``),
+so one request's lines can be found in every service's log by its trace id.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import sys
 import threading
 import time
 from typing import Any
+
+from opentelemetry import trace
 
 MASK = "***"
 
@@ -88,6 +94,10 @@ class MaskingFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            entry["trace_id"] = f"{span_context.trace_id:032x}"
+            entry["span_id"] = f"{span_context.span_id:016x}"
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

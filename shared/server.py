@@ -2,7 +2,8 @@
 
 ``create_server`` returns ``(server, port, health)``: health and reflection are registered,
 the request-context interceptor (request ids, access log: every call at DEBUG, failures at
-WARNING; error mapping) wraps every handler,
+WARNING; error mapping; with a ``Telemetry``, the go-grpc-prometheus server metrics and a SERVER
+span per call, child of the caller's span from the ``traceparent`` metadata) wraps every handler,
 and SO_REUSEPORT is off so that a port clash is an error instead of two servers sharing a port.
 ``wait_for_signal`` returns on SIGTERM or SIGINT; each service's ``stop()`` then flips health to
 NOT_SERVING first, ends its server streams, stops the server with a grace period and cleans up.
@@ -19,16 +20,22 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from shared.errors import DomainError, internal_status, to_status
 from shared.logs import request_id_var
+from shared.tracing import SpanKind, context_from_metadata, error_status
+
+if TYPE_CHECKING:
+    from shared.telemetry import Telemetry
 
 log = logging.getLogger("grpc.server")
 
@@ -81,15 +88,60 @@ def _code_of(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+# Server-side codes that mean the server failed (OpenTelemetry's RPC conventions); the others are the
+# caller's business (a bad argument, a missing order) and leave the span's status unset.
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+class _Observed:
+    """One call's metrics and span (only with a ``Telemetry``)."""
+
+    __slots__ = ("metrics", "span", "token")
+
+    def __init__(self, telemetry: Telemetry, details: grpc.HandlerCallDetails, grpc_type: str):
+        method = details.method
+        self.metrics = telemetry.grpc_server.of(grpc_type, method)
+        self.metrics.started.inc()
+        service, name = self.metrics.labels[1], self.metrics.labels[2]
+        self.span = telemetry.tracer.start_span(
+            f"{service}/{name}",
+            context=context_from_metadata(details.invocation_metadata),
+            kind=SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        )
+        self.token = otel_context.attach(trace.set_span_in_context(self.span))
+
+    def done(self, code: grpc.StatusCode, started: float) -> None:
+        self.metrics.done(code, time.perf_counter() - started)
+        span = self.span
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code in _SERVER_ERRORS:
+                span.set_status(error_status(code.name))
+        span.end()
+        otel_context.detach(self.token)
+
+
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     """Binds a request id, logs one access line per call and maps exceptions to statuses.
 
     A ``DomainError`` becomes its rich status; anything else becomes INTERNAL with a generic
-    message while the traceback goes to the log, never to the client.
+    message while the traceback goes to the log, never to the client. With ``telemetry`` it also
+    counts the call (go-grpc-prometheus metrics) and runs it inside a SERVER span.
     """
 
-    def __init__(self, access_log: bool = True):
+    def __init__(self, access_log: bool = True, telemetry: Telemetry | None = None):
         self.access_log = access_log
+        self.telemetry = telemetry
 
     async def intercept_service(
         self,
@@ -141,10 +193,13 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
         method = details.method
 
+        telemetry = self.telemetry
+
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = request_id_var.set(_request_id(details))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            observed = _Observed(telemetry, details, "unary") if telemetry is not None else None
             try:
                 return await behavior(request, context)
             except grpc.aio.AbortError:
@@ -158,6 +213,8 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                 await self._fail(context, exc, method)
             finally:
                 self._done(method, code, started)
+                if observed is not None:
+                    observed.done(code, started)
                 request_id_var.reset(token)
 
         return wrapper
@@ -165,12 +222,17 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
         method = details.method
 
+        telemetry = self.telemetry
+
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             token = request_id_var.set(_request_id(details))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            observed = _Observed(telemetry, details, "server_stream") if telemetry is not None else None
             try:
                 async for item in behavior(request, context):
+                    if observed is not None:
+                        observed.metrics.msg.inc()
                     yield item
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
@@ -183,6 +245,8 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                 await self._fail(context, exc, method)
             finally:
                 self._done(method, code, started)
+                if observed is not None:
+                    observed.done(code, started)
                 request_id_var.reset(token)
 
         return wrapper
@@ -257,10 +321,14 @@ async def create_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     access_log: bool = True,
     options: Sequence[tuple[str, Any]] = (),
+    telemetry: Telemetry | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """Start an aio server on ``bind`` (port 0 picks a free port) and return (server, port, health)."""
+    """Start an aio server on ``bind`` (port 0 picks a free port) and return (server, port, health).
+
+    With ``telemetry`` every call is counted and traced (health and reflection excepted).
+    """
     server = grpc.aio.server(
-        interceptors=[RequestContextInterceptor(access_log), *interceptors],
+        interceptors=[RequestContextInterceptor(access_log, telemetry), *interceptors],
         options=[*SERVER_OPTIONS, *options],
     )
     for registration in registrations:
@@ -268,6 +336,8 @@ async def create_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [r.name for r in registrations]
+    if telemetry is not None:
+        telemetry.grpc_server.preset(names)
     reflection_servicer = CommentedReflectionServicer([*names, health.SERVICE_NAME, reflection.SERVICE_NAME])
     reflection_pb2_grpc_add(reflection_servicer, server)
     try:
