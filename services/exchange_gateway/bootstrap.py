@@ -21,6 +21,7 @@ from services.exchange_gateway.adapters.binance.exchange import BinanceExchange,
 from services.exchange_gateway.adapters.binance.rate_limiter import RateLimiter
 from services.exchange_gateway.adapters.binance.rest import BinanceRestClient
 from services.exchange_gateway.adapters.binance.signing import load_signer
+from services.exchange_gateway.adapters.binance.telemetry import ExchangeTelemetry
 from services.exchange_gateway.adapters.binance.transport import AiohttpTransport
 from services.exchange_gateway.adapters.binance.user_stream import UserDataStream
 from services.exchange_gateway.adapters.journal import SqlJournal
@@ -32,13 +33,18 @@ from services.exchange_gateway.service.executions import ExecutionHub
 from services.exchange_gateway.service.gateway import Gateway, Upkeep
 from services.exchange_gateway.service.market import Market
 from services.exchange_gateway.service.orders import Orders
+from services.exchange_gateway.telemetry import GatewayStateCollector, readiness_checks
 from shared.db import Database, check_db_url, create_db_engine
 from shared.errors import DomainError, Unavailable
 from shared.logs import register_secret, setup_logging
+from shared.readiness import Readiness
 from shared.server import Registration, create_server, wait_for_signal
+from shared.telemetry import Telemetry
 from trading.gateway.v1 import gateway_service_pb2_grpc
 
 SERVICE_NAME = "trading.gateway.v1.ExchangeGateway"
+READINESS_INTERVAL = 0.5
+"""Seconds between readiness checks (in memory, except a weight-1 probe while the exchange is silent)."""
 
 log = logging.getLogger("exchange_gateway")
 
@@ -61,6 +67,8 @@ class RunningService:
     db: Database
     session: aiohttp.ClientSession
     stream_task: asyncio.Task[None]
+    telemetry: Telemetry | None = None
+    readiness: Readiness | None = None
     _stopped: bool = False
 
     @property
@@ -72,6 +80,8 @@ class RunningService:
         if self._stopped:
             return
         self._stopped = True
+        if self.readiness is not None:
+            await self.readiness.stop()
         await self.health.enter_graceful_shutdown()
         self.gateway.hub.close()  # ends StreamExecutions so the server need not wait for them
         await self.server.stop(grace)
@@ -84,6 +94,8 @@ class RunningService:
         await self.journal.close()
         await self.session.close()
         await asyncio.to_thread(self.db.close)
+        if self.telemetry is not None:
+            await self.telemetry.close()
         log.info("stopped")
 
 
@@ -104,8 +116,8 @@ async def _until_ready(what: str, attempt: object, timeout: float) -> None:
             delay = min(delay * 2, 3.0)
 
 
-async def start(config: Config) -> RunningService:
-    """Start the gateway described by ``config`` and return it running."""
+async def start(config: Config, telemetry: Telemetry | None = None) -> RunningService:
+    """Start the gateway described by ``config`` and return it running (``telemetry``: tests' own)."""
     config.validate()
     for secret in (
         config.api_key,
@@ -116,10 +128,12 @@ async def start(config: Config) -> RunningService:
     ):
         register_secret(secret)
     signer = load_signer(config.api_secret, config.private_key_file, config.private_key_passphrase)
+    telemetry = telemetry or Telemetry.create("exchange_gateway", otlp_endpoint=config.otlp_endpoint)
 
     engine = create_db_engine(check_db_url("GATEWAY_DB_URL", config.db_url), synchronous=config.db_synchronous)
     db = Database(engine, name="gateway")
     journal = SqlJournal(db)
+    journal.observer = telemetry.database(engine.dialect.name)
     try:
         await asyncio.to_thread(journal.migrate)
     except BaseException:
@@ -134,8 +148,9 @@ async def start(config: Config) -> RunningService:
     limiter = RateLimiter(
         clock.now, margin=config.rate_limit_margin, guard_ms=config.window_guard_ms, local=clock.local
     )
+    exchange_telemetry = ExchangeTelemetry(telemetry.registry, telemetry.tracer)
     rest = BinanceRestClient(
-        AiohttpTransport(session),
+        AiohttpTransport(session, exchange_telemetry),
         base_url=config.base_url,
         api_key=config.api_key,
         signer=signer,
@@ -197,6 +212,7 @@ async def start(config: Config) -> RunningService:
             config.listen_addr,
             [registration],
             interceptors=[TokenAuthInterceptor(service_token=config.service_token, admin_token=config.admin_token)],
+            telemetry=telemetry,
         )
     except BaseException:
         stream_task.cancel()
@@ -223,6 +239,23 @@ async def start(config: Config) -> RunningService:
         session=session,
         stream_task=stream_task,
     )
+    telemetry.registry.register(GatewayStateCollector(limiter, stream, journal, orders))
+    # Ready while the exchange answers, does not hold us off and streams our executions; "" stays
+    # SERVING for liveness (see shared.readiness).
+    readiness = Readiness(
+        health_servicer,
+        SERVICE_NAME,
+        readiness_checks(limiter, exchange_telemetry, rest, stream),
+        registry=telemetry.registry,
+        interval=READINESS_INTERVAL,
+    )
+    running.telemetry, running.readiness = telemetry, readiness
+    try:
+        await telemetry.serve_metrics(config.metrics_addr, "GATEWAY_METRICS_ADDR")
+    except BaseException:
+        await running.stop(0)
+        raise
+    readiness.start()
     log.info(
         "exchange gateway listening",
         extra={

@@ -27,6 +27,7 @@ from shared.config import (
     env_str,
     sqlite_url,
 )
+from shared.metrics import metrics_addr
 
 ENVIRONMENTS = ("sim", "testnet", "live")
 FOREIGN_ORDER_POLICIES = ("report", "cancel")
@@ -88,6 +89,9 @@ class Config:
     db_synchronous: str = "FULL"
     # Orders on the account that the gateway did not place: "report" them, or also "cancel" them
     foreign_orders: str = "report"
+    # Prometheus /metrics (host:port; "" serves none) and the OTLP endpoint for traces ("" exports none)
+    metrics_addr: str = ""
+    otlp_endpoint: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -146,6 +150,8 @@ class Config:
             startup_timeout_s=env_float(env, "GATEWAY_STARTUP_TIMEOUT_S", 30.0),
             db_synchronous=env_sqlite_synchronous(env, "GATEWAY_DB_SYNCHRONOUS"),
             foreign_orders=_foreign_order_policy(env_str(env, "GATEWAY_FOREIGN_ORDERS", "report")),
+            metrics_addr=metrics_addr(env, "GATEWAY_METRICS_ADDR"),
+            otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ""),
         )
 
     def validate(self) -> None:

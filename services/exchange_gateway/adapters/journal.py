@@ -72,7 +72,16 @@ from services.exchange_gateway.domain.model import (
     TimeInForce,
     TradeIdentity,
 )
-from shared.db import Cursor, Database, ExactDecimal, GroupCommit, Statement, optional_decimal, upsert
+from shared.db import (
+    Cursor,
+    Database,
+    ExactDecimal,
+    GroupCommit,
+    Statement,
+    TransactionObserver,
+    optional_decimal,
+    upsert,
+)
 from shared.migrations import History, upgrade
 
 T = TypeVar("T")
@@ -526,6 +535,8 @@ class SqlJournal:
         self.cache: dict[str, Order] = {}
         self._final: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._group: GroupCommit[_Tx] | None = None
+        self.observer: TransactionObserver | None = None
+        """Metrics and spans of the journal's writes (set by the bootstrap before ``open``)."""
         self.recent_trade_keys = recent_trade_keys
         self._recent: collections.OrderedDict[str, TradeIdentity] = collections.OrderedDict()
 
@@ -564,6 +575,7 @@ class SqlJournal:
             on_commit=self._committed,
             logger=log,
         )
+        self._group.observer = self.observer
         return pending
 
     async def close(self) -> None:

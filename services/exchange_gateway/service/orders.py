@@ -158,6 +158,10 @@ class Orders:
         task.add_done_callback(lambda _t: self._inflight.pop(cid, None))
         return self._same(await asyncio.shield(task), request)
 
+    def in_flight(self, client_order_id: str) -> bool:
+        """Whether a submission of this order is running in this process (its outcome is not known yet)."""
+        return client_order_id in self._inflight
+
     @staticmethod
     def _same(order: Order, request: OrderRequest) -> Order:
         if not order.request.same_order(request):

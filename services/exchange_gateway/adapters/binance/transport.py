@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from yarl import URL
+
+if TYPE_CHECKING:
+    from services.exchange_gateway.adapters.binance.telemetry import ExchangeTelemetry
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,24 @@ if hasattr(aiohttp, "ConnectionTimeoutError"):  # aiohttp >= 3.10: timed out whi
 
 
 class AiohttpTransport:
-    """One shared aiohttp session: keep-alive connections from a pool, no re-encoding of URLs."""
+    """One shared aiohttp session: keep-alive connections from a pool, no re-encoding of URLs.
 
-    def __init__(self, session: aiohttp.ClientSession):
+    With ``telemetry`` every request is counted, timed and traced (``telemetry.ExchangeTelemetry``).
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, telemetry: ExchangeTelemetry | None = None):
         self.session = session
+        self.telemetry = telemetry
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str], timeout: float) -> HttpResponse:
+        if self.telemetry is None:
+            return await self._send(method, url, headers=headers, timeout=timeout)
+        with self.telemetry.request(method, url) as record:
+            response = await self._send(method, url, headers=headers, timeout=timeout)
+            record.status = response.status
+            return response
+
+    async def _send(self, method: str, url: str, *, headers: Mapping[str, str], timeout: float) -> HttpResponse:
         # encoded=True: the query string was signed byte for byte and must be sent as it is.
         target = URL(url, encoded=True)
         try:
