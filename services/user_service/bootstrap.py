@@ -19,7 +19,9 @@ from services.user_service.service.ports import ExchangeAssets
 from shared.client import open_channel
 from shared.db import create_db_engine
 from shared.logs import register_secret, setup_logging
+from shared.readiness import Readiness
 from shared.server import Registration, create_server, wait_for_signal
+from shared.telemetry import Telemetry
 from trading.user.v1 import user_service_pb2_grpc
 
 SERVICE_NAME = "trading.user.v1.UserService"
@@ -39,6 +41,8 @@ class RunningService:
     transactions: SqlTransactions
     assets: ListedAssets
     gateway_channel: grpc.aio.Channel | None = None
+    telemetry: Telemetry | None = None
+    readiness: Readiness | None = None
     _stopped: bool = field(default=False, repr=False)
 
     async def stop(self, grace: float = 1.0) -> None:
@@ -46,6 +50,8 @@ class RunningService:
         if self._stopped:
             return
         self._stopped = True
+        if self.readiness is not None:
+            await self.readiness.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.close()
@@ -56,6 +62,8 @@ class RunningService:
         if self.gateway_channel is not None:
             await self.gateway_channel.close()
         await self.transactions.aclose()
+        if self.telemetry is not None:
+            await self.telemetry.close()
 
 
 def _client_addr(listen_addr: str, port: int) -> str:
@@ -65,7 +73,7 @@ def _client_addr(listen_addr: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def start(config: Config) -> RunningService:
+async def start(config: Config, telemetry: Telemetry | None = None) -> RunningService:
     """Migrate the database to the newest schema, bind ``config.listen_addr`` (port 0 allowed) and start serving."""
     register_secret(config.admin_token)
     register_secret(config.service_token)
@@ -75,9 +83,11 @@ async def start(config: Config) -> RunningService:
     except BaseException:
         engine.dispose()
         raise
+    telemetry = telemetry or Telemetry.create("user_service", otlp_endpoint=config.otlp_endpoint)
     transactions = SqlTransactions(engine, max_batch=config.max_batch)
+    transactions.group.observer = telemetry.database(engine.dialect.name)
     # The channel connects lazily: the gateway is asked at the first deposit, not now (it may start later).
-    gateway_channel = None if config.assets else open_channel(config.exchange_gateway_addr)
+    gateway_channel = None if config.assets else open_channel(config.exchange_gateway_addr, telemetry)
     source: ExchangeAssets
     if gateway_channel is None:
         source = FixedAssets(config.assets)
@@ -89,14 +99,14 @@ async def start(config: Config) -> RunningService:
     registration = Registration(SERVICE_NAME, user_service_pb2_grpc.add_UserServiceServicer_to_server, servicer)
     try:
         server, port, health_servicer = await create_server(
-            config.listen_addr, [registration], access_log=config.access_log
+            config.listen_addr, [registration], access_log=config.access_log, telemetry=telemetry
         )
     except BaseException:
         if gateway_channel is not None:
             await gateway_channel.close()
         transactions.close()
         raise
-    return RunningService(
+    running = RunningService(
         server=server,
         health=health_servicer,
         port=port,
@@ -105,7 +115,17 @@ async def start(config: Config) -> RunningService:
         transactions=transactions,
         assets=assets,
         gateway_channel=gateway_channel,
+        telemetry=telemetry,
+        # Its database is all it needs (the gateway's asset list is cached and only asked for by
+        # deposits and withdrawals): ready from start to shutdown, with ``trading_ready`` to show it.
+        readiness=Readiness(health_servicer, SERVICE_NAME, {}, registry=telemetry.registry),
     )
+    try:
+        await telemetry.serve_metrics(config.metrics_addr, "USER_METRICS_ADDR")
+    except BaseException:
+        await running.stop(0)
+        raise
+    return running
 
 
 async def main(config: Config | None = None) -> None:

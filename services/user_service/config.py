@@ -16,6 +16,7 @@ from shared.config import (
     env_str,
     sqlite_url,
 )
+from shared.metrics import metrics_addr
 from shared.db import check_db_url
 
 DB_FILENAME = "user_service.db"
@@ -45,6 +46,10 @@ class Config:
     """Fixed list of the assets deposits and withdrawals may use; empty means "ask the gateway"."""
     assets_refresh_seconds: float = 60.0
     """How long the gateway's asset list is used before it is refreshed."""
+    metrics_addr: str = ""
+    """Where to serve Prometheus /metrics (host:port); empty: not served."""
+    otlp_endpoint: str = ""
+    """The OTLP/gRPC endpoint spans are exported to; empty: none exported."""
 
     def __post_init__(self) -> None:
         if not self.admin_token or not self.service_token:
@@ -75,4 +80,6 @@ class Config:
             max_batch=env_int(env, "USER_DB_MAX_BATCH", 64),
             exchange_gateway_addr=env_str(env, "EXCHANGE_GATEWAY_ADDR", DEFAULT_EXCHANGE_GATEWAY_ADDR),
             assets=tuple(a.strip() for a in env.get("USER_ASSETS", "").split(",") if a.strip()),
+            metrics_addr=metrics_addr(env, "USER_METRICS_ADDR"),
+            otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ""),
         )
