@@ -15,12 +15,17 @@ from services.order_service.api.servicer import OrderServiceServicer
 from services.order_service.config import Config
 from services.order_service.domain.model import FeeSchedule
 from services.order_service.service.app import OrderApp, Settings
+from services.order_service.service.telemetry import OrderStateCollector, OrderTelemetry
 from shared.client import open_channel
 from shared.logs import setup_logging
+from shared.readiness import Readiness, grpc_dependency
 from shared.server import Registration, create_server, wait_for_signal
+from shared.telemetry import Telemetry
 from trading.order.v1 import order_service_pb2_grpc
 
 SERVICE_NAME = "trading.order.v1.OrderService"
+READINESS_INTERVAL = 2.0
+"""Seconds between readiness checks (each asks the user service and the gateway for their health)."""
 
 log = logging.getLogger("order_service")
 
@@ -55,6 +60,8 @@ class RunningService:
     health: health.aio.HealthServicer
     store: SqlOrderStore
     channels: tuple[grpc.aio.Channel, ...]
+    telemetry: Telemetry
+    readiness: Readiness
     stopped: bool = False
 
     async def stop(self, grace: float = 1.0) -> None:
@@ -62,6 +69,7 @@ class RunningService:
         if self.stopped:
             return
         self.stopped = True
+        await self.readiness.stop()
         await self.health.enter_graceful_shutdown()
         self.app.hub.close()  # end WatchOrders streams so that the server need not wait for them
         await self.server.stop(grace)
@@ -69,30 +77,52 @@ class RunningService:
         for channel in self.channels:
             await channel.close()
         self.store.close()
+        await self.telemetry.close()
 
 
-async def start(config: Config) -> RunningService:
-    """Open the database, connect to the user service and the gateway, recover, and serve."""
-    store = SqlOrderStore(config.db_url, synchronous=config.db_synchronous)
-    user_channel = open_channel(config.user_service_addr)
-    gateway_channel = open_channel(config.exchange_gateway_addr)
+async def start(config: Config, telemetry: Telemetry | None = None) -> RunningService:
+    """Open the database, connect to the user service and the gateway, recover, and serve.
+
+    ``telemetry`` (tests) replaces the one built from the configuration (metrics, OTLP endpoint).
+    """
+    telemetry = telemetry or Telemetry.create("order_service", otlp_endpoint=config.otlp_endpoint)
+    await telemetry.serve_metrics(config.metrics_addr, "ORDER_METRICS_ADDR")
+    try:
+        store = SqlOrderStore(config.db_url, synchronous=config.db_synchronous)
+    except BaseException:
+        await telemetry.close()
+        raise
+    store.group.observer = telemetry.database(store.engine.dialect.name)
+    user_channel = open_channel(config.user_service_addr, telemetry)
+    gateway_channel = open_channel(config.exchange_gateway_addr, telemetry)
     users = GrpcUserService(user_channel, config.service_token)
     gateway = GrpcGateway(gateway_channel, config.service_token)
-    app = OrderApp(store, users, gateway, settings_of(config))
+    app = OrderApp(store, users, gateway, settings_of(config), telemetry=OrderTelemetry(telemetry.registry))
+    telemetry.registry.register(OrderStateCollector(app.outbox, app.reconciliation, app.market.listed_assets))
     await app.start()
     registration = Registration(
         SERVICE_NAME, order_service_pb2_grpc.add_OrderServiceServicer_to_server, OrderServiceServicer(app)
     )
     try:
         server, port, health_servicer = await create_server(
-            config.listen_addr, [registration], access_log=config.access_log
+            config.listen_addr, [registration], access_log=config.access_log, telemetry=telemetry
         )
     except BaseException:
         await app.stop(0)
         for channel in (user_channel, gateway_channel):
             await channel.close()
         store.close()
+        await telemetry.close()
         raise
+    # Ready while both services it needs answer; "" stays SERVING for liveness (see shared.readiness).
+    readiness = Readiness(
+        health_servicer,
+        SERVICE_NAME,
+        {"user_service": grpc_dependency(user_channel), "exchange_gateway": grpc_dependency(gateway_channel)},
+        registry=telemetry.registry,
+        interval=READINESS_INTERVAL,
+    )
+    readiness.start()
     host = config.listen_addr.rsplit(":", 1)[0]
     return RunningService(
         port=port,
@@ -102,6 +132,8 @@ async def start(config: Config) -> RunningService:
         health=health_servicer,
         store=store,
         channels=(user_channel, gateway_channel),
+        telemetry=telemetry,
+        readiness=readiness,
     )
 
 

@@ -21,6 +21,7 @@ from shared.config import (
     env_str,
     sqlite_url,
 )
+from shared.metrics import metrics_addr
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class Config:
     db_synchronous: str = "FULL"
     access_log: bool = False
     log_level: str = "INFO"
+    # Prometheus /metrics (host:port; "" serves none) and the OTLP endpoint for traces ("" exports none)
+    metrics_addr: str = ""
+    otlp_endpoint: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -78,6 +82,8 @@ class Config:
             db_synchronous=env_sqlite_synchronous(env, "ORDER_DB_SYNCHRONOUS"),
             access_log=env_bool(env, "ORDER_ACCESS_LOG", False),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
+            metrics_addr=metrics_addr(env, "ORDER_METRICS_ADDR"),
+            otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ""),
         )
 
 

@@ -27,6 +27,7 @@ from services.order_service.service.ports import GatewayPort, OrderStore, UserPo
 from services.order_service.service.queries import Queries
 from services.order_service.service.reconciliation import ClientMoneyReconciliation
 from services.order_service.service.recovery import Reconciler
+from services.order_service.service.telemetry import OrderTelemetry
 from services.order_service.service.watch import OrderFeed, WatchHub
 from shared.timeutil import now_ms
 
@@ -71,8 +72,10 @@ class OrderApp:
         settings: Settings | None = None,
         *,
         clock: Callable[[], int] = now_ms,
+        telemetry: OrderTelemetry | None = None,
     ):
         self.settings = settings = settings or Settings()
+        self.telemetry = telemetry = telemetry if telemetry is not None else OrderTelemetry()
         self.store = store
         self.users = users
         self.gateway = gateway
@@ -84,8 +87,9 @@ class OrderApp:
             concurrency=settings.outbox_concurrency,
             max_attempts=settings.effect_max_attempts,
             first_backoff=settings.effect_first_backoff,
+            telemetry=telemetry,
         )
-        self.core = Core(store, self.hub, self.outbox, clock)
+        self.core = Core(store, self.hub, self.outbox, clock, telemetry)
         self.market = MarketData(
             gateway, rules_ttl=settings.rules_cache_seconds, price_ttl=settings.price_cache_seconds
         )

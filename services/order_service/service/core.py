@@ -18,6 +18,7 @@ from services.order_service.domain.model import Order, Outcome
 from services.order_service.domain.states import State
 from services.order_service.service.outbox import Outbox
 from services.order_service.service.ports import OrderStore, OrderTx, OutboxEntry
+from services.order_service.service.telemetry import OrderTelemetry
 from services.order_service.service.watch import WatchHub
 from shared.errors import NotFound
 from shared.timeutil import now_ms
@@ -32,12 +33,17 @@ class Committed:
     orders: list[tuple[Order, int]] = field(default_factory=list)
     entries: list[OutboxEntry] = field(default_factory=list)
     anomalies: list[tuple[str, str]] = field(default_factory=list)
+    ended: list[Order] = field(default_factory=list)
+    fills: int = 0
 
 
 def persist(tx: OrderTx, before: Order, outcome: Outcome, committed: Committed) -> None:
     """Write an outcome inside the transaction and note what to do after the commit."""
     if outcome.fill is not None:
         tx.insert_fill(outcome.fill)
+        committed.fills += 1
+    if outcome.order.is_final and not before.is_final:
+        committed.ended.append(outcome.order)
     if outcome.order is not before:
         tx.update_order(outcome.order)
         # Watchers hear of a change only when something they can see changed (or the order first
@@ -54,11 +60,19 @@ def persist(tx: OrderTx, before: Order, outcome: Outcome, committed: Committed) 
 class Core:
     """The store, the watchers, the outbox and the clock, with the commit protocol between them."""
 
-    def __init__(self, store: OrderStore, hub: WatchHub, outbox: Outbox, clock: Callable[[], int] = now_ms):
+    def __init__(
+        self,
+        store: OrderStore,
+        hub: WatchHub,
+        outbox: Outbox,
+        clock: Callable[[], int] = now_ms,
+        telemetry: OrderTelemetry | None = None,
+    ):
         self.store = store
         self.hub = hub
         self.outbox = outbox
         self.clock = clock
+        self.telemetry = telemetry if telemetry is not None else OrderTelemetry()
         # Submissions running in this process (a placement, or recovery's resubmission), by order id:
         # recovery leaves them alone, and a cancel waits for them before it is sent.
         self.placing: dict[str, asyncio.Task[Any]] = {}
@@ -80,7 +94,9 @@ class Core:
         return outcome
 
     def after_commit(self, committed: Committed) -> None:
-        """Tell the watchers, start the outbox entries, log anomalies."""
+        """Tell the watchers, start the outbox entries, log anomalies, count what ended and what filled."""
+        if committed.ended or committed.fills:
+            self.telemetry.committed(committed.ended, committed.fills)
         for order, sequence in committed.orders:
             self.hub.publish(order, sequence)
         if committed.entries:

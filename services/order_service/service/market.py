@@ -78,6 +78,10 @@ class MarketData:
         self._rules[symbol] = (self.clock() + self.rules_ttl, rules)
         return rules
 
+    def listed_assets(self) -> set[str]:
+        """The base and quote assets of every symbol whose rules are cached (assets the exchange lists)."""
+        return {asset for _, rules in list(self._rules.values()) for asset in (rules.base_asset, rules.quote_asset)}
+
     async def last_price(self, symbol: str) -> Decimal:
         """The symbol's last traded price (cached for ``price_ttl``)."""
         cached = self._prices.get(symbol)

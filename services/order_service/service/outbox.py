@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable
 
 from services.order_service.domain.model import Effect, ReleaseFunds, SettleTrade
 from services.order_service.service.ports import OrderStore, OutboxEntry, ParkedEffect, UserPort
+from services.order_service.service.telemetry import OrderTelemetry
 from shared.errors import DeadlineExceeded, DomainError, NotFound, ResourceExhausted, Unavailable
 from shared.timeutil import now_ms
 
@@ -67,9 +69,12 @@ class Outbox:
         flush_delay: float = 0.05,
         max_attempts: int = 5,
         first_backoff: float = 0.05,
+        telemetry: OrderTelemetry | None = None,
     ):
         self.store = store
         self.users = users
+        self.telemetry = telemetry if telemetry is not None else OrderTelemetry()
+        self._queued_at: dict[int, float] = {}  # entry id -> when this process queued it (monotonic)
         self.call_timeout = call_timeout
         self.max_backoff = max_backoff
         self.flush_delay = flush_delay
@@ -119,6 +124,7 @@ class Outbox:
             if entry.id in self._known:
                 continue
             self._known.add(entry.id)
+            self._queued_at.setdefault(entry.id, time.monotonic())
             order_id = entry.effect.order_id
             queue = self._queues.get(order_id)
             if queue is None:
@@ -134,6 +140,22 @@ class Outbox:
     def queued_effects(self) -> list[Effect]:
         """The effects not yet performed (parked ones and those held behind them included)."""
         return [entry.effect for queue in list(self._queues.values()) for entry in list(queue)]
+
+    def oldest_age(self, now: float) -> float:
+        """Seconds the oldest entry still to perform has waited since it was queued (0 when none).
+
+        Orders held by a parked entry are left out: ``parked_count`` reports those.
+        """
+        queued = [
+            self._queued_at.get(queue[0].id, now)
+            for order_id, queue in list(self._queues.items())
+            if queue and order_id not in self._parked
+        ]
+        return max(0.0, now - min(queued)) if queued else 0.0
+
+    def parked_count(self) -> int:
+        """Entries parked for an operator (one per order at most: the order's later entries wait behind it)."""
+        return len(self._parked)
 
     def pending(self, order_id: str | None = None) -> int:
         """Entries not yet performed (of one order, or all)."""
@@ -176,7 +198,10 @@ class Outbox:
                 for entry in step:
                     queue.popleft()
                     self._known.discard(entry.id)
+                    self._queued_at.pop(entry.id, None)
                     self._done.append(entry.id)
+                    if isinstance(entry.effect, SettleTrade):
+                        self.telemetry.settled(entry.effect.trade_time_ms, now_ms())
                 self.performed += len(step)
                 self.calls += 1
                 self._flush_wanted.set()

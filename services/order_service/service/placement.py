@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from decimal import Decimal
 
 from services.order_service.domain.lifecycle import apply_exchange_order
@@ -154,6 +155,7 @@ class PlaceOrder:
         existing = await self.core.store.write(insert)
         if existing is not None:
             return existing
+        inserted = time.perf_counter()
 
         # Step 3: reserve.
         try:
@@ -192,17 +194,24 @@ class PlaceOrder:
             raise Unavailable(f"the gateway refused the request: {exc.message}", reason=exc.reason) from None
         except DomainError as exc:
             # Sent or not, nobody knows: the gateway resolves it and the stream (or the reconciler) tells.
+            self._sent(order, inserted)
             log.warning("submission outcome unknown", extra={"order_id": order.order_id, "error": str(exc)})
             outcome = await self.core.mutate(order.order_id, self._unknown)
             self._arm_expiry(outcome.order)
             return outcome.order
 
+        self._sent(order, inserted)
         # Step 5: record the answer (fills only ever come from the stream).
         outcome = await self.core.mutate(order.order_id, lambda o: apply_exchange_order(o, answer, self.core.clock()))
         if outcome.effects:
             await self.core.outbox.drain(order.order_id, deadline.left(self.drain_timeout))
         self._arm_expiry(outcome.order)
         return outcome.order
+
+    def _sent(self, order: Order, inserted: float) -> None:
+        telemetry = self.core.telemetry
+        telemetry.order_placed(order)
+        telemetry.submit_answered(time.perf_counter() - inserted)
 
     def _unknown(self, order: Order) -> Outcome:
         if order.state is State.PLACING:
