@@ -13,7 +13,7 @@ from services.order_service.adapters.gateway_client import GrpcGateway
 from services.order_service.adapters.user_client import GrpcUserService
 from services.order_service.api.servicer import OrderServiceServicer
 from services.order_service.config import Config
-from services.order_service.domain.model import FeeSchedule
+from services.order_service.domain.model import FeeSchedule, UserLimits
 from services.order_service.service.app import OrderApp, Settings
 from services.order_service.service.telemetry import OrderStateCollector, OrderTelemetry
 from shared.client import open_channel
@@ -45,6 +45,7 @@ def settings_of(config: Config) -> Settings:
         submit_window=config.submit_window,
         report_interval=config.report_interval,
         watch_retention_hours=config.watch_retention_hours,
+        user_limits=UserLimits(config.user_orders_per_second, config.user_max_open_orders),
         reserved_tokens=(config.service_token, config.admin_token),
     )
 

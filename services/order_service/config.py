@@ -46,6 +46,8 @@ class Config:
     submit_window: float = 25.0
     report_interval: float = 300.0
     watch_retention_hours: float = 24.0
+    user_orders_per_second: Decimal = Decimal(10)
+    user_max_open_orders: int = 100
     db_synchronous: str = "FULL"
     access_log: bool = False
     log_level: str = "INFO"
@@ -79,6 +81,8 @@ class Config:
             submit_window=env_float(env, "ORDER_SUBMIT_WINDOW", 25.0),
             report_interval=env_float(env, "ORDER_RECONCILIATION_REPORT_INTERVAL", 300.0),
             watch_retention_hours=env_float(env, "ORDER_WATCH_RETENTION_HOURS", 24.0),
+            user_orders_per_second=_positive(env, "ORDER_USER_ORDERS_PER_SECOND", "10"),
+            user_max_open_orders=env_int(env, "ORDER_USER_MAX_OPEN_ORDERS", 100),
             db_synchronous=env_sqlite_synchronous(env, "ORDER_DB_SYNCHRONOUS"),
             access_log=env_bool(env, "ORDER_ACCESS_LOG", False),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
@@ -96,4 +100,16 @@ def _fraction(env: Mapping[str, str], name: str, default: str) -> Decimal:
         raise ConfigError(f"{name} must be a decimal like {default}, got {raw!r}") from None
     if not value.is_finite() or value < 0 or value > 1:
         raise ConfigError(f"{name} must be between 0 and 1")
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: str) -> Decimal:
+    """A positive decimal (a rate such as 10 or 0.5), naming the variable when it is not."""
+    raw = env_str(env, name, default)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigError(f"{name} must be a positive number like {default}, got {raw!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise ConfigError(f"{name} must be a positive number like {default}")
     return value

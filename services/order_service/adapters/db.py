@@ -41,12 +41,14 @@ from services.order_service.domain.model import (
     SettleTrade,
     Side,
     TimeInForce,
+    UserLimits,
 )
 from services.order_service.domain.states import State
 from services.order_service.service.ports import OutboxEntry, ParkedEffect
 from shared.db import Database, ExactDecimal, GroupCommit, create_sqlite_engine, driver_connection
 from shared.errors import Unavailable
 from shared.money import fmt, to_storage
+from shared.timeutil import now_ms
 
 log = logging.getLogger("order_service.db")
 
@@ -151,6 +153,16 @@ user_sequences = Table(
     metadata,
     Column("user_id", String(40), primary_key=True),
     Column("last", BigInteger, nullable=False),
+)
+
+# An admin's per-user limits (users without a row get the configured defaults).
+user_limits = Table(
+    "user_limits",
+    metadata,
+    Column("user_id", String(40), primary_key=True),
+    Column("orders_per_second", ExactDecimal(), nullable=False),
+    Column("max_open_orders", Integer, nullable=False),
+    Column("update_ms", BigInteger, nullable=False),
 )
 
 cursor = Table(
@@ -718,6 +730,27 @@ class SqlOrderStore:
                 ).rowcount
             )
         )
+
+    async def user_limits(self) -> dict[str, UserLimits]:
+        def read(raw: sqlite3.Connection) -> dict[str, UserLimits]:
+            rows = raw.execute("SELECT user_id, orders_per_second, max_open_orders FROM user_limits")
+            return {row[0]: UserLimits(Decimal(row[1]), int(row[2])) for row in rows}
+
+        return await self._read(read)
+
+    async def set_user_limits(self, user_id: str, limits: UserLimits | None) -> None:
+        def tx(t: SqlTx) -> None:
+            if limits is None:
+                t.raw.execute("DELETE FROM user_limits WHERE user_id = ?", (user_id,))
+                return
+            t.raw.execute(
+                "INSERT INTO user_limits (user_id, orders_per_second, max_open_orders, update_ms) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (user_id) DO UPDATE SET orders_per_second = excluded.orders_per_second, "
+                "max_open_orders = excluded.max_open_orders, update_ms = excluded.update_ms",
+                (user_id, to_storage(limits.orders_per_second), limits.max_open_orders, now_ms()),
+            )
+
+        await self.write(tx)
 
     async def pending_effects(self) -> list[OutboxEntry]:
         def read(raw: sqlite3.Connection) -> list[OutboxEntry]:

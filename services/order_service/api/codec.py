@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.order_service.domain.model import Fill, Order, OrderType, SettleTrade, Side, TimeInForce
+from services.order_service.domain.model import Fill, Order, OrderType, SettleTrade, Side, TimeInForce, UserLimits
 from services.order_service.domain.placement import NewOrderRequest
 from services.order_service.domain.reconciliation import ReconciliationStatus
 from services.order_service.domain.states import Status
 from services.order_service.service.ports import ParkedEffect
 from services.order_service.service.reconciliation import ReconciliationReport
 from shared.errors import InvalidArgument
-from shared.money import fmt
+from shared.money import fmt, parse_decimal
 from shared.timeutil import ms_from_ts, ts_from_ms
 from trading.order.v1 import order_pb2, order_service_pb2
 
@@ -207,3 +210,31 @@ def encode_report(report: ReconciliationReport) -> order_service_pb2.Reconciliat
         ],
         parked_effects=[encode_parked(p) for p in report.parked],
     )
+
+
+USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+MAX_ORDERS_PER_SECOND = Decimal(1000)
+MAX_OPEN_ORDERS = 100_000
+
+
+def check_user_id(user_id: str) -> str:
+    """A user id as the user service makes them; INVALID_ARGUMENT naming the field otherwise."""
+    if not user_id:
+        raise InvalidArgument("user_id", "is required")
+    if not USER_ID.match(user_id):
+        raise InvalidArgument("user_id", "must be a user id such as usr_01J9...")
+    return user_id
+
+
+def decode_limits(orders_per_second: str, max_open_orders: int) -> UserLimits | None:
+    """SetUserLimits' values; None (both empty) means "back to the defaults"."""
+    if not orders_per_second and max_open_orders == 0:
+        return None
+    if not orders_per_second:
+        raise InvalidArgument("orders_per_second", "is required with max_open_orders (empty both for the defaults)")
+    rate = parse_decimal(orders_per_second, "orders_per_second")
+    if rate <= 0 or rate > MAX_ORDERS_PER_SECOND:
+        raise InvalidArgument("orders_per_second", f"must be above 0 and at most {MAX_ORDERS_PER_SECOND}")
+    if not 1 <= max_open_orders <= MAX_OPEN_ORDERS:
+        raise InvalidArgument("max_open_orders", f"must be between 1 and {MAX_OPEN_ORDERS}")
+    return UserLimits(orders_per_second=rate, max_open_orders=max_open_orders)

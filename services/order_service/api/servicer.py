@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from services.order_service.api.codec import (
+    check_user_id,
+    decode_limits,
     decode_place,
     decode_status,
     encode_fill,
@@ -21,6 +23,7 @@ from services.order_service.api.codec import (
 from services.order_service.domain.model import Caller
 from services.order_service.service.app import OrderApp
 from services.order_service.service.deadline import Deadline
+from services.order_service.service.limits import rate_text
 from shared.auth import bearer_token
 from shared.errors import InvalidArgument
 from shared.timeutil import ms_from_ts, ts_from_ms
@@ -48,6 +51,26 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         self._admin(context)
         report = await self.app.reconciliation.report()
         return order_service_pb2.GetReconciliationReportResponse(report=encode_report(report))
+
+    async def GetUserLimits(self, request, context):  # type: ignore[no-untyped-def]
+        self._admin(context)
+        user_id = check_user_id(request.user_id)
+        return order_service_pb2.GetUserLimitsResponse(limits=self._limits(user_id))
+
+    async def SetUserLimits(self, request, context):  # type: ignore[no-untyped-def]
+        self._admin(context)
+        user_id = check_user_id(request.user_id)
+        await self.app.fair_share.set_limits(user_id, decode_limits(request.orders_per_second, request.max_open_orders))
+        return order_service_pb2.SetUserLimitsResponse(limits=self._limits(user_id))
+
+    def _limits(self, user_id: str) -> order_service_pb2.UserLimits:
+        limits = self.app.fair_share.limits_of(user_id)
+        return order_service_pb2.UserLimits(
+            user_id=user_id,
+            orders_per_second=rate_text(limits.orders_per_second),
+            max_open_orders=limits.max_open_orders,
+            is_default=self.app.fair_share.is_default(user_id),
+        )
 
     async def RetryParkedEffect(self, request, context):  # type: ignore[no-untyped-def]
         self._admin(context)

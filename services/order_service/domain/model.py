@@ -105,6 +105,14 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class UserLimits:
+    """One user's share of the exchange: new orders per second and open orders at once."""
+
+    orders_per_second: Decimal
+    max_open_orders: int
+
+
+@dataclass(frozen=True)
 class SymbolRules:
     """The trading rules of one symbol (Binance exchangeInfo filters); zero means "no limit"."""
 

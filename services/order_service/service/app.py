@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from services.order_service.domain.lifecycle import DEFAULT_FEES
-from services.order_service.domain.model import FeeSchedule
+from services.order_service.domain.model import FeeSchedule, UserLimits
+from services.order_service.domain.states import ACTIVE_STATES
 from services.order_service.service.auth import Authenticator
 from services.order_service.service.cancellation import CancelAllOrders, CancelOrder
 from services.order_service.service.core import Core
 from services.order_service.service.executions import ExecutionConsumer
 from services.order_service.service.expiry import ExpiryScheduler
+from services.order_service.service.limits import DEFAULT_USER_LIMITS, FairShare
 from services.order_service.service.market import MarketData
 from services.order_service.service.outbox import Outbox
 from services.order_service.service.placement import PlaceOrder
@@ -53,6 +55,7 @@ class Settings:
     cancel_retry_after: float = 1.0
     report_interval: float = 300.0
     watch_retention_hours: float = 24.0
+    user_limits: UserLimits = DEFAULT_USER_LIMITS
     expiry_retry: float = 2.0
     reserved_tokens: tuple[str, ...] = ()
     watch_queue_size: int = 1000
@@ -100,8 +103,16 @@ class OrderApp:
             admin_token=settings.admin_token,
         )
         self.expiry = ExpiryScheduler(self.core, gateway, retry_delay=settings.expiry_retry)
+        self.fair_share = FairShare(store, settings.user_limits)
+        self.core.on_final = self.fair_share.closed
         self.place_order = PlaceOrder(
-            self.core, users, gateway, self.market, self.expiry, protection=settings.market_protection
+            self.core,
+            users,
+            gateway,
+            self.market,
+            self.expiry,
+            fair_share=self.fair_share,
+            protection=settings.market_protection,
         )
         self.cancel_order = CancelOrder(self.core, gateway)
         self.cancel_all_orders = CancelAllOrders(self.core, self.cancel_order)
@@ -129,7 +140,8 @@ class OrderApp:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Load the outbox, then start consuming, expiring, recovering and reconciling."""
+        """Load the outbox and the fair-share counts, then start consuming, expiring, recovering and reconciling."""
+        await self.fair_share.load(await self.store.active_orders(ACTIVE_STATES))
         await self.outbox.start()
         self._tasks = [
             asyncio.create_task(self.executions.run(), name="executions"),

@@ -73,6 +73,8 @@ class Core:
         self.outbox = outbox
         self.clock = clock
         self.telemetry = telemetry if telemetry is not None else OrderTelemetry()
+        # Told of every order that ended (after its commit): the fair-share count of open orders.
+        self.on_final: Callable[[Order], None] = lambda _order: None
         # Submissions running in this process (a placement, or recovery's resubmission), by order id:
         # recovery leaves them alone, and a cancel waits for them before it is sent.
         self.placing: dict[str, asyncio.Task[Any]] = {}
@@ -99,6 +101,8 @@ class Core:
             self.telemetry.committed(committed.ended, committed.fills)
         for order, sequence in committed.orders:
             self.hub.publish(order, sequence)
+            if order.is_final:
+                self.on_final(order)
         if committed.entries:
             self.outbox.enqueue(committed.entries)
         for order_id, anomaly in committed.anomalies:

@@ -37,6 +37,7 @@ from services.order_service.domain.states import State
 from services.order_service.service.core import Core
 from services.order_service.service.deadline import Deadline
 from services.order_service.service.expiry import ExpiryScheduler
+from services.order_service.service.limits import FairShare
 from services.order_service.service.market import MarketData
 from services.order_service.service.ports import GatewayPort, OrderTx, OutboxEntry, UserPort
 from shared.errors import (
@@ -70,6 +71,7 @@ class PlaceOrder:
         market: MarketData,
         expiry: ExpiryScheduler,
         *,
+        fair_share: FairShare,
         protection: Decimal = Decimal("0.05"),
         reserve_timeout: float = 5.0,
         submit_timeout: float = 10.0,
@@ -80,6 +82,7 @@ class PlaceOrder:
         self.gateway = gateway
         self.market = market
         self.expiry = expiry
+        self.fair_share = fair_share
         self.protection = protection
         self.reserve_timeout = reserve_timeout
         self.submit_timeout = submit_timeout
@@ -109,6 +112,7 @@ class PlaceOrder:
                 # The same client_order_id is being placed right now: answer with its outcome.
                 return _same_or_abort(await asyncio.shield(running), valid)
 
+        self.fair_share.admit(caller.user_id)  # the user's share of the exchange, before anything is written
         order_id = new_id("ord")
         asset, amount = reservation(valid, rules, last_price, self.protection)
         order = Order(
@@ -156,6 +160,7 @@ class PlaceOrder:
         if existing is not None:
             return existing
         inserted = time.perf_counter()
+        self.fair_share.opened(order)
 
         # Step 3: reserve.
         try:
@@ -179,6 +184,7 @@ class PlaceOrder:
         except DomainError as exc:
             # A definite refusal (insufficient funds, user not ACTIVE...): nothing was reserved.
             await self.core.store.write(lambda t: t.delete_order(order.order_id))
+            self.fair_share.closed(order)
             if isinstance(exc, FailedPrecondition | InvalidArgument):
                 raise
             raise Unavailable(f"the user service refused the reservation: {exc.message}", reason=exc.reason) from None
@@ -224,6 +230,7 @@ class PlaceOrder:
             return [t.add_effect(final_release(order.order_id))]
 
         entries = await self.core.store.write(tx)
+        self.fair_share.closed(order)
         self.core.outbox.enqueue(entries)
         await self.core.outbox.drain(order.order_id, self.drain_timeout)
 

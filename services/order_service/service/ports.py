@@ -21,6 +21,7 @@ from services.order_service.domain.model import (
     SettleTrade,
     Submission,
     SymbolRules,
+    UserLimits,
 )
 from services.order_service.domain.reconciliation import ExchangeAnomaly, ForeignOrder, LedgerTotal
 from services.order_service.domain.states import State
@@ -217,6 +218,14 @@ class OrderStore(Protocol):
 
     async def get_orders(self, order_ids: Collection[str]) -> list[Order]:
         """The orders with these ids that exist."""
+        ...
+
+    async def user_limits(self) -> dict[str, UserLimits]:
+        """Every user's own limits set by an admin."""
+        ...
+
+    async def set_user_limits(self, user_id: str, limits: UserLimits | None) -> None:
+        """Store a user's own limits (None: back to the defaults)."""
         ...
 
     async def pending_effects(self) -> list[OutboxEntry]:
