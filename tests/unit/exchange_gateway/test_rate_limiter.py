@@ -276,3 +276,206 @@ async def test_deadlines_are_local_time_and_survive_a_clock_resync():
     lim.tick()
     await asyncio.sleep(0)
     assert waiter.done() and waiter.exception() is None  # now in the next window; the deadline did not move
+
+
+# --- fair shares: new orders of different keys go in turn ------------------------------------------
+
+
+def queue_order(
+    lim: RateLimiter, granted: list[str], name: str, key: str | None, deadline: float | None = None
+) -> asyncio.Task:
+    """An order of ``key`` (None: no key given) that appends ``name`` to ``granted`` when let through."""
+
+    async def go() -> None:
+        if key is None:
+            await lim.acquire(Priority.ORDER, ORDER, deadline)
+        else:
+            await lim.acquire(Priority.ORDER, ORDER, deadline, fair_share_key=key)
+        granted.append(name)
+
+    return asyncio.create_task(go())
+
+
+async def next_window(lim: RateLimiter, clock: Clock, window: int) -> None:
+    clock.t = T0 + window * 10_000 + GUARD
+    lim.pump()
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def test_new_orders_of_several_keys_are_let_through_one_of_each_in_turn():
+    clock = Clock()
+    lim = limiter(clock, *orders(6))
+    for _ in range(6):  # the window is full: everything below waits for the next one
+        await lim.acquire(Priority.ORDER, ORDER)
+    granted: list[str] = []
+    tasks = [queue_order(lim, granted, f"alice-{i}", "alice") for i in range(3)]
+    tasks += [queue_order(lim, granted, f"bob-{i}", "bob") for i in range(2)]
+    tasks += [queue_order(lim, granted, "carol-0", "carol")]
+    await asyncio.sleep(0)
+    assert lim.status().queued[Priority.ORDER] == 6
+    await next_window(lim, clock, 1)
+    assert granted == ["alice-0", "bob-0", "carol-0", "alice-1", "bob-1", "alice-2"]
+    assert all(task.done() for task in tasks)
+
+
+async def test_a_single_order_of_another_key_goes_in_the_next_slot_after_a_burst():
+    clock = Clock()
+    lim = limiter(clock, *orders(5))
+    granted: list[str] = []
+    burst = [queue_order(lim, granted, f"alice-{i:03d}", "alice") for i in range(200)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert granted == [f"alice-{i:03d}" for i in range(5)]  # the first window's share went at once
+    single = queue_order(lim, granted, "bob", "bob")
+    await asyncio.sleep(0)
+    assert not single.done()
+    await next_window(lim, clock, 1)
+    # One of alice's 195 waiting orders goes before bob's, not all of them.
+    assert granted[5:] == ["alice-005", "bob", "alice-006", "alice-007", "alice-008"]
+    assert single.done()
+    for task in burst:
+        task.cancel()
+    await asyncio.gather(*burst, return_exceptions=True)
+    assert lim.status().queued[Priority.ORDER] == 0
+
+
+async def test_a_key_let_through_waits_for_every_other_key_before_its_next_turn():
+    clock = Clock()
+    lim = limiter(clock, *orders(1))
+    await lim.acquire(Priority.ORDER, ORDER)
+    granted: list[str] = []
+    tasks = [queue_order(lim, granted, f"alice-{i}", "alice") for i in range(3)]
+    tasks += [queue_order(lim, granted, f"bob-{i}", "bob") for i in range(2)]
+    await asyncio.sleep(0)
+    for window in range(1, 6):  # one order per window: the turn carries over from window to window
+        await next_window(lim, clock, window)
+    assert granted == ["alice-0", "bob-0", "alice-1", "bob-1", "alice-2"]
+    assert all(task.done() for task in tasks)
+
+
+async def test_the_orders_of_one_key_keep_their_order():
+    clock = Clock()
+    lim = limiter(clock, *orders(2))
+    for _ in range(2):
+        await lim.acquire(Priority.ORDER, ORDER)
+    granted: list[str] = []
+    names = ["alice-0", "bob-0", "alice-1", "alice-2", "bob-1", "alice-3"]
+    tasks = [queue_order(lim, granted, name, name.split("-")[0]) for name in names]
+    await asyncio.sleep(0)
+    for window in (1, 2, 3):
+        await next_window(lim, clock, window)
+    assert granted == ["alice-0", "bob-0", "alice-1", "bob-1", "alice-2", "alice-3"]
+    assert [n for n in granted if n.startswith("alice")] == ["alice-0", "alice-1", "alice-2", "alice-3"]
+    assert all(task.done() for task in tasks)
+
+
+async def test_cancels_still_go_before_the_new_orders_of_every_key():
+    clock = Clock()
+    lim = limiter(clock, LimitRule("REQUEST_WEIGHT", "MINUTE", 1, 2), LimitRule("ORDERS", "SECOND", 10, 100))
+    await lim.acquire(Priority.QUERY, Cost(weight=2))  # the minute is used up
+    granted: list[str] = []
+    orders_ = [queue_order(lim, granted, name, name.split("-")[0]) for name in ("alice-0", "alice-1", "bob-0")]
+
+    async def cancel() -> None:
+        await lim.acquire(Priority.CANCEL, CANCEL)
+        granted.append("cancel")
+
+    cancelling = asyncio.create_task(cancel())
+    await asyncio.sleep(0)
+    rounds = []
+    for minute in (1, 2):
+        clock.t = T0 + minute * 60_000 + GUARD
+        lim.pump()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        rounds.append(list(granted))
+        granted.clear()
+    assert rounds == [["cancel", "alice-0"], ["bob-0", "alice-1"]]
+    assert cancelling.done() and all(task.done() for task in orders_)
+
+
+async def test_the_single_order_of_a_second_key_is_not_failed_while_the_burst_keys_last_one_is():
+    clock = Clock()
+    lim = limiter(clock, *orders(10))
+    for _ in range(10):
+        await lim.acquire(Priority.ORDER, ORDER)
+    # Deadline 10 s from now: the next window (T0 + 10.1 s) can be made, the one after it cannot.
+    deadline = clock.t + 10_000
+    granted: list[str] = []
+    burst = [queue_order(lim, granted, f"alice-{i}", "alice", deadline) for i in range(10)]
+    await asyncio.sleep(0)
+    assert not any(task.done() for task in burst)  # ten fit in the next window
+
+    single = queue_order(lim, granted, "bob", "bob", deadline)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    # Bob's order projects to the second slot of the next window, so it is queued; alice's last one
+    # is pushed to the window after, past its deadline, and fails at once.
+    assert not single.done()
+    assert burst[-1].done() and isinstance(burst[-1].exception(), ResourceExhausted)
+    assert burst[-1].exception().retry_after == pytest.approx(19.6, abs=0.01)
+    assert not any(task.done() for task in burst[:-1])
+
+    with pytest.raises(ResourceExhausted):  # and a further order of alice's cannot make it either
+        await lim.acquire(Priority.ORDER, ORDER, deadline, fair_share_key="alice")
+
+    await next_window(lim, clock, 1)
+    assert granted == ["alice-0", "bob"] + [f"alice-{i}" for i in range(1, 9)]
+
+
+async def test_a_new_key_projects_behind_one_order_of_each_other_key():
+    clock = Clock()
+    lim = limiter(clock, *orders(3))
+    for _ in range(3):
+        await lim.acquire(Priority.ORDER, ORDER)
+    granted: list[str] = []
+    waiting = [queue_order(lim, granted, f"alice-{i}", "alice") for i in range(9)]
+    waiting += [queue_order(lim, granted, f"bob-{i}", "bob") for i in range(9)]
+    await asyncio.sleep(0)
+    # Behind alice-0 and bob-0: third in the next window, which a deadline just after it starts allows.
+    carol = queue_order(lim, granted, "carol", "carol", deadline=T0 + 10_000 + GUARD + 1)
+    await asyncio.sleep(0)
+    assert not carol.done()
+    # A second order of carol's would be behind alice-1 and bob-1 too: the window after.
+    with pytest.raises(ResourceExhausted) as caught:
+        await lim.acquire(Priority.ORDER, ORDER, T0 + 10_000 + GUARD + 1, fair_share_key="carol")
+    assert caught.value.retry_after == pytest.approx(19.6, abs=0.01)
+    await next_window(lim, clock, 1)
+    assert granted == ["alice-0", "bob-0", "carol"]
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_orders_without_a_key_share_one_turn():
+    clock = Clock()
+    lim = limiter(clock, *orders(4))
+    for _ in range(4):
+        await lim.acquire(Priority.ORDER, ORDER)
+    granted: list[str] = []
+    tasks = [queue_order(lim, granted, f"none-{i}", None) for i in range(2)]
+    tasks.append(queue_order(lim, granted, "empty", ""))
+    tasks.append(queue_order(lim, granted, "bob", "bob"))
+    await asyncio.sleep(0)
+    await next_window(lim, clock, 1)
+    # No key and the empty key are one key: bob's order goes after the first of them, not after all three.
+    assert granted == ["none-0", "bob", "none-1", "empty"]
+    assert all(task.done() for task in tasks)
+
+
+async def test_a_key_whose_waiter_leaves_keeps_its_turn_for_its_next_one():
+    clock = Clock()
+    lim = limiter(clock, *orders(3))
+    for _ in range(3):
+        await lim.acquire(Priority.ORDER, ORDER)
+    granted: list[str] = []
+    alice = [queue_order(lim, granted, f"alice-{i}", "alice") for i in range(3)]
+    bob = queue_order(lim, granted, "bob-0", "bob")
+    await asyncio.sleep(0)
+    alice[0].cancel()  # the caller went away
+    await asyncio.sleep(0)
+    assert lim.status().queued[Priority.ORDER] == 3
+    await next_window(lim, clock, 1)
+    assert granted == ["alice-1", "bob-0", "alice-2"]
+    assert bob.done() and all(task.done() for task in alice)

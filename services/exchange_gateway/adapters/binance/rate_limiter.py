@@ -15,13 +15,18 @@ Model (../shared/reference/binance-spot-api.md §3):
   count when the exchange counted more (another process on the same IP or account); a header is
   only adopted when the request and the answer fall in the same window.
 - 429 pauses everything until ``Retry-After``; 418 until the ban ends.
-- Waiters are served by priority (cancels, then new orders, then queries), first come first
-  served within a priority. A waiter blocks lower priorities only on the limits it is waiting
-  for: a query that needs only weight is not held up by new orders waiting for ORDERS capacity.
-- A waiter that cannot be let through before its deadline (projected from the queue ahead of
-  it, the windows and any pause) fails at once with RESOURCE_EXHAUSTED and a RetryInfo, rather
-  than waiting and failing later. When the projection gets worse (a cancel jumps the queue, a
-  header raises a count, a 429 pauses), waiters that can no longer make it fail right then.
+- Waiters are served by priority (cancels, then new orders, then queries). Within a priority they
+  are queued per fair-share key (the user a new order is for; "" when none is given) and let
+  through round-robin: one of each key in turn, first come first served within a key. A key that
+  has nothing queued joins the turn at its end, so a user's single order waits behind at most one
+  waiter of each other key (one slot of the window), however many another user has queued. A
+  waiter blocks lower priorities only on the limits it is waiting for: a query that needs only
+  weight is not held up by new orders waiting for ORDERS capacity.
+- A waiter that cannot be let through before its deadline (projected from the waiters that go
+  before it in that same order, the windows and any pause) fails at once with RESOURCE_EXHAUSTED
+  and a RetryInfo, rather than waiting and failing later. When the projection gets worse (a
+  cancel or another key's order goes ahead of it, a header raises a count, a 429 pauses), waiters
+  that can no longer make it fail right then.
 """
 
 from __future__ import annotations
@@ -166,6 +171,7 @@ class _Waiter:
     amounts: tuple[int, ...]
     deadline: float | None
     future: asyncio.Future[Grant]
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -191,22 +197,74 @@ class LimiterStatus:
     http_418: int
 
 
-@dataclass
-class _Queues:
-    by_priority: dict[Priority, deque[_Waiter]] = field(default_factory=lambda: {p: deque() for p in Priority})
+def _in_turn(fifos: Iterable[Iterable[_Waiter]]) -> Iterator[_Waiter]:
+    """The first waiter of each FIFO in turn, then the second of each, and so on."""
+    turn = [iter(fifo) for fifo in fifos]
+    while turn:
+        still = []
+        for fifo in turn:
+            waiter = next(fifo, None)
+            if waiter is not None:
+                yield waiter
+                still.append(fifo)
+        turn = still
+
+
+class _Rotation:
+    """The waiters of one priority: a FIFO per fair-share key, the keys in the order of their next turn.
+
+    Iterating gives the order in which the waiters are to be let through (one of each key in turn).
+    A waiter let through sends its key to the end of the turn; a key with no waiter left leaves it,
+    and comes back at the end with its next waiter.
+    """
+
+    def __init__(self) -> None:
+        self.fifos: dict[str, deque[_Waiter]] = {}
 
     def __iter__(self) -> Iterator[_Waiter]:
+        return _in_turn(self.fifos.values())
+
+    def __len__(self) -> int:
+        return sum(len(fifo) for fifo in self.fifos.values())
+
+    def add(self, waiter: _Waiter) -> None:
+        self.fifos.setdefault(waiter.key, deque()).append(waiter)
+
+    def remove(self, waiter: _Waiter, *, served: bool = False) -> None:
+        fifo = self.fifos.get(waiter.key)
+        if fifo is None:
+            return
+        try:
+            fifo.remove(waiter)
+        except ValueError:
+            return
+        if not fifo:
+            del self.fifos[waiter.key]
+        elif served:
+            self.fifos[waiter.key] = self.fifos.pop(waiter.key)  # to the end of the turn
+
+
+@dataclass
+class _Queues:
+    by_priority: dict[Priority, _Rotation] = field(default_factory=lambda: {p: _Rotation() for p in Priority})
+
+    def __iter__(self) -> Iterator[_Waiter]:
+        """Every waiter, in the order they are to be let through."""
         for p in Priority:
             yield from self.by_priority[p]
 
     def __len__(self) -> int:
         return sum(len(q) for q in self.by_priority.values())
 
+    def add(self, waiter: _Waiter) -> None:
+        self.by_priority[waiter.priority].add(waiter)
+
     def remove(self, waiter: _Waiter) -> None:
-        try:
-            self.by_priority[waiter.priority].remove(waiter)
-        except ValueError:
-            pass
+        self.by_priority[waiter.priority].remove(waiter)
+
+    def serve(self, waiter: _Waiter) -> None:
+        """Take out a waiter that is let through: its key's turn is over."""
+        self.by_priority[waiter.priority].remove(waiter, served=True)
 
 
 class RateLimiter:
@@ -279,8 +337,10 @@ class RateLimiter:
 
     # --- the public operations --------------------------------------------------------------------
 
-    async def acquire(self, priority: Priority, cost: Cost, deadline: float | None = None) -> Grant:
-        """Wait for capacity by priority; fail at once if ``deadline`` (local ms) cannot be met."""
+    async def acquire(
+        self, priority: Priority, cost: Cost, deadline: float | None = None, *, fair_share_key: str = ""
+    ) -> Grant:
+        """Wait for capacity by priority, then in turn by key; fail at once if ``deadline`` (local ms) cannot be met."""
         now = self.now()
         amounts = tuple(lim.amount(cost) for lim in self.limits)
         for lim, amount in zip(self.limits, amounts, strict=True):
@@ -290,13 +350,14 @@ class RateLimiter:
                     reason="RATE_LIMIT",
                 )
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(priority, cost, amounts, deadline, loop.create_future())
-        projected = self._project(now, waiter)
+        waiter = _Waiter(priority, cost, amounts, deadline, loop.create_future(), fair_share_key)
+        self.queues.add(waiter)
+        projected, overtakes = self._project(now, waiter)
         if self._misses(waiter, projected, now):
+            self.queues.remove(waiter)
             raise self._exhausted(now, projected)
-        self.queues.by_priority[priority].append(waiter)
-        if any(self.queues.by_priority[p] for p in Priority if p > priority):
-            self._reevaluate(now)  # lower priorities may now miss their deadlines
+        if overtakes:
+            self._reevaluate(now)  # the waiters it went ahead of may now miss their deadlines
         self.pump()
         try:
             return await waiter.future
@@ -360,7 +421,7 @@ class RateLimiter:
                     blocked.update(lacking)
                     continue
                 self._charge(now, waiter.amounts)
-                self.queues.remove(waiter)
+                self.queues.serve(waiter)
                 waiter.future.set_result(Grant(now))
         self._schedule(now, blocked)
 
@@ -371,15 +432,17 @@ class RateLimiter:
             if amount:
                 lim.charge(now, amount)
 
-    def _project(self, now: float, new: _Waiter) -> float:
-        """When ``new`` would be let through if it joined the back of its priority."""
+    def _project(self, now: float, new: _Waiter) -> tuple[float, bool]:
+        """When ``new`` (just queued) would be let through, and whether any waiter now goes after it."""
         demand = [0] * len(self.limits)
-        for waiter in self.queues:
-            if waiter.priority > new.priority:
+        order = iter(self.queues)
+        for waiter in order:
+            if waiter is new:
                 break
             for i, a in enumerate(waiter.amounts):
                 demand[i] += a
-        return self._time_for(now, demand, new.amounts)
+        overtakes = next(order, None) is not None
+        return self._time_for(now, demand, new.amounts), overtakes
 
     def _time_for(self, now: float, demand: list[int], amounts: tuple[int, ...]) -> float:
         base = max(now, self.backoff_until)
@@ -390,19 +453,36 @@ class RateLimiter:
         return t
 
     def _reevaluate(self, now: float) -> None:
-        """Fail, at once, every waiter that can no longer be let through before its deadline."""
+        """Fail, at once, every waiter that can no longer be let through before its deadline.
+
+        The waiters are taken in the order they are let through; when one fails, the next one of
+        its key takes its turn, as it will in ``pump``.
+        """
         demand = [0] * len(self.limits)
-        for waiter in list(self.queues):
-            if waiter.future.done():
-                self.queues.remove(waiter)
-                continue
-            projected = self._time_for(now, demand, waiter.amounts)
-            if self._misses(waiter, projected, now):
-                self.queues.remove(waiter)
-                waiter.future.set_exception(self._exhausted(now, projected))
-                continue
-            for i, a in enumerate(waiter.amounts):
-                demand[i] += a
+        for p in Priority:
+            turn = [deque(fifo) for fifo in self.queues.by_priority[p].fifos.values()]
+            while turn:
+                still = []
+                for fifo in turn:
+                    while fifo:
+                        if self._stays(fifo.popleft(), now, demand):
+                            still.append(fifo)
+                            break
+                turn = [fifo for fifo in still if fifo]
+
+    def _stays(self, waiter: _Waiter, now: float, demand: list[int]) -> bool:
+        """Keep ``waiter`` queued behind ``demand`` (adding its own amounts), or fail it if it is too late."""
+        if waiter.future.done():
+            self.queues.remove(waiter)
+            return False
+        projected = self._time_for(now, demand, waiter.amounts)
+        if self._misses(waiter, projected, now):
+            self.queues.remove(waiter)
+            waiter.future.set_exception(self._exhausted(now, projected))
+            return False
+        for i, a in enumerate(waiter.amounts):
+            demand[i] += a
+        return True
 
     def _misses(self, waiter: _Waiter, projected: float, now: float) -> bool:
         """Whether ``projected`` (exchange time) is past the waiter's deadline (local time)."""
