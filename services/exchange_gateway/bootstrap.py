@@ -1,8 +1,9 @@
 """Composition root: config -> journal -> Binance client -> use cases -> gRPC server.
 
 ``start(config)`` opens the journal, syncs the clock, reads exchangeInfo (rules and rate limits),
-starts the user data stream (whose every (re)connect reconciles every order that is not final),
-binds the server and returns a ``RunningService``; ``main()`` runs it until SIGTERM / SIGINT.
+starts the user data stream (whose every (re)connect reconciles every order that is not final)
+and the market data streams (which connect at the first symbol someone asks about), binds the server
+and returns a ``RunningService``; ``main()`` runs it until SIGTERM / SIGINT.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from grpc_health.v1 import health
 
 from services.exchange_gateway.adapters.binance.clock import ExchangeClock
 from services.exchange_gateway.adapters.binance.exchange import BinanceExchange, event_from_report
+from services.exchange_gateway.adapters.binance.market_rest import MarketRest
+from services.exchange_gateway.adapters.binance.market_stream import MarketStream
 from services.exchange_gateway.adapters.binance.rate_limiter import RateLimiter
 from services.exchange_gateway.adapters.binance.rest import BinanceRestClient
 from services.exchange_gateway.adapters.binance.signing import load_signer
@@ -27,12 +30,13 @@ from services.exchange_gateway.adapters.binance.user_stream import UserDataStrea
 from services.exchange_gateway.adapters.journal import SqlJournal
 from services.exchange_gateway.api.auth import TokenAuthInterceptor
 from services.exchange_gateway.api.servicer import ExchangeGatewayServicer
-from services.exchange_gateway.config import Config
+from services.exchange_gateway.config import Config, default_stream_url
 from services.exchange_gateway.domain.errors import ExchangeError
 from services.exchange_gateway.service.executions import ExecutionHub
 from services.exchange_gateway.service.gateway import Gateway, Upkeep
 from services.exchange_gateway.service.market import Market
 from services.exchange_gateway.service.orders import Orders
+from services.exchange_gateway.service.quotes import Quotes
 from services.exchange_gateway.telemetry import GatewayStateCollector, readiness_checks
 from shared.db import Database, check_db_url, create_db_engine
 from shared.errors import DomainError, Unavailable
@@ -67,6 +71,9 @@ class RunningService:
     db: Database
     session: aiohttp.ClientSession
     stream_task: asyncio.Task[None]
+    quotes: Quotes
+    market_stream: MarketStream
+    market_tasks: list[asyncio.Task[None]]
     telemetry: Telemetry | None = None
     readiness: Readiness | None = None
     _stopped: bool = False
@@ -84,10 +91,13 @@ class RunningService:
             await self.readiness.stop()
         await self.health.enter_graceful_shutdown()
         self.gateway.hub.close()  # ends StreamExecutions so the server need not wait for them
+        self.quotes.close()  # ends WatchTickers likewise
         await self.server.stop(grace)
-        self.stream_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.stream_task
+        for task in (self.stream_task, *self.market_tasks):
+            task.cancel()
+        for task in (self.stream_task, *self.market_tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.gateway.stop_upkeep()
         await self.gateway.orders.close(grace)
         self.limiter.close()
@@ -203,9 +213,32 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         log.warning("user data stream not connected yet; reconciling by REST meanwhile")
         orders.spawn(orders.reconcile("start without user data stream"), name="reconcile-start")
     gateway.start_upkeep()
+    market_stream = MarketStream(
+        session,
+        url=config.stream_url or default_stream_url(config.binance_env, config.base_url),
+        clock=clock,
+        # Late binding: ``quotes`` is built next, over this stream.
+        on_update=lambda update: quotes.on_update(update),  # noqa: PLW0108
+        on_live=lambda symbols, live: quotes.on_live(symbols, live),  # noqa: PLW0108
+        heartbeat_s=config.ws_heartbeat_s,
+        reconnect_max_s=config.ws_reconnect_max_s,
+    )
+    quotes = Quotes(
+        market_stream,
+        MarketRest(rest),
+        market.rules_for,
+        rest_ttl_ms=config.market_data_ttl_ms,
+        idle_ms=round(config.market_data_idle_s * 1000),
+    )
+    market_tasks = [
+        asyncio.create_task(market_stream.run(), name="market-stream"),
+        asyncio.create_task(quotes.run(), name="market-data-upkeep"),
+    ]
 
     registration = Registration(
-        SERVICE_NAME, gateway_service_pb2_grpc.add_ExchangeGatewayServicer_to_server, ExchangeGatewayServicer(gateway)
+        SERVICE_NAME,
+        gateway_service_pb2_grpc.add_ExchangeGatewayServicer_to_server,
+        ExchangeGatewayServicer(gateway, quotes),
     )
     try:
         server, port, health_servicer = await create_server(
@@ -216,6 +249,8 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         )
     except BaseException:
         stream_task.cancel()
+        for task in market_tasks:
+            task.cancel()
         await gateway.stop_upkeep()
         await orders.close(0)
         await journal.close()
@@ -238,6 +273,9 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         db=db,
         session=session,
         stream_task=stream_task,
+        quotes=quotes,
+        market_stream=market_stream,
+        market_tasks=market_tasks,
     )
     telemetry.registry.register(GatewayStateCollector(limiter, stream, journal, orders))
     # Ready while the exchange answers, does not hold us off and streams our executions; "" stays

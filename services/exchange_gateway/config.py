@@ -1,10 +1,11 @@
 """Configuration of the exchange gateway, read from the environment in one place.
 
 ``BINANCE_ENV`` picks the exchange (``sim``, ``testnet`` or ``live``) and with it the default URLs;
-``BINANCE_BASE_URL`` / ``BINANCE_WS_API_URL`` override them. Keys come from the environment only:
-with ``sim`` they default to the simulator's development pair, with ``testnet`` and ``live`` they are
-required. The key is HMAC (``BINANCE_API_SECRET``) or Ed25519 / RSA (``BINANCE_PRIVATE_KEY_FILE``, a PEM
-file, with ``BINANCE_PRIVATE_KEY_PASSPHRASE`` when it is encrypted), never both; bootstrap reads the file.
+``BINANCE_BASE_URL`` / ``BINANCE_WS_API_URL`` / ``BINANCE_STREAM_URL`` override them. Keys come from
+the environment only: with ``sim`` they default to the simulator's development pair, with ``testnet``
+and ``live`` they are required. The key is HMAC (``BINANCE_API_SECRET``) or Ed25519 / RSA
+(``BINANCE_PRIVATE_KEY_FILE``, a PEM file, with ``BINANCE_PRIVATE_KEY_PASSPHRASE`` when it is encrypted),
+never both; bootstrap reads the file.
 Secrets are registered for masking and left out of ``repr``.
 """
 
@@ -35,6 +36,8 @@ TESTNET_BASE_URL = "https://testnet.binance.vision"
 TESTNET_WS_API_URL = "wss://ws-api.testnet.binance.vision/ws-api/v3"
 LIVE_BASE_URL = "https://api.binance.com"
 LIVE_WS_API_URL = "wss://ws-api.binance.com:443/ws-api/v3"
+TESTNET_STREAM_URL = "wss://stream.testnet.binance.vision"
+LIVE_STREAM_URL = "wss://stream.binance.com:9443"
 
 
 def default_urls(binance_env: str, sim_port: int = DEFAULT_SIM_PORT) -> tuple[str, str]:
@@ -46,6 +49,16 @@ def default_urls(binance_env: str, sim_port: int = DEFAULT_SIM_PORT) -> tuple[st
     if binance_env == "live":
         return LIVE_BASE_URL, LIVE_WS_API_URL
     raise ConfigError(f"BINANCE_ENV must be one of {', '.join(ENVIRONMENTS)}, got {binance_env!r}")
+
+
+def default_stream_url(binance_env: str, base_url: str) -> str:
+    """The market data streams' base URL of an environment; the simulator serves them on its REST port."""
+    if binance_env == "testnet":
+        return TESTNET_STREAM_URL
+    if binance_env == "live":
+        return LIVE_STREAM_URL
+    scheme, sep, rest = base_url.partition("://")
+    return f"{'wss' if scheme == 'https' else 'ws'}{sep}{rest}".rstrip("/") if sep else base_url
 
 
 _SIM_BASE, _SIM_WS = default_urls("sim")
@@ -60,6 +73,8 @@ class Config:
     binance_env: str = "sim"
     base_url: str = _SIM_BASE
     ws_api_url: str = _SIM_WS
+    # Market data streams' base URL ("" derives it from binance_env and base_url, see default_stream_url).
+    stream_url: str = ""
     api_key: str = field(default=SIM_DEV_API_KEY, repr=False)
     api_secret: str = field(default=SIM_DEV_API_SECRET, repr=False)
     # An Ed25519 or RSA private key (PEM) instead of the HMAC secret; "" for HMAC.
@@ -78,6 +93,10 @@ class Config:
     deadline_margin_ms: float = 100.0
     # Caches and upkeep
     price_ttl_ms: int = 1000
+    # Market data: how long a REST snapshot is shared while a symbol's streams are not live, and after how
+    # long a symbol nobody asks about is unsubscribed.
+    market_data_ttl_ms: int = 1000
+    market_data_idle_s: float = 300.0
     reconcile_interval_s: float = 60.0
     exchange_info_interval_s: float = 600.0
     time_sync_interval_s: float = 300.0
@@ -99,6 +118,7 @@ class Config:
         env = os.environ if env is None else env
         binance_env = env_str(env, "BINANCE_ENV", "sim").strip().lower()
         base_default, ws_default = default_urls(binance_env, env_int(env, "SIM_PORT", DEFAULT_SIM_PORT))
+        base_url = env_str(env, "BINANCE_BASE_URL", base_default)
         private_key_file = env_str(env, "BINANCE_PRIVATE_KEY_FILE", "")
         passphrase = env_secret(env, "BINANCE_PRIVATE_KEY_PASSPHRASE", "")
         if private_key_file and env.get("BINANCE_API_SECRET"):
@@ -131,7 +151,8 @@ class Config:
             listen_addr=env_str(env, "EXCHANGE_GATEWAY_ADDR", DEFAULT_EXCHANGE_GATEWAY_ADDR),
             db_url=sqlite_url(env, "GATEWAY_DB_URL", "exchange_gateway.db"),
             binance_env=binance_env,
-            base_url=env_str(env, "BINANCE_BASE_URL", base_default),
+            base_url=base_url,
+            stream_url=env_str(env, "BINANCE_STREAM_URL", default_stream_url(binance_env, base_url)),
             ws_api_url=env_str(env, "BINANCE_WS_API_URL", ws_default),
             api_key=api_key,
             api_secret=api_secret,
@@ -147,6 +168,8 @@ class Config:
             reconcile_interval_s=env_float(env, "GATEWAY_RECONCILE_INTERVAL_S", 60.0),
             exchange_info_interval_s=env_float(env, "GATEWAY_EXCHANGE_INFO_INTERVAL_S", 600.0),
             price_ttl_ms=env_int(env, "GATEWAY_PRICE_TTL_MS", 1000),
+            market_data_ttl_ms=env_int(env, "GATEWAY_MARKET_DATA_TTL_MS", 1000),
+            market_data_idle_s=env_float(env, "GATEWAY_MARKET_DATA_IDLE_S", 300.0),
             startup_timeout_s=env_float(env, "GATEWAY_STARTUP_TIMEOUT_S", 30.0),
             db_synchronous=env_sqlite_synchronous(env, "GATEWAY_DB_SYNCHRONOUS"),
             foreign_orders=_foreign_order_policy(env_str(env, "GATEWAY_FOREIGN_ORDERS", "report")),
@@ -172,6 +195,8 @@ class Config:
             raise ConfigError("BINANCE_PRIVATE_KEY_PASSPHRASE is set but BINANCE_PRIVATE_KEY_FILE is not")
         if not 0 < self.recv_window_ms <= 60_000:
             raise ConfigError("recvWindow must be between 1 and 60000 ms")
+        if self.market_data_ttl_ms < 1:
+            raise ConfigError("GATEWAY_MARKET_DATA_TTL_MS must be at least 1")
         if self.foreign_orders not in FOREIGN_ORDER_POLICIES:
             raise ConfigError(f"GATEWAY_FOREIGN_ORDERS must be report or cancel, got {self.foreign_orders!r}")
 

@@ -283,12 +283,11 @@ class StreamHub:
                 return
 
     def drop_all(self, refuse_ms: int = 0) -> int:
-        """Abort every connection now; refuse new ones for ``refuse_ms``. Returns how many were dropped."""
+        """Abort every connection now; refuse new ones for ``refuse_ms`` (0 ends a refusal). Returns how many."""
         dropped = list(self.connections)
         for conn in dropped:
             conn.abort()
-        if refuse_ms > 0:
-            self.refuse_until = self.sim.clock() + refuse_ms
+        self.refuse_until = self.sim.clock() + refuse_ms
         return len(dropped)
 
     async def close(self) -> None:

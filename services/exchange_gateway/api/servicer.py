@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 import grpc
 
 from services.exchange_gateway.api import convert
+from services.exchange_gateway.api.market_data import book_out, ticker_out
 from services.exchange_gateway.domain.validation import parse_request
 from services.exchange_gateway.service.gateway import Gateway
+from services.exchange_gateway.service.quotes import Quotes
 from shared.timeutil import ts_from_ms
-from trading.gateway.v1 import gateway_pb2, gateway_service_pb2, gateway_service_pb2_grpc
+from trading.gateway.v1 import gateway_pb2, gateway_service_pb2, gateway_service_pb2_grpc, market_data_pb2
 
 pb = gateway_service_pb2
 
@@ -18,8 +20,9 @@ pb = gateway_service_pb2
 class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
     """Thin adapter from the proto contract to the Gateway use cases (errors map in shared.server)."""
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: Gateway, quotes: Quotes):
         self.gateway = gateway
+        self.quotes = quotes
 
     async def SubmitOrder(
         self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
@@ -121,3 +124,23 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
     ) -> pb.ListAnomaliesResponse:
         anomalies = await self.gateway.anomalies()
         return pb.ListAnomaliesResponse(anomalies=[convert.anomaly_out(a) for a in anomalies])
+
+    async def GetTicker(
+        self, request: market_data_pb2.GetTickerRequest, context: grpc.aio.ServicerContext
+    ) -> market_data_pb2.GetTickerResponse:
+        deadline = self.gateway.exchange.deadline_after(context.time_remaining())
+        ticker = await self.quotes.ticker(request.symbol, deadline)
+        return market_data_pb2.GetTickerResponse(ticker=ticker_out(ticker))
+
+    async def GetOrderBook(
+        self, request: market_data_pb2.GetOrderBookRequest, context: grpc.aio.ServicerContext
+    ) -> market_data_pb2.GetOrderBookResponse:
+        deadline = self.gateway.exchange.deadline_after(context.time_remaining())
+        book = await self.quotes.order_book(request.symbol, request.depth, deadline)
+        return market_data_pb2.GetOrderBookResponse(book=book_out(book))
+
+    async def WatchTickers(
+        self, request: market_data_pb2.WatchTickersRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[market_data_pb2.WatchTickersResponse]:
+        async for ticker in self.quotes.watch(request.symbols):
+            yield market_data_pb2.WatchTickersResponse(ticker=ticker_out(ticker))
