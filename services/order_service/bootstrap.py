@@ -17,6 +17,7 @@ from services.order_service.domain.model import FeeSchedule, UserLimits
 from services.order_service.service.app import OrderApp, Settings
 from services.order_service.service.telemetry import OrderStateCollector, OrderTelemetry
 from shared.client import open_channel
+from shared.db import check_db_url
 from shared.logs import setup_logging
 from shared.readiness import Readiness, grpc_dependency
 from shared.server import Registration, create_server, wait_for_signal
@@ -89,7 +90,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     telemetry = telemetry or Telemetry.create("order_service", otlp_endpoint=config.otlp_endpoint)
     await telemetry.serve_metrics(config.metrics_addr, "ORDER_METRICS_ADDR")
     try:
-        store = SqlOrderStore(config.db_url, synchronous=config.db_synchronous)
+        store = SqlOrderStore(check_db_url("ORDER_DB_URL", config.db_url), synchronous=config.db_synchronous)
     except BaseException:
         await telemetry.close()
         raise

@@ -1,35 +1,48 @@
-"""SQLite tables of the order service and the store over them (SQLAlchemy Core, sync, on a writer thread).
+"""Tables of the order service and the store over them (SQLite or PostgreSQL through ``shared.db``).
 
 Tables:
 - ``orders``: one row per order; UNIQUE(user_id, client_order_id) makes PlaceOrder idempotent.
-- ``fills``: one row per exchange trade; the primary key ``fill_id`` ("<symbol>:<trade id>") is what
+- ``fills``: one row per exchange trade; the unique ``fill_id`` ("<symbol>:<trade id>") is what
   makes a trade apply exactly once.
 - ``outbox``: side effects owed to the user service (SettleTrade, ReleaseFunds), written in the
   same transaction as the change that causes them and deleted once performed.
 - ``cursor``: the sequence of the last gateway execution applied, moved in the same transaction.
 
-Money is canonical decimal text (``ExactDecimal``); times are integer Unix milliseconds.
+Money is canonical decimal text (``ExactDecimal``); times are integer Unix milliseconds. The schema
+is made by the Alembic history in ``migrations/`` (``HISTORY``). The statements of the write path
+are Core, compiled once per engine and run on the writer's DB-API cursor (``shared.db.Statement``):
+SQLAlchemy's statement execution was most of the cost of a write measured here. Reads with
+optional filters are Core statements run through SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Callable, Collection
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
 )
 
 from services.order_service.domain.model import (
@@ -45,9 +58,21 @@ from services.order_service.domain.model import (
 )
 from services.order_service.domain.states import State
 from services.order_service.service.ports import OutboxEntry, ParkedEffect
-from shared.db import Database, ExactDecimal, GroupCommit, create_sqlite_engine, driver_connection
+from shared.db import (
+    Cursor,
+    Database,
+    ExactDecimal,
+    GroupCommit,
+    Statement,
+    create_db_engine,
+    decimal_text,
+    optional_decimal,
+    optional_text,
+    upsert,
+)
 from shared.errors import Unavailable
-from shared.money import fmt, to_storage
+from shared.migrations import History, upgrade
+from shared.money import fmt
 from shared.timeutil import now_ms
 
 log = logging.getLogger("order_service.db")
@@ -174,38 +199,20 @@ cursor = Table(
 
 EXECUTIONS = "executions"
 
-# The statements are plain SQL on the driver's cursor (sqlite3 keeps them prepared): SQLAlchemy's
-# statement execution was most of the cost of a write measured here; the tables above stay the one
-# definition of the schema. Money goes in and out as canonical 8-place text (``to_storage``).
-ORDER_COLUMNS = (
-    "order_id",
-    "user_id",
-    "client_order_id",
-    "symbol",
-    "base_asset",
-    "quote_asset",
-    "side",
-    "type",
-    "time_in_force",
-    "quantity",
-    "price",
-    "stop_price",
-    "expire_time_ms",
-    "reserve_asset",
-    "reserve_amount",
-    "state",
-    "filled_quantity",
-    "filled_quote_quantity",
-    "commission",
-    "commission_asset",
-    "reject_reason",
-    "exchange_order_id",
-    "cancel_requested",
-    "expire_requested",
-    "create_time_ms",
-    "update_time_ms",
-    "version",
+HISTORY = History(
+    "order_service",
+    Path(__file__).parent / "migrations",
+    releases=(
+        (
+            "0002",
+            frozenset({"orders", "fills", "outbox", "cursor", "parked_effects", "order_updates", "user_sequences"}),
+        ),
+        ("0001", frozenset({"orders", "fills", "outbox", "cursor"})),
+    ),
 )
+"""The order store's migration history; ``releases`` are the schemas of databases made before it had one."""
+
+ORDER_COLUMNS = tuple(c.name for c in orders.columns)
 _MUTABLE = (
     "state",
     "filled_quantity",
@@ -219,50 +226,42 @@ _MUTABLE = (
     "update_time_ms",
     "version",
 )
-FILL_COLUMNS = (
-    "fill_id",
-    "order_id",
-    "symbol",
-    "side",
-    "price",
-    "quantity",
-    "quote_quantity",
-    "commission",
-    "commission_asset",
-    "is_maker",
-    "trade_time_ms",
-    "sequence",
-)
-SELECT_ORDER = f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders"
-SQL_GET_ORDER = f"{SELECT_ORDER} WHERE order_id = ?"
-SQL_FIND_BY_CLIENT_ID = f"{SELECT_ORDER} WHERE user_id = ? AND client_order_id = ?"
-SQL_INSERT_ORDER = (
-    f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)}) VALUES ({', '.join('?' * len(ORDER_COLUMNS))}) "
-    "ON CONFLICT (user_id, client_order_id) DO NOTHING"
-)
-SQL_UPDATE_ORDER = f"UPDATE orders SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE order_id = ?"
-SQL_DELETE_ORDER = "DELETE FROM orders WHERE order_id = ?"
-SQL_FILL_EXISTS = "SELECT 1 FROM fills WHERE fill_id = ?"
-SQL_INSERT_FILL = f"INSERT INTO fills ({', '.join(FILL_COLUMNS)}) VALUES ({', '.join('?' * len(FILL_COLUMNS))})"
-SQL_INSERT_OUTBOX = "INSERT INTO outbox (order_id, kind, payload) VALUES (?, ?, ?)"
-SQL_LAST_SEQUENCE = "SELECT last FROM user_sequences WHERE user_id = ?"
-SQL_SET_SEQUENCE = (
-    "INSERT INTO user_sequences (user_id, last) VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET last = excluded.last"
-)
-SQL_INSERT_UPDATE = "INSERT INTO order_updates (user_id, sequence, order_id, snapshot, event_ms) VALUES (?, ?, ?, ?, ?)"
-SQL_GET_CURSOR = f"SELECT sequence FROM cursor WHERE name = '{EXECUTIONS}'"
-SQL_SET_CURSOR = (
-    f"INSERT INTO cursor (name, sequence) VALUES ('{EXECUTIONS}', ?) "
-    "ON CONFLICT (name) DO UPDATE SET sequence = excluded.sequence"
-)
+FILL_COLUMNS = tuple(c.name for c in fills.columns if c.name != "id")
+_FILL = tuple(fills.c[c] for c in FILL_COLUMNS)
+_OUTBOX = (outbox.c.id, outbox.c.kind, outbox.c.payload)
 
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else to_storage(value)
-
-
-def _decimal(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
+SELECT_ORDER = select(orders)
+_GET_ORDER = Statement(SELECT_ORDER.where(orders.c.order_id == bindparam("order_id")))
+_FIND_BY_CLIENT_ID = Statement(
+    SELECT_ORDER.where(
+        orders.c.user_id == bindparam("user_id"), orders.c.client_order_id == bindparam("client_order_id")
+    )
+)
+_INSERT_ORDER = Statement(upsert(orders, ["user_id", "client_order_id"]), ORDER_COLUMNS)
+_UPDATE_ORDER = Statement(
+    update(orders).where(orders.c.order_id == bindparam("b_order_id")).values({c: bindparam(c) for c in _MUTABLE})
+)
+_DELETE_ORDER = Statement(delete(orders).where(orders.c.order_id == bindparam("order_id")))
+_FILL_EXISTS = Statement(select(fills.c.id).where(fills.c.fill_id == bindparam("fill_id")))
+_INSERT_FILL = Statement(insert(fills), FILL_COLUMNS)
+_INSERT_OUTBOX = Statement(insert(outbox).returning(outbox.c.id), ["order_id", "kind", "payload"])
+_DELETE_OUTBOX = Statement(delete(outbox).where(outbox.c.id == bindparam("id")))
+_LAST_SEQUENCE = Statement(select(user_sequences.c.last).where(user_sequences.c.user_id == bindparam("user_id")))
+_SET_SEQUENCE = Statement(upsert(user_sequences, ["user_id"], ["last"]), ["user_id", "last"])
+_INSERT_UPDATE = Statement(insert(order_updates), ["user_id", "sequence", "order_id", "snapshot", "event_ms"])
+_GET_CURSOR = Statement(select(cursor.c.sequence).where(cursor.c.name == bindparam("name")))
+_SET_CURSOR = Statement(upsert(cursor, ["name"], ["sequence"]), ["name", "sequence"])
+_OUTBOX_ORDER = Statement(select(outbox.c.order_id).where(outbox.c.id == bindparam("id")))
+_PARK = Statement(
+    upsert(parked_effects, ["entry_id"], ["reason", "attempts", "parked_ms"]),
+    ["entry_id", "order_id", "reason", "attempts", "parked_ms"],
+)
+_UNPARK = Statement(delete(parked_effects).where(parked_effects.c.entry_id == bindparam("entry_id")))
+_SET_USER_LIMITS = Statement(
+    upsert(user_limits, ["user_id"], ["orders_per_second", "max_open_orders", "update_ms"]),
+    ["user_id", "orders_per_second", "max_open_orders", "update_ms"],
+)
+_FINAL = ("FILLED", "CANCELLED", "REJECTED", "EXPIRED")
 
 
 def _order_values(order: Order) -> tuple[Any, ...]:
@@ -276,46 +275,34 @@ def _order_values(order: Order) -> tuple[Any, ...]:
         order.side.value,
         order.type.value,
         order.time_in_force.value,
-        to_storage(order.quantity),
-        _text(order.price),
-        _text(order.stop_price),
+        decimal_text(order.quantity),
+        optional_text(order.price),
+        optional_text(order.stop_price),
         order.expire_time_ms,
         order.reserve_asset,
-        to_storage(order.reserve_amount),
+        decimal_text(order.reserve_amount),
         order.state.value,
-        to_storage(order.filled_quantity),
-        to_storage(order.filled_quote_quantity),
-        to_storage(order.commission),
+        decimal_text(order.filled_quantity),
+        decimal_text(order.filled_quote_quantity),
+        decimal_text(order.commission),
         order.commission_asset,
         order.reject_reason,
         order.exchange_order_id,
-        int(order.cancel_requested),
-        int(order.expire_requested),
+        bool(order.cancel_requested),
+        bool(order.expire_requested),
         order.create_time_ms,
         order.update_time_ms,
         order.version,
     )
 
 
-def _order_update_values(order: Order) -> tuple[Any, ...]:
-    return (
-        order.state.value,
-        to_storage(order.filled_quantity),
-        to_storage(order.filled_quote_quantity),
-        to_storage(order.commission),
-        order.commission_asset,
-        order.reject_reason,
-        order.exchange_order_id,
-        int(order.cancel_requested),
-        int(order.expire_requested),
-        order.update_time_ms,
-        order.version,
-        order.order_id,
-    )
+def _order_update_values(order: Order) -> dict[str, Any]:
+    values = dict(zip(ORDER_COLUMNS, _order_values(order), strict=True))
+    return {"b_order_id": order.order_id, **{c: values[c] for c in _MUTABLE}}
 
 
-def order_from_row(row: tuple[Any, ...]) -> Order:
-    """An order from a row of ``SELECT_ORDER``."""
+def order_from_row(row: Any) -> Order:
+    """An order from a row of ``SELECT_ORDER`` (or a stored snapshot: ``_order_values``)."""
     (
         order_id,
         user_id,
@@ -356,8 +343,8 @@ def order_from_row(row: tuple[Any, ...]) -> Order:
         type=OrderType(type_),
         time_in_force=TimeInForce(time_in_force),
         quantity=Decimal(quantity),
-        price=_decimal(price),
-        stop_price=_decimal(stop_price),
+        price=optional_decimal(price),
+        stop_price=optional_decimal(stop_price),
         expire_time_ms=expire_time_ms,
         reserve_asset=reserve_asset,
         reserve_amount=Decimal(reserve_amount),
@@ -382,18 +369,18 @@ def _fill_values(fill: Fill) -> tuple[Any, ...]:
         fill.order_id,
         fill.symbol,
         fill.side.value,
-        to_storage(fill.price),
-        to_storage(fill.quantity),
-        to_storage(fill.quote_quantity),
-        to_storage(fill.commission),
+        decimal_text(fill.price),
+        decimal_text(fill.quantity),
+        decimal_text(fill.quote_quantity),
+        decimal_text(fill.commission),
         fill.commission_asset,
-        int(fill.is_maker),
+        bool(fill.is_maker),
         fill.trade_time_ms,
         fill.sequence,
     )
 
 
-def fill_from_row(row: tuple[Any, ...]) -> Fill:
+def fill_from_row(row: Any) -> Fill:
     """A fill from a row of ``FILL_COLUMNS``."""
     fill_id, order_id, symbol, side, price, quantity, quote, commission, asset, maker, trade_time, sequence = row
     return Fill(
@@ -467,80 +454,94 @@ def decode_effect(kind: str, payload: str) -> Effect:
 
 
 class SqlTx:
-    """``OrderTx`` over one SQLite connection inside a BEGIN IMMEDIATE transaction."""
+    """``OrderTx`` over the writer's connection inside a write transaction."""
 
-    def __init__(self, raw: sqlite3.Connection):
-        self.raw = raw
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.cursor = Cursor(conn)
 
     def get_order(self, order_id: str) -> Order | None:
-        row = self.raw.execute(SQL_GET_ORDER, (order_id,)).fetchone()
+        row = self.cursor.one(_GET_ORDER, {"order_id": order_id})
         return None if row is None else order_from_row(row)
 
     def find_by_client_order_id(self, user_id: str, client_order_id: str) -> Order | None:
-        row = self.raw.execute(SQL_FIND_BY_CLIENT_ID, (user_id, client_order_id)).fetchone()
+        row = self.cursor.one(_FIND_BY_CLIENT_ID, {"user_id": user_id, "client_order_id": client_order_id})
         return None if row is None else order_from_row(row)
 
     def insert_order(self, order: Order) -> bool:
-        return self.raw.execute(SQL_INSERT_ORDER, _order_values(order)).rowcount == 1
+        values = dict(zip(ORDER_COLUMNS, _order_values(order), strict=True))
+        return bool(self.cursor.execute(_INSERT_ORDER, values).rowcount == 1)
 
     def update_order(self, order: Order) -> None:
-        self.raw.execute(SQL_UPDATE_ORDER, _order_update_values(order))
+        self.cursor.execute(_UPDATE_ORDER, _order_update_values(order))
 
     def delete_order(self, order_id: str) -> None:
-        self.raw.execute(SQL_DELETE_ORDER, (order_id,))
+        self.cursor.execute(_DELETE_ORDER, {"order_id": order_id})
 
     def fill_exists(self, fill_id: str) -> bool:
-        return self.raw.execute(SQL_FILL_EXISTS, (fill_id,)).fetchone() is not None
+        return self.cursor.one(_FILL_EXISTS, {"fill_id": fill_id}) is not None
 
     def insert_fill(self, fill: Fill) -> None:
-        self.raw.execute(SQL_INSERT_FILL, _fill_values(fill))
+        self.cursor.execute(_INSERT_FILL, dict(zip(FILL_COLUMNS, _fill_values(fill), strict=True)))
 
     def add_effect(self, effect: Effect) -> OutboxEntry:
         kind, payload = encode_effect(effect)
-        cursor = self.raw.execute(SQL_INSERT_OUTBOX, (effect.order_id, kind, payload))
-        assert cursor.lastrowid is not None
-        return OutboxEntry(int(cursor.lastrowid), effect)
+        row = self.cursor.one(_INSERT_OUTBOX, {"order_id": effect.order_id, "kind": kind, "payload": payload})
+        return OutboxEntry(int(row[0]), effect)
 
     def delete_effects(self, ids: Collection[int]) -> None:
         # A performed entry is never parked: a retry takes it off the parked list before it runs.
-        self.raw.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        self.cursor.many(_DELETE_OUTBOX, [{"id": i} for i in ids])
 
     def get_cursor(self) -> int:
-        row = self.raw.execute(SQL_GET_CURSOR).fetchone()
+        row = self.cursor.one(_GET_CURSOR, {"name": EXECUTIONS})
         return int(row[0]) if row else 0
 
     def add_update(self, order: Order) -> int:
-        row = self.raw.execute(SQL_LAST_SEQUENCE, (order.user_id,)).fetchone()
+        row = self.cursor.one(_LAST_SEQUENCE, {"user_id": order.user_id})
         sequence = (int(row[0]) if row else 0) + 1
-        self.raw.execute(SQL_SET_SEQUENCE, (order.user_id, sequence))
+        self.cursor.execute(_SET_SEQUENCE, {"user_id": order.user_id, "last": sequence})
         snapshot = json.dumps(_order_values(order), separators=(",", ":"))
-        self.raw.execute(SQL_INSERT_UPDATE, (order.user_id, sequence, order.order_id, snapshot, order.update_time_ms))
+        self.cursor.execute(
+            _INSERT_UPDATE,
+            {
+                "user_id": order.user_id,
+                "sequence": sequence,
+                "order_id": order.order_id,
+                "snapshot": snapshot,
+                "event_ms": order.update_time_ms,
+            },
+        )
         return sequence
 
     def set_cursor(self, sequence: int) -> None:
-        self.raw.execute(SQL_SET_CURSOR, (sequence,))
+        self.cursor.execute(_SET_CURSOR, {"name": EXECUTIONS, "sequence": sequence})
 
 
 class SqlOrderStore:
-    """``OrderStore`` on a SQLite file: group commit on one writer thread, reads on a small pool.
+    """``OrderStore`` on ``shared.db``: group commit on one writer thread, reads on a small pool.
 
-    Writes go through ``shared.db.GroupCommit``: concurrent writes share ONE ``BEGIN IMMEDIATE``
-    transaction, each in its own SAVEPOINT (a function that raises rolls back only its own work and
-    gets its exception). Callers are answered only after the COMMIT, so what a use case saw written is
-    durable before it takes its next step (a call to another service). One COMMIT, one fsync, per
-    batch instead of per write is what lets the single SQLite writer keep up when many orders are in
-    flight; an idle service still commits a lone write at once. A write whose caller gave up is still
-    run (``skip_abandoned=False``): the use cases may have acted on the outcome they expected.
+    Writes go through ``shared.db.GroupCommit``: concurrent writes share ONE write transaction (BEGIN
+    IMMEDIATE on SQLite), each in its own SAVEPOINT (a function that raises rolls back only its own
+    work and gets its exception). Callers are answered only after the COMMIT, so what a use case saw
+    written is durable before it takes its next step (a call to another service). One COMMIT, one
+    fsync, per batch instead of per write is what lets the single writer keep up when many orders are
+    in flight; an idle service still commits a lone write at once. A write whose caller gave up is
+    still run (``skip_abandoned=False``): the use cases may have acted on the outcome they expected.
+    The database is migrated to the newest schema revision when the store is made.
     """
 
     def __init__(self, url: str, *, synchronous: str = "FULL", max_batch: int = 128):
-        self.engine = create_sqlite_engine(url, synchronous=synchronous)
-        with self.engine.begin() as conn:
-            metadata.create_all(conn)
+        self.engine = create_db_engine(url, synchronous=synchronous)
+        try:
+            upgrade(self.engine, HISTORY)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.db = Database(self.engine, name="orders-read", readers=2)  # its reader threads serve the reads
         self.group: GroupCommit[SqlTx] = GroupCommit(
             self.engine,
-            lambda conn: SqlTx(driver_connection(conn)),
+            SqlTx,
             name="orders",
             max_batch=max_batch,
             shutdown_error=lambda: Unavailable("the order service is stopping", reason="SHUTTING_DOWN"),
@@ -551,15 +552,16 @@ class SqlOrderStore:
     async def write(self, fn: Callable[[SqlTx], T]) -> T:
         return await self.group.write(fn)
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self.db.read(lambda conn: fn(driver_connection(conn)))
+    async def _rows(self, statement: Any, convert: Callable[[Any], T]) -> list[T]:
+        """Run a Core SELECT in a read transaction; ``convert`` each row."""
+        return await self.db.read(lambda conn: [convert(row) for row in conn.execute(statement)])
 
     async def get_order(self, order_id: str) -> Order | None:
-        def read(raw: sqlite3.Connection) -> Order | None:
-            row = raw.execute(SQL_GET_ORDER, (order_id,)).fetchone()
+        def read(conn: Connection) -> Order | None:
+            row = Cursor(conn).one(_GET_ORDER, {"order_id": order_id})
             return None if row is None else order_from_row(row)
 
-        return await self._read(read)
+        return await self.db.read(read)
 
     async def list_orders(
         self,
@@ -570,32 +572,23 @@ class SqlOrderStore:
         before_order_id: str,
         limit: int,
     ) -> list[Order]:
-        where = ["user_id = ?"]
-        params: list[Any] = [user_id]
+        query = SELECT_ORDER.where(orders.c.user_id == user_id)
         if symbol:
-            where.append("symbol = ?")
-            params.append(symbol)
+            query = query.where(orders.c.symbol == symbol)
         if states is not None:
-            where.append(f"state IN ({', '.join('?' * len(states))})")
-            params.extend(s.value for s in states)
+            query = query.where(orders.c.state.in_([s.value for s in states]))
         if before_order_id:
-            where.append("order_id < ?")
-            params.append(before_order_id)
-        sql = f"{SELECT_ORDER} WHERE {' AND '.join(where)} ORDER BY order_id DESC LIMIT ?"
-        params.append(limit)
-
-        def read(raw: sqlite3.Connection) -> list[Order]:
-            return [order_from_row(row) for row in raw.execute(sql, params)]
-
-        return await self._read(read)
+            query = query.where(orders.c.order_id < before_order_id)
+        return await self._rows(query.order_by(orders.c.order_id.desc()).limit(limit), order_from_row)
 
     async def list_fills(self, order_id: str, *, after_id: int, limit: int) -> list[tuple[int, Fill]]:
-        sql = f"SELECT id, {', '.join(FILL_COLUMNS)} FROM fills WHERE order_id = ? AND id > ? ORDER BY id LIMIT ?"
-
-        def read(raw: sqlite3.Connection) -> list[tuple[int, Fill]]:
-            return [(row[0], fill_from_row(row[1:])) for row in raw.execute(sql, (order_id, after_id, limit))]
-
-        return await self._read(read)
+        query = (
+            select(fills.c.id, *_FILL)
+            .where(fills.c.order_id == order_id, fills.c.id > after_id)
+            .order_by(fills.c.id)
+            .limit(limit)
+        )
+        return await self._rows(query, lambda row: (row[0], fill_from_row(row[1:])))
 
     async def list_trades(
         self,
@@ -607,168 +600,141 @@ class SqlOrderStore:
         before: tuple[int, int] | None,
         limit: int,
     ) -> list[tuple[int, Fill]]:
-        columns = ", ".join(f"f.{c}" for c in FILL_COLUMNS)
-        where = ["o.user_id = ?"]
-        params: list[Any] = [user_id]
+        query = select(fills.c.id, *_FILL).join(orders, orders.c.order_id == fills.c.order_id)
+        query = query.where(orders.c.user_id == user_id)
         if symbol:
-            where.append("f.symbol = ?")
-            params.append(symbol)
+            query = query.where(fills.c.symbol == symbol)
         if start_ms is not None:
-            where.append("f.trade_time_ms >= ?")
-            params.append(start_ms)
+            query = query.where(fills.c.trade_time_ms >= start_ms)
         if end_ms is not None:
-            where.append("f.trade_time_ms < ?")
-            params.append(end_ms)
+            query = query.where(fills.c.trade_time_ms < end_ms)
         if before is not None:
-            where.append("(f.trade_time_ms < ? OR (f.trade_time_ms = ? AND f.id < ?))")
-            params.extend((before[0], before[0], before[1]))
-        sql = (
-            f"SELECT f.id, {columns} FROM fills f JOIN orders o ON o.order_id = f.order_id "
-            f"WHERE {' AND '.join(where)} ORDER BY f.trade_time_ms DESC, f.id DESC LIMIT ?"
-        )
-        params.append(limit)
-
-        def read(raw: sqlite3.Connection) -> list[tuple[int, Fill]]:
-            return [(row[0], fill_from_row(row[1:])) for row in raw.execute(sql, params)]
-
-        return await self._read(read)
+            query = query.where(
+                or_(
+                    fills.c.trade_time_ms < before[0],
+                    and_(fills.c.trade_time_ms == before[0], fills.c.id < before[1]),
+                )
+            )
+        query = query.order_by(fills.c.trade_time_ms.desc(), fills.c.id.desc()).limit(limit)
+        return await self._rows(query, lambda row: (row[0], fill_from_row(row[1:])))
 
     async def active_orders(self, states: Collection[State], updated_before_ms: int | None = None) -> list[Order]:
-        sql = f"{SELECT_ORDER} WHERE state IN ({', '.join('?' * len(states))})"
-        params: list[Any] = [s.value for s in states]
+        query = SELECT_ORDER.where(orders.c.state.in_([s.value for s in states]))
         if updated_before_ms is not None:
-            sql += " AND update_time_ms <= ?"
-            params.append(updated_before_ms)
-        sql += " ORDER BY order_id"
-
-        def read(raw: sqlite3.Connection) -> list[Order]:
-            return [order_from_row(row) for row in raw.execute(sql, params)]
-
-        return await self._read(read)
+            query = query.where(orders.c.update_time_ms <= updated_before_ms)
+        return await self._rows(query.order_by(orders.c.order_id), order_from_row)
 
     async def cancel_pending_orders(self, requested_before_ms: int) -> list[Order]:
-        states = [s.value for s in State if s.value not in ("FILLED", "CANCELLED", "REJECTED", "EXPIRED")]
-        sql = (
-            f"{SELECT_ORDER} WHERE state IN ({', '.join('?' * len(states))}) "
-            "AND (cancel_requested = 1 OR expire_requested = 1) AND update_time_ms <= ? ORDER BY order_id"
-        )
-
-        def read(raw: sqlite3.Connection) -> list[Order]:
-            return [order_from_row(row) for row in raw.execute(sql, (*states, requested_before_ms))]
-
-        return await self._read(read)
+        query = SELECT_ORDER.where(
+            orders.c.state.in_([s.value for s in State if s.value not in _FINAL]),
+            or_(orders.c.cancel_requested.is_(True), orders.c.expire_requested.is_(True)),
+            orders.c.update_time_ms <= requested_before_ms,
+        ).order_by(orders.c.order_id)
+        return await self._rows(query, order_from_row)
 
     async def get_orders(self, order_ids: Collection[str]) -> list[Order]:
         ids = list(order_ids)
 
-        def read(raw: sqlite3.Connection) -> list[Order]:
+        def read(conn: Connection) -> list[Order]:
             found: list[Order] = []
-            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                chunk = ids[start : start + 500]
-                sql = f"{SELECT_ORDER} WHERE order_id IN ({', '.join('?' * len(chunk))})"
-                found.extend(order_from_row(row) for row in raw.execute(sql, chunk))
+            for start in range(0, len(ids), 500):  # within SQLite's bound-parameter limit
+                query = SELECT_ORDER.where(orders.c.order_id.in_(ids[start : start + 500]))
+                found.extend(order_from_row(row) for row in conn.execute(query))
             return found
 
-        return await self._read(read) if ids else []
+        return await self.db.read(read) if ids else []
 
     async def park_effect(self, entry_id: int, reason: str, attempts: int, parked_ms: int) -> None:
         def tx(t: SqlTx) -> None:
-            t.raw.execute(
-                "INSERT INTO parked_effects (entry_id, order_id, reason, attempts, parked_ms) "
-                "SELECT id, order_id, ?, ?, ? FROM outbox WHERE id = ? "
-                "ON CONFLICT (entry_id) DO UPDATE SET reason = excluded.reason, attempts = excluded.attempts, "
-                "parked_ms = excluded.parked_ms",
-                (reason[:2000], attempts, parked_ms, entry_id),
+            row = t.cursor.one(_OUTBOX_ORDER, {"id": entry_id})
+            if row is None:
+                return  # performed meanwhile: nothing to park
+            t.cursor.execute(
+                _PARK,
+                {
+                    "entry_id": entry_id,
+                    "order_id": row[0],
+                    "reason": reason[:2000],
+                    "attempts": attempts,
+                    "parked_ms": parked_ms,
+                },
             )
 
         await self.write(tx)
 
     async def unpark_effect(self, entry_id: int) -> bool:
-        return await self.write(
-            lambda t: t.raw.execute("DELETE FROM parked_effects WHERE entry_id = ?", (entry_id,)).rowcount == 1
-        )
+        return await self.write(lambda t: t.cursor.execute(_UNPARK, {"entry_id": entry_id}).rowcount == 1)
 
     async def parked_effects(self) -> list[ParkedEffect]:
-        def read(raw: sqlite3.Connection) -> list[ParkedEffect]:
-            rows = raw.execute(
-                "SELECT o.id, o.kind, o.payload, p.reason, p.attempts, p.parked_ms "
-                "FROM parked_effects p JOIN outbox o ON o.id = p.entry_id ORDER BY p.entry_id"
-            )
-            return [
-                ParkedEffect(OutboxEntry(row[0], decode_effect(row[1], row[2])), row[3], row[4], row[5]) for row in rows
-            ]
-
-        return await self._read(read)
-
-    async def updates_after(self, user_id: str, after_sequence: int, limit: int) -> list[tuple[int, Order]]:
-        sql = (
-            "SELECT sequence, snapshot FROM order_updates WHERE user_id = ? AND sequence > ? ORDER BY sequence LIMIT ?"
+        query = (
+            select(*_OUTBOX, parked_effects.c.reason, parked_effects.c.attempts, parked_effects.c.parked_ms)
+            .join(outbox, outbox.c.id == parked_effects.c.entry_id)
+            .order_by(parked_effects.c.entry_id)
+        )
+        return await self._rows(
+            query,
+            lambda row: ParkedEffect(OutboxEntry(row[0], decode_effect(row[1], row[2])), row[3], row[4], row[5]),
         )
 
-        def read(raw: sqlite3.Connection) -> list[tuple[int, Order]]:
-            rows = raw.execute(sql, (user_id, after_sequence, limit))
-            return [(int(row[0]), order_from_row(tuple(json.loads(row[1])))) for row in rows]
-
-        return await self._read(read)
+    async def updates_after(self, user_id: str, after_sequence: int, limit: int) -> list[tuple[int, Order]]:
+        query = (
+            select(order_updates.c.sequence, order_updates.c.snapshot)
+            .where(order_updates.c.user_id == user_id, order_updates.c.sequence > after_sequence)
+            .order_by(order_updates.c.sequence)
+            .limit(limit)
+        )
+        return await self._rows(query, lambda row: (int(row[0]), order_from_row(tuple(json.loads(row[1])))))
 
     async def first_kept_update(self, user_id: str) -> int | None:
-        def read(raw: sqlite3.Connection) -> int | None:
-            row = raw.execute("SELECT MIN(sequence) FROM order_updates WHERE user_id = ?", (user_id,)).fetchone()
-            return None if row is None or row[0] is None else int(row[0])
-
-        return await self._read(read)
+        query = select(func.min(order_updates.c.sequence)).where(order_updates.c.user_id == user_id)
+        [first] = await self._rows(query, lambda row: row[0])
+        return None if first is None else int(first)
 
     async def prune_updates(self, before_ms: int) -> int:
         # The newest update of each user is kept, so a user's sequence never restarts and a client
         # resuming from it still gets a seamless stream.
-        return await self.write(
-            lambda t: (
-                t.raw.execute(
-                    "DELETE FROM order_updates WHERE event_ms < ? AND sequence < "
-                    "(SELECT last FROM user_sequences s WHERE s.user_id = order_updates.user_id)",
-                    (before_ms,),
-                ).rowcount
-            )
+        newest = (
+            select(user_sequences.c.last).where(user_sequences.c.user_id == order_updates.c.user_id).scalar_subquery()
         )
+        statement = delete(order_updates).where(order_updates.c.event_ms < before_ms, order_updates.c.sequence < newest)
+        return await self.write(lambda t: int(t.conn.execute(statement).rowcount))
 
     async def user_limits(self) -> dict[str, UserLimits]:
-        def read(raw: sqlite3.Connection) -> dict[str, UserLimits]:
-            rows = raw.execute("SELECT user_id, orders_per_second, max_open_orders FROM user_limits")
-            return {row[0]: UserLimits(Decimal(row[1]), int(row[2])) for row in rows}
-
-        return await self._read(read)
+        query = select(user_limits.c.user_id, user_limits.c.orders_per_second, user_limits.c.max_open_orders)
+        rows = await self._rows(query, lambda row: (row[0], UserLimits(Decimal(row[1]), int(row[2]))))
+        return dict(rows)
 
     async def set_user_limits(self, user_id: str, limits: UserLimits | None) -> None:
         def tx(t: SqlTx) -> None:
             if limits is None:
-                t.raw.execute("DELETE FROM user_limits WHERE user_id = ?", (user_id,))
+                t.conn.execute(delete(user_limits).where(user_limits.c.user_id == user_id))
                 return
-            t.raw.execute(
-                "INSERT INTO user_limits (user_id, orders_per_second, max_open_orders, update_ms) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (user_id) DO UPDATE SET orders_per_second = excluded.orders_per_second, "
-                "max_open_orders = excluded.max_open_orders, update_ms = excluded.update_ms",
-                (user_id, to_storage(limits.orders_per_second), limits.max_open_orders, now_ms()),
+            t.cursor.execute(
+                _SET_USER_LIMITS,
+                {
+                    "user_id": user_id,
+                    "orders_per_second": decimal_text(limits.orders_per_second),
+                    "max_open_orders": limits.max_open_orders,
+                    "update_ms": now_ms(),
+                },
             )
 
         await self.write(tx)
 
     async def pending_effects(self) -> list[OutboxEntry]:
-        def read(raw: sqlite3.Connection) -> list[OutboxEntry]:
-            rows = raw.execute("SELECT id, kind, payload FROM outbox ORDER BY id")
-            return [OutboxEntry(row[0], decode_effect(row[1], row[2])) for row in rows]
-
-        return await self._read(read)
+        query = select(*_OUTBOX).order_by(outbox.c.id)
+        return await self._rows(query, lambda row: OutboxEntry(row[0], decode_effect(row[1], row[2])))
 
     async def delete_effects(self, ids: Collection[int]) -> None:
         if ids:
             await self.write(lambda t: t.delete_effects(ids))
 
     async def get_cursor(self) -> int:
-        def read(raw: sqlite3.Connection) -> int:
-            row = raw.execute(SQL_GET_CURSOR).fetchone()
+        def read(conn: Connection) -> int:
+            row = Cursor(conn).one(_GET_CURSOR, {"name": EXECUTIONS})
             return int(row[0]) if row else 0
 
-        return await self._read(read)
+        return await self.db.read(read)
 
     def close(self) -> None:
         """Wait for running transactions, then close every connection."""

@@ -33,6 +33,11 @@ SERVICES = {
     "exchange_gateway": ("EXCHANGE_GATEWAY_ADDR", "trading.gateway.v1.ExchangeGateway"),
     "order_service": ("ORDER_SERVICE_ADDR", "trading.order.v1.OrderService"),
 }
+METRICS = {
+    "user_service": "USER_METRICS_ADDR",
+    "exchange_gateway": "GATEWAY_METRICS_ADDR",
+    "order_service": "ORDER_METRICS_ADDR",
+}
 
 
 @dataclass
@@ -62,6 +67,10 @@ class ProcessStack:
     @property
     def sim_url(self) -> str:
         return f"http://127.0.0.1:{self.env['SIM_PORT']}"
+
+    def metrics_url(self, name: str) -> str:
+        """Where the service serves Prometheus /metrics."""
+        return f"http://{self.env[METRICS[name]]}/metrics"
 
     def start(self, name: str) -> Proc:
         process = subprocess.Popen(
@@ -136,18 +145,25 @@ class ProcessStack:
         raise AssertionError(f"{proc.name} did not answer at {url}\n{proc.logs()}")
 
 
-@pytest.fixture(scope="module")
-def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def processes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack]:
+    """The stack on SQLite files, then on PostgreSQL (one database per service on the session's server)."""
     var = tmp_path_factory.mktemp("order-e2e")
+    if request.param == "sqlite":
+        urls = {name: f"sqlite:///{var}/{name}.db" for name in ("order", "user", "gateway")}
+    else:
+        server = request.getfixturevalue("postgres_server")
+        urls = {name: server.create_database(f"e2e_{name}") for name in ("order", "user", "gateway")}
     env = {
         **os.environ,
         "ORDER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
         "USER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
         "EXCHANGE_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
         "SIM_PORT": str(free_port()),
-        "ORDER_DB_URL": f"sqlite:///{var}/order.db",
-        "USER_DB_URL": f"sqlite:///{var}/user.db",
-        "GATEWAY_DB_URL": f"sqlite:///{var}/gateway.db",
+        **{variable: f"127.0.0.1:{free_port()}" for variable in METRICS.values()},
+        "ORDER_DB_URL": urls["order"],
+        "USER_DB_URL": urls["user"],
+        "GATEWAY_DB_URL": urls["gateway"],
         "TRADING_ADMIN_TOKEN": f"adm_{secrets.token_hex(16)}",
         "TRADING_SERVICE_TOKEN": f"svc_{secrets.token_hex(16)}",
         "BINANCE_ENV": "sim",
