@@ -77,6 +77,10 @@ class BenchStack:
                 "USER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
                 "EXCHANGE_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
                 "SIM_PORT": str(free_port()),
+                # Metrics served as in production (scraped by nobody here), on free ports.
+                "ORDER_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+                "USER_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+                "GATEWAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
                 "ORDER_DB_URL": f"sqlite:///{workdir}/order.db",
                 "USER_DB_URL": f"sqlite:///{workdir}/user.db",
                 "GATEWAY_DB_URL": f"sqlite:///{workdir}/gateway.db",

@@ -26,6 +26,7 @@ from shared.config import (
     REPO_ROOT,
 )
 from shared.healthcheck import probe
+from shared.metrics import DEFAULT_METRICS_ADDRS, METRICS_PATH
 
 STOP_TIMEOUT = 10.0
 START_TIMEOUT = 60.0
@@ -112,6 +113,8 @@ def build_environment(base: Mapping[str, str], keep_dir: Path | None = None) -> 
     env.setdefault("EXCHANGE_GATEWAY_ADDR", DEFAULT_EXCHANGE_GATEWAY_ADDR)
     env.setdefault("BINANCE_ENV", "sim")
     env.setdefault("SIM_PORT", str(DEFAULT_SIM_PORT))
+    for name, addr in DEFAULT_METRICS_ADDRS.items():
+        env.setdefault(name, addr)  # set but empty: that service serves no metrics
     for name, prefix in (("TRADING_ADMIN_TOKEN", "adm"), ("TRADING_SERVICE_TOKEN", "svc")):
         if env.get(name):
             continue
@@ -150,15 +153,38 @@ def plan(env: Mapping[str, str]) -> list[Child]:
     return children
 
 
+METRICS_VARIABLES = {
+    "order_service": "ORDER_METRICS_ADDR",
+    "user_service": "USER_METRICS_ADDR",
+    "exchange_gateway": "GATEWAY_METRICS_ADDR",
+}
+"""The variable that says where each service serves Prometheus /metrics."""
+
+
+def metrics_urls(env: Mapping[str, str]) -> dict[str, str]:
+    """Each service's /metrics URL (services whose metrics are turned off are left out)."""
+    urls = {}
+    for name, variable in METRICS_VARIABLES.items():
+        addr = env.get(variable, DEFAULT_METRICS_ADDRS[variable])
+        if addr:
+            urls[name] = f"http://{addr}{METRICS_PATH}"
+    return urls
+
+
 def check_ports(children: list[Child], env: Mapping[str, str]) -> None:
     """Fail with a clear message if an address is taken (another `make run`, most likely)."""
     for child in children:
         addr = f"127.0.0.1:{env['SIM_PORT']}" if child.env_var == "SIM_PORT" else env[child.env_var]
-        if not port_is_free(addr):
-            raise LaunchError(
-                f"{addr} ({child.env_var}, {child.name}) is already in use: is another `make run` running? "
-                f"Stop it, or set {child.env_var} to a free address."
-            )
+        wanted = [(addr, child.env_var)]
+        metrics = METRICS_VARIABLES.get(child.name)
+        if metrics and env.get(metrics):
+            wanted.append((env[metrics], metrics))
+        for address, variable in wanted:
+            if not port_is_free(address):
+                raise LaunchError(
+                    f"{address} ({variable}, {child.name}) is already in use: is another `make run` running? "
+                    f"Stop it, or set {variable} to a free address."
+                )
 
 
 class Stack:
@@ -236,6 +262,12 @@ def banner(env: Mapping[str, str], notes: list[str]) -> str:
         lines.append(f"  Exchange simulator {sim}  (Binance spot API stand-in, random walk on)")
     else:
         lines.append(f"  Exchange          Binance {env['BINANCE_ENV']}")
+    urls = metrics_urls(env)
+    if urls:
+        lines += ["", "Prometheus metrics (deploy/prometheus.yml scrapes these):"]
+        lines += [f"  {name:<18} {url}" for name, url in urls.items()]
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        lines.append(f"Traces are exported over OTLP to {env['OTEL_EXPORTER_OTLP_ENDPOINT']}")
     lines += [
         "",
         f"Admin token: {admin}",

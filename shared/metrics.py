@@ -7,7 +7,7 @@ where it lives, and a service whose loop is stuck stops answering scrapes (``up`
 
 gRPC metrics use the go-grpc-prometheus names and labels, so the usual dashboards and alerts apply:
 ``grpc_server_started_total``, ``grpc_server_handled_total{grpc_type, grpc_service, grpc_method,
-grpc_code}``, ``grpc_server_handling_seconds`` (histogram), ``grpc_server_msg_sent_total`` and the
+grpc_code}`` (``grpc_code`` spelt as in gRPC-Go: ``OK``, ``InvalidArgument``, ``Unavailable``...), ``grpc_server_handling_seconds`` (histogram), ``grpc_server_msg_sent_total`` and the
 same with ``grpc_client_``. Health and reflection calls are not counted (probes would drown the rest).
 
 Label values are bounded: method names from the protos, status code names, fixed names chosen in
@@ -44,6 +44,15 @@ COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.0
 
 _UNARY = "unary"
 _SERVER_STREAM = "server_stream"
+
+
+def _go_name(code: grpc.StatusCode) -> str:
+    """The code as gRPC-Go spells it (``Canceled``, ``InvalidArgument``...), as go-grpc-prometheus labels it."""
+    if code is grpc.StatusCode.OK:
+        return "OK"
+    if code is grpc.StatusCode.CANCELLED:
+        return "Canceled"
+    return "".join(part.capitalize() for part in code.name.split("_"))
 
 
 def metrics_addr(env: Mapping[str, str], name: str) -> str:
@@ -144,7 +153,7 @@ class _RpcChildren:
     def handled_child(self, code: grpc.StatusCode) -> Counter:
         child = self._handled.get(code)
         if child is None:
-            child = self.family.handled.labels(*self.labels, code.name)
+            child = self.family.handled.labels(*self.labels, _go_name(code))
             self._handled[code] = child
         return child
 

@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -18,6 +19,7 @@ SERVICES = {
     "USER_SERVICE_ADDR": ("trading.user.v1.UserService", "Manages users, their API keys"),
     "EXCHANGE_GATEWAY_ADDR": ("trading.gateway.v1.ExchangeGateway", "The only process that talks to Binance"),
 }
+METRICS = ("ORDER_METRICS_ADDR", "USER_METRICS_ADDR", "GATEWAY_METRICS_ADDR")
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,7 @@ def stack(tmp_path_factory):
         "USER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
         "EXCHANGE_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
         "SIM_PORT": str(free_port()),
+        **{variable: f"127.0.0.1:{free_port()}" for variable in METRICS},
         "ORDER_DB_URL": f"sqlite:///{var}/order.db",
         "USER_DB_URL": f"sqlite:///{var}/user.db",
         "GATEWAY_DB_URL": f"sqlite:///{var}/gateway.db",
@@ -71,6 +74,18 @@ def test_the_banner_prints_addresses_admin_token_and_grpcurl_lines(stack):
         assert env[variable] in text
     assert f"Admin token: {env['TRADING_ADMIN_TOKEN']}" in text
     assert "grpcurl -plaintext" in text
+
+
+def test_the_banner_prints_each_services_metrics_url_and_each_serves_prometheus_text(stack):
+    env, _, out, _ = stack
+    for variable in METRICS:
+        url = f"http://{env[variable]}/metrics"
+        assert url in out.text
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+            body = response.read().decode()
+        assert "# TYPE grpc_server_handled_total counter" in body
+        assert "trading_ready 1.0" in body
 
 
 def test_a_second_make_run_fails_clearly_while_one_is_running(stack):

@@ -21,6 +21,7 @@ def _spawn(db: Path, port: int, **extra: str) -> tuple[subprocess.Popen[bytes], 
     env = {
         **os.environ,
         "USER_SERVICE_ADDR": f"127.0.0.1:{port}",
+        "USER_METRICS_ADDR": "127.0.0.1:0",
         "USER_DB_URL": f"sqlite:///{db}",
         "TRADING_ADMIN_TOKEN": ADMIN_TOKEN,
         "TRADING_SERVICE_TOKEN": SERVICE_TOKEN,
