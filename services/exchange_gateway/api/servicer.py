@@ -37,7 +37,9 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
             price=request.price,
             stop_price=request.stop_price,
         )
-        order = await self.gateway.orders.submit(order_request, remaining_s=context.time_remaining())
+        order = await self.gateway.orders.submit(
+            order_request, remaining_s=context.time_remaining(), fair_share_key=request.fair_share_key
+        )
         return pb.SubmitOrderResponse(order=convert.order_out(order))
 
     async def CancelOrder(

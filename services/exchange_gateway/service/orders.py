@@ -5,6 +5,9 @@ Guarantees (see the proto and ../shared/DESIGN.md):
   returns the journaled order (a different order under the same id is ABORTED).
 - Filters and rate-limit capacity are checked before anything is journaled or sent, so
   INVALID_ARGUMENT and RESOURCE_EXHAUSTED mean nothing happened.
+- New orders wait for capacity in turn with the new orders of other fair-share keys (the user an
+  order is for), so one user's burst cannot hold up another user's order. The key is not part of
+  the order: a repeat of a client_order_id with another key is the same order.
 - A definite refusal is journaled as REJECTED (with a REJECTED execution). An unknown outcome
   (timeout, 5xx, -1000, -1006, -1007) leaves the order UNKNOWN and a resolver queries it by
   origClientOrderId until the exchange shows it (then NEW and whatever followed are journaled) or
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -54,6 +58,15 @@ from shared.logs import security_log
 from shared.timeutil import now_ms as wall_ms
 
 log = logging.getLogger("exchange_gateway.orders")
+
+FAIR_SHARE_KEY = re.compile(r"[A-Za-z0-9_.:-]{0,64}")
+
+
+def check_fair_share_key(key: str) -> str:
+    """Return the key if it is at most 64 characters of [A-Za-z0-9_.:-], else raise InvalidArgument."""
+    if not FAIR_SHARE_KEY.fullmatch(key):
+        raise InvalidArgument("fair_share_key", "must be at most 64 characters of [A-Za-z0-9_.:-]")
+    return key
 
 
 class Orders:
@@ -122,8 +135,9 @@ class Orders:
 
     # --- SubmitOrder ----------------------------------------------------------------------------------
 
-    async def submit(self, request: OrderRequest, *, remaining_s: float | None) -> Order:
-        """Place an order once per client_order_id (see the module docstring)."""
+    async def submit(self, request: OrderRequest, *, remaining_s: float | None, fair_share_key: str = "") -> Order:
+        """Place an order once per client_order_id, in turn with other keys' orders (see the module docstring)."""
+        check_fair_share_key(fair_share_key)
         cid = request.client_order_id
         running = self._inflight.get(cid)
         if running is not None:
@@ -142,7 +156,7 @@ class Orders:
             else:
                 last = None
             check_filters(request, rules, last)
-            ticket = await self.exchange.admit(RequestKind.NEW_ORDER, deadline)
+            ticket = await self.exchange.admit(RequestKind.NEW_ORDER, deadline, fair_share_key=fair_share_key)
         except (InvalidArgument, FailedPrecondition, ResourceExhausted):
             # A retry of an order journaled long ago (no longer cached) gets that order, even if the
             # market has moved since; only then is the database asked (the fast path never waits on it).
@@ -153,7 +167,9 @@ class Orders:
         running = self._inflight.get(cid)
         if running is not None:  # the same id arrived twice at once: one placement only
             return self._same(await asyncio.shield(running), request)
-        task: asyncio.Task[Order] = self.spawn(self._place(request, ticket, deadline), name=f"place-{cid}")
+        task: asyncio.Task[Order] = self.spawn(
+            self._place(request, ticket, deadline, fair_share_key), name=f"place-{cid}"
+        )
         self._inflight[cid] = task
         task.add_done_callback(lambda _t: self._inflight.pop(cid, None))
         return self._same(await asyncio.shield(task), request)
@@ -171,7 +187,7 @@ class Orders:
             )
         return order
 
-    async def _place(self, request: OrderRequest, ticket: Any, deadline: float | None) -> Order:
+    async def _place(self, request: OrderRequest, ticket: Any, deadline: float | None, fair_share_key: str) -> Order:
         cid = request.client_order_id
         timestamp = self.exchange.now_ms()
         fresh = Order.from_request(
@@ -186,7 +202,12 @@ class Orders:
 
         try:
             snap = await self.exchange.new_order(
-                request, timestamp_ms=timestamp, ticket=ticket, deadline=deadline, on_retimestamp=retimestamp
+                request,
+                timestamp_ms=timestamp,
+                ticket=ticket,
+                deadline=deadline,
+                on_retimestamp=retimestamp,
+                fair_share_key=fair_share_key,
             )
         except ExchangeError as err:
             if err.outcome is Outcome.UNKNOWN or err.failure is Failure.DUPLICATE_ORDER:

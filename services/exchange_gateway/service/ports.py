@@ -67,8 +67,11 @@ class Exchange(Protocol):
         """The deadline (local clock, ms) of a caller with ``seconds`` left (None: no deadline)."""
         ...
 
-    async def admit(self, kind: RequestKind, deadline: float | None) -> Any:
-        """Wait for rate-limit capacity for one request of ``kind``; returns a ticket to send it with."""
+    async def admit(self, kind: RequestKind, deadline: float | None, *, fair_share_key: str = "") -> Any:
+        """Wait for rate-limit capacity for one request of ``kind``; returns a ticket to send it with.
+
+        New orders of different ``fair_share_key`` (the user they are for) are let through in turn.
+        """
         ...
 
     async def new_order(
@@ -79,6 +82,7 @@ class Exchange(Protocol):
         ticket: Any,
         deadline: float | None,
         on_retimestamp: Callable[[int], Awaitable[None]],
+        fair_share_key: str = "",
     ) -> OrderSnapshot: ...
 
     async def cancel_order(

@@ -48,6 +48,8 @@ class FakeExchange:
         self.fail_new: ExchangeError | None = None
         self.place_anyway = False  # the order reaches the book although the answer fails
         self.admit_error: Exception | None = None
+        self.admitted: list[tuple[RequestKind, str]] = []  # (kind, fair-share key) of every admission
+        self.new_order_keys: list[str] = []
 
     def now_ms(self) -> int:
         return int(time.time() * 1000)
@@ -55,15 +57,17 @@ class FakeExchange:
     def deadline_after(self, seconds: float | None) -> float | None:
         return None if seconds is None else self.now_ms() + seconds * 1000
 
-    async def admit(self, kind: RequestKind, deadline: float | None) -> Any:
+    async def admit(self, kind: RequestKind, deadline: float | None, *, fair_share_key: str = "") -> Any:
+        self.admitted.append((kind, fair_share_key))
         if self.admit_error is not None:
             raise self.admit_error
         return object()
 
     async def new_order(
-        self, request: OrderRequest, *, timestamp_ms, ticket, deadline, on_retimestamp
+        self, request: OrderRequest, *, timestamp_ms, ticket, deadline, on_retimestamp, fair_share_key=""
     ) -> OrderSnapshot:
         self.calls.append(("new", request.client_order_id))
+        self.new_order_keys.append(fair_share_key)
         await asyncio.sleep(0.01)
         snap = OrderSnapshot(
             request.client_order_id, len(self.placed) + 1, request.symbol, OrderStatus.NEW, D(0), D(0), 1
@@ -154,6 +158,40 @@ async def test_the_same_id_for_a_different_order_is_aborted(setup):
     with pytest.raises(Aborted):
         await orders.submit(limit(price="48000"), remaining_s=5)
     assert exchange.calls == [("new", "c1")]
+
+
+async def test_the_fair_share_key_goes_with_the_order_to_the_rate_limiter(setup):
+    orders, exchange, _ = setup
+    await orders.submit(limit(), remaining_s=5, fair_share_key="user-7f3a:eu.1")
+    assert exchange.admitted == [(RequestKind.NEW_ORDER, "user-7f3a:eu.1")]
+    assert exchange.new_order_keys == ["user-7f3a:eu.1"]  # for a new admission after a resync
+
+
+async def test_a_resubmission_under_another_fair_share_key_is_the_same_order(setup):
+    orders, exchange, _ = setup
+    first = await orders.submit(limit(), remaining_s=5, fair_share_key="alice")
+    again = await orders.submit(limit(), remaining_s=5, fair_share_key="bob")
+    unkeyed = await orders.submit(limit(), remaining_s=5)
+    assert again == first and unkeyed == first
+    assert exchange.calls == [("new", "c1")]
+
+
+@pytest.mark.parametrize("key", ["x" * 65, "user id", "user/7", "ünïcode", "a\nb"])
+async def test_a_malformed_fair_share_key_is_invalid_and_nothing_is_sent(setup, key):
+    orders, exchange, journal = setup
+    with pytest.raises(InvalidArgument) as caught:
+        await orders.submit(limit(), remaining_s=5, fair_share_key=key)
+    assert caught.value.field == "fair_share_key"
+    assert exchange.admitted == [] and exchange.calls == []
+    assert await journal.get_order("c1") is None
+
+
+async def test_a_fair_share_key_of_64_allowed_characters_is_accepted(setup):
+    orders, exchange, _ = setup
+    key = ("Az09_.:-" * 8)[:64]
+    order = await orders.submit(limit(), remaining_s=5, fair_share_key=key)
+    assert order.status is OrderStatus.NEW
+    assert exchange.admitted == [(RequestKind.NEW_ORDER, key)]
 
 
 async def test_filter_violations_send_and_journal_nothing(setup):

@@ -128,9 +128,9 @@ class BinanceExchange:
         margin = min(self.deadline_margin_ms, max(0.0, seconds) * 500.0)
         return self.clock.local() + seconds * 1000.0 - margin
 
-    async def admit(self, kind: RequestKind, deadline: float | None) -> Grant:
+    async def admit(self, kind: RequestKind, deadline: float | None, *, fair_share_key: str = "") -> Grant:
         what, priority = _KIND[kind]
-        return await self.rest.admit(what, priority, deadline)
+        return await self.rest.admit(what, priority, deadline, fair_share_key=fair_share_key)
 
     async def new_order(
         self,
@@ -140,6 +140,7 @@ class BinanceExchange:
         ticket: Any,
         deadline: float | None,
         on_retimestamp: Callable[[int], Awaitable[None]],
+        fair_share_key: str = "",
     ) -> OrderSnapshot:
         answer = await self.rest.new_order(
             order_params(request),
@@ -147,6 +148,7 @@ class BinanceExchange:
             grant=ticket,
             deadline=deadline,
             on_retimestamp=on_retimestamp,
+            fair_share_key=fair_share_key,
         )
         return snapshot(answer)
 

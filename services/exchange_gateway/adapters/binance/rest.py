@@ -130,12 +130,13 @@ class BinanceRestClient:
         timestamp_ms: int | None = None,
         on_retimestamp: Callable[[int], Awaitable[None]] | None = None,
         repeatable: bool = True,
+        fair_share_key: str = "",
     ) -> Any:
         resynced = False
         pauses = list(RETRY_PAUSES)
         while True:
             if grant is None:
-                grant = await self.limiter.acquire(priority, cost, deadline)
+                grant = await self.limiter.acquire(priority, cost, deadline, fair_share_key=fair_share_key)
             used_grant, grant = grant, None
             query_params = list(params)
             if signed:
@@ -235,9 +236,9 @@ class BinanceRestClient:
         data = await self._request("GET", "/api/v3/exchangeInfo", [], signed=False, cost=Cost(WEIGHT["exchangeInfo"]))
         return ExchangeInfo.parse(data)
 
-    async def admit(self, what: str, priority: Priority, deadline: float | None) -> Grant:
+    async def admit(self, what: str, priority: Priority, deadline: float | None, *, fair_share_key: str = "") -> Grant:
         """Wait for rate-limit capacity for one ``what`` request (see WEIGHT) before sending it."""
-        return await self.limiter.acquire(priority, self.cost(what), deadline)
+        return await self.limiter.acquire(priority, self.cost(what), deadline, fair_share_key=fair_share_key)
 
     @staticmethod
     def cost(what: str) -> Cost:
@@ -251,6 +252,7 @@ class BinanceRestClient:
         grant: Grant | None,
         deadline: float | None,
         on_retimestamp: Callable[[int], Awaitable[None]] | None = None,
+        fair_share_key: str = "",
     ) -> BinanceOrder:
         """POST /api/v3/order (weight 1, one ORDER); never repeated after an unknown outcome."""
         data = await self._request(
@@ -265,6 +267,7 @@ class BinanceRestClient:
             timestamp_ms=timestamp_ms,
             on_retimestamp=on_retimestamp,
             repeatable=False,
+            fair_share_key=fair_share_key,
         )
         return BinanceOrder.parse(data)
 
