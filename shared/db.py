@@ -92,7 +92,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
     Statements run through ``Cursor`` take ``decimal_text(value, places)`` as the parameter.
     """
 
-    impl = String(48)
+    impl = String
     cache_ok = True
 
     def __init__(self, places: int | None = SCALE, length: int = 48):

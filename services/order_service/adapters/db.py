@@ -204,6 +204,21 @@ HISTORY = History(
     Path(__file__).parent / "migrations",
     releases=(
         (
+            "0003",
+            frozenset(
+                {
+                    "orders",
+                    "fills",
+                    "outbox",
+                    "cursor",
+                    "parked_effects",
+                    "order_updates",
+                    "user_sequences",
+                    "user_limits",
+                }
+            ),
+        ),
+        (
             "0002",
             frozenset({"orders", "fills", "outbox", "cursor", "parked_effects", "order_updates", "user_sequences"}),
         ),
