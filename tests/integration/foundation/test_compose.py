@@ -109,6 +109,8 @@ def _env_names_read_by_code() -> set[str]:
 def test_every_command_variable_and_port_exists_in_the_code(spec):
     known_env = _env_names_read_by_code()
     for name, service in spec["services"].items():
+        if "build" not in service:
+            continue  # the postgres profile's server: not this project's code
         command = service["command"]
         assert command[:2] == ["python", "-m"], name
         module = command[2]
@@ -139,3 +141,34 @@ def test_the_image_installs_every_runtime_dependency_pinned_like_the_lock():
             assert lock.get(line.split("==")[0].lower()) == line, line
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "requirements-runtime.txt" in dockerfile and "scripts/gen-protos.sh" in dockerfile
+
+
+def test_the_postgres_profile_is_accepted_and_gives_each_service_its_own_database(spec):
+    result = subprocess.run(
+        [str(BINARY), "-f", str(COMPOSE_FILE), "--profile", "postgres", "--env-file", str(ROOT / "postgres.env")]
+        + ["config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **TOKENS},
+    )
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["postgres"]["image"].startswith("postgres:15")
+    assert "--locale=C" in services["postgres"]["environment"]["POSTGRES_INITDB_ARGS"]
+    created = set(re.findall(r"CREATE DATABASE (\w+);", (ROOT / "scripts" / "postgres-init.sql").read_text()))
+    urls = {
+        services[name]["environment"][variable]
+        for name, variable in (
+            ("order-service", "ORDER_DB_URL"),
+            ("user-service", "USER_DB_URL"),
+            ("exchange-gateway", "GATEWAY_DB_URL"),
+        )
+    }
+    assert all(url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url for url in urls)
+    assert {url.rsplit("/", 1)[1] for url in urls} == created == {"order_service", "user_service", "exchange_gateway"}
+    # Without the profile the postgres server is not part of the stack, and the services stay on SQLite.
+    assert spec["services"]["postgres"]["profiles"] == ["postgres"]
+    assert spec["services"]["order-service"]["environment"]["ORDER_DB_URL"].endswith(
+        "sqlite:////data/order_service.db}"
+    )
