@@ -143,10 +143,21 @@ def test_the_image_installs_every_runtime_dependency_pinned_like_the_lock():
     assert "requirements-runtime.txt" in dockerfile and "scripts/gen-protos.sh" in dockerfile
 
 
+JSON = ("config", "--format", "json")
+
+
 def test_the_postgres_profile_is_accepted_and_gives_each_service_its_own_database(spec):
     result = subprocess.run(
-        [str(BINARY), "-f", str(COMPOSE_FILE), "--profile", "postgres", "--env-file", str(ROOT / "postgres.env")]
-        + ["config", "--format", "json"],
+        [
+            str(BINARY),
+            "-f",
+            str(COMPOSE_FILE),
+            "--profile",
+            "postgres",
+            "--env-file",
+            str(ROOT / "postgres.env"),
+            *JSON,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
