@@ -138,6 +138,8 @@ def submit_request(order: Order, submission: Submission) -> gateway_service_pb2.
         quantity=fmt(order.quantity),
         price=fmt(submission.price),
         stop_price=fmt(submission.stop_price),
+        # The gateway serves new orders round-robin per key: one user's burst cannot starve another's order.
+        fair_share_key=order.user_id,
     )
 
 
