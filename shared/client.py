@@ -23,6 +23,7 @@ from shared.auth import bearer_metadata
 from shared.errors import DeadlineExceeded, DomainError, from_rpc_error
 from shared.logs import request_id_var
 from shared.server import REQUEST_ID
+from shared.tls import ServiceIdentity
 from shared.tracing import SpanKind, error_status, metadata_with_context
 
 if TYPE_CHECKING:
@@ -56,12 +57,19 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
-def open_channel(target: str, telemetry: Telemetry | None = None) -> grpc.aio.Channel:
+def open_channel(
+    target: str, telemetry: Telemetry | None = None, identity: ServiceIdentity | None = None
+) -> grpc.aio.Channel:
     """Open the one channel a process keeps to ``target`` (reuse it; channels multiplex calls).
 
-    With ``telemetry`` its calls are counted and traced (see the module docstring).
+    With ``telemetry`` its calls are counted and traced (see the module docstring). With ``identity``
+    the channel is mutual TLS: it verifies the callee with the CA and presents the caller's certificate.
     """
     interceptors = client_interceptors(telemetry) if telemetry is not None else None
+    if identity is not None:
+        return grpc.aio.secure_channel(
+            target, identity.channel_credentials(), options=CHANNEL_OPTIONS, interceptors=interceptors
+        )
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 

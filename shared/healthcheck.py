@@ -1,26 +1,40 @@
 """Container health probe: ``python -m shared.healthcheck <host:port | http://url>``.
 
 Exits 0 when the gRPC health service answers SERVING (or the URL answers 200), 1 otherwise.
+With ``TRADING_TLS_DIR`` set it speaks TLS, trusting that folder's ``ca.crt`` (and presenting nothing).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def probe(target: str, timeout: float = 2.0) -> bool:
-    """Whether ``target`` is healthy."""
+def tls_ca(env: Mapping[str, str]) -> bytes | None:
+    """The CA to verify the services with when ``TRADING_TLS_DIR`` is set, else None (plaintext)."""
+    directory = env.get("TRADING_TLS_DIR", "")
+    return (Path(directory) / "ca.crt").read_bytes() if directory else None
+
+
+def probe(target: str, timeout: float = 2.0, ca: bytes | None = None) -> bool:
+    """Whether ``target`` is healthy (over TLS, verified with ``ca``, when it is given)."""
     if target.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(target, timeout=timeout) as response:  # noqa: S310 - operator-given URL
                 return bool(response.status == 200)
         except OSError:
             return False
-    with grpc.insecure_channel(target) as channel:
+    if ca is not None:
+        channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca))
+    else:
+        channel = grpc.insecure_channel(target)
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError:
@@ -32,4 +46,4 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         print("usage: python -m shared.healthcheck <host:port | http://url>", file=sys.stderr)
         sys.exit(2)
-    sys.exit(0 if probe(sys.argv[1]) else 1)
+    sys.exit(0 if probe(sys.argv[1], ca=tls_ca(os.environ)) else 1)

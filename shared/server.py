@@ -5,6 +5,8 @@ the request-context interceptor (request ids, access log: every call at DEBUG, f
 WARNING; error mapping; with a ``Telemetry``, the go-grpc-prometheus server metrics and a SERVER
 span per call, child of the caller's span from the ``traceparent`` metadata) wraps every handler,
 and SO_REUSEPORT is off so that a port clash is an error instead of two servers sharing a port.
+With TLS (``shared.tls``) the address serves TLS only and a called service adds its mutual TLS port;
+plaintext is refused on a non-loopback address unless explicitly allowed.
 ``wait_for_signal`` returns on SIGTERM or SIGINT; each service's ``stop()`` then flips health to
 NOT_SERVING first, ends its server streams, stops the server with a grace period and cleans up.
 """
@@ -32,6 +34,7 @@ from opentelemetry import trace
 
 from shared.errors import DomainError, internal_status, to_status
 from shared.logs import request_id_var
+from shared.tls import ServerSecurity, ServiceIdentity, check_plaintext_bind
 from shared.tracing import SpanKind, context_from_metadata, error_status
 
 if TYPE_CHECKING:
@@ -322,11 +325,17 @@ async def create_server(
     access_log: bool = True,
     options: Sequence[tuple[str, Any]] = (),
     telemetry: Telemetry | None = None,
+    security: ServerSecurity | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Start an aio server on ``bind`` (port 0 picks a free port) and return (server, port, health).
 
-    With ``telemetry`` every call is counted and traced (health and reflection excepted).
+    With ``telemetry`` every call is counted and traced (health and reflection excepted). ``security``
+    (see ``shared.tls``) serves TLS only, plus a mutual TLS internal port when it has one; without a
+    certificate the server is plaintext, which it refuses on a non-loopback ``bind`` unless allowed.
     """
+    security = security or ServerSecurity()
+    if security.identity is None:
+        check_plaintext_bind(bind, security.variable, security.allow_plaintext)
     server = grpc.aio.server(
         interceptors=[RequestContextInterceptor(access_log, telemetry), *interceptors],
         options=[*SERVER_OPTIONS, *options],
@@ -340,16 +349,28 @@ async def create_server(
         telemetry.grpc_server.preset(names)
     reflection_servicer = CommentedReflectionServicer([*names, health.SERVICE_NAME, reflection.SERVICE_NAME])
     reflection_pb2_grpc_add(reflection_servicer, server)
-    try:
-        port = server.add_insecure_port(bind)
-    except RuntimeError as exc:
-        raise PortInUse(f"cannot listen on {bind}: the address is in use or invalid") from exc
-    if port == 0:  # older grpcio returns 0 instead of raising
-        raise PortInUse(f"cannot listen on {bind}: the address is in use or invalid")
+    port = _listen(server, bind, security.identity, require_client_auth=False)
+    internal = security.internal_bind(bind)
+    if internal is not None:
+        _listen(server, internal, security.identity, require_client_auth=True)
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
+
+
+def _listen(server: grpc.aio.Server, bind: str, identity: ServiceIdentity | None, *, require_client_auth: bool) -> int:
+    """Bind ``bind`` (TLS with ``identity``, else plaintext) and return the port; PortInUse if it cannot."""
+    try:
+        if identity is None:
+            port = server.add_insecure_port(bind)
+        else:
+            port = server.add_secure_port(bind, identity.server_credentials(require_client_auth=require_client_auth))
+    except RuntimeError as exc:
+        raise PortInUse(f"cannot listen on {bind}: the address is in use or invalid") from exc
+    if port == 0:  # older grpcio returns 0 instead of raising
+        raise PortInUse(f"cannot listen on {bind}: the address is in use or invalid")
+    return port
 
 
 def reflection_pb2_grpc_add(servicer: ReflectionServicer, server: grpc.aio.Server) -> None:
