@@ -30,10 +30,15 @@ from typing import Any
 from bench import profiles, report
 from bench.accounts import BenchUser, check_ledgers, create_users
 from bench.metrics import Sampler
+from bench.postgres import TemporaryPostgres
+from bench.postgres import installed as postgres_installed
 from bench.stack import LOG_LEVEL, BenchStack, free_port
 from bench.workload import FALLBACK_SYMBOLS, symbols_from_exchange_info
 from launcher.stack import LaunchError
 from shared.config import REPO_ROOT
+
+DB_VARIABLES = {"order": "ORDER_DB_URL", "user": "USER_DB_URL", "gateway": "GATEWAY_DB_URL"}
+"""With ``--db postgres``: the database made for each service, and the variable that names it."""
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 DEFAULT_SATURATION_RATES = [150, 200, 300, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3000]
@@ -86,6 +91,7 @@ class Settings:
     walk_interval_ms: int = 100
     walk_step_bps: int = 10
     log_level: str = LOG_LEVEL
+    db: str = "sqlite"  # the services' databases: "sqlite" files or a temporary "postgres" server
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -150,6 +156,12 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is not met")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--db",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the services' databases: SQLite files (default) or a temporary PostgreSQL 15 server, one database each",
+    )
+    parser.add_argument(
         "--walk-interval-ms", type=int, default=100, help="simulator random walk: one step every N ms (default 100)"
     )
     parser.add_argument(
@@ -157,6 +169,8 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
     args = parser.parse_args(argv)
     name = "quick" if args.quick else "soak" if args.soak else "latest"
+    if args.db == "postgres":
+        name += "-postgres"
     if args.quick:
         defaults: dict[str, Any] = dict(users=4, rate=20.0, duration=3.0, warmup=1.0, rates=[40, 60], step=1.5)
         echo = (1, 1.5)
@@ -196,6 +210,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         ledger_check=not args.no_ledger_check,
         results_dir=args.results_dir,
         name=name,
+        db=args.db,
         profile_dir=args.profile_dir,
         py_spy=args.py_spy,
         profile_services=[s for s in args.profile_services.split(",") if s],
@@ -613,11 +628,21 @@ class Run:
         self.sampler.start()
         workdir = Path(tempfile.mkdtemp(prefix="trading-bench-"))
         stack: BenchStack | None = None
+        postgres: TemporaryPostgres | None = None
         try:
             self.echo()
             self.floor(workdir)
-            say("Starting the stack (simulator limits raised, SQLite in a temporary directory)...")
-            stack = BenchStack(workdir, say=say, extra_env={"LOG_LEVEL": s.log_level})
+            databases: dict[str, str] = {}
+            if s.db == "postgres":
+                if not postgres_installed():
+                    raise LaunchError("--db postgres needs PostgreSQL 15 (apt-get install postgresql-15)")
+                postgres = TemporaryPostgres(durable=True).start()
+                databases = {v: postgres.create_database(n) for n, v in DB_VARIABLES.items()}
+                say("Starting the stack (simulator limits raised, a temporary PostgreSQL 15 server, durable)...")
+            else:
+                say("Starting the stack (simulator limits raised, SQLite in a temporary directory)...")
+            self.result["db"] = s.db
+            stack = BenchStack(workdir, say=say, extra_env={"LOG_LEVEL": s.log_level, **databases})
             stack.start()
             self.result["pids"] = stack.pids()
             for name, pid in stack.pids().items():
@@ -650,6 +675,8 @@ class Run:
             if stack is not None:
                 say("Stopping the stack...")
                 stack.stop()
+            if postgres is not None:
+                postgres.stop()
             self.sampler.stop()
             if s.keep:
                 say(f"Kept {workdir}")
