@@ -56,8 +56,9 @@ imports: setup ## import-linter's layering rules
 
 check: lint types imports test ## lint, types, import rules and the whole test suite (what CI runs)
 
-bench: setup ## the load benchmark (writes bench/results/)
-	$(PY) -m bench
+# DB=postgres runs the services on a temporary PostgreSQL 15 server; BENCH_ARGS passes other flags.
+bench: setup ## the load benchmark (writes bench/results/; DB=postgres for PostgreSQL)
+	$(PY) -m bench $(if $(DB),--db $(DB)) $(BENCH_ARGS)
 
 soak: setup ## the 10-minute soak at 100 orders/s
 	$(PY) -m bench --soak
