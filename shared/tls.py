@@ -177,16 +177,17 @@ class TlsSettings:
             return self.exchange_gateway_internal_port
         return None
 
-    def identity(self, service: str) -> ServiceIdentity | None:
-        """The service's certificate and key, read now (None without TLS); ConfigError if unreadable."""
-        if not self.enabled:
-            return None
-        return ServiceIdentity.load(self.directory, service)
+    def server_security(self, service: str, bind: str, variable: str) -> ServerSecurity:
+        """How ``service``'s server listens on ``bind`` (set by ``variable``), checked now so a start fails early.
 
-    def server_security(self, identity: ServiceIdentity | None, variable: str) -> ServerSecurity:
-        """How the server of ``identity``'s service listens (plaintext when ``identity`` is None)."""
-        internal = self.internal_port(identity.service) if identity is not None else None
-        return ServerSecurity(identity, internal, self.allow_plaintext, variable)
+        With TLS its certificate and key are read (ConfigError if unreadable); without, plaintext on a
+        non-loopback ``bind`` is refused unless ``allow_plaintext``.
+        """
+        if not self.enabled:
+            check_plaintext_bind(bind, variable, self.allow_plaintext)
+            return ServerSecurity(None, None, self.allow_plaintext, variable)
+        identity = ServiceIdentity.load(self.directory, service)
+        return ServerSecurity(identity, self.internal_port(service), self.allow_plaintext, variable)
 
     def target(self, service: str, addr: str) -> str:
         """Where to call ``service`` at ``addr``: its internal port on the same host with TLS, else ``addr``."""

@@ -28,7 +28,7 @@ from services.exchange_gateway.adapters.binance.telemetry import ExchangeTelemet
 from services.exchange_gateway.adapters.binance.transport import AiohttpTransport
 from services.exchange_gateway.adapters.binance.user_stream import UserDataStream
 from services.exchange_gateway.adapters.journal import SqlJournal
-from services.exchange_gateway.api.auth import TokenAuthInterceptor
+from services.exchange_gateway.api.auth import SERVICE_PEERS, TokenAuthInterceptor
 from services.exchange_gateway.api.servicer import ExchangeGatewayServicer
 from services.exchange_gateway.config import Config, default_stream_url
 from services.exchange_gateway.domain.errors import ExchangeError
@@ -138,6 +138,9 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     ):
         register_secret(secret)
     signer = load_signer(config.api_secret, config.private_key_file, config.private_key_passphrase)
+    # TLS certificates read, or plaintext checked, before anything starts (shared.tls)
+    security = config.tls.server_security("exchange_gateway", config.listen_addr, "EXCHANGE_GATEWAY_ADDR")
+    identity = security.identity
     telemetry = telemetry or Telemetry.create("exchange_gateway", otlp_endpoint=config.otlp_endpoint)
 
     engine = create_db_engine(check_db_url("GATEWAY_DB_URL", config.db_url), synchronous=config.db_synchronous)
@@ -244,8 +247,16 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         server, port, health_servicer = await create_server(
             config.listen_addr,
             [registration],
-            interceptors=[TokenAuthInterceptor(service_token=config.service_token, admin_token=config.admin_token)],
+            interceptors=[
+                TokenAuthInterceptor(
+                    service_token=config.service_token,
+                    admin_token=config.admin_token,
+                    # With TLS the service token counts only from the calling services' certificates.
+                    peers=SERVICE_PEERS if identity is not None else None,
+                )
+            ],
             telemetry=telemetry,
+            security=security,
         )
     except BaseException:
         stream_task.cancel()

@@ -29,6 +29,7 @@ from shared.config import (
     sqlite_url,
 )
 from shared.metrics import metrics_addr
+from shared.tls import PLAINTEXT, TlsSettings
 
 ENVIRONMENTS = ("sim", "testnet", "live")
 FOREIGN_ORDER_POLICIES = ("report", "cancel")
@@ -111,6 +112,8 @@ class Config:
     # Prometheus /metrics (host:port; "" serves none) and the OTLP endpoint for traces ("" exports none)
     metrics_addr: str = ""
     otlp_endpoint: str = ""
+    # TRADING_TLS_DIR, TRADING_ALLOW_PLAINTEXT and its internal (mutual TLS) port (shared.tls)
+    tls: TlsSettings = PLAINTEXT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -175,6 +178,7 @@ class Config:
             foreign_orders=_foreign_order_policy(env_str(env, "GATEWAY_FOREIGN_ORDERS", "report")),
             metrics_addr=metrics_addr(env, "GATEWAY_METRICS_ADDR"),
             otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            tls=TlsSettings.from_env(env),
         )
 
     def validate(self) -> None:

@@ -87,6 +87,9 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
 
     ``telemetry`` (tests) replaces the one built from the configuration (metrics, OTLP endpoint).
     """
+    # TLS certificates read, or plaintext checked, before anything starts (shared.tls)
+    security = config.tls.server_security("order_service", config.listen_addr, "ORDER_SERVICE_ADDR")
+    identity = security.identity
     telemetry = telemetry or Telemetry.create("order_service", otlp_endpoint=config.otlp_endpoint)
     await telemetry.serve_metrics(config.metrics_addr, "ORDER_METRICS_ADDR")
     try:
@@ -95,8 +98,11 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         await telemetry.close()
         raise
     store.group.observer = telemetry.database(store.engine.dialect.name)
-    user_channel = open_channel(config.user_service_addr, telemetry)
-    gateway_channel = open_channel(config.exchange_gateway_addr, telemetry)
+    # With TLS: mutual TLS to the services' internal ports, presenting the order service's certificate.
+    user_channel = open_channel(config.tls.target("user_service", config.user_service_addr), telemetry, identity)
+    gateway_channel = open_channel(
+        config.tls.target("exchange_gateway", config.exchange_gateway_addr), telemetry, identity
+    )
     users = GrpcUserService(user_channel, config.service_token)
     gateway = GrpcGateway(gateway_channel, config.service_token)
     app = OrderApp(store, users, gateway, settings_of(config), telemetry=OrderTelemetry(telemetry.registry))
@@ -107,7 +113,11 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     )
     try:
         server, port, health_servicer = await create_server(
-            config.listen_addr, [registration], access_log=config.access_log, telemetry=telemetry
+            config.listen_addr,
+            [registration],
+            access_log=config.access_log,
+            telemetry=telemetry,
+            security=security,
         )
     except BaseException:
         await app.stop(0)

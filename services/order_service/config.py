@@ -22,6 +22,7 @@ from shared.config import (
     sqlite_url,
 )
 from shared.metrics import metrics_addr
+from shared.tls import PLAINTEXT, TlsSettings
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Config:
     # Prometheus /metrics (host:port; "" serves none) and the OTLP endpoint for traces ("" exports none)
     metrics_addr: str = ""
     otlp_endpoint: str = ""
+    # TRADING_TLS_DIR, TRADING_ALLOW_PLAINTEXT and the internal ports of the services it calls (shared.tls)
+    tls: TlsSettings = PLAINTEXT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -88,6 +91,7 @@ class Config:
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
             metrics_addr=metrics_addr(env, "ORDER_METRICS_ADDR"),
             otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            tls=TlsSettings.from_env(env),
         )
 
 

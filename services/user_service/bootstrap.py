@@ -10,7 +10,7 @@ from grpc_health.v1 import health
 
 from services.user_service.adapters.gateway_client import GrpcGatewayAssets
 from services.user_service.adapters.transactions import SqlTransactions, migrate
-from services.user_service.api.auth import Authorizer
+from services.user_service.api.auth import SERVICE_PEERS, Authorizer
 from services.user_service.api.servicer import UserServiceServicer
 from services.user_service.config import Config
 from services.user_service.service.app import UserService
@@ -77,6 +77,9 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     """Migrate the database to the newest schema, bind ``config.listen_addr`` (port 0 allowed) and start serving."""
     register_secret(config.admin_token)
     register_secret(config.service_token)
+    # TLS certificates read, or plaintext checked, before anything starts (shared.tls)
+    security = config.tls.server_security("user_service", config.listen_addr, "USER_SERVICE_ADDR")
+    identity = security.identity
     engine = create_db_engine(config.db_url, synchronous=config.db_synchronous)
     try:
         migrate(engine)
@@ -87,7 +90,8 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     transactions = SqlTransactions(engine, max_batch=config.max_batch)
     transactions.group.observer = telemetry.database(engine.dialect.name)
     # The channel connects lazily: the gateway is asked at the first deposit, not now (it may start later).
-    gateway_channel = None if config.assets else open_channel(config.exchange_gateway_addr, telemetry)
+    gateway_target = config.tls.target("exchange_gateway", config.exchange_gateway_addr)
+    gateway_channel = None if config.assets else open_channel(gateway_target, telemetry, identity)
     source: ExchangeAssets
     if gateway_channel is None:
         source = FixedAssets(config.assets)
@@ -95,11 +99,17 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         source = GrpcGatewayAssets(gateway_channel, config.service_token)
     assets = ListedAssets(source, refresh_seconds=config.assets_refresh_seconds)
     users = UserService(transactions, assets)
-    servicer = UserServiceServicer(users, Authorizer(config.admin_token, config.service_token, users))
+    # With TLS the service token counts only from the order service's certificate (mutual TLS).
+    peers = SERVICE_PEERS if identity is not None else None
+    servicer = UserServiceServicer(users, Authorizer(config.admin_token, config.service_token, users, peers=peers))
     registration = Registration(SERVICE_NAME, user_service_pb2_grpc.add_UserServiceServicer_to_server, servicer)
     try:
         server, port, health_servicer = await create_server(
-            config.listen_addr, [registration], access_log=config.access_log, telemetry=telemetry
+            config.listen_addr,
+            [registration],
+            access_log=config.access_log,
+            telemetry=telemetry,
+            security=security,
         )
     except BaseException:
         if gateway_channel is not None:

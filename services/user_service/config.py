@@ -18,6 +18,7 @@ from shared.config import (
 )
 from shared.metrics import metrics_addr
 from shared.db import check_db_url
+from shared.tls import PLAINTEXT, TlsSettings
 
 DB_FILENAME = "user_service.db"
 
@@ -50,6 +51,8 @@ class Config:
     """Where to serve Prometheus /metrics (host:port); empty: not served."""
     otlp_endpoint: str = ""
     """The OTLP/gRPC endpoint spans are exported to; empty: none exported."""
+    tls: TlsSettings = PLAINTEXT
+    """TRADING_TLS_DIR, TRADING_ALLOW_PLAINTEXT, its own and the gateway's internal port (shared.tls)."""
 
     def __post_init__(self) -> None:
         if not self.admin_token or not self.service_token:
@@ -82,4 +85,5 @@ class Config:
             assets=tuple(a.strip() for a in env.get("USER_ASSETS", "").split(",") if a.strip()),
             metrics_addr=metrics_addr(env, "USER_METRICS_ADDR"),
             otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            tls=TlsSettings.from_env(env),
         )

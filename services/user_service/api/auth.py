@@ -28,6 +28,10 @@ The internal RPCs accept only the service token, as the proto says ("accept only
 token"): the admin manages users and balances through Deposit/Withdraw, never by posting
 reservations or trades by hand. The service token may read users, balances and the ledger,
 which the order service needs, and the ledger's totals, which its reconciliation report reads.
+With TLS on (``TRADING_TLS_DIR``) the service token counts only from the order service's certificate
+on the mutual TLS internal port (``SERVICE_PEERS``, checked by ``Authorizer.check_service_peer``): the
+token from users' port, or from another service's certificate, is refused. A user's key or the admin
+token never opens an internal RPC, with or without TLS.
 Missing, malformed, unknown or revoked credentials give UNAUTHENTICATED; a known caller outside
 its rights gets PERMISSION_DENIED. Both are logged as security events with the method, the peer
 and at most a key id prefix, never a secret.
@@ -46,6 +50,7 @@ from services.user_service.service.app import UserService
 from shared.auth import bearer_token, same_secret
 from shared.errors import PermissionDenied, Unauthenticated
 from shared.logs import security_log
+from shared.tls import ServicePeers
 
 
 class Role(enum.Enum):
@@ -87,6 +92,10 @@ POLICY: dict[str, Access] = {
 }
 
 
+SERVICE_PEERS = ServicePeers(callers={}, default=frozenset({"order_service"}))
+"""The services whose certificate may use the service token here: the order service, on every RPC."""
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller; ``user_id`` and ``key_id`` are set for API keys only."""
@@ -118,10 +127,11 @@ def _peer(context: grpc.aio.ServicerContext) -> str:
 class Authorizer:
     """Resolves bearer tokens to principals and enforces ``POLICY``, logging every refusal."""
 
-    def __init__(self, admin_token: str, service_token: str, users: UserService):
+    def __init__(self, admin_token: str, service_token: str, users: UserService, *, peers: ServicePeers | None = None):
         self._admin = admin_token
         self._service = service_token
         self._users = users
+        self._peers = peers
 
     async def authenticate(self, context: grpc.aio.ServicerContext, rpc: str) -> Principal:
         """Return the caller, or raise UNAUTHENTICATED (and log a security event)."""
@@ -135,6 +145,7 @@ class Authorizer:
         if is_admin:
             return Principal(Role.ADMIN)
         if is_service:
+            self.check_service_peer(context, rpc)
             return Principal(Role.SERVICE)
         if not api_keys.looks_like_api_key(token):
             self._log_failure(context, rpc, "unknown bearer token")
@@ -145,6 +156,11 @@ class Authorizer:
             self._log_failure(context, rpc, exc.why, exc.key_id_prefix)
             raise
         return Principal(Role.USER, user_id=user.user_id, key_id=key.key_id)
+
+    def check_service_peer(self, context: grpc.aio.ServicerContext, rpc: str) -> None:
+        """With TLS, refuse the service token unless the caller's certificate is a service meant to call ``rpc``."""
+        if self._peers is not None:
+            self._peers.check(context, rpc)
 
     async def authorize(self, context: grpc.aio.ServicerContext, rpc: str) -> Principal:
         """Authenticate, then check the caller's role against the policy of ``rpc``."""

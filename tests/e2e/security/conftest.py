@@ -1,0 +1,224 @@
+"""The four real processes over TLS: ``TRADING_TLS_DIR`` set to a fresh development set (``launcher.certs``).
+
+``TlsStack`` starts the simulator, the user service, the gateway and the order service with
+``python -m services.<name>`` on free loopback ports (users' ports and the two internal mutual TLS ports),
+waits until each answers gRPC health over TLS (verified with the CA only, as a user's client does), and kills
+everything in teardown. ``Certs`` also holds certificates that no service uses: one from another CA.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from launcher.certs import issue, make_dev_certs, new_ca
+from tests.support import PYTHON, ROOT, OutputCollector, free_port
+
+SERVICES = {
+    "user_service": ("USER_SERVICE_ADDR", "trading.user.v1.UserService"),
+    "exchange_gateway": ("EXCHANGE_GATEWAY_ADDR", "trading.gateway.v1.ExchangeGateway"),
+    "order_service": ("ORDER_SERVICE_ADDR", "trading.order.v1.OrderService"),
+}
+INTERNAL_PORTS = {"user_service": "USER_SERVICE_INTERNAL_PORT", "exchange_gateway": "EXCHANGE_GATEWAY_INTERNAL_PORT"}
+
+
+@dataclass(frozen=True)
+class Certs:
+    """The development set the stack uses, and a certificate of the same name from another CA."""
+
+    directory: Path
+    foreign_key: bytes
+    foreign_cert: bytes
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / "ca.crt"
+
+    def read(self, name: str) -> bytes:
+        return (self.directory / name).read_bytes()
+
+    def user_credentials(self) -> grpc.ChannelCredentials:
+        """What a user's client has: the CA, no certificate."""
+        return grpc.ssl_channel_credentials(root_certificates=self.read("ca.crt"))
+
+    def service_credentials(self, service: str) -> grpc.ChannelCredentials:
+        """The CA and ``service``'s own certificate and key, as that service's channels present them."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.read("ca.crt"),
+            private_key=self.read(f"{service}.key"),
+            certificate_chain=self.read(f"{service}.crt"),
+        )
+
+    def foreign_credentials(self) -> grpc.ChannelCredentials:
+        """The right CA to trust, but a certificate named order_service signed by another CA."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.read("ca.crt"), private_key=self.foreign_key, certificate_chain=self.foreign_cert
+        )
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen[bytes]
+    out: OutputCollector
+    err: OutputCollector
+
+    def logs(self, tail: int = 4000) -> str:
+        return f"--- {self.name} stdout\n{self.out.text[-tail:]}\n--- {self.name} stderr\n{self.err.text[-tail:]}"
+
+
+@dataclass
+class TlsStack:
+    env: dict[str, str]
+    certs: Certs
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    @property
+    def admin_token(self) -> str:
+        return self.env["TRADING_ADMIN_TOKEN"]
+
+    @property
+    def service_token(self) -> str:
+        return self.env["TRADING_SERVICE_TOKEN"]
+
+    def addr(self, name: str) -> str:
+        """Users' address of a service."""
+        return self.env[SERVICES[name][0]]
+
+    def internal_addr(self, name: str) -> str:
+        """The mutual TLS port of a service other services call."""
+        return f"127.0.0.1:{self.env[INTERNAL_PORTS[name]]}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['SIM_PORT']}"
+
+    def start(self, name: str) -> Proc:
+        process = subprocess.Popen(
+            [PYTHON, "-m", f"services.{name}"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        proc = Proc(name, process, OutputCollector(process.stdout), OutputCollector(process.stderr))
+        self.procs[name] = proc
+        if name == "exchange_simulator":
+            self._wait_http(f"{self.sim_url}/api/v3/ping", proc)
+        else:
+            self._wait_serving(self.addr(name), SERVICES[name][1], proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.process.poll() is None:
+                proc.process.send_signal(signal.SIGTERM)
+                try:
+                    proc.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.process.kill()
+                    proc.process.wait(timeout=10)
+
+    def logs(self) -> str:
+        return "\n".join(proc.logs() for proc in self.procs.values())
+
+    def _wait_serving(self, addr: str, service: str, proc: Proc, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.process.poll() is not None:
+                raise AssertionError(f"{proc.name} exited with {proc.process.returncode}\n{proc.logs()}")
+            # A fresh channel each time: a channel that failed to connect waits out its back-off.
+            with grpc.secure_channel(addr, self.certs.user_credentials()) as channel:
+                try:
+                    answer = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service=service), timeout=1
+                    )
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"{proc.name} did not become SERVING at {addr}\n{proc.logs()}")
+
+    @staticmethod
+    def _wait_http(url: str, proc: Proc, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.process.poll() is not None:
+                raise AssertionError(f"{proc.name} exited with {proc.process.returncode}\n{proc.logs()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{proc.name} did not answer at {url}\n{proc.logs()}")
+
+
+def base_env(var: Path) -> dict[str, str]:
+    """The environment of a stack in ``var`` on free loopback ports, without TLS settings."""
+    env = {
+        **os.environ,
+        "ORDER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
+        "USER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
+        "EXCHANGE_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
+        "USER_SERVICE_INTERNAL_PORT": str(free_port()),
+        "EXCHANGE_GATEWAY_INTERNAL_PORT": str(free_port()),
+        "SIM_PORT": str(free_port()),
+        "ORDER_METRICS_ADDR": "",
+        "USER_METRICS_ADDR": "",
+        "GATEWAY_METRICS_ADDR": "",
+        "ORDER_DB_URL": f"sqlite:///{var}/order.db",
+        "USER_DB_URL": f"sqlite:///{var}/user.db",
+        "GATEWAY_DB_URL": f"sqlite:///{var}/gateway.db",
+        "TRADING_ADMIN_TOKEN": f"adm_{secrets.token_hex(16)}",
+        "TRADING_SERVICE_TOKEN": f"svc_{secrets.token_hex(16)}",
+        "BINANCE_ENV": "sim",
+        "LOG_LEVEL": "WARNING",
+        "ORDER_AUTH_CACHE_SECONDS": "0.5",
+    }
+    for name in (
+        "BINANCE_API_KEY",
+        "BINANCE_API_SECRET",
+        "BINANCE_BASE_URL",
+        "BINANCE_WS_API_URL",
+        "SIM_RANDOM_WALK",
+        "TRADING_TLS_DIR",
+        "TRADING_ALLOW_PLAINTEXT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ):
+        env.pop(name, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    directory = tmp_path_factory.mktemp("tls") / "tls"
+    assert make_dev_certs(directory)
+    foreign = issue(new_ca("another CA"), "order_service")
+    return Certs(directory, foreign.key_pem(), foreign.cert_pem())
+
+
+@pytest.fixture(scope="module")
+def tls_stack(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[TlsStack]:
+    var = tmp_path_factory.mktemp("tls-e2e")
+    env = {**base_env(var), "TRADING_TLS_DIR": str(certs.directory)}
+    stack = TlsStack(env, certs)
+    try:
+        for name in ("exchange_simulator", "user_service", "exchange_gateway", "order_service"):
+            stack.start(name)
+        yield stack
+    finally:
+        stack.stop_all()
