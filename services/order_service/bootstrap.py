@@ -10,6 +10,7 @@ from grpc_health.v1 import health
 
 from services.order_service.adapters.db import SqlOrderStore
 from services.order_service.adapters.gateway_client import GrpcGateway
+from services.order_service.adapters.quotes_client import GrpcQuotes
 from services.order_service.adapters.user_client import GrpcUserService
 from services.order_service.api.servicer import OrderServiceServicer
 from services.order_service.config import Config
@@ -74,6 +75,8 @@ class RunningService:
         await self.readiness.stop()
         await self.health.enter_graceful_shutdown()
         self.app.hub.close()  # end WatchOrders streams so that the server need not wait for them
+        if self.app.quotes is not None:
+            self.app.quotes.close()  # and WatchTickers streams
         await self.server.stop(grace)
         await self.app.stop(grace)
         for channel in self.channels:
@@ -105,7 +108,14 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     )
     users = GrpcUserService(user_channel, config.service_token)
     gateway = GrpcGateway(gateway_channel, config.service_token)
-    app = OrderApp(store, users, gateway, settings_of(config), telemetry=OrderTelemetry(telemetry.registry))
+    app = OrderApp(
+        store,
+        users,
+        gateway,
+        settings_of(config),
+        telemetry=OrderTelemetry(telemetry.registry),
+        quotes=GrpcQuotes(gateway_channel, config.service_token),
+    )
     telemetry.registry.register(OrderStateCollector(app.outbox, app.reconciliation, app.market.listed_assets))
     await app.start()
     registration = Registration(

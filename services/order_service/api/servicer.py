@@ -20,14 +20,16 @@ from services.order_service.api.codec import (
     encode_parked,
     encode_report,
 )
+from services.order_service.api.market_data import encode_book, encode_symbol, encode_ticker
 from services.order_service.domain.model import Caller
 from services.order_service.service.app import OrderApp
 from services.order_service.service.deadline import Deadline
 from services.order_service.service.limits import rate_text
+from services.order_service.service.quotes import Quotes
 from shared.auth import bearer_token
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, Unavailable
 from shared.timeutil import ms_from_ts, ts_from_ms
-from trading.order.v1 import order_service_pb2, order_service_pb2_grpc
+from trading.order.v1 import market_data_pb2, order_service_pb2, order_service_pb2_grpc
 
 
 class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
@@ -152,3 +154,33 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
             yield order_service_pb2.WatchOrdersResponse(
                 order=encode_order(order), event_time=ts_from_ms(order.update_time_ms), sequence=sequence
             )
+
+    def _quotes(self) -> Quotes:
+        if self.app.quotes is None:
+            raise Unavailable("market data is not available from this order service", reason="NO_MARKET_DATA")
+        return self.app.quotes
+
+    async def ListSymbols(self, request, context):  # type: ignore[no-untyped-def]
+        await self._caller(context)
+        page = await self._quotes().symbols(request.page_size, request.page_token)
+        return market_data_pb2.ListSymbolsResponse(
+            symbols=[encode_symbol(s) for s in page.symbols], next_page_token=page.next_page_token
+        )
+
+    async def GetTicker(self, request, context):  # type: ignore[no-untyped-def]
+        await self._caller(context)
+        ticker = await self._quotes().ticker(request.symbol, Deadline.after(context.time_remaining()))
+        return market_data_pb2.GetTickerResponse(ticker=encode_ticker(ticker))
+
+    async def GetOrderBook(self, request, context):  # type: ignore[no-untyped-def]
+        await self._caller(context)
+        book = await self._quotes().order_book(request.symbol, request.depth, Deadline.after(context.time_remaining()))
+        return market_data_pb2.GetOrderBookResponse(book=encode_book(book))
+
+    async def WatchTickers(self, request, context) -> AsyncIterator[market_data_pb2.WatchTickersResponse]:  # type: ignore[no-untyped-def,override]
+        await self._caller(context)
+        tickers = await self._quotes().watch(request.symbols)
+        # Tell the client the stream is live (headers) before the first ticker arrives.
+        await context.send_initial_metadata(())
+        async for ticker in tickers:
+            yield market_data_pb2.WatchTickersResponse(ticker=encode_ticker(ticker))

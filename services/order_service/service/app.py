@@ -27,6 +27,7 @@ from services.order_service.service.outbox import Outbox
 from services.order_service.service.placement import PlaceOrder
 from services.order_service.service.ports import GatewayPort, OrderStore, UserPort
 from services.order_service.service.queries import Queries
+from services.order_service.service.quotes import Quotes, QuoteSource
 from services.order_service.service.reconciliation import ClientMoneyReconciliation
 from services.order_service.service.recovery import Reconciler
 from services.order_service.service.telemetry import OrderTelemetry
@@ -76,6 +77,7 @@ class OrderApp:
         *,
         clock: Callable[[], int] = now_ms,
         telemetry: OrderTelemetry | None = None,
+        quotes: QuoteSource | None = None,
     ):
         self.settings = settings = settings or Settings()
         self.telemetry = telemetry = telemetry if telemetry is not None else OrderTelemetry()
@@ -96,6 +98,11 @@ class OrderApp:
         self.market = MarketData(
             gateway, rules_ttl=settings.rules_cache_seconds, price_ttl=settings.price_cache_seconds
         )
+        # Market data for users (ListSymbols, GetTicker, GetOrderBook, WatchTickers); None in an app built
+        # without a source of tickers and books, whose market data RPCs are then UNAVAILABLE.
+        self.quotes: Quotes | None = None
+        if quotes is not None:
+            self.quotes = Quotes(gateway, quotes, symbols_ttl=settings.rules_cache_seconds)
         self.auth = Authenticator(
             users,
             ttl=settings.auth_cache_seconds,
@@ -186,3 +193,5 @@ class OrderApp:
         await self.expiry.stop()
         await self.outbox.stop(grace)
         self.hub.close()
+        if self.quotes is not None:
+            self.quotes.close()
