@@ -10,7 +10,7 @@ GEN    := gen
 PROTOS := $(shell find protos -name '*.proto' | sort)
 GENSTAMP := $(GEN)/.stamp
 
-.PHONY: help setup gen run test test-fast check lint fmt types imports bench soak lock clean
+.PHONY: help setup gen run certs test test-fast check lint fmt types imports bench soak lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -31,8 +31,13 @@ $(GENSTAMP): $(STAMP) $(PROTOS) scripts/gen-protos.sh
 	sh scripts/gen-protos.sh $(PY) $(GEN)
 	@touch $(GENSTAMP)
 
-run: setup ## start everything on SQLite with the simulator (Ctrl-C stops it)
+run: setup ## start everything on SQLite with the simulator (Ctrl-C stops it; TRADING_TLS_DIR=var/tls for TLS)
 	$(PY) -m launcher
+
+CERTS_DIR ?= var/tls
+
+certs: setup ## a development CA and the services' TLS certificates in var/tls (FORCE=1 replaces them)
+	$(PY) -m launcher.certs $(CERTS_DIR) $(if $(FORCE),--force)
 
 test: setup ## run the whole test suite
 	$(BIN)/pytest

@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Wrote a development CA and certificates for {', '.join(SERVICES)} to {directory}")
     else:
         print(f"{directory} already holds a complete set (make certs FORCE=1, or --force, replaces it)")
-    shown = os.path.relpath(directory) if directory.is_absolute() else str(directory)
+    relative = os.path.relpath(directory.resolve())
+    shown = str(directory.resolve()) if relative.startswith("..") else relative
     print(f"Run over TLS:  TRADING_TLS_DIR={shown} make run")
     print(f"Clients need the CA only:  grpcurl -cacert {shown}/ca.crt 127.0.0.1:50051 list")
     return 0

@@ -25,8 +25,16 @@ from shared.config import (
     DEFAULT_USER_SERVICE_ADDR,
     REPO_ROOT,
 )
-from shared.healthcheck import probe
+from shared.healthcheck import probe, tls_ca
 from shared.metrics import DEFAULT_METRICS_ADDRS, METRICS_PATH
+from shared.tls import (
+    DEFAULT_EXCHANGE_GATEWAY_INTERNAL_PORT,
+    DEFAULT_USER_SERVICE_INTERNAL_PORT,
+    EXCHANGE_GATEWAY_INTERNAL_PORT,
+    SERVICES,
+    TLS_DIR,
+    USER_SERVICE_INTERNAL_PORT,
+)
 
 STOP_TIMEOUT = 10.0
 START_TIMEOUT = 60.0
@@ -129,8 +137,36 @@ def build_environment(base: Mapping[str, str], keep_dir: Path | None = None) -> 
         notes.append(f"generated tokens are kept in {path} (owner-only) for the next run; delete it to rotate")
     if env["BINANCE_ENV"] == "sim":
         env.setdefault("SIM_RANDOM_WALK", "true")
+    if env.get(TLS_DIR):
+        # The children run in the repository root: a relative folder is the one the user meant from here.
+        env[TLS_DIR] = str(Path(env[TLS_DIR]).resolve())
+        env.setdefault(USER_SERVICE_INTERNAL_PORT, str(DEFAULT_USER_SERVICE_INTERNAL_PORT))
+        env.setdefault(EXCHANGE_GATEWAY_INTERNAL_PORT, str(DEFAULT_EXCHANGE_GATEWAY_INTERNAL_PORT))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env, notes
+
+
+def check_tls(env: Mapping[str, str]) -> None:
+    """With ``TRADING_TLS_DIR`` set, fail with a clear message unless it holds the CA and every service's pair."""
+    directory = env.get(TLS_DIR)
+    if not directory:
+        return
+    wanted = ["ca.crt"] + [f"{service}.{ext}" for service in SERVICES for ext in ("crt", "key")]
+    missing = [name for name in wanted if not (Path(directory) / name).is_file()]
+    if missing:
+        raise LaunchError(
+            f"{TLS_DIR}={directory} lacks {', '.join(missing)}: `make certs` writes a development set to var/tls"
+        )
+
+
+INTERNAL_PORTS = {"user_service": USER_SERVICE_INTERNAL_PORT, "exchange_gateway": EXCHANGE_GATEWAY_INTERNAL_PORT}
+"""The variable of the mutual TLS port of each service the others call (with TLS only)."""
+
+
+def internal_addr(env: Mapping[str, str], name: str, addr_variable: str) -> str:
+    """The internal (mutual TLS) address of ``name``: its port on the host of its address."""
+    host = env[addr_variable].rsplit(":", 1)[0]
+    return f"{host}:{env[INTERNAL_PORTS[name]]}"
 
 
 def plan(env: Mapping[str, str]) -> list[Child]:
@@ -176,6 +212,8 @@ def check_ports(children: list[Child], env: Mapping[str, str]) -> None:
     for child in children:
         addr = f"127.0.0.1:{env['SIM_PORT']}" if child.env_var == "SIM_PORT" else env[child.env_var]
         wanted = [(addr, child.env_var)]
+        if env.get(TLS_DIR) and child.name in INTERNAL_PORTS:
+            wanted.append((internal_addr(env, child.name, child.env_var), INTERNAL_PORTS[child.name]))
         metrics = METRICS_VARIABLES.get(child.name)
         if metrics and env.get(metrics):
             wanted.append((env[metrics], metrics))
@@ -200,7 +238,8 @@ class Stack:
         print(text, file=self.out, flush=True)  # type: ignore[call-overload]
 
     def start(self) -> None:
-        """Start each child and wait for it to be healthy before the next one."""
+        """Start each child and wait for it to be healthy before the next one (over TLS when it is on)."""
+        ca = tls_ca(self.env)
         for child in self.children:
             child.process = subprocess.Popen(
                 [sys.executable, "-m", child.module],
@@ -209,7 +248,7 @@ class Stack:
                 start_new_session=True,
             )
             deadline = time.monotonic() + START_TIMEOUT
-            while not probe(child.check):
+            while not probe(child.check, ca=None if child.check.startswith("http") else ca):
                 if self._stopping:
                     return
                 if child.process.poll() is not None:
@@ -268,6 +307,22 @@ def banner(env: Mapping[str, str], notes: list[str]) -> str:
         lines += [f"  {name:<18} {url}" for name, url in urls.items()]
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         lines.append(f"Traces are exported over OTLP to {env['OTEL_EXPORTER_OTLP_ENDPOINT']}")
+    tls_dir = env.get(TLS_DIR, "")
+    if tls_dir:
+        ca = str(Path(tls_dir) / "ca.crt")
+        security = f"-cacert {ca}"
+        internal = ", ".join(
+            internal_addr(env, name, variable)
+            for name, variable in (("user_service", "USER_SERVICE_ADDR"), ("exchange_gateway", "EXCHANGE_GATEWAY_ADDR"))
+        )
+        lines += [
+            "",
+            f"TLS on every port ({TLS_DIR}={tls_dir}): clients need only the CA ({ca}).",
+            f"  The services call each other with mutual TLS on {internal}.",
+        ]
+    else:
+        security = "-plaintext"
+        lines += ["", f"Plaintext on loopback. For TLS: make certs, then {TLS_DIR}=var/tls make run"]
     lines += [
         "",
         f"Admin token: {admin}",
@@ -278,9 +333,9 @@ def banner(env: Mapping[str, str], notes: list[str]) -> str:
         f"  export G='{grpcurl}'",
         "",
         "Try:",
-        f"  {grpcurl} -plaintext {user} list",
-        f"  {grpcurl} -plaintext {user} describe trading.user.v1.UserService",
-        f"  {grpcurl} -plaintext -H 'authorization: Bearer {admin}' \\",
+        f"  {grpcurl} {security} {user} list",
+        f"  {grpcurl} {security} {user} describe trading.user.v1.UserService",
+        f"  {grpcurl} {security} -H 'authorization: Bearer {admin}' \\",
         """      -d '{"username": "alice", "email": "alice@example.com"}' \\""",
         f"      {user} trading.user.v1.UserService/CreateUser",
         "  (the README walks through deposits, API keys and orders)",
@@ -295,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     env, notes = build_environment(os.environ, REPO_ROOT / "var")
     children = plan(env)
     try:
+        check_tls(env)
         check_ports(children, env)
     except LaunchError as exc:
         print(f"make run: {exc}", file=sys.stderr)
