@@ -13,8 +13,11 @@ from services.user_service.adapters.transactions import SqlTransactions, migrate
 from services.user_service.api.auth import SERVICE_PEERS, Authorizer
 from services.user_service.api.servicer import UserServiceServicer
 from services.user_service.config import Config
+from services.user_service.domain.throttle import Throttle, ThrottlePolicy
 from services.user_service.service.app import UserService
 from services.user_service.service.assets import FixedAssets, ListedAssets
+from services.user_service.service.audit import AuditTrail
+from services.user_service.service.guard import AuthenticationGuard
 from services.user_service.service.ports import ExchangeAssets
 from shared.client import open_channel
 from shared.db import create_db_engine
@@ -43,6 +46,7 @@ class RunningService:
     gateway_channel: grpc.aio.Channel | None = None
     telemetry: Telemetry | None = None
     readiness: Readiness | None = None
+    audit: AuditTrail | None = None
     _stopped: bool = field(default=False, repr=False)
 
     async def stop(self, grace: float = 1.0) -> None:
@@ -61,6 +65,8 @@ class RunningService:
         await self.assets.aclose()
         if self.gateway_channel is not None:
             await self.gateway_channel.close()
+        if self.audit is not None:
+            await self.audit.stop()  # writes the audit events still in memory
         await self.transactions.aclose()
         if self.telemetry is not None:
             await self.telemetry.close()
@@ -99,9 +105,17 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         source = GrpcGatewayAssets(gateway_channel, config.service_token)
     assets = ListedAssets(source, refresh_seconds=config.assets_refresh_seconds)
     users = UserService(transactions, assets)
+    audit = AuditTrail(transactions, window_ms=int(config.audit_window_seconds * 1000))
+    policy = ThrottlePolicy(
+        slow_after=config.auth_slow_after,
+        ban_after=config.auth_ban_after,
+        ban_ms=int(config.auth_ban_seconds * 1000),
+    )
+    guard = AuthenticationGuard(Throttle(policy), audit)
     # With TLS the service token counts only from the order service's certificate (mutual TLS).
     peers = SERVICE_PEERS if identity is not None else None
-    servicer = UserServiceServicer(users, Authorizer(config.admin_token, config.service_token, users, peers=peers))
+    authorizer = Authorizer(config.admin_token, config.service_token, users, guard=guard, peers=peers)
+    servicer = UserServiceServicer(users, authorizer, audit)
     registration = Registration(SERVICE_NAME, user_service_pb2_grpc.add_UserServiceServicer_to_server, servicer)
     try:
         server, port, health_servicer = await create_server(
@@ -129,7 +143,9 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         # Its database is all it needs (the gateway's asset list is cached and only asked for by
         # deposits and withdrawals): ready from start to shutdown, with ``trading_ready`` to show it.
         readiness=Readiness(health_servicer, SERVICE_NAME, {}, registry=telemetry.registry),
+        audit=audit,
     )
+    audit.start()
     try:
         await telemetry.serve_metrics(config.metrics_addr, "USER_METRICS_ADDR")
     except BaseException:

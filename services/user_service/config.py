@@ -11,13 +11,14 @@ from shared.config import (
     DEFAULT_EXCHANGE_GATEWAY_ADDR,
     DEFAULT_USER_SERVICE_ADDR,
     ConfigError,
+    env_float,
     env_int,
     env_secret,
     env_str,
     sqlite_url,
 )
-from shared.metrics import metrics_addr
 from shared.db import check_db_url
+from shared.metrics import metrics_addr
 from shared.tls import PLAINTEXT, TlsSettings
 
 DB_FILENAME = "user_service.db"
@@ -53,8 +54,23 @@ class Config:
     """The OTLP/gRPC endpoint spans are exported to; empty: none exported."""
     tls: TlsSettings = PLAINTEXT
     """TRADING_TLS_DIR, TRADING_ALLOW_PLAINTEXT, its own and the gateway's internal port (shared.tls)."""
+    auth_slow_after: int = 5
+    """Failed authentications from one address (or against one key) within a minute before answers slow down."""
+    auth_ban_after: int = 20
+    """Failed authentications from one address (or against one key) within a minute before it is refused."""
+    auth_ban_seconds: float = 300.0
+    """How long an address is refused."""
+    audit_window_seconds: float = 60.0
+    """Failed authentications and denials are recorded once per address, key and this window."""
 
     def __post_init__(self) -> None:
+        if not 0 < self.auth_slow_after <= self.auth_ban_after:
+            raise ConfigError(
+                f"USER_AUTH_SLOW_AFTER ({self.auth_slow_after}) must be at least 1 and at most "
+                f"USER_AUTH_BAN_AFTER ({self.auth_ban_after})"
+            )
+        if self.auth_ban_seconds <= 0 or self.audit_window_seconds <= 0:
+            raise ConfigError("USER_AUTH_BAN_SECONDS and USER_AUDIT_WINDOW_SECONDS must be positive")
         if not self.admin_token or not self.service_token:
             raise ConfigError("TRADING_ADMIN_TOKEN and TRADING_SERVICE_TOKEN must be set")
         if self.admin_token == self.service_token:
@@ -85,5 +101,9 @@ class Config:
             assets=tuple(a.strip() for a in env.get("USER_ASSETS", "").split(",") if a.strip()),
             metrics_addr=metrics_addr(env, "USER_METRICS_ADDR"),
             otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            auth_slow_after=env_int(env, "USER_AUTH_SLOW_AFTER", 5),
+            auth_ban_after=env_int(env, "USER_AUTH_BAN_AFTER", 20),
+            auth_ban_seconds=env_float(env, "USER_AUTH_BAN_SECONDS", 300.0),
+            audit_window_seconds=env_float(env, "USER_AUDIT_WINDOW_SECONDS", 60.0),
             tls=TlsSettings.from_env(env),
         )

@@ -19,6 +19,7 @@ UPDATE. On SQLite the write transaction's BEGIN IMMEDIATE already holds the one 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -26,7 +27,9 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from services.user_service.adapters.tables import (
+    api_key_grants,
     api_keys,
+    audit_events,
     balances,
     house_balances,
     house_entries,
@@ -35,6 +38,8 @@ from services.user_service.adapters.tables import (
     reservations,
     users,
 )
+from services.user_service.domain.api_keys import scopes_from_text, scopes_text
+from services.user_service.domain.audit import AuditEvent, AuditKind, Role
 from services.user_service.domain.model import (
     ApiKey,
     Balance,
@@ -63,9 +68,14 @@ _TOUCH_USER = (
     update(users).where(users.c.user_id == bindparam("b_user_id")).values(last_login_ms=bindparam("last_login_ms"))
 )
 
-_GET_KEY = select(api_keys).where(api_keys.c.key_id == bindparam("key_id"))
-_LIST_KEYS = select(api_keys).where(api_keys.c.user_id == bindparam("user_id")).order_by(api_keys.c.key_id)
+# A key with its grant (scopes, expiry); a key made before grants existed has none (NULLs).
+_KEYS = select(*api_keys.c, api_key_grants.c.scopes, api_key_grants.c.expire_ms).select_from(
+    api_keys.outerjoin(api_key_grants)
+)
+_GET_KEY = _KEYS.where(api_keys.c.key_id == bindparam("key_id"))
+_LIST_KEYS = _KEYS.where(api_keys.c.user_id == bindparam("user_id")).order_by(api_keys.c.key_id)
 _INSERT_KEY = insert(api_keys)
+_INSERT_GRANT = insert(api_key_grants)
 _REVOKE_KEY = (
     update(api_keys).where(api_keys.c.key_id == bindparam("b_key_id")).values(revoke_ms=bindparam("revoke_ms"))
 )
@@ -110,6 +120,10 @@ _GET_IDEMPOTENCY = select(idempotency_keys.c.fingerprint, idempotency_keys.c.res
 )
 _INSERT_IDEMPOTENCY = insert(idempotency_keys)
 
+_AUDIT_COLUMNS = [c.name for c in audit_events.columns if c.name != "event_id"]
+# An event another service sends again (a retry) is recorded once: (source, source_event_id) is unique.
+_INSERT_AUDIT = upsert(audit_events, ["source", "source_event_id"])
+
 
 _text = decimal_text
 
@@ -139,6 +153,7 @@ class _Sql:
     )
     get_idempotency = Statement(_GET_IDEMPOTENCY)
     insert_idempotency = Statement(_INSERT_IDEMPOTENCY, ["scope", "key", "fingerprint", "result", "create_ms"])
+    insert_audit = Statement(_INSERT_AUDIT, _AUDIT_COLUMNS)
 
 
 def _user(row: Any) -> User:
@@ -147,7 +162,28 @@ def _user(row: Any) -> User:
 
 
 def _key(row: Any) -> ApiKey:
-    return ApiKey(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+    # The api_keys columns in table order, then the grant's scopes and expiry (see _KEYS).
+    return ApiKey(row[0], row[1], row[2], row[3], row[4], row[5], row[6], scopes_from_text(row[7]), row[8])
+
+
+def _audit_event(row: Row[Any]) -> AuditEvent:
+    m = row._mapping
+    return AuditEvent(
+        kind=AuditKind(m["kind"]),
+        event_ms=m["event_ms"],
+        source=m["source"],
+        actor=Role(m["actor"]),
+        actor_key_id=m["actor_key_id"],
+        user_id=m["user_id"],
+        key_id=m["key_id"],
+        peer=m["peer"],
+        rpc=m["rpc"],
+        details=json.loads(m["details"]),
+        count=m["occurrences"],
+        first_ms=m["first_ms"],
+        source_event_id=m["source_event_id"] or "",
+        event_id=m["event_id"],
+    )
 
 
 def _entry(row: Row[Any]) -> LedgerEntry:
@@ -246,6 +282,9 @@ class SqlRepository:
                 "revoke_ms": key.revoke_ms,
                 "last_used_ms": key.last_used_ms,
             },
+        )
+        self.conn.execute(
+            _INSERT_GRANT, {"key_id": key.key_id, "scopes": scopes_text(key.scopes), "expire_ms": key.expire_ms}
         )
 
     def get_api_key(self, key_id: str) -> ApiKey | None:
@@ -414,3 +453,53 @@ class SqlRepository:
             self._sql.insert_idempotency,
             {"scope": scope, "key": key, "fingerprint": fingerprint, "result": result, "create_ms": now_ms},
         )
+
+    # --- the audit trail ------------------------------------------------------------------------
+
+    def append_audit(self, events: Iterable[AuditEvent], now_ms: int) -> int:
+        written = 0
+        for e in events:
+            cursor = self.cursor.execute(
+                self._sql.insert_audit,
+                {
+                    "kind": e.kind.value,
+                    "event_ms": e.event_ms,
+                    "first_ms": e.first,
+                    "occurrences": e.count,
+                    "source": e.source,
+                    "actor": e.actor.value,
+                    "actor_key_id": e.actor_key_id,
+                    "user_id": e.user_id,
+                    "key_id": e.key_id,
+                    "peer": e.peer,
+                    "rpc": e.rpc,
+                    "details": json.dumps(dict(e.details), sort_keys=True, ensure_ascii=False),
+                    "source_event_id": e.source_event_id or None,
+                    "record_ms": now_ms,
+                },
+            )
+            written += max(cursor.rowcount, 0)
+        return written
+
+    def list_audit(
+        self,
+        *,
+        user_id: str | None,
+        kind: AuditKind | None,
+        start_ms: int | None,
+        end_ms: int | None,
+        before_id: int | None,
+        limit: int,
+    ) -> list[AuditEvent]:
+        query = select(audit_events).order_by(audit_events.c.event_id.desc()).limit(limit)
+        if user_id is not None:
+            query = query.where(audit_events.c.user_id == user_id)
+        if kind is not None:
+            query = query.where(audit_events.c.kind == kind.value)
+        if start_ms is not None:
+            query = query.where(audit_events.c.event_ms >= start_ms)
+        if end_ms is not None:
+            query = query.where(audit_events.c.event_ms < end_ms)
+        if before_id is not None:
+            query = query.where(audit_events.c.event_id < before_id)
+        return [_audit_event(row) for row in self.conn.execute(query)]

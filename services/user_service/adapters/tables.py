@@ -2,8 +2,8 @@
 
 Money columns are ``ExactDecimal`` (canonical text with 8 places, TEXT affinity on SQLite): exact,
 but never SUM or ORDER BY them in SQL. Defences in the schema itself, besides the code's checks:
-- ledger entries and house entries are append-only: triggers (made by the migrations, see
-  ``shared.db.append_only_ddl``) refuse UPDATE and DELETE;
+- ledger entries, house entries, key grants and audit events are append-only: triggers (made by
+  the migrations, see ``shared.db.append_only_ddl``) refuse UPDATE and DELETE;
 - users' balances and reservation figures cannot be stored negative (CHECK on the text's sign);
   house balances are signed (``exchange_fees`` is a cost and goes negative);
 - usernames, e-mails and idempotency keys are UNIQUE, so a racing duplicate cannot slip in.
@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from shared.db import ExactDecimal
@@ -146,6 +147,43 @@ house_entries = Table(
     Column("create_ms", BigInteger, nullable=False),
     Index("ix_house_entries_account", "account", "asset", "entry_id"),
     Index("ix_house_entries_asset", "asset", "entry_id"),
+    sqlite_autoincrement=True,
+)
+
+api_key_grants = Table(
+    "api_key_grants",
+    metadata,
+    # A key's scopes and expiry, fixed at creation. A key without a row (made before scopes
+    # existed) is a trade key that never expires.
+    Column("key_id", String(30), ForeignKey("api_keys.key_id"), primary_key=True),
+    Column("scopes", String(64), nullable=False),
+    Column("expire_ms", BigInteger),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    # AUTOINCREMENT: ids are never reused, so they increase in the order events were recorded.
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("event_ms", BigInteger, nullable=False),
+    Column("first_ms", BigInteger, nullable=False),
+    Column("occurrences", Integer, nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("actor", String(16), nullable=False),
+    Column("actor_key_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("peer", String(128), nullable=False),
+    Column("rpc", String(64), nullable=False),
+    Column("details", Text, nullable=False),
+    # The sending service's id for events of other services; NULL for the user service's own.
+    Column("source_event_id", String(64)),
+    Column("record_ms", BigInteger, nullable=False),
+    UniqueConstraint("source", "source_event_id", name="uq_audit_events_source_event"),
+    Index("ix_audit_events_kind", "kind", "event_id"),
+    Index("ix_audit_events_user", "user_id", "event_id"),
+    Index("ix_audit_events_time", "event_ms"),
     sqlite_autoincrement=True,
 )
 

@@ -10,9 +10,9 @@ CreateUser             yes    no       no
 GetUser                yes    yes      own user only
 ListUsers              yes    no       no
 UpdateUserStatus       yes    no       no
-CreateApiKey           yes    no       no
+CreateApiKey           yes    no       own user, no wider
 ListApiKeys            yes    no       own user only
-RevokeApiKey           yes    no       no
+RevokeApiKey           yes    no       own user, no wider
 Deposit, Withdraw      yes    no       no
 GetBalances            yes    yes      own user only
 ListLedgerEntries      yes    yes      own user only
@@ -22,7 +22,12 @@ ReleaseFunds           no     yes      no
 SettleTrade            no     yes      no
 GetLedgerTotals        yes    yes      no
 ListHouseEntries       yes    no       no
+ListAuditEvents        yes    no       no
+RecordAuditEvents      no     yes      no
 =====================  =====  =======  ===================
+
+"No wider" (``domain.api_keys``): a user's key creates keys only with scopes it has and never
+outliving it, and revokes only keys whose scopes it has.
 
 The internal RPCs accept only the service token, as the proto says ("accept only the service
 token"): the admin manages users and balances through Deposit/Withdraw, never by posting
@@ -32,9 +37,14 @@ With TLS on (``TRADING_TLS_DIR``) the service token counts only from the order s
 on the mutual TLS internal port (``SERVICE_PEERS``, checked by ``Authorizer.check_service_peer``): the
 token from users' port, or from another service's certificate, is refused. A user's key or the admin
 token never opens an internal RPC, with or without TLS.
-Missing, malformed, unknown or revoked credentials give UNAUTHENTICATED; a known caller outside
-its rights gets PERMISSION_DENIED. Both are logged as security events with the method, the peer
-and at most a key id prefix, never a secret.
+Missing, malformed, unknown, revoked or expired credentials give UNAUTHENTICATED (an expired key
+is told so); a known caller outside its rights gets PERMISSION_DENIED. Both are logged as security
+events with the method, the peer and at most a key id, never a secret, and recorded in the audit
+trail. Failed authentications are throttled by client address (``service.guard``): a refused
+address gets RESOURCE_EXHAUSTED with RetryInfo for anything but the admin and service tokens, which
+are checked first so that a service sharing an address with a guesser keeps working (they are long
+random secrets, beyond guessing). For AuthenticateApiKey the address is the end client's, which the
+calling service passes as ``client_peer``.
 """
 
 from __future__ import annotations
@@ -45,11 +55,14 @@ from dataclasses import dataclass
 import grpc
 
 from services.user_service.domain import api_keys
+from services.user_service.domain import audit as audit_domain
+from services.user_service.domain.model import ApiKey, Scope, User
+from services.user_service.domain.throttle import client_host
 from services.user_service.service.accounts import AuthenticationFailed
 from services.user_service.service.app import UserService
+from services.user_service.service.guard import AuthenticationGuard
 from shared.auth import bearer_token, same_secret
 from shared.errors import PermissionDenied, Unauthenticated
-from shared.logs import security_log
 from shared.tls import ServicePeers
 
 
@@ -76,9 +89,9 @@ POLICY: dict[str, Access] = {
     "GetUser": Access.OWNER_READ,
     "ListUsers": Access.ADMIN,
     "UpdateUserStatus": Access.ADMIN,
-    "CreateApiKey": Access.ADMIN,
+    "CreateApiKey": Access.OWNER_KEYS,
     "ListApiKeys": Access.OWNER_KEYS,
-    "RevokeApiKey": Access.ADMIN,
+    "RevokeApiKey": Access.OWNER_KEYS,
     "Deposit": Access.ADMIN,
     "Withdraw": Access.ADMIN,
     "GetBalances": Access.OWNER_READ,
@@ -89,20 +102,28 @@ POLICY: dict[str, Access] = {
     "SettleTrade": Access.INTERNAL,
     "GetLedgerTotals": Access.OPERATORS,
     "ListHouseEntries": Access.ADMIN,
+    "ListAuditEvents": Access.ADMIN,
+    "RecordAuditEvents": Access.INTERNAL,
 }
 
 
-SERVICE_PEERS = ServicePeers(callers={}, default=frozenset({"order_service"}))
-"""The services whose certificate may use the service token here: the order service, on every RPC."""
+SERVICE_PEERS = ServicePeers(
+    callers={"RecordAuditEvents": frozenset({"order_service", "exchange_gateway"})},
+    default=frozenset({"order_service"}),
+)
+"""The services whose certificate may use the service token here: the order service, on every RPC, and the
+gateway for RecordAuditEvents (its security events)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller; ``user_id`` and ``key_id`` are set for API keys only."""
+    """An authenticated caller; ``user_id``, ``key_id``, ``scopes`` and ``expire_ms`` are set for API keys only."""
 
     role: Role
     user_id: str | None = None
     key_id: str | None = None
+    scopes: frozenset[Scope] = frozenset()
+    expire_ms: int | None = None
 
 
 def check_access(principal: Principal, rpc: str) -> None:
@@ -124,21 +145,37 @@ def _peer(context: grpc.aio.ServicerContext) -> str:
         return ""
 
 
-class Authorizer:
-    """Resolves bearer tokens to principals and enforces ``POLICY``, logging every refusal."""
+def peer_host(context: grpc.aio.ServicerContext) -> str:
+    """The calling client's address without its port (``domain.throttle.client_host``)."""
+    return client_host(_peer(context))
 
-    def __init__(self, admin_token: str, service_token: str, users: UserService, *, peers: ServicePeers | None = None):
+
+class Authorizer:
+    """Resolves bearer tokens to principals and enforces ``POLICY``; every refusal is logged and recorded."""
+
+    def __init__(
+        self,
+        admin_token: str,
+        service_token: str,
+        users: UserService,
+        *,
+        guard: AuthenticationGuard,
+        peers: ServicePeers | None = None,
+    ):
         self._admin = admin_token
         self._service = service_token
         self._users = users
         self._peers = peers
+        self.guard = guard
 
     async def authenticate(self, context: grpc.aio.ServicerContext, rpc: str) -> Principal:
-        """Return the caller, or raise UNAUTHENTICATED (and log a security event)."""
+        """Return the caller, or raise UNAUTHENTICATED (RESOURCE_EXHAUSTED for a refused address)."""
+        host = peer_host(context)
         try:
             token = bearer_token(context.invocation_metadata())
         except Unauthenticated as exc:
-            self._log_failure(context, rpc, exc.reason.lower())
+            self.guard.check(host)
+            await self.guard.failed(host, rpc, AuthenticationFailed(exc.reason.lower()))
             raise
         is_admin = same_secret(token, self._admin)
         is_service = same_secret(token, self._service)
@@ -148,14 +185,21 @@ class Authorizer:
             self.check_service_peer(context, rpc)
             return Principal(Role.SERVICE)
         if not api_keys.looks_like_api_key(token):
-            self._log_failure(context, rpc, "unknown bearer token")
-            raise AuthenticationFailed("unknown bearer token")
+            self.guard.check(host)
+            failure = AuthenticationFailed("unknown bearer token")
+            await self.guard.failed(host, rpc, failure)
+            raise failure
+        key, user = await self.authenticate_key(token, host, rpc)
+        return Principal(Role.USER, user.user_id, key.key_id, key.scopes, key.expire_ms)
+
+    async def authenticate_key(self, api_key: str, host: str, rpc: str) -> tuple[ApiKey, User]:
+        """Resolve a user's API key presented from ``host`` (throttled; a failure is logged and recorded)."""
+        self.guard.check(host)
         try:
-            key, user = await self._users.authenticate(token)
+            return await self._users.authenticate(api_key)
         except AuthenticationFailed as exc:
-            self._log_failure(context, rpc, exc.why, exc.key_id_prefix)
+            await self.guard.failed(host, rpc, exc)
             raise
-        return Principal(Role.USER, user_id=user.user_id, key_id=key.key_id)
 
     def check_service_peer(self, context: grpc.aio.ServicerContext, rpc: str) -> None:
         """With TLS, refuse the service token unless the caller's certificate is a service meant to call ``rpc``."""
@@ -167,8 +211,8 @@ class Authorizer:
         principal = await self.authenticate(context, rpc)
         try:
             check_access(principal, rpc)
-        except PermissionDenied:
-            self.log_denied(context, rpc, principal)
+        except PermissionDenied as exc:
+            self.denied(context, rpc, principal, exc)
             raise
         return principal
 
@@ -176,25 +220,25 @@ class Authorizer:
         """Check that an API key asks only about its own user."""
         try:
             check_owner(principal, user_id)
-        except PermissionDenied:
-            self.log_denied(context, rpc, principal)
+        except PermissionDenied as exc:
+            self.denied(context, rpc, principal, exc)
             raise
 
-    def log_failure(self, context: grpc.aio.ServicerContext, rpc: str, why: str, key_id_prefix: str = "") -> None:
-        """Log a failed authentication (public for AuthenticateApiKey)."""
-        self._log_failure(context, rpc, why, key_id_prefix)
+    def denied(
+        self, context: grpc.aio.ServicerContext, rpc: str, principal: Principal, error: PermissionDenied
+    ) -> None:
+        """Log and record a refused authorization (also one a use case refused: a key wider than its creator)."""
+        self.guard.denied(self.actor(context, rpc, principal), error.reason)
 
     @staticmethod
-    def _log_failure(context: grpc.aio.ServicerContext, rpc: str, why: str, key_id_prefix: str = "") -> None:
-        extra = {"event": "authentication_failed", "rpc": rpc, "why": why, "peer": _peer(context)}
-        if key_id_prefix:
-            extra["key_id_prefix"] = key_id_prefix
-        security_log.warning("authentication failed", extra=extra)
-
-    @staticmethod
-    def log_denied(context: grpc.aio.ServicerContext, rpc: str, principal: Principal) -> None:
-        """Log a refused authorization."""
-        extra = {"event": "permission_denied", "rpc": rpc, "role": principal.role.value, "peer": _peer(context)}
-        if principal.key_id:
-            extra["key_id_prefix"] = principal.key_id[:14]
-        security_log.warning("permission denied", extra=extra)
+    def actor(context: grpc.aio.ServicerContext, rpc: str, principal: Principal) -> audit_domain.Actor:
+        """The caller as the use cases and the audit trail see it."""
+        return audit_domain.Actor(
+            role=audit_domain.Role(principal.role.value),
+            user_id=principal.user_id or "",
+            key_id=principal.key_id or "",
+            scopes=principal.scopes,
+            expire_ms=principal.expire_ms,
+            peer=peer_host(context),
+            rpc=rpc,
+        )

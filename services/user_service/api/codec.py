@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
+from services.user_service.domain import audit
+from services.user_service.domain.audit import AuditEvent, AuditKind, Role
 from services.user_service.domain.model import (
     ApiKey,
     AssetTotals,
@@ -12,12 +17,14 @@ from services.user_service.domain.model import (
     HouseEntryKind,
     LedgerEntry,
     Reservation,
+    Scope,
     User,
     UserStatus,
 )
+from services.user_service.domain.throttle import client_host
 from shared.errors import InvalidArgument
 from shared.money import fmt
-from shared.timeutil import ts_from_ms
+from shared.timeutil import ms_from_ts, ts_from_ms
 from trading.user.v1 import user_pb2, user_service_pb2
 
 _STATUS_TO_PB = {
@@ -39,6 +46,19 @@ _HOUSE_KIND_TO_PB = {
     HouseEntryKind.TRADE_FEE: user_pb2.HOUSE_ENTRY_KIND_TRADE_FEE,
     HouseEntryKind.EXCHANGE_FEE: user_pb2.HOUSE_ENTRY_KIND_EXCHANGE_FEE,
 }
+_SCOPE_TO_PB: dict[Scope, user_pb2.Scope] = {
+    Scope.READ: user_pb2.SCOPE_READ,
+    Scope.TRADE: user_pb2.SCOPE_TRADE,
+}
+_SCOPE_FROM_PB = {number: scope for scope, number in _SCOPE_TO_PB.items()}
+# AuditKind's values are the proto names without their prefix.
+_AUDIT_KIND_TO_PB: dict[AuditKind, user_pb2.AuditEventKind] = {
+    kind: cast("user_pb2.AuditEventKind", user_pb2.AuditEventKind.Value(f"AUDIT_EVENT_KIND_{kind.value}"))
+    for kind in AuditKind
+}
+_AUDIT_KIND_FROM_PB = {number: kind for kind, number in _AUDIT_KIND_TO_PB.items()}
+MAX_RECORDED_EVENTS = 1000
+"""Most events one RecordAuditEvents call may carry."""
 
 
 def status_from_pb(number: int, field: str = "status") -> UserStatus | None:
@@ -66,16 +86,111 @@ def user_to_pb(user: User) -> user_pb2.User:
     return message
 
 
+def scopes_from_pb(numbers: Iterable[int], field: str = "scopes") -> frozenset[Scope]:
+    """The scopes asked for; UNSPECIFIED or a number the proto does not define is INVALID_ARGUMENT."""
+    scopes = set()
+    for number in numbers:
+        scope = _SCOPE_FROM_PB.get(number)  # type: ignore[call-overload]
+        if scope is None:
+            raise InvalidArgument(field, f"unknown scope {number}: use SCOPE_READ or SCOPE_TRADE")
+        scopes.add(scope)
+    return frozenset(scopes)
+
+
+def scopes_to_pb(scopes: Iterable[Scope]) -> list[user_pb2.Scope]:
+    """Scopes for the wire, sorted (SCOPE_READ first)."""
+    return sorted(_SCOPE_TO_PB[s] for s in scopes)
+
+
 def api_key_to_pb(key: ApiKey) -> user_pb2.ApiKey:
     """A key's public record for the wire (never the secret nor its hash)."""
     message = user_pb2.ApiKey(
-        key_id=key.key_id, user_id=key.user_id, label=key.label, create_time=ts_from_ms(key.create_ms)
+        key_id=key.key_id,
+        user_id=key.user_id,
+        label=key.label,
+        create_time=ts_from_ms(key.create_ms),
+        scopes=scopes_to_pb(key.scopes),
     )
     if key.revoke_ms is not None:
         message.revoke_time.FromMilliseconds(key.revoke_ms)
     if key.last_used_ms is not None:
         message.last_used_time.FromMilliseconds(key.last_used_ms)
+    if key.expire_ms is not None:
+        message.expire_time.FromMilliseconds(key.expire_ms)
     return message
+
+
+def audit_kind_from_pb(number: int, field: str = "kind") -> AuditKind | None:
+    """UNSPECIFIED gives None (every kind); a number the proto does not define is INVALID_ARGUMENT."""
+    if number == user_pb2.AUDIT_EVENT_KIND_UNSPECIFIED:
+        return None
+    try:
+        return _AUDIT_KIND_FROM_PB[number]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgument(field, f"unknown audit event kind {number}") from None
+
+
+def audit_event_to_pb(event: AuditEvent) -> user_pb2.AuditEvent:
+    """An audit event for the wire."""
+    return user_pb2.AuditEvent(
+        event_id=str(event.event_id),
+        kind=_AUDIT_KIND_TO_PB[event.kind],
+        event_time=ts_from_ms(event.event_ms),
+        first_time=ts_from_ms(event.first),
+        count=event.count,
+        source=event.source,
+        actor=event.actor.value,
+        actor_key_id=event.actor_key_id,
+        user_id=event.user_id,
+        key_id=event.key_id,
+        peer=event.peer,
+        rpc=event.rpc,
+        details=dict(event.details),
+        source_event_id=event.source_event_id,
+    )
+
+
+def recorded_events_from_pb(messages: Iterable[user_pb2.AuditEvent]) -> list[AuditEvent]:
+    """Events another service sends (RecordAuditEvents), checked field by field."""
+    events = []
+    for i, m in enumerate(messages):
+        if i >= MAX_RECORDED_EVENTS:
+            raise InvalidArgument("events", f"at most {MAX_RECORDED_EVENTS} events per call")
+        field = f"events[{i}]"
+        kind = audit_kind_from_pb(m.kind, f"{field}.kind")
+        if kind not in audit.RECORDABLE_BY_SERVICES:
+            allowed = ", ".join(sorted(f"AUDIT_EVENT_KIND_{k.value}" for k in audit.RECORDABLE_BY_SERVICES))
+            raise InvalidArgument(f"{field}.kind", f"must be one of {allowed}")
+        if m.source not in audit.SOURCES - {audit.USER_SERVICE}:
+            raise InvalidArgument(f"{field}.source", "must be 'order_service' or 'exchange_gateway'")
+        if not m.source_event_id or len(m.source_event_id) > audit.MAX_ID:
+            raise InvalidArgument(f"{field}.source_event_id", f"is required, 1 to {audit.MAX_ID} characters")
+        if not m.HasField("event_time"):
+            raise InvalidArgument(f"{field}.event_time", "is required")
+        try:
+            actor = Role(m.actor)
+        except ValueError:
+            raise InvalidArgument(f"{field}.actor", "must be 'admin', 'service', 'user' or ''") from None
+        event_ms = ms_from_ts(m.event_time)
+        assert event_ms is not None
+        events.append(
+            AuditEvent(
+                kind=kind,
+                event_ms=event_ms,
+                first_ms=ms_from_ts(m.first_time) if m.HasField("first_time") else None,
+                source=m.source,
+                actor=actor,
+                actor_key_id=m.actor_key_id,
+                user_id=m.user_id,
+                key_id=m.key_id,
+                peer=client_host(m.peer),
+                rpc=m.rpc,
+                details=dict(m.details),
+                count=max(1, m.count),
+                source_event_id=m.source_event_id,
+            )
+        )
+    return events
 
 
 def balance_to_pb(balance: Balance) -> user_pb2.Balance:

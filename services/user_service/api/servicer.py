@@ -11,12 +11,13 @@ from typing import TypeAlias
 import grpc
 
 from services.user_service.api import codec
-from services.user_service.api.auth import Authorizer
+from services.user_service.api.auth import Authorizer, Principal
 from services.user_service.domain import validation as v
 from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
-from services.user_service.service.accounts import AuthenticationFailed
+from services.user_service.domain.throttle import client_host
 from services.user_service.service.app import UserService
-from shared.errors import InvalidArgument
+from services.user_service.service.audit import AuditTrail
+from shared.errors import InvalidArgument, PermissionDenied
 from shared.money import fmt
 from shared.timeutil import ms_from_ts
 from trading.user.v1 import user_service_pb2 as pb
@@ -28,27 +29,33 @@ Context: TypeAlias = grpc.aio.ServicerContext
 class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     """Serves users, API keys and the ledger."""
 
-    def __init__(self, users: UserService, authorizer: Authorizer):
+    def __init__(self, users: UserService, authorizer: Authorizer, trail: AuditTrail):
         self._users = users
         self._auth = authorizer
+        self._trail = trail
 
     async def _owned(self, context: Context, rpc: str, user_id: str) -> str:
         """Authorize a call about ``user_id``; a user's API key may leave it empty (it means the key's user).
 
         Returns the user the call is about.
         """
+        return (await self._owned_by(context, rpc, user_id))[1]
+
+    async def _owned_by(self, context: Context, rpc: str, user_id: str) -> tuple[Principal, str]:
+        """Like ``_owned``, also returning the caller."""
         principal = await self._auth.authorize(context, rpc)
         if not user_id and principal.user_id is not None:
             user_id = principal.user_id
         v.user_id(user_id)
         self._auth.owner(context, rpc, principal, user_id)
-        return user_id
+        return principal, user_id
 
     # --- users --------------------------------------------------------------------------------
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: Context) -> pb.CreateUserResponse:
-        await self._auth.authorize(context, "CreateUser")
-        user = await self._users.create_user(request.username, request.email)
+        principal = await self._auth.authorize(context, "CreateUser")
+        actor = self._auth.actor(context, "CreateUser", principal)
+        user = await self._users.create_user(request.username, request.email, actor)
         return pb.CreateUserResponse(user=codec.user_to_pb(user))
 
     async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:
@@ -67,16 +74,24 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     async def UpdateUserStatus(
         self, request: pb.UpdateUserStatusRequest, context: Context
     ) -> pb.UpdateUserStatusResponse:
-        await self._auth.authorize(context, "UpdateUserStatus")
+        principal = await self._auth.authorize(context, "UpdateUserStatus")
         v.user_id(request.user_id)
-        user = await self._users.update_user_status(request.user_id, codec.status_from_pb(request.status))
+        actor = self._auth.actor(context, "UpdateUserStatus", principal)
+        user = await self._users.update_user_status(request.user_id, codec.status_from_pb(request.status), actor)
         return pb.UpdateUserStatusResponse(user=codec.user_to_pb(user))
 
     # --- API keys -----------------------------------------------------------------------------
 
     async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: Context) -> pb.CreateApiKeyResponse:
-        await self._auth.authorize(context, "CreateApiKey")
-        secret, key = await self._users.create_api_key(request.user_id, request.label)
+        principal, user_id = await self._owned_by(context, "CreateApiKey", request.user_id)
+        scopes = codec.scopes_from_pb(request.scopes)
+        expire_ms = ms_from_ts(request.expire_time) if request.HasField("expire_time") else None
+        actor = self._auth.actor(context, "CreateApiKey", principal)
+        try:
+            secret, key = await self._users.create_api_key(user_id, request.label, scopes, expire_ms, actor)
+        except PermissionDenied as exc:
+            self._auth.denied(context, "CreateApiKey", principal, exc)
+            raise
         return pb.CreateApiKeyResponse(key_id=key.key_id, api_key=secret, key=codec.api_key_to_pb(key))
 
     async def ListApiKeys(self, request: pb.ListApiKeysRequest, context: Context) -> pb.ListApiKeysResponse:
@@ -85,22 +100,26 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         return pb.ListApiKeysResponse(keys=[codec.api_key_to_pb(k) for k in keys])
 
     async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest, context: Context) -> pb.RevokeApiKeyResponse:
-        await self._auth.authorize(context, "RevokeApiKey")
-        key = await self._users.revoke_api_key(request.key_id)
+        principal = await self._auth.authorize(context, "RevokeApiKey")
+        try:
+            key = await self._users.revoke_api_key(request.key_id, self._auth.actor(context, "RevokeApiKey", principal))
+        except PermissionDenied as exc:
+            self._auth.denied(context, "RevokeApiKey", principal, exc)
+            raise
         return pb.RevokeApiKeyResponse(key=codec.api_key_to_pb(key))
 
     # --- balances and the ledger ---------------------------------------------------------------
 
     async def Deposit(self, request: pb.DepositRequest, context: Context) -> pb.DepositResponse:
-        await self._auth.authorize(context, "Deposit")
+        principal = await self._auth.authorize(context, "Deposit")
         command = Deposit.parse(request.user_id, request.asset, request.amount, request.request_id)
-        result = await self._users.deposit(command)
+        result = await self._users.deposit(command, self._auth.actor(context, "Deposit", principal))
         return pb.DepositResponse(balance=codec.balance_to_pb(result.balance))
 
     async def Withdraw(self, request: pb.WithdrawRequest, context: Context) -> pb.WithdrawResponse:
-        await self._auth.authorize(context, "Withdraw")
+        principal = await self._auth.authorize(context, "Withdraw")
         command = Withdraw.parse(request.user_id, request.asset, request.amount, request.request_id)
-        result = await self._users.withdraw(command)
+        result = await self._users.withdraw(command, self._auth.actor(context, "Withdraw", principal))
         return pb.WithdrawResponse(balance=codec.balance_to_pb(result.balance))
 
     async def GetBalances(self, request: pb.GetBalancesRequest, context: Context) -> pb.GetBalancesResponse:
@@ -125,12 +144,16 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         await self._auth.authorize(context, "AuthenticateApiKey")
         if not request.api_key:
             raise InvalidArgument("api_key", "is required")
-        try:
-            key, user = await self._users.authenticate(request.api_key)
-        except AuthenticationFailed as exc:
-            self._auth.log_failure(context, "AuthenticateApiKey", exc.why, exc.key_id_prefix)
-            raise
-        return pb.AuthenticateApiKeyResponse(user=codec.user_to_pb(user), key_id=key.key_id)
+        # Throttled by the end client's address the calling service passes, never by the caller's own.
+        key, user = await self._auth.authenticate_key(
+            request.api_key, client_host(request.client_peer), "AuthenticateApiKey"
+        )
+        response = pb.AuthenticateApiKeyResponse(
+            user=codec.user_to_pb(user), key_id=key.key_id, scopes=codec.scopes_to_pb(key.scopes)
+        )
+        if key.expire_ms is not None:
+            response.expire_time.FromMilliseconds(key.expire_ms)
+        return response
 
     async def ReserveFunds(self, request: pb.ReserveFundsRequest, context: Context) -> pb.ReserveFundsResponse:
         await self._auth.authorize(context, "ReserveFunds")
@@ -196,3 +219,26 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         return pb.ListHouseEntriesResponse(
             entries=[codec.house_entry_to_pb(e) for e in page.items], next_page_token=page.next_page_token
         )
+
+    # --- the audit trail ------------------------------------------------------------------------
+
+    async def ListAuditEvents(self, request: pb.ListAuditEventsRequest, context: Context) -> pb.ListAuditEventsResponse:
+        await self._auth.authorize(context, "ListAuditEvents")
+        page = await self._users.list_audit_events(
+            request.user_id,
+            codec.audit_kind_from_pb(request.kind),
+            start_ms=ms_from_ts(request.start_time) if request.HasField("start_time") else None,
+            end_ms=ms_from_ts(request.end_time) if request.HasField("end_time") else None,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListAuditEventsResponse(
+            events=[codec.audit_event_to_pb(e) for e in page.items], next_page_token=page.next_page_token
+        )
+
+    async def RecordAuditEvents(
+        self, request: pb.RecordAuditEventsRequest, context: Context
+    ) -> pb.RecordAuditEventsResponse:
+        await self._auth.authorize(context, "RecordAuditEvents")
+        accepted = await self._trail.accept(codec.recorded_events_from_pb(request.events))
+        return pb.RecordAuditEventsResponse(accepted=accepted)

@@ -65,6 +65,19 @@ class User:
     last_login_ms: int | None = None
 
 
+class Scope(Enum):
+    """What an API key may do. TRADE includes READ: every key has READ."""
+
+    READ = "READ"
+    """Read orders, fills, trades, market data, balances, the ledger and the user's own keys; watch orders."""
+    TRADE = "TRADE"
+    """Place and cancel orders."""
+
+
+TRADE_SCOPES = frozenset({Scope.READ, Scope.TRADE})
+"""The scopes of a trade key, and of every key made before keys had scopes."""
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     """An API key's stored record: the secret itself is never kept, only its SHA-256."""
@@ -76,11 +89,18 @@ class ApiKey:
     create_ms: int
     revoke_ms: int | None = None
     last_used_ms: int | None = None
+    scopes: frozenset[Scope] = TRADE_SCOPES
+    expire_ms: int | None = None
+    """When the key stops authenticating; None: never."""
 
     @property
     def revoked(self) -> bool:
         """Whether the key was revoked (revocation is final)."""
         return self.revoke_ms is not None
+
+    def expired(self, now_ms: int) -> bool:
+        """Whether the key's expiry has passed at ``now_ms``."""
+        return self.expire_ms is not None and now_ms >= self.expire_ms
 
 
 class InsufficientFunds(FailedPrecondition):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from services.user_service.domain import api_keys
+from services.user_service.domain.audit import Actor
 from services.user_service.domain.model import ApiKey, User, UserStatus
 from services.user_service.service.money import require_user
 from services.user_service.service.ports import Repository
-from shared.errors import AlreadyExists, NotFound, Unauthenticated
+from shared.errors import AlreadyExists, NotFound, PermissionDenied, Unauthenticated
+from shared.timeutil import iso_from_ms
 
 
 class UsernameTaken(AlreadyExists):
@@ -28,14 +32,48 @@ class ApiKeyNotFound(NotFound):
 
 
 class AuthenticationFailed(Unauthenticated):
-    """A presented credential is not valid. The client sees one generic message; the log sees why."""
+    """A presented credential is not valid. The client sees one generic message; the log sees why.
+
+    ``key_id_prefix`` is the start of the presented key's id (a guess's too); ``key_id`` and
+    ``user_id`` are set only when the key exists (a wrong secret, a revoked or an expired key).
+    """
 
     default_reason = "INVALID_CREDENTIALS"
 
-    def __init__(self, why: str, key_id_prefix: str = ""):
-        super().__init__("invalid or revoked credentials")
+    def __init__(
+        self,
+        why: str,
+        key_id_prefix: str = "",
+        *,
+        key: ApiKey | None = None,
+        message: str = "invalid or revoked credentials",
+        reason: str | None = None,
+    ):
+        super().__init__(message, reason=reason)
         self.why = why
         self.key_id_prefix = key_id_prefix
+        self.key_id = key.key_id if key is not None else ""
+        self.user_id = key.user_id if key is not None else ""
+
+
+class ApiKeyExpired(AuthenticationFailed):
+    """The right secret of a key whose expiry has passed: the client is told it expired."""
+
+    def __init__(self, key: ApiKey, key_id_prefix: str):
+        assert key.expire_ms is not None
+        super().__init__(
+            "expired API key",
+            key_id_prefix,
+            key=key,
+            message=f"API key expired at {iso_from_ms(key.expire_ms)}",
+            reason="API_KEY_EXPIRED",
+        )
+
+
+class NotOwnKey(PermissionDenied):
+    """A user's key named a key of another user."""
+
+    default_reason = "NOT_OWNER"
 
 
 def create_user(repo: Repository, user: User) -> User:
@@ -57,10 +95,20 @@ def update_user_status(repo: Repository, user_id: str, status: UserStatus, now_m
     return user
 
 
-def create_api_key(repo: Repository, user_id: str, label: str, issued: api_keys.IssuedKey, now_ms: int) -> ApiKey:
-    """Store a new key's hash for an existing user."""
+def create_api_key(
+    repo: Repository,
+    user_id: str,
+    label: str,
+    issued: api_keys.IssuedKey,
+    now_ms: int,
+    *,
+    grant: api_keys.Grant | None = None,
+) -> ApiKey:
+    """Store a new key's hash for an existing user, with its scopes and expiry (default: a trade key)."""
     require_user(repo, user_id)
     key = ApiKey(key_id=issued.key_id, user_id=user_id, label=label, secret_hash=issued.secret_hash, create_ms=now_ms)
+    if grant is not None:
+        key = replace(key, scopes=grant.scopes, expire_ms=grant.expire_ms)
     repo.insert_api_key(key)
     return key
 
@@ -73,17 +121,27 @@ def require_api_key(repo: Repository, key_id: str) -> ApiKey:
     return key
 
 
-def revoke_api_key(repo: Repository, key_id: str, now_ms: int) -> ApiKey:
-    """Revoke a key; revoking again keeps the first revocation time."""
+def revoke_api_key(repo: Repository, key_id: str, now_ms: int, actor: Actor | None = None) -> ApiKey:
+    """Revoke a key; revoking again keeps the first revocation time.
+
+    A user's key (``actor``) may revoke only its own user's keys whose scopes it has itself.
+    """
     key = require_api_key(repo, key_id)
+    if actor is not None and actor.is_user:
+        if key.user_id != actor.user_id:
+            raise NotOwnKey("an API key may only revoke keys of its own user", metadata={"field": "key_id"})
+        api_keys.check_revoke(key, actor.scopes)
     if not key.revoked:
         repo.revoke_api_key(key_id, now_ms)
         key = require_api_key(repo, key_id)
     return key
 
 
-def check_api_key(repo: Repository, api_key: str) -> tuple[ApiKey, User]:
-    """Resolve a presented key to its record and user, or raise AuthenticationFailed."""
+def check_api_key(repo: Repository, api_key: str, now_ms: int) -> tuple[ApiKey, User]:
+    """Resolve a presented key to its record and user, or raise AuthenticationFailed.
+
+    That a key expired is said (ApiKeyExpired) only to whoever presents its right secret.
+    """
     presented = api_keys.parse(api_key)
     if presented is None:
         raise AuthenticationFailed("malformed API key")
@@ -91,9 +149,11 @@ def check_api_key(repo: Repository, api_key: str) -> tuple[ApiKey, User]:
     if key is None:
         raise AuthenticationFailed("unknown API key", presented.id_prefix)
     if not api_keys.verify(presented, key.secret_hash):
-        raise AuthenticationFailed("wrong API key secret", presented.id_prefix)
+        raise AuthenticationFailed("wrong API key secret", presented.id_prefix, key=key)
     if key.revoked:
-        raise AuthenticationFailed("revoked API key", presented.id_prefix)
+        raise AuthenticationFailed("revoked API key", presented.id_prefix, key=key)
+    if key.expired(now_ms):
+        raise ApiKeyExpired(key, presented.id_prefix)
     user = repo.get_user(key.user_id)
     if user is None:  # pragma: no cover - a foreign key prevents it
         raise AuthenticationFailed("API key of a missing user", presented.id_prefix)

@@ -1,4 +1,9 @@
-"""The user service's use cases behind one async facade, over the ``Transactions`` port."""
+"""The user service's use cases behind one async facade, over the ``Transactions`` port.
+
+Changes an audit trail keeps (users created and their status changes, keys created and revoked,
+deposits and withdrawals) write their audit event in their own transaction: a change is never
+without its record. ``actor`` says who made the change (and, for a user's key, bounds what it may do).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,22 @@ import base64
 import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from services.user_service.domain import api_keys
+from services.user_service.domain import api_keys, audit
 from services.user_service.domain import validation as v
+from services.user_service.domain.audit import SYSTEM, Actor, AuditEvent, AuditKind
 from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
-from services.user_service.domain.model import ApiKey, AssetTotals, Balance, HouseEntry, LedgerEntry, User, UserStatus
+from services.user_service.domain.model import (
+    ApiKey,
+    AssetTotals,
+    Balance,
+    HouseEntry,
+    LedgerEntry,
+    Scope,
+    User,
+    UserStatus,
+)
 from services.user_service.domain.results import (
     FundsResult,
     ReleaseResult,
@@ -24,6 +39,7 @@ from services.user_service.service.assets import ListedAssets
 from services.user_service.service.ports import Repository, Transactions
 from shared.errors import InvalidArgument
 from shared.ids import new_id
+from shared.money import fmt
 from shared.timeutil import now_ms
 
 T = TypeVar("T")
@@ -82,7 +98,7 @@ class UserService:
 
     # --- users --------------------------------------------------------------------------------
 
-    async def create_user(self, username: str, email: str) -> User:
+    async def create_user(self, username: str, email: str, actor: Actor = SYSTEM) -> User:
         """Create an ACTIVE user with a unique username and e-mail."""
         now = self._clock()
         user = User(
@@ -93,7 +109,13 @@ class UserService:
             create_ms=now,
             update_ms=now,
         )
-        return await self._tx.write(lambda repo: accounts.create_user(repo, user))
+
+        def run(repo: Repository) -> User:
+            created = accounts.create_user(repo, user)
+            repo.append_audit([audit.user_created(created, actor, now)], now)
+            return created
+
+        return await self._tx.write(run)
 
     async def get_user(self, user_id: str) -> User:
         """Return one user."""
@@ -109,22 +131,51 @@ class UserService:
             return Page(users[:limit], _encode_token("u", users[limit - 1].user_id))
         return Page(users, "")
 
-    async def update_user_status(self, user_id: str, status: UserStatus | None) -> User:
+    async def update_user_status(self, user_id: str, status: UserStatus | None, actor: Actor = SYSTEM) -> User:
         """Set a user's status to ACTIVE, INACTIVE or SUSPENDED."""
         v.user_id(user_id)
         new_status = v.status(status)
         now = self._clock()
-        return await self._tx.write(lambda repo: accounts.update_user_status(repo, user_id, new_status, now))
+
+        def run(repo: Repository) -> User:
+            before = money.require_user(repo, user_id).status
+            user = accounts.update_user_status(repo, user_id, new_status, now)
+            if user.status is not before:
+                repo.append_audit([audit.status_changed(user_id, before, user.status, actor, now)], now)
+            return user
+
+        return await self._tx.write(run)
 
     # --- API keys -----------------------------------------------------------------------------
 
-    async def create_api_key(self, user_id: str, label: str) -> tuple[str, ApiKey]:
-        """Make a key for a user; return the secret key (shown once) and its public record."""
+    async def create_api_key(
+        self,
+        user_id: str,
+        label: str,
+        scopes: frozenset[Scope] = frozenset(),
+        expire_ms: int | None = None,
+        actor: Actor = SYSTEM,
+    ) -> tuple[str, ApiKey]:
+        """Make a key for a user; return the secret key (shown once) and its public record.
+
+        Empty ``scopes`` make a trade key, or, for a user's key (``actor``), a key with its scopes;
+        a user's key may not grant more than it has nor outlive itself (``api_keys.grant``).
+        """
         v.user_id(user_id)
         v.label(label)
-        issued = api_keys.issue()
         now = self._clock()
-        key = await self._tx.write(lambda repo: accounts.create_api_key(repo, user_id, label, issued, now))
+        if actor.is_user:
+            grant = api_keys.grant(scopes, expire_ms, now, caller_scopes=actor.scopes, caller_expire_ms=actor.expire_ms)
+        else:
+            grant = api_keys.grant(scopes, expire_ms, now)
+        issued = api_keys.issue()
+
+        def run(repo: Repository) -> ApiKey:
+            key = accounts.create_api_key(repo, user_id, label, issued, now, grant=grant)
+            repo.append_audit([audit.key_created(key, actor, now)], now)
+            return key
+
+        key = await self._tx.write(run)
         return issued.api_key, key
 
     async def list_api_keys(self, user_id: str) -> list[ApiKey]:
@@ -137,35 +188,68 @@ class UserService:
 
         return await self._tx.read(run)
 
-    async def revoke_api_key(self, key_id: str) -> ApiKey:
-        """Revoke a key at once; revoking twice is not an error."""
+    async def revoke_api_key(self, key_id: str, actor: Actor = SYSTEM) -> ApiKey:
+        """Revoke a key at once; revoking twice is not an error (nor recorded twice)."""
         v.key_id(key_id)
         now = self._clock()
-        return await self._tx.write(lambda repo: accounts.revoke_api_key(repo, key_id, now))
+
+        def run(repo: Repository) -> ApiKey:
+            before = repo.get_api_key(key_id)
+            key = accounts.revoke_api_key(repo, key_id, now, actor)
+            if before is not None and not before.revoked:
+                repo.append_audit([audit.key_revoked(key, actor, now)], now)
+            return key
+
+        return await self._tx.write(run)
 
     async def authenticate(self, api_key: str) -> tuple[ApiKey, User]:
-        """Resolve an API key to its user and record the login; raise AuthenticationFailed if invalid."""
+        """Resolve an API key to its user and record the login; raise AuthenticationFailed if invalid or expired."""
         if api_keys.parse(api_key) is None:
             raise accounts.AuthenticationFailed("malformed API key")
-        key, user = await self._tx.read(lambda repo: accounts.check_api_key(repo, api_key))
         now = self._clock()
+        key, user = await self._tx.read(lambda repo: accounts.check_api_key(repo, api_key, now))
         if key.last_used_ms is None or now - key.last_used_ms >= self._touch_interval:
             user = await self._tx.write(lambda repo: accounts.touch_login(repo, key.key_id, user.user_id, now))
         return key, user
 
     # --- balances and the ledger ---------------------------------------------------------------
 
-    async def deposit(self, command: Deposit) -> FundsResult:
+    async def deposit(self, command: Deposit, actor: Actor = SYSTEM) -> FundsResult:
         """Credit available, once per request_id, in an asset the exchange lists."""
         await self._assets.require(command.asset)
         now = self._clock()
-        return await self._tx.write(lambda repo: money.deposit(repo, command, now))
+        return await self._tx.write(lambda repo: self._audited_funds(repo, command, money.deposit, actor, now))
 
-    async def withdraw(self, command: Withdraw) -> FundsResult:
+    async def withdraw(self, command: Withdraw, actor: Actor = SYSTEM) -> FundsResult:
         """Debit available, once per request_id, in an asset the exchange lists."""
         await self._assets.require(command.asset)
         now = self._clock()
-        return await self._tx.write(lambda repo: money.withdraw(repo, command, now))
+        return await self._tx.write(lambda repo: self._audited_funds(repo, command, money.withdraw, actor, now))
+
+    @staticmethod
+    def _audited_funds(
+        repo: Repository,
+        command: Deposit | Withdraw,
+        move: Callable[[Repository, Any, int], FundsResult],
+        actor: Actor,
+        now: int,
+    ) -> FundsResult:
+        """Move the funds and record it; a replay of the same request_id moves nothing and records nothing."""
+        replay = repo.get_idempotency(command.scope, command.key) is not None
+        result = move(repo, command, now)
+        if not replay:
+            kind = AuditKind.DEPOSIT if isinstance(command, Deposit) else AuditKind.WITHDRAWAL
+            event = audit.funds_moved(
+                kind,
+                actor,
+                now,
+                user_id=command.user_id,
+                asset=command.asset,
+                amount=fmt(command.amount),
+                request_id=command.request_id,
+            )
+            repo.append_audit([event], now)
+        return result
 
     async def reserve(self, command: Reserve) -> ReserveResult:
         """Lock funds for an order, once per order_id."""
@@ -233,3 +317,30 @@ class UserService:
             last = entries[limit - 1]
             return Page(entries[:limit], _encode_token("h", str(last.entry_id)))
         return Page(entries, "")
+
+    # --- the audit trail -----------------------------------------------------------------------
+
+    async def list_audit_events(
+        self,
+        user_id: str,
+        kind: AuditKind | None,
+        *,
+        start_ms: int | None,
+        end_ms: int | None,
+        page_size: int,
+        page_token: str,
+    ) -> Page[AuditEvent]:
+        """The audit trail, most recently recorded first, by user, kind and event time [start, end)."""
+        user_filter = v.user_id(user_id) if user_id else None
+        if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+            raise InvalidArgument("end_time", "must be after start_time")
+        limit = v.page_size(page_size)
+        before = _entry_cursor(page_token, "a")
+        events = await self._tx.read(
+            lambda repo: repo.list_audit(
+                user_id=user_filter, kind=kind, start_ms=start_ms, end_ms=end_ms, before_id=before, limit=limit + 1
+            )
+        )
+        if len(events) > limit:
+            return Page(events[:limit], _encode_token("a", str(events[limit - 1].event_id)))
+        return Page(events, "")

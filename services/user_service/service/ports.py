@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
 
+from services.user_service.domain.audit import AuditEvent, AuditKind
 from services.user_service.domain.model import (
     ApiKey,
     Balance,
@@ -27,7 +28,7 @@ T = TypeVar("T")
 
 
 class Repository(Protocol):
-    """Storage of users, keys, balances, the ledger, reservations and idempotency records."""
+    """Storage of users, keys, balances, the ledger, reservations, idempotency records and the audit trail."""
 
     # users
     def get_user(self, user_id: str) -> User | None: ...
@@ -66,6 +67,24 @@ class Repository(Protocol):
     def save_reservation(self, reservation: Reservation, now_ms: int) -> None: ...
     def get_idempotency(self, scope: str, key: str) -> tuple[str, str] | None: ...
     def put_idempotency(self, scope: str, key: str, fingerprint: str, result: str, now_ms: int) -> None: ...
+
+    # the audit trail (append-only)
+    def append_audit(self, events: Iterable[AuditEvent], now_ms: int) -> int:
+        """Append events, skipping any already recorded under its (source, source_event_id); return how many are new."""
+        ...
+
+    def list_audit(
+        self,
+        *,
+        user_id: str | None,
+        kind: AuditKind | None,
+        start_ms: int | None,
+        end_ms: int | None,
+        before_id: int | None,
+        limit: int,
+    ) -> list[AuditEvent]:
+        """Events newest-recorded first, filtered by user, kind and event time [start, end)."""
+        ...
 
 
 class Transactions(Protocol):

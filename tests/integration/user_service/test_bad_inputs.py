@@ -124,6 +124,16 @@ def release(w: World, amount: str = "", **over: str) -> pb.ReleaseFundsRequest:
     return pb.ReleaseFundsRequest(**{**fields, **over})
 
 
+def recorded(**over: Any) -> pb.RecordAuditEventsRequest:
+    fields = {
+        "kind": user_pb2.AUDIT_EVENT_KIND_FOREIGN_ORDER,
+        "source": "exchange_gateway",
+        "source_event_id": "evt-1",
+        "event_time": Timestamp(seconds=1_700_000_000),
+    }
+    return pb.RecordAuditEventsRequest(events=[user_pb2.AuditEvent(**{**fields, **over})])
+
+
 def settle(w: World, **over: Any) -> pb.SettleTradeRequest:
     fields = {
         "trade_id": "T:new",
@@ -244,7 +254,22 @@ TABLE: dict[str, list[Case]] = {
         Case(
             "control label", lambda w: pb.CreateApiKeyRequest(user_id=w.ann, label="a\x00"), "admin", INVALID, "label"
         ),
-        *auth_cases(lambda w: pb.CreateApiKeyRequest(user_id=w.ann, label="x"), allowed="admin"),
+        Case("unknown scope", lambda w: pb.CreateApiKeyRequest(user_id=w.ann, scopes=[7]), "admin", INVALID, "scopes"),
+        Case(
+            "unspecified scope",
+            lambda w: pb.CreateApiKeyRequest(user_id=w.ann, scopes=[user_pb2.SCOPE_UNSPECIFIED]),
+            "own",
+            INVALID,
+            "scopes",
+        ),
+        Case(
+            "expire_time in the past",
+            lambda w: pb.CreateApiKeyRequest(user_id=w.ann, expire_time=Timestamp(seconds=1_600_000_000)),
+            "admin",
+            INVALID,
+            "expire_time",
+        ),
+        *auth_cases(lambda w: pb.CreateApiKeyRequest(user_id=w.ann, label="x"), allowed="admin", own_allowed=True),
     ],
     "ListApiKeys": [
         Case("empty user_id", lambda w: pb.ListApiKeysRequest(user_id=""), "admin", INVALID, "user_id"),
@@ -256,7 +281,7 @@ TABLE: dict[str, list[Case]] = {
         Case("empty key_id", lambda w: pb.RevokeApiKeyRequest(key_id=""), "admin", INVALID, "key_id"),
         Case("malformed key_id", lambda w: pb.RevokeApiKeyRequest(key_id="tk_abc"), "admin", INVALID, "key_id"),
         Case("unknown key", lambda w: pb.RevokeApiKeyRequest(key_id=UNKNOWN_KEY), "admin", NOT_FOUND),
-        *auth_cases(lambda w: pb.RevokeApiKeyRequest(key_id=w.ann_key_id), allowed="admin"),
+        *auth_cases(lambda w: pb.RevokeApiKeyRequest(key_id=w.ann_key_id), allowed="admin", own_allowed=True),
     ],
     "Deposit": [
         *amount_cases(deposit, "admin"),
@@ -416,6 +441,44 @@ TABLE: dict[str, list[Case]] = {
             "page_token",
         ),
         *auth_cases(lambda w: pb.ListHouseEntriesRequest(), allowed="admin"),
+    ],
+    "ListAuditEvents": [
+        Case("unknown kind", lambda w: pb.ListAuditEventsRequest(kind=99), "admin", INVALID, "kind"),
+        Case("malformed user_id", lambda w: pb.ListAuditEventsRequest(user_id="ann"), "admin", INVALID, "user_id"),
+        Case("negative page_size", lambda w: pb.ListAuditEventsRequest(page_size=-1), "admin", INVALID, "page_size"),
+        Case(
+            "garbage page_token", lambda w: pb.ListAuditEventsRequest(page_token="zz"), "admin", INVALID, "page_token"
+        ),
+        Case(
+            "end before start",
+            lambda w: pb.ListAuditEventsRequest(
+                start_time=Timestamp(seconds=1_700_000_100), end_time=Timestamp(seconds=1_700_000_000)
+            ),
+            "admin",
+            INVALID,
+            "end_time",
+        ),
+        *auth_cases(lambda w: pb.ListAuditEventsRequest(), allowed="admin"),
+    ],
+    "RecordAuditEvents": [
+        Case(
+            "a kind only the user service sees",
+            lambda w: recorded(kind=user_pb2.AUDIT_EVENT_KIND_DEPOSIT),
+            "service",
+            INVALID,
+            "events[0].kind",
+        ),
+        Case("unknown source", lambda w: recorded(source="user_service"), "service", INVALID, "events[0].source"),
+        Case(
+            "no source_event_id",
+            lambda w: recorded(source_event_id=""),
+            "service",
+            INVALID,
+            "events[0].source_event_id",
+        ),
+        Case("no event_time", lambda w: recorded(event_time=None), "service", INVALID, "events[0].event_time"),
+        Case("unknown actor", lambda w: recorded(actor="root"), "service", INVALID, "events[0].actor"),
+        *auth_cases(lambda w: recorded(), allowed="service"),
     ],
 }
 

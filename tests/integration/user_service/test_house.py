@@ -266,6 +266,10 @@ async def test_a_database_from_before_the_house_accounts_is_upgraded_at_start(db
                 )
             )
             assert triggers == [
+                "api_key_grants_no_delete",
+                "api_key_grants_no_update",
+                "audit_events_no_delete",
+                "audit_events_no_update",
                 "house_entries_no_delete",
                 "house_entries_no_update",
                 "ledger_entries_no_delete",

@@ -432,6 +432,8 @@ EVERY_TABLE = (
     "idempotency_keys",
     "house_balances",
     "house_entries",
+    "api_key_grants",
+    "audit_events",
 )
 
 

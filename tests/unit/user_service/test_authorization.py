@@ -12,15 +12,14 @@ ADMIN_ONLY = {
     "CreateUser",
     "ListUsers",
     "UpdateUserStatus",
-    "CreateApiKey",
-    "RevokeApiKey",
     "Deposit",
     "Withdraw",
     "ListHouseEntries",
+    "ListAuditEvents",
 }
-INTERNAL = {"AuthenticateApiKey", "ReserveFunds", "ReleaseFunds", "SettleTrade"}
+INTERNAL = {"AuthenticateApiKey", "ReserveFunds", "ReleaseFunds", "SettleTrade", "RecordAuditEvents"}
 OWNER_READ = {"GetUser", "GetBalances", "ListLedgerEntries"}
-OWNER_KEYS = {"ListApiKeys"}
+OWNER_KEYS = {"ListApiKeys", "CreateApiKey", "RevokeApiKey"}
 OPERATORS = {"GetLedgerTotals"}
 
 U = "usr_01J9Z3ABCDEFGHJKMNPQRSTVWX"
