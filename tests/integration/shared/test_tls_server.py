@@ -6,9 +6,13 @@ services' authorization sees: nobody on users' port, the verified certificate's 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import socket
+import ssl
 import stat
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -132,6 +136,34 @@ async def test_users_port_serves_tls_to_a_client_with_the_ca_only_and_sees_no_se
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await who(channel)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def handshake(addr: str, certs: Path, newest: ssl.TLSVersion) -> str:
+    """The TLS version a client offering at most ``newest`` gets, or why the handshake failed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(certs / "ca.crt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # offering TLS 1.1 is the point here
+        context.minimum_version = ssl.TLSVersion.TLSv1
+    context.maximum_version = newest
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    context.set_alpn_protocols(["h2"])
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                return str(tls.version())
+        except (ssl.SSLError, OSError) as exc:
+            return f"failed: {exc}"
+
+
+async def test_tls_older_than_1_2_is_refused(served: tuple[str, str], certs: Path):
+    public, _ = served
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = await asyncio.to_thread(handshake, public, certs, ssl.TLSVersion.TLSv1_1)
+    assert old.startswith("failed"), old
+    assert await asyncio.to_thread(handshake, public, certs, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
 
 
 async def test_the_internal_port_knows_the_calling_service_from_its_certificate(served: tuple[str, str], certs: Path):
