@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health
 
+from services.order_service.adapters.audit_client import GrpcAuditTrail
 from services.order_service.adapters.db import SqlOrderStore
 from services.order_service.adapters.gateway_client import GrpcGateway
 from services.order_service.adapters.quotes_client import GrpcQuotes
@@ -65,6 +66,7 @@ class RunningService:
     channels: tuple[grpc.aio.Channel, ...]
     telemetry: Telemetry
     readiness: Readiness
+    audit: GrpcAuditTrail | None = None
     stopped: bool = False
 
     async def stop(self, grace: float = 1.0) -> None:
@@ -79,6 +81,8 @@ class RunningService:
             self.app.quotes.close()  # and WatchTickers streams
         await self.server.stop(grace)
         await self.app.stop(grace)
+        if self.audit is not None:
+            await self.audit.stop()  # delivers the security events still queued, if it can
         for channel in self.channels:
             await channel.close()
         self.store.close()
@@ -108,6 +112,8 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     )
     users = GrpcUserService(user_channel, config.service_token)
     gateway = GrpcGateway(gateway_channel, config.service_token)
+    audit = GrpcAuditTrail(user_channel, config.service_token)  # security events to the user service's trail
+    audit.start()
     app = OrderApp(
         store,
         users,
@@ -115,6 +121,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         settings_of(config),
         telemetry=OrderTelemetry(telemetry.registry),
         quotes=GrpcQuotes(gateway_channel, config.service_token),
+        audit=audit,
     )
     telemetry.registry.register(OrderStateCollector(app.outbox, app.reconciliation, app.market.listed_assets))
     await app.start()
@@ -131,6 +138,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         )
     except BaseException:
         await app.stop(0)
+        await audit.stop(0)
         for channel in (user_channel, gateway_channel):
             await channel.close()
         store.close()
@@ -156,6 +164,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         channels=(user_channel, gateway_channel),
         telemetry=telemetry,
         readiness=readiness,
+        audit=audit,
     )
 
 

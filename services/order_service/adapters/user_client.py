@@ -6,11 +6,11 @@ from decimal import Decimal
 
 import grpc
 
-from services.order_service.domain.model import Caller, SettleTrade, UserStatus
+from services.order_service.domain.model import Caller, Scope, SettleTrade, UserStatus
 from services.order_service.domain.reconciliation import LedgerTotal
 from shared.client import ServiceCaller
 from shared.money import fmt
-from shared.timeutil import ts_from_ms
+from shared.timeutil import ms_from_ts, ts_from_ms
 from trading.user.v1 import user_pb2, user_service_pb2, user_service_pb2_grpc
 
 USER_STATUS = {
@@ -18,6 +18,7 @@ USER_STATUS = {
     user_pb2.USER_STATUS_INACTIVE: UserStatus.INACTIVE,
     user_pb2.USER_STATUS_SUSPENDED: UserStatus.SUSPENDED,
 }
+SCOPE = {user_pb2.SCOPE_READ: Scope.READ, user_pb2.SCOPE_TRADE: Scope.TRADE}
 
 
 class GrpcUserService:
@@ -27,13 +28,18 @@ class GrpcUserService:
         self.stub = user_service_pb2_grpc.UserServiceStub(channel)
         self.call = ServiceCaller(service_token, what="user service")
 
-    async def authenticate(self, api_key: str, timeout: float) -> Caller:
-        response = await self.call(
-            self.stub.AuthenticateApiKey, user_service_pb2.AuthenticateApiKeyRequest(api_key=api_key), timeout=timeout
-        )
+    async def authenticate(self, api_key: str, timeout: float, *, client_peer: str = "") -> Caller:
+        request = user_service_pb2.AuthenticateApiKeyRequest(api_key=api_key, client_peer=client_peer)
+        response = await self.call(self.stub.AuthenticateApiKey, request, timeout=timeout)
         user = response.user
+        # A user service that predates scopes answers none: its keys are all trade keys.
+        scopes = frozenset(SCOPE[s] for s in response.scopes if s in SCOPE) if response.scopes else frozenset(Scope)
         return Caller(
-            user_id=user.user_id, status=USER_STATUS.get(user.status, UserStatus.UNKNOWN), key_id=response.key_id
+            user_id=user.user_id,
+            status=USER_STATUS.get(user.status, UserStatus.UNKNOWN),
+            key_id=response.key_id,
+            scopes=scopes,
+            expire_ms=ms_from_ts(response.expire_time) if response.HasField("expire_time") else None,
         )
 
     async def reserve_funds(self, order_id: str, user_id: str, asset: str, amount: Decimal, timeout: float) -> None:

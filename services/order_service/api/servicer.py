@@ -21,7 +21,7 @@ from services.order_service.api.codec import (
     encode_report,
 )
 from services.order_service.api.market_data import encode_book, encode_symbol, encode_ticker
-from services.order_service.domain.model import Caller
+from services.order_service.domain.model import Caller, Scope
 from services.order_service.service.app import OrderApp
 from services.order_service.service.deadline import Deadline
 from services.order_service.service.limits import rate_text
@@ -32,38 +32,58 @@ from shared.timeutil import ms_from_ts, ts_from_ms
 from trading.order.v1 import market_data_pb2, order_service_pb2, order_service_pb2_grpc
 
 
+def _peer(context: grpc.aio.ServicerContext) -> str:
+    """The client's address as gRPC reports it ("ipv4:203.0.113.7:51234"), or ''."""
+    try:
+        return str(context.peer() or "")
+    except Exception:  # pragma: no cover - the peer is best effort
+        return ""
+
+
 class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
     """The public trading API over ``OrderApp``."""
 
     def __init__(self, app: OrderApp):
         self.app = app
 
-    async def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
-        return await self.app.auth.authenticate(bearer_token(context.invocation_metadata()))
+    async def _caller(self, context: grpc.aio.ServicerContext, rpc: str, scope: Scope = Scope.READ) -> Caller:
+        """The user calling ``rpc`` with an API key that has ``scope`` (the client's address goes along)."""
+        token = bearer_token(context.invocation_metadata())
+        return await self.app.auth.authenticate(token, scope=scope, peer=_peer(context), rpc=rpc)
 
-    def _admin(self, context: grpc.aio.ServicerContext) -> None:
-        self.app.auth.require_admin(bearer_token(context.invocation_metadata()))
+    def _admin(self, context: grpc.aio.ServicerContext, rpc: str) -> None:
+        self.app.auth.require_admin(bearer_token(context.invocation_metadata()), peer=_peer(context), rpc=rpc)
 
     async def ListParkedEffects(self, request, context):  # type: ignore[no-untyped-def]
-        self._admin(context)
+        self._admin(context, "ListParkedEffects")
         parked = await self.app.outbox.parked()
         return order_service_pb2.ListParkedEffectsResponse(effects=[encode_parked(p) for p in parked])
 
     async def GetReconciliationReport(self, request, context):  # type: ignore[no-untyped-def]
-        self._admin(context)
+        self._admin(context, "GetReconciliationReport")
         report = await self.app.reconciliation.report()
         return order_service_pb2.GetReconciliationReportResponse(report=encode_report(report))
 
     async def GetUserLimits(self, request, context):  # type: ignore[no-untyped-def]
-        self._admin(context)
+        self._admin(context, "GetUserLimits")
         user_id = check_user_id(request.user_id)
         return order_service_pb2.GetUserLimitsResponse(limits=self._limits(user_id))
 
     async def SetUserLimits(self, request, context):  # type: ignore[no-untyped-def]
-        self._admin(context)
+        self._admin(context, "SetUserLimits")
         user_id = check_user_id(request.user_id)
         await self.app.fair_share.set_limits(user_id, decode_limits(request.orders_per_second, request.max_open_orders))
-        return order_service_pb2.SetUserLimitsResponse(limits=self._limits(user_id))
+        limits = self._limits(user_id)
+        self.app.auth.admin_action(
+            "SetUserLimits",
+            {
+                "user_id": user_id,
+                "orders_per_second": limits.orders_per_second,
+                "max_open_orders": str(limits.max_open_orders),
+            },
+            peer=_peer(context),
+        )
+        return order_service_pb2.SetUserLimitsResponse(limits=limits)
 
     def _limits(self, user_id: str) -> order_service_pb2.UserLimits:
         limits = self.app.fair_share.limits_of(user_id)
@@ -75,31 +95,32 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         )
 
     async def RetryParkedEffect(self, request, context):  # type: ignore[no-untyped-def]
-        self._admin(context)
+        self._admin(context, "RetryParkedEffect")
         if request.effect_id <= 0:
             raise InvalidArgument("effect_id", "is required: the effect_id from ListParkedEffects")
         parked = await self.app.outbox.retry(request.effect_id)
+        self.app.auth.admin_action("RetryParkedEffect", {"effect_id": str(request.effect_id)}, peer=_peer(context))
         return order_service_pb2.RetryParkedEffectResponse(effect=encode_parked(parked))
 
     async def PlaceOrder(self, request, context):  # type: ignore[no-untyped-def]
-        caller = await self._caller(context)
+        caller = await self._caller(context, "PlaceOrder", Scope.TRADE)
         order = await self.app.place_order(caller, decode_place(request), Deadline.after(context.time_remaining()))
         return order_service_pb2.PlaceOrderResponse(order=encode_order(order))
 
     async def CancelOrder(self, request, context):  # type: ignore[no-untyped-def]
-        caller = await self._caller(context)
+        caller = await self._caller(context, "CancelOrder", Scope.TRADE)
         if not request.order_id:
             raise InvalidArgument("order_id", "is required")
         order = await self.app.cancel_order(caller, request.order_id, Deadline.after(context.time_remaining()))
         return order_service_pb2.CancelOrderResponse(order=encode_order(order))
 
     async def GetOrder(self, request, context):  # type: ignore[no-untyped-def]
-        caller = await self._caller(context)
+        caller = await self._caller(context, "GetOrder")
         order = await self.app.queries.get_order(caller, request.order_id)
         return order_service_pb2.GetOrderResponse(order=encode_order(order))
 
     async def ListOrders(self, request, context):  # type: ignore[no-untyped-def]
-        caller = await self._caller(context)
+        caller = await self._caller(context, "ListOrders")
         page = await self.app.queries.list_orders(
             caller,
             symbol=request.symbol,
@@ -113,7 +134,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         )
 
     async def ListFills(self, request, context):  # type: ignore[no-untyped-def]
-        caller = await self._caller(context)
+        caller = await self._caller(context, "ListFills")
         page = await self.app.queries.list_fills(
             caller, request.order_id, size=request.page_size, token=request.page_token
         )
@@ -122,7 +143,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         )
 
     async def ListTrades(self, request, context):  # type: ignore[no-untyped-def]
-        caller = await self._caller(context)
+        caller = await self._caller(context, "ListTrades")
         page = await self.app.queries.list_trades(
             caller,
             symbol=request.symbol,
@@ -136,7 +157,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         )
 
     async def CancelAllOrders(self, request, context):  # type: ignore[no-untyped-def]
-        caller = await self._caller(context)
+        caller = await self._caller(context, "CancelAllOrders", Scope.TRADE)
         done = await self.app.cancel_all_orders(caller, request.symbol, Deadline.after(context.time_remaining()))
         return order_service_pb2.CancelAllOrdersResponse(
             cancelled=[encode_order(o) for o in done.cancelled],
@@ -145,7 +166,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         )
 
     async def WatchOrders(self, request, context) -> AsyncIterator[order_service_pb2.WatchOrdersResponse]:  # type: ignore[no-untyped-def,override]
-        caller = await self._caller(context)
+        caller = await self._caller(context, "WatchOrders")
         after = request.after_sequence if request.HasField("after_sequence") else None
         subscription = self.app.feed.subscribe(caller.user_id, request.symbol)
         # Tell the client the stream is live (headers) before the first change arrives.
@@ -161,24 +182,24 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         return self.app.quotes
 
     async def ListSymbols(self, request, context):  # type: ignore[no-untyped-def]
-        await self._caller(context)
+        await self._caller(context, "ListSymbols")
         page = await self._quotes().symbols(request.page_size, request.page_token)
         return market_data_pb2.ListSymbolsResponse(
             symbols=[encode_symbol(s) for s in page.symbols], next_page_token=page.next_page_token
         )
 
     async def GetTicker(self, request, context):  # type: ignore[no-untyped-def]
-        await self._caller(context)
+        await self._caller(context, "GetTicker")
         ticker = await self._quotes().ticker(request.symbol, Deadline.after(context.time_remaining()))
         return market_data_pb2.GetTickerResponse(ticker=encode_ticker(ticker))
 
     async def GetOrderBook(self, request, context):  # type: ignore[no-untyped-def]
-        await self._caller(context)
+        await self._caller(context, "GetOrderBook")
         book = await self._quotes().order_book(request.symbol, request.depth, Deadline.after(context.time_remaining()))
         return market_data_pb2.GetOrderBookResponse(book=encode_book(book))
 
     async def WatchTickers(self, request, context) -> AsyncIterator[market_data_pb2.WatchTickersResponse]:  # type: ignore[no-untyped-def,override]
-        await self._caller(context)
+        await self._caller(context, "WatchTickers")
         tickers = await self._quotes().watch(request.symbols)
         # Tell the client the stream is live (headers) before the first ticker arrives.
         await context.send_initial_metadata(())

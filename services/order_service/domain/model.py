@@ -64,13 +64,25 @@ class UserStatus(StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
+class Scope(StrEnum):
+    """What an API key may do: READ lists, gets and watches; TRADE also places and cancels."""
+
+    READ = "READ"
+    TRADE = "TRADE"
+
+
+TRADE_SCOPES = frozenset({Scope.READ, Scope.TRADE})
+
+
 @dataclass(frozen=True)
 class Caller:
-    """The user an API key acts for."""
+    """The user an API key acts for, what the key may do, and when it expires (None: never)."""
 
     user_id: str
     status: UserStatus
     key_id: str = ""
+    scopes: frozenset[Scope] = TRADE_SCOPES
+    expire_ms: int | None = None
 
 
 @dataclass(frozen=True)

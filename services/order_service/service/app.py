@@ -25,7 +25,7 @@ from services.order_service.service.limits import DEFAULT_USER_LIMITS, FairShare
 from services.order_service.service.market import MarketData
 from services.order_service.service.outbox import Outbox
 from services.order_service.service.placement import PlaceOrder
-from services.order_service.service.ports import GatewayPort, OrderStore, UserPort
+from services.order_service.service.ports import AuditPort, GatewayPort, OrderStore, UserPort
 from services.order_service.service.queries import Queries
 from services.order_service.service.quotes import Quotes, QuoteSource
 from services.order_service.service.reconciliation import ClientMoneyReconciliation
@@ -78,6 +78,7 @@ class OrderApp:
         clock: Callable[[], int] = now_ms,
         telemetry: OrderTelemetry | None = None,
         quotes: QuoteSource | None = None,
+        audit: AuditPort | None = None,
     ):
         self.settings = settings = settings or Settings()
         self.telemetry = telemetry = telemetry if telemetry is not None else OrderTelemetry()
@@ -108,6 +109,7 @@ class OrderApp:
             ttl=settings.auth_cache_seconds,
             reserved_tokens=settings.reserved_tokens,
             admin_token=settings.admin_token,
+            audit=audit,
         )
         self.expiry = ExpiryScheduler(self.core, gateway, retry_delay=settings.expiry_retry)
         self.fair_share = FairShare(store, settings.user_limits)
@@ -143,7 +145,9 @@ class OrderApp:
             submit_window=settings.submit_window,
             cancel_retry_after=settings.cancel_retry_after,
         )
-        self.reconciliation = ClientMoneyReconciliation(users, gateway, self.outbox, interval=settings.report_interval)
+        self.reconciliation = ClientMoneyReconciliation(
+            users, gateway, self.outbox, interval=settings.report_interval, audit=audit
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

@@ -25,6 +25,7 @@ from services.order_service.domain.model import (
 )
 from services.order_service.domain.reconciliation import ExchangeAnomaly, ForeignOrder, LedgerTotal
 from services.order_service.domain.states import State
+from shared.audit import AuditRecord
 
 T = TypeVar("T")
 
@@ -32,8 +33,12 @@ T = TypeVar("T")
 class UserPort(Protocol):
     """What the order service asks of the user service (with the service token)."""
 
-    async def authenticate(self, api_key: str, timeout: float) -> Caller:
-        """Resolve an API key to its user; UNAUTHENTICATED for an unknown or revoked key."""
+    async def authenticate(self, api_key: str, timeout: float, *, client_peer: str = "") -> Caller:
+        """Resolve an API key to its user, scopes and expiry; UNAUTHENTICATED for an unknown, revoked or expired key.
+
+        ``client_peer`` is the address of the client that presented it: the user service throttles
+        failed attempts by it (RESOURCE_EXHAUSTED once it refuses that address).
+        """
         ...
 
     async def reserve_funds(self, order_id: str, user_id: str, asset: str, amount: Decimal, timeout: float) -> None:
@@ -266,4 +271,12 @@ class OrderStore(Protocol):
 
     def close(self) -> None:
         """Release the database."""
+        ...
+
+
+class AuditPort(Protocol):
+    """Where security events go: the user service's audit trail, through a queue that never blocks."""
+
+    def record(self, record: AuditRecord) -> None:
+        """Queue one event for delivery; never blocks, never raises."""
         ...

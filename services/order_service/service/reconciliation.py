@@ -5,7 +5,8 @@ gateway found, the ledger's totals (users and house) from the user service, and 
 effects not yet performed (trades the exchange made that the ledger has not booked: in flight, and
 the parked ones). The three sources are read at slightly different moments; a trade that lands in
 between shows as a transient difference that the next report no longer has, so act on a shortfall
-that persists across reports. A shortfall is logged as a security event at ERROR.
+that persists across reports. A shortfall is logged as a security event at ERROR and sent to the
+audit trail (RECONCILIATION_SHORTFALL), once per asset and report.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from services.order_service.domain.reconciliation import (
     reconcile,
 )
 from services.order_service.service.outbox import Outbox
-from services.order_service.service.ports import GatewayPort, ParkedEffect, UserPort
+from services.order_service.service.ports import AuditPort, GatewayPort, ParkedEffect, UserPort
+from shared.audit import AuditRecord
 from shared.logs import security_log
 from shared.money import fmt
 from shared.timeutil import now_ms
@@ -61,7 +63,9 @@ class ClientMoneyReconciliation:
         interval: float = 300.0,
         timeout: float = 10.0,
         clock: Callable[[], int] = now_ms,
+        audit: AuditPort | None = None,
     ):
+        self.audit = audit
         self.users = users
         self.gateway = gateway
         self.outbox = outbox
@@ -94,17 +98,20 @@ class ClientMoneyReconciliation:
     def _log(self, report: ReconciliationReport) -> None:
         for line in report.assets:
             if line.status is ReconciliationStatus.SHORTFALL:
+                figures = {
+                    "asset": line.asset,
+                    "exchange_total": fmt(line.exchange_total),
+                    "users_total": fmt(line.users_total),
+                    "house_total": fmt(line.house_total),
+                    "in_flight": fmt(line.in_flight),
+                    "difference": fmt(line.difference),
+                }
                 security_log.error(
                     "client money shortfall: the exchange account holds less than the users and the house are owed",
-                    extra={
-                        "asset": line.asset,
-                        "exchange_total": fmt(line.exchange_total),
-                        "users_total": fmt(line.users_total),
-                        "house_total": fmt(line.house_total),
-                        "in_flight": fmt(line.in_flight),
-                        "difference": fmt(line.difference),
-                    },
+                    extra=figures,
                 )
+                if self.audit is not None:
+                    self.audit.record(AuditRecord("RECONCILIATION_SHORTFALL", report.report_ms, details=figures))
         open_foreign = sum(1 for o in report.foreign_orders if o.open)
         log.info(
             "reconciliation report",

@@ -99,6 +99,7 @@ class FakeUsers:
     trades: dict[str, SettleTrade] = field(default_factory=dict)
     ledger: list[LedgerEntry] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
+    peers: list[str] = field(default_factory=list)  # the client_peer of each authenticate
     # Hooks called as hook(method, stage) with stage "before" or "after" the effect; may raise.
     hook: Callable[[str, str], None] | None = None
 
@@ -134,8 +135,9 @@ class FakeUsers:
                 return caller.status
         return UserStatus.ACTIVE
 
-    async def authenticate(self, api_key: str, timeout: float) -> Caller:
+    async def authenticate(self, api_key: str, timeout: float, *, client_peer: str = "") -> Caller:
         self.calls["authenticate"] += 1
+        self.peers.append(client_peer)
         caller = self.keys.get(api_key)
         if caller is None:
             raise Unauthenticated("unknown API key")
