@@ -17,6 +17,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health
 
+from services.exchange_gateway.adapters.audit_client import GrpcAuditTrail
 from services.exchange_gateway.adapters.binance.clock import ExchangeClock
 from services.exchange_gateway.adapters.binance.exchange import BinanceExchange, event_from_report
 from services.exchange_gateway.adapters.binance.market_rest import MarketRest
@@ -38,6 +39,7 @@ from services.exchange_gateway.service.market import Market
 from services.exchange_gateway.service.orders import Orders
 from services.exchange_gateway.service.quotes import Quotes
 from services.exchange_gateway.telemetry import GatewayStateCollector, readiness_checks
+from shared.client import open_channel
 from shared.db import Database, check_db_url, create_db_engine
 from shared.errors import DomainError, Unavailable
 from shared.logs import register_secret, setup_logging
@@ -76,6 +78,8 @@ class RunningService:
     market_tasks: list[asyncio.Task[None]]
     telemetry: Telemetry | None = None
     readiness: Readiness | None = None
+    audit: GrpcAuditTrail | None = None
+    user_channel: grpc.aio.Channel | None = None
     _stopped: bool = False
 
     @property
@@ -100,6 +104,10 @@ class RunningService:
                 await task
         await self.gateway.stop_upkeep()
         await self.gateway.orders.close(grace)
+        if self.audit is not None:
+            await self.audit.stop()  # delivers the security events still queued, if it can
+        if self.user_channel is not None:
+            await self.user_channel.close()
         self.limiter.close()
         await self.journal.close()
         await self.session.close()
@@ -188,6 +196,17 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     orders = Orders(journal, exchange, market, event_from_report, cancel_foreign=config.foreign_orders == "cancel")
     journal.on_anomalies = orders.anomalies_found
     journal.on_foreign = orders.foreign.changed
+    # Security events (foreign orders, the exchange's 429/418) to the user service's audit trail; the
+    # channel connects lazily, so the user service may start later. With TLS: its internal port.
+    audit: GrpcAuditTrail | None = None
+    user_channel: grpc.aio.Channel | None = None
+    if config.user_service_addr:
+        user_target = config.tls.target("user_service", config.user_service_addr)
+        user_channel = open_channel(user_target, telemetry, identity)
+        audit = GrpcAuditTrail(user_channel, config.service_token)
+        audit.start()
+        orders.foreign.audit = audit
+        rest.on_rate_limited = audit.rate_limited
     gateway = Gateway(
         exchange,
         market,
@@ -264,6 +283,10 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
             task.cancel()
         await gateway.stop_upkeep()
         await orders.close(0)
+        if audit is not None:
+            await audit.stop(0)
+        if user_channel is not None:
+            await user_channel.close()
         await journal.close()
         await session.close()
         await asyncio.to_thread(db.close)
@@ -287,6 +310,8 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         quotes=quotes,
         market_stream=market_stream,
         market_tasks=market_tasks,
+        audit=audit,
+        user_channel=user_channel,
     )
     telemetry.registry.register(GatewayStateCollector(limiter, stream, journal, orders))
     # Ready while the exchange answers, does not hold us off and streams our executions; "" stays

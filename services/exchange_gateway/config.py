@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from shared.config import (
     DEFAULT_EXCHANGE_GATEWAY_ADDR,
     DEFAULT_SIM_PORT,
+    DEFAULT_USER_SERVICE_ADDR,
     SIM_DEV_API_KEY,
     SIM_DEV_API_SECRET,
     ConfigError,
@@ -114,6 +115,9 @@ class Config:
     otlp_endpoint: str = ""
     # TRADING_TLS_DIR, TRADING_ALLOW_PLAINTEXT and its internal (mutual TLS) port (shared.tls)
     tls: TlsSettings = PLAINTEXT
+    # The user service, whose audit trail takes the gateway's security events (foreign orders, 429/418);
+    # "" sends none (they are still logged).
+    user_service_addr: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -179,6 +183,7 @@ class Config:
             metrics_addr=metrics_addr(env, "GATEWAY_METRICS_ADDR"),
             otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ""),
             tls=TlsSettings.from_env(env),
+            user_service_addr=env_str(env, "USER_SERVICE_ADDR", DEFAULT_USER_SERVICE_ADDR),
         )
 
     def validate(self) -> None:

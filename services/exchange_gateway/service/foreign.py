@@ -4,7 +4,8 @@ A person trading on the exchange's web site or another program using the same ac
 orders the journal knows nothing of. They are found by every reconciliation (the account's open
 orders, one request for every symbol) and by the user data stream, and kept in the journal's
 foreign-order table, never as executions: they never reach StreamExecutions, so they never touch
-a user's balance. Each new one is reported once as a security event. With the ``cancel`` policy
+a user's balance. Each new one is reported once as a security event, in the log and to the audit
+trail (``audit``: FOREIGN_ORDER, without any secret). With the ``cancel`` policy
 (GATEWAY_FOREIGN_ORDERS=cancel) every open one is cancelled by symbol and orderId at cancel
 priority, and the cancel (or why it failed) is recorded; a failed cancel is tried again at the
 next reconciliation.
@@ -21,7 +22,8 @@ from typing import Any
 from services.exchange_gateway.domain.errors import ExchangeError, Failure
 from services.exchange_gateway.domain.model import ForeignOrder, OrderSnapshot
 from services.exchange_gateway.service import recording
-from services.exchange_gateway.service.ports import Exchange, Journal, RequestKind
+from services.exchange_gateway.service.ports import AuditPort, Exchange, Journal, RequestKind
+from shared.audit import AuditRecord
 from shared.errors import DomainError
 from shared.logs import security_log
 from shared.timeutil import now_ms as wall_ms
@@ -63,6 +65,7 @@ class ForeignOrders:
         self.spawn = spawn
         self.clock = clock
         self.stats: Counter[str] = Counter()
+        self.audit: AuditPort | None = None
         self.closed = False
         self._cancelling: set[tuple[str, int, str]] = set()
 
@@ -71,10 +74,11 @@ class ForeignOrders:
         for order, new in written:
             if new:
                 self.stats["found"] += 1
-                security_log.warning(
-                    "order on the exchange account that the system did not place",
-                    extra={**_fields(order), "policy": "cancel" if self.cancel else "report"},
-                )
+                fields = {**_fields(order), "policy": "cancel" if self.cancel else "report"}
+                security_log.warning("order on the exchange account that the system did not place", extra=fields)
+                if self.audit is not None:
+                    details = {k: str(v) for k, v in fields.items()}
+                    self.audit.record(AuditRecord("FOREIGN_ORDER", self.clock(), details=details))
             if self.cancel and order.is_open and not order.cancel_time_ms and not order.cancel_error:
                 self._cancel_in_background(order)
 

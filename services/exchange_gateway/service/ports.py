@@ -22,6 +22,7 @@ from services.exchange_gateway.domain.model import (
     SymbolRules,
     TradeIdentity,
 )
+from shared.audit import AuditRecord
 
 T = TypeVar("T")
 
@@ -182,3 +183,11 @@ class Journal(Protocol):
 
 
 EventSource = Callable[[dict[str, Any]], ExchangeEvent | None]
+
+
+class AuditPort(Protocol):
+    """Where security events go: the user service's audit trail, through a queue that never blocks."""
+
+    def record(self, record: AuditRecord) -> None:
+        """Queue one event for delivery; never blocks, never raises."""
+        ...

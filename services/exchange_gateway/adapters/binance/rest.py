@@ -85,6 +85,8 @@ class BinanceRestClient:
         self.recv_window_ms = recv_window_ms
         self.timeout_s = timeout_s
         self.stats: Counter[str] = Counter()
+        # Told of every 429/418 (HTTP status, seconds paused, path): the audit trail's EXCHANGE_RATE_LIMITED.
+        self.on_rate_limited: Callable[[int, float, str], None] | None = None
         self._resync_lock = asyncio.Lock()
         self._resync_generation = 0
 
@@ -216,6 +218,8 @@ class BinanceRestClient:
                     "resume_ms": int(resume),
                 },
             )
+            if self.on_rate_limited is not None:
+                self.on_rate_limited(status, retry_after, path)
         elif status == 403:
             security_log.warning("binance WAF refused a request (HTTP 403)", extra={"path": path})
         elif code in (-2014, -2015, -1022):
