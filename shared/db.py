@@ -68,10 +68,10 @@ def decimal_text(value: Decimal, places: int | None = SCALE) -> str:
     """
     if places is None:
         return format(value, "f")
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent >= -SCALE:
-        return f"{value:.{SCALE}f}"  # at most 8 places already: the fixed-point text is exact
-    return to_storage(value)
+    text = f"{value:.{SCALE}f}"
+    if Decimal(text) != value:  # it had more than 8 places (the cheapest exact check measured here)
+        raise ValueError(f"{value} has more than {SCALE} decimal places")
+    return text
 
 
 def optional_text(value: Decimal | None, places: int | None = SCALE) -> str | None:
@@ -227,54 +227,64 @@ Build = ClauseElement | Callable[[Dialect], ClauseElement]
 
 
 class Statement:
-    """A Core statement compiled once per dialect to SQL text with named parameters.
+    """A Core statement compiled once per dialect to SQL text with positional parameters.
 
     ``build`` is the statement, or a function of the dialect that builds it (for the few constructs
     that differ by engine, such as ``upsert``). ``columns`` fixes the columns of an INSERT (the keys
-    of the parameters every execution passes). Values are DB-API values: decimals as
+    of the parameters every execution passes). Callers pass a mapping by name; ``Cursor`` sends the
+    values positionally (``?`` for sqlite3, ``%s`` for psycopg): sqlite3 binds a 27-column row by
+    name in about 10 us and by position in under 5 us here. Values are DB-API values: decimals as
     ``decimal_text``, booleans as ``bool``.
     """
 
-    __slots__ = ("_build", "_columns", "_sql")
+    __slots__ = ("_build", "_columns", "_compiled")
 
     def __init__(self, build: Build, columns: Sequence[str] | None = None):
         self._build = build
         self._columns = list(columns) if columns is not None else None
-        self._sql: dict[str, str] = {}
+        self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    def compiled(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+        """(SQL text, parameter names in the order they bind) for ``dialect``; compiled once, then cached."""
+        done = self._compiled.get(dialect.name)
+        if done is None:
+            statement = self._build if isinstance(self._build, ClauseElement) else self._build(dialect)
+            compiled = statement.compile(dialect=_positional(dialect), column_keys=self._columns)
+            done = (str(compiled), tuple(getattr(compiled, "positiontup", None) or ()))
+            self._compiled[dialect.name] = done
+        return done
 
     def sql(self, dialect: Dialect) -> str:
-        """The SQL text for ``dialect`` (compiled on first use, then cached)."""
-        text = self._sql.get(dialect.name)
-        if text is None:
-            statement = self._build if isinstance(self._build, ClauseElement) else self._build(dialect)
-            text = str(statement.compile(dialect=_named(dialect), column_keys=self._columns))
-            self._sql[dialect.name] = text
-        return text
+        """The SQL text for ``dialect``."""
+        return self.compiled(dialect)[0]
 
 
-def _named(dialect: Dialect) -> Dialect:
-    # The DB-API paramstyle of each driver that takes a mapping: :name for sqlite3, %(name)s for psycopg.
+def _positional(dialect: Dialect) -> Dialect:
+    # The positional DB-API paramstyle of each driver: ? for sqlite3, %s for psycopg.
     if dialect.name == SQLITE:
-        return sqlite_dialect.dialect(paramstyle="named")  # type: ignore[no-untyped-call]
-    return postgresql.dialect(paramstyle="pyformat")  # type: ignore[no-untyped-call]
+        return sqlite_dialect.dialect(paramstyle="qmark")  # type: ignore[no-untyped-call]
+    return postgresql.dialect(paramstyle="format")  # type: ignore[no-untyped-call]
 
 
 class Cursor:
     """The DB-API cursor of a connection's current transaction, running ``Statement``s."""
 
-    __slots__ = ("conn", "dialect", "raw")
+    __slots__ = ("conn", "dialect", "name", "raw")
 
     def __init__(self, conn: Connection):
         self.conn = conn
         self.dialect = conn.dialect
+        self.name = conn.dialect.name
         self.raw: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
     def execute(self, statement: Statement, params: Mapping[str, Any] | None = None) -> Any:
         """Run ``statement``; return the DB-API cursor (``rowcount``, ``fetchone``...)."""
-        if params is None:
-            self.raw.execute(statement.sql(self.dialect))
+        sql, keys = statement._compiled.get(self.name) or statement.compiled(self.dialect)
+        if keys:
+            assert params is not None, "this statement takes parameters"
+            self.raw.execute(sql, [params[k] for k in keys])
         else:
-            self.raw.execute(statement.sql(self.dialect), params)
+            self.raw.execute(sql)
         return self.raw
 
     def one(self, statement: Statement, params: Mapping[str, Any] | None = None) -> Any:
@@ -288,7 +298,8 @@ class Cursor:
     def many(self, statement: Statement, params: Sequence[Mapping[str, Any]]) -> None:
         """Run ``statement`` once per parameter mapping."""
         if params:
-            self.raw.executemany(statement.sql(self.dialect), params)
+            sql, keys = statement._compiled.get(self.name) or statement.compiled(self.dialect)
+            self.raw.executemany(sql, [[p[k] for k in keys] for p in params])
 
 
 def upsert(

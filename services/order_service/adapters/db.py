@@ -312,8 +312,20 @@ def _order_values(order: Order) -> tuple[Any, ...]:
 
 
 def _order_update_values(order: Order) -> dict[str, Any]:
-    values = dict(zip(ORDER_COLUMNS, _order_values(order), strict=True))
-    return {"b_order_id": order.order_id, **{c: values[c] for c in _MUTABLE}}
+    return {
+        "b_order_id": order.order_id,
+        "state": order.state.value,
+        "filled_quantity": decimal_text(order.filled_quantity),
+        "filled_quote_quantity": decimal_text(order.filled_quote_quantity),
+        "commission": decimal_text(order.commission),
+        "commission_asset": order.commission_asset,
+        "reject_reason": order.reject_reason,
+        "exchange_order_id": order.exchange_order_id,
+        "cancel_requested": bool(order.cancel_requested),
+        "expire_requested": bool(order.expire_requested),
+        "update_time_ms": order.update_time_ms,
+        "version": order.version,
+    }
 
 
 def order_from_row(row: Any) -> Order:
