@@ -347,7 +347,9 @@ def banner(env: Mapping[str, str], notes: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the stack until SIGINT or SIGTERM; exit 0 after a clean stop."""
-    env, notes = build_environment(os.environ, REPO_ROOT / "var")
+    # Where the development tokens are kept between runs (the databases follow *_DB_URL).
+    keep_dir = Path(os.environ.get("TRADING_VAR_DIR") or REPO_ROOT / "var")
+    env, notes = build_environment(os.environ, keep_dir)
     children = plan(env)
     try:
         check_tls(env)
@@ -356,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
     Path(REPO_ROOT / "var").mkdir(exist_ok=True)
+    keep_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(env, children)
     stop_requested = False
 

@@ -41,11 +41,20 @@ class Launcher:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.start_capturing()
+
+    def start_capturing(self) -> None:
         self.process = subprocess.Popen(
             [PYTHON, "-m", "launcher"], cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        out, err = OutputCollector(self.process.stdout), OutputCollector(self.process.stderr)
-        assert out.wait_for("Trading core is up.", timeout=90), out.text + err.text[-3000:]
+        self.out, err = OutputCollector(self.process.stdout), OutputCollector(self.process.stderr)
+        assert self.out.wait_for("Trading core is up.", timeout=90), self.out.text + err.text[-3000:]
+        assert self.out.wait_for("Ctrl-C", timeout=10)
+
+    def banner_value(self, prefix: str) -> str:
+        """The quoted value of the banner line starting with ``prefix`` (e.g. "export ADMIN=")."""
+        line = next(line.strip() for line in self.out.text.splitlines() if line.strip().startswith(prefix))
+        return line.removeprefix(prefix).strip("'")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -145,3 +154,23 @@ def test_after_make_run_restarts_new_orders_fill_and_settle_and_the_forgotten_on
             assert time.monotonic() < deadline, f"balances never settled: {balances}"
             time.sleep(0.2)
     launcher.stop()
+
+
+def test_a_restarted_make_run_accepts_the_admin_token_it_printed_before(launcher: Launcher, tmp_path: Path) -> None:
+    env = launcher.env
+    del env["TRADING_ADMIN_TOKEN"], env["TRADING_SERVICE_TOKEN"]
+    env["TRADING_VAR_DIR"] = str(tmp_path / "state")
+    printed = []
+    for _ in range(2):
+        launcher.start_capturing()
+        token = launcher.banner_value("export ADMIN=")
+        printed.append(token)
+        admin = (("authorization", f"Bearer {token}"),)
+        with grpc.insecure_channel(env["USER_SERVICE_ADDR"]) as channel:
+            users = user_service_pb2_grpc.UserServiceStub(channel)
+            listed = users.ListUsers(user_service_pb2.ListUsersRequest(), metadata=admin, timeout=10)
+            assert listed is not None
+        launcher.stop()
+    assert printed[0] == printed[1], "the exported token survives a restart"
+    kept = tmp_path / "state" / "dev-tokens.env"
+    assert kept.exists() and oct(kept.stat().st_mode & 0o777) == "0o600"
