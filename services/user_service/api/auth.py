@@ -186,7 +186,7 @@ class Authorizer:
             return Principal(Role.SERVICE)
         if not api_keys.looks_like_api_key(token):
             self.guard.check(host)
-            failure = AuthenticationFailed("unknown bearer token")
+            failure = AuthenticationFailed("unknown token")
             await self.guard.failed(host, rpc, failure)
             raise failure
         key, user = await self.authenticate_key(token, host, rpc)
