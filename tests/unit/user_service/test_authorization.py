@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.user_service.api.auth import POLICY, Principal, Role, check_access, check_owner
+from services.user_service.api.auth import POLICY, SERVICE_PEERS, Principal, Role, check_access, check_owner
 from shared.errors import PermissionDenied
+from tests.unit.shared.test_tls import verified
 from trading.user.v1 import user_service_pb2
 
 ADMIN_ONLY = {
@@ -52,3 +53,13 @@ def test_an_api_key_reaches_only_its_own_user() -> None:
     with pytest.raises(PermissionDenied):
         check_owner(mine, "usr_01J9Z3ABCDEFGHJKMNPQRSTVWY")
     check_owner(Principal(Role.ADMIN), "usr_01J9Z3ABCDEFGHJKMNPQRSTVWY")
+
+
+def test_with_tls_the_gateways_certificate_may_record_audit_events_and_nothing_else_here() -> None:
+    SERVICE_PEERS.check(verified("exchange_gateway"), "RecordAuditEvents")  # type: ignore[arg-type]
+    SERVICE_PEERS.check(verified("order_service"), "RecordAuditEvents")  # type: ignore[arg-type]
+    for rpc in ("AuthenticateApiKey", "ReserveFunds", "GetLedgerTotals"):
+        with pytest.raises(PermissionDenied):
+            SERVICE_PEERS.check(verified("exchange_gateway"), rpc)  # type: ignore[arg-type]
+    with pytest.raises(PermissionDenied):
+        SERVICE_PEERS.check(verified("user_service"), "RecordAuditEvents")  # type: ignore[arg-type]
