@@ -182,7 +182,11 @@ class Authorizer:
         if is_admin:
             return Principal(Role.ADMIN)
         if is_service:
-            self.check_service_peer(context, rpc)
+            try:
+                self.check_service_peer(context, rpc)
+            except (PermissionDenied, Unauthenticated) as exc:
+                self.guard.denied(self.actor(context, rpc, Principal(Role.SERVICE)), exc.reason)
+                raise
             return Principal(Role.SERVICE)
         if not api_keys.looks_like_api_key(token):
             self.guard.check(host)

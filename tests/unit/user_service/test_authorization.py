@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from services.user_service.api.auth import POLICY, SERVICE_PEERS, Principal, Role, check_access, check_owner
+from services.user_service.api.auth import (
+    POLICY,
+    SERVICE_PEERS,
+    Authorizer,
+    Principal,
+    Role,
+    check_access,
+    check_owner,
+)
+from services.user_service.domain.audit import AuditKind
+from services.user_service.domain.audit import Role as AuditRole
+from services.user_service.domain.throttle import Throttle
+from services.user_service.service.audit import AuditTrail
+from services.user_service.service.guard import AuthenticationGuard
 from shared.errors import PermissionDenied
 from tests.unit.shared.test_tls import verified
 from trading.user.v1 import user_service_pb2
@@ -63,3 +76,40 @@ def test_with_tls_the_gateways_certificate_may_record_audit_events_and_nothing_e
             SERVICE_PEERS.check(verified("exchange_gateway"), rpc)  # type: ignore[arg-type]
     with pytest.raises(PermissionDenied):
         SERVICE_PEERS.check(verified("user_service"), "RecordAuditEvents")  # type: ignore[arg-type]
+
+
+class ServiceTokenCall:
+    """A call with the service token over a connection whose client certificate names ``service``."""
+
+    def __init__(self, service: str):
+        self.connection = verified(service)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", "Bearer service-token-authorization-unit"),)
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self.connection.auth_context()
+
+    def peer(self) -> str:
+        return self.connection.peer()
+
+
+async def test_the_service_token_from_the_wrong_certificate_is_a_recorded_permission_denial() -> None:
+    trail = AuditTrail(transactions=None)  # type: ignore[arg-type]  # counting needs no database
+    authorizer = Authorizer(
+        "admin-token-authorization-unit",
+        "service-token-authorization-unit",
+        users=None,  # type: ignore[arg-type]
+        guard=AuthenticationGuard(Throttle(), trail),
+        peers=SERVICE_PEERS,
+    )
+    with pytest.raises(PermissionDenied):
+        await authorizer.authenticate(ServiceTokenCall("exchange_gateway"), "ReserveFunds")  # type: ignore[arg-type]
+    (denied,) = trail.aggregator.drain()
+    assert (denied.kind, denied.actor, denied.rpc, denied.peer) == (
+        AuditKind.PERMISSION_DENIED,
+        AuditRole.SERVICE,
+        "ReserveFunds",
+        "127.0.0.1",
+    )
+    assert denied.details["reasons"] == "SERVICE_NOT_ALLOWED"
