@@ -65,15 +65,18 @@ def open_channel(
     With ``telemetry`` its calls are counted and traced (see the module docstring). With ``identity``
     the channel is mutual TLS: it verifies the callee with the CA and presents the caller's certificate.
     """
-    interceptors = client_interceptors(telemetry) if telemetry is not None else None
     if identity is not None:
-        return grpc.aio.secure_channel(
-            target, identity.channel_credentials(), options=CHANNEL_OPTIONS, interceptors=interceptors
-        )
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+        channel = grpc.aio.secure_channel(target, identity.channel_credentials(), options=CHANNEL_OPTIONS)
+    else:
+        channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return channel if telemetry is None else ObservedChannel(channel, telemetry)
 
 
 # --- client metrics and spans -------------------------------------------------------------------
+#
+# A thin wrapper around the channel's multicallables rather than grpc.aio client interceptors: an
+# intercepted call runs in a task of its own, which measured about 60 us of CPU per call here; this
+# costs a span, two metric updates and the metadata (about 10 us).
 
 
 class _ClientCall:
@@ -92,12 +95,9 @@ class _ClientCall:
         )
         self.started = time.perf_counter()
 
-    def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        """The call's details with this span's trace context in the metadata."""
-        metadata = metadata_with_context(details.metadata, self.span)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, grpc.aio.Metadata(*metadata), details.credentials, details.wait_for_ready
-        )
+    def metadata(self, metadata: Any) -> list[tuple[str, str]]:
+        """The call's metadata with this span's trace context."""
+        return metadata_with_context(metadata, self.span)
 
     def done(self, code: grpc.StatusCode) -> None:
         self.metrics.done(code, time.perf_counter() - self.started)
@@ -108,29 +108,28 @@ class _ClientCall:
         self.span.end()
 
 
-def _method_name(details: grpc.aio.ClientCallDetails) -> str:
-    method = details.method
-    return method.decode() if isinstance(method, bytes) else str(method)
-
-
 def _untraced(method: str) -> bool:
     return method.startswith("/grpc.health.")
 
 
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, telemetry: Telemetry):
-        self.telemetry = telemetry
+class _ObservedUnaryUnary:
+    """A unary multicallable whose calls are counted and traced; calling it gives an awaitable."""
 
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        method = _method_name(client_call_details)
-        if _untraced(method):
-            return await continuation(client_call_details, request)
-        call = _ClientCall(self.telemetry, method, "unary")
+    def __init__(self, inner: Any, telemetry: Telemetry, method: str):
+        self._inner = inner
+        self._telemetry = telemetry
+        self._method = method
+
+    def __call__(self, request: Any, *, metadata: Any = None, **kwargs: Any) -> Awaitable[Any]:
+        return self._call(request, metadata, kwargs)
+
+    async def _call(self, request: Any, metadata: Any, kwargs: dict[str, Any]) -> Any:
+        call = _ClientCall(self._telemetry, self._method, "unary")
         code = grpc.StatusCode.UNKNOWN
         try:
-            answer = await continuation(call.details(client_call_details), request)
-            await answer  # the response (or its error) is kept for the caller's own await
+            response = await self._inner(request, metadata=call.metadata(metadata), **kwargs)
             code = grpc.StatusCode.OK
+            return response
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             raise
@@ -139,22 +138,22 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
             raise
         finally:
             call.done(code)
-        return answer
 
 
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, telemetry: Telemetry):
-        self.telemetry = telemetry
+class _ObservedUnaryStream:
+    """A server-streaming multicallable whose calls are counted and traced; calling it gives the call."""
 
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        method = _method_name(client_call_details)
-        if _untraced(method):
-            return await continuation(client_call_details, request)
-        call = _ClientCall(self.telemetry, method, "server_stream")
+    def __init__(self, inner: Any, telemetry: Telemetry, method: str):
+        self._inner = inner
+        self._telemetry = telemetry
+        self._method = method
+
+    def __call__(self, request: Any, *, metadata: Any = None, **kwargs: Any) -> Any:
+        observed = _ClientCall(self._telemetry, self._method, "server_stream")
         try:
-            stream = await continuation(call.details(client_call_details), request)
+            stream = self._inner(request, metadata=observed.metadata(metadata), **kwargs)
         except BaseException:
-            call.done(grpc.StatusCode.UNKNOWN)
+            observed.done(grpc.StatusCode.UNKNOWN)
             raise
 
         def finished(done: Any) -> None:
@@ -164,7 +163,7 @@ class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
                     code = await done.code()
                 except Exception:
                     code = grpc.StatusCode.UNKNOWN
-                call.done(code if code is not None else grpc.StatusCode.UNKNOWN)
+                observed.done(code if code is not None else grpc.StatusCode.UNKNOWN)
 
             _keep(asyncio.ensure_future(record()))
 
@@ -181,9 +180,50 @@ def _keep(future: asyncio.Future[None]) -> None:
     future.add_done_callback(_pending.discard)
 
 
-def client_interceptors(telemetry: Telemetry) -> list[grpc.aio.ClientInterceptor]:
-    """The interceptors that count and trace a channel's calls."""
-    return [_UnaryUnary(telemetry), _UnaryStream(telemetry)]
+def _method_name(method: Any) -> str:
+    return method.decode() if isinstance(method, bytes) else str(method)
+
+
+class ObservedChannel(grpc.aio.Channel):
+    """A channel whose unary and server-streaming calls are counted and traced (health checks excepted)."""
+
+    def __init__(self, channel: grpc.aio.Channel, telemetry: Telemetry):
+        self._channel = channel
+        self._telemetry = telemetry
+
+    def unary_unary(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        inner = self._channel.unary_unary(method, *args, **kwargs)
+        name = _method_name(method)
+        return inner if _untraced(name) else _ObservedUnaryUnary(inner, self._telemetry, name)
+
+    def unary_stream(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        inner = self._channel.unary_stream(method, *args, **kwargs)
+        name = _method_name(method)
+        return inner if _untraced(name) else _ObservedUnaryStream(inner, self._telemetry, name)
+
+    def stream_unary(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._channel.stream_unary(method, *args, **kwargs)
+
+    def stream_stream(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._channel.stream_stream(method, *args, **kwargs)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._channel.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._channel.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._channel.channel_ready()
+
+    async def __aenter__(self) -> ObservedChannel:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        await self.close(None)
 
 
 class ServiceCaller:

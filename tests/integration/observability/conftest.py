@@ -35,6 +35,7 @@ class Observed:
     stack: Stack
     exporter: InMemorySpanExporter
     telemetry: dict[str, Telemetry]
+    user_config: UserConfig
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.exporter.get_finished_spans())
@@ -76,20 +77,19 @@ async def observed(tmp_path: Path) -> AsyncIterator[Observed]:
         ),
         telemetry["exchange_gateway"],
     )
-    users = await start_users(
-        UserConfig(
-            listen_addr="127.0.0.1:0",
-            db_url=f"sqlite:///{tmp_path / 'users.db'}",
-            admin_token=ADMIN_TOKEN,
-            service_token=SERVICE_TOKEN,
-            log_level="WARNING",
-            db_synchronous="NORMAL",
-            access_log=False,
-            exchange_gateway_addr=gateway.addr,
-            metrics_addr=METRICS_ON_A_FREE_PORT,
-        ),
-        telemetry["user_service"],
+    user_config = UserConfig(
+        listen_addr="127.0.0.1:0",
+        db_url=f"sqlite:///{tmp_path / 'users.db'}",
+        admin_token=ADMIN_TOKEN,
+        service_token=SERVICE_TOKEN,
+        log_level="WARNING",
+        db_synchronous="NORMAL",
+        access_log=False,
+        exchange_gateway_addr=gateway.addr,
+        metrics_addr=METRICS_ON_A_FREE_PORT,
     )
+    users = await start_users(user_config, telemetry["user_service"])
+    user_config = replace(user_config, listen_addr=users.addr, metrics_addr="")
     order_config = OrderConfig(
         service_token=SERVICE_TOKEN,
         admin_token=ADMIN_TOKEN,
@@ -110,12 +110,12 @@ async def observed(tmp_path: Path) -> AsyncIterator[Observed]:
     order_channel = grpc.aio.insecure_channel(orders.addr)
     stack = Stack(tmp_path, sim, users, gateway, orders, http, user_channel, order_channel, order_config)
     try:
-        yield Observed(stack, exporter, telemetry)
+        yield Observed(stack, exporter, telemetry, user_config)
     finally:
         await stack.order_channel.close()
         await stack.user_channel.close()
         await http.close()
         await stack.orders_running.stop(0.5)
         await gateway.stop(0.5)
-        await users.stop(0.5)
+        await stack.users_running.stop(0.5)
         await sim.stop()
