@@ -124,7 +124,11 @@ def test_every_command_variable_and_port_exists_in_the_code(spec):
         target_port = re.search(r":(\d+)", target).group(1)
         published = [p.split(":")[-1] for p in service.get("ports", [])]
         assert target_port in published, f"{name}: health probe port {target_port} is not the published one"
-        listen = [v for k, v in service["environment"].items() if k.endswith("_ADDR") and v.startswith("0.0.0.0")]
+        listen = [
+            v
+            for k, v in service["environment"].items()
+            if k.endswith("_ADDR") and not k.endswith("_METRICS_ADDR") and v.startswith("0.0.0.0")
+        ]
         if "SIM_PORT" in service["environment"]:
             listen.append(f"0.0.0.0:{service['environment']['SIM_PORT']}")
         assert [addr.rsplit(":", 1)[1] for addr in listen] == [target_port], name
