@@ -595,7 +595,8 @@ class GroupCommit(Generic[C]):
                     if ok:
                         request.future.set_result(value)
                     else:
-                        request.future.set_exception(value)
+                        # A deadlock or lost connection met by one function is as retryable as a whole batch's.
+                        request.future.set_exception(self._error_mapper(value) if is_transient(value) else value)
         finally:
             self._drainer = None
             # Only non-empty if this task was cancelled (shutdown): nobody would serve these.

@@ -246,3 +246,23 @@ async def test_an_after_commit_hook_sees_each_batch_context_and_a_settled_check_
         assert group.settled == 1 and committed == [["a", "b"]]
     finally:
         group.close()
+
+
+async def test_on_postgresql_a_lost_writer_connection_fails_one_batch_as_unavailable_then_reconnects(
+    postgres_server,
+) -> None:
+    engine = _engine(postgres_server.create_database("lost"))
+    group: GroupCommit[Connection] = GroupCommit(engine, lambda conn: conn)
+    try:
+        assert await group.write(insert("before")) == "before"
+        pid = group.write_sync(lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+        with engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        with pytest.raises(Unavailable) as caught:
+            await group.write(insert("lost"))
+        assert caught.value.reason == "DATABASE_BUSY"
+        assert await group.write(insert("after")) == "after"
+    finally:
+        group.close()
+    assert names(engine) == {"before", "after"}
+    engine.dispose()
