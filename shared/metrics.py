@@ -7,8 +7,9 @@ where it lives, and a service whose loop is stuck stops answering scrapes (``up`
 
 gRPC metrics use the go-grpc-prometheus names and labels, so the usual dashboards and alerts apply:
 ``grpc_server_started_total``, ``grpc_server_handled_total{grpc_type, grpc_service, grpc_method,
-grpc_code}`` (``grpc_code`` spelt as in gRPC-Go: ``OK``, ``InvalidArgument``, ``Unavailable``...), ``grpc_server_handling_seconds`` (histogram), ``grpc_server_msg_sent_total`` and the
-same with ``grpc_client_``. Health and reflection calls are not counted (probes would drown the rest).
+grpc_code}`` (``grpc_code`` spelt as in gRPC-Go: ``OK``, ``InvalidArgument``, ``Unavailable``...),
+``grpc_server_handling_seconds`` (histogram), ``grpc_server_msg_sent_total`` and the same with
+``grpc_client_``. Health and reflection calls are not counted (probes would drown the rest).
 
 Label values are bounded: method names from the protos, status code names, fixed names chosen in
 the code. Never a user id, an order id, a token or anything a caller typed.

@@ -176,9 +176,10 @@ def readiness_checks(
             down_since[0] = None
             return None
         now = clock()
-        if down_since[0] is None:
-            down_since[0] = now
-        down = now - down_since[0]
+        since = down_since[0]
+        if since is None:
+            since = down_since[0] = now
+        down = now - since
         if down > STREAM_GRACE_S:
             return f"the user data stream has been down for {down:.0f} s"
         return None
