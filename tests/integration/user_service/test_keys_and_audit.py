@@ -411,3 +411,33 @@ async def test_no_key_token_or_secret_is_in_an_audit_event_or_a_log_record(
     for secret in secrets:
         assert secret not in recorded
         assert secret not in logged
+
+
+async def test_on_both_engines_the_trail_keeps_each_event_once_lists_it_and_refuses_changes(
+    engine_client: Client,
+) -> None:
+    client = engine_client
+    ann = await client.new_user("ann")
+    key = await new_key(client, ADMIN, ann, scopes=[READ], expire_time=in_a_minute())
+    answer = await client.stub.AuthenticateApiKey(pb.AuthenticateApiKeyRequest(api_key=key.api_key), metadata=SERVICE)
+    assert list(answer.scopes) == [READ] and answer.expire_time == key.key.expire_time
+    event = user_pb2.AuditEvent(
+        kind=K.Value("AUDIT_EVENT_KIND_RECONCILIATION_SHORTFALL"),
+        source="order_service",
+        source_event_id="aud_pg_1",
+        event_time=Timestamp(seconds=1_700_000_000),
+        details={"asset": "USDT", "difference": "-1000.00000000"},
+    )
+    for _ in range(2):
+        await client.stub.RecordAuditEvents(pb.RecordAuditEventsRequest(events=[event]), metadata=SERVICE)
+    events = await audit(client)
+    assert sorted(K.Name(e.kind) for e in events) == [
+        "AUDIT_EVENT_KIND_API_KEY_CREATED",
+        "AUDIT_EVENT_KIND_RECONCILIATION_SHORTFALL",
+        "AUDIT_EVENT_KIND_USER_CREATED",
+    ]
+    assert client.service is not None
+    for sql in ("UPDATE audit_events SET occurrences = 2", "DELETE FROM audit_events", "DELETE FROM api_key_grants"):
+        with pytest.raises(DBAPIError):
+            client.service.transactions.write_sync(lambda repo, q=sql: repo.conn.execute(text(q)))
+    assert len(await audit(client)) == 3
