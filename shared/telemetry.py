@@ -1,8 +1,9 @@
 """One service's telemetry: its metrics registry and /metrics server, its tracer, and the shared families.
 
 Bootstrap builds it (``Telemetry.create``), hands it to the gRPC server (``create_server``), to its
-channels (``open_channel``) and to its database (``observe_database``), serves /metrics on the
-configured address, and closes it last on the way out (which flushes spans still being exported).
+channels (``open_channel``) and to its database writer (``GroupCommit.observer``, from ``database()``),
+serves /metrics on the configured address, and closes it last on the way out (which flushes spans
+still being exported).
 Tests build it with ``span_processors`` (an in-memory exporter) and ``metrics_addr="127.0.0.1:0"``.
 """
 
