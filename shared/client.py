@@ -263,12 +263,4 @@ class ServiceCaller:
             raise DeadlineExceeded(f"{self.what}: deadline exceeded") from None
 
 
-def remaining(context: grpc.aio.ServicerContext, default: float, *, floor: float = 0.05) -> float:
-    """Time left for a downstream call: the caller's deadline (Python does not propagate it) or ``default``."""
-    left = context.time_remaining()
-    if left is None:
-        return default
-    return max(floor, min(default, left))
-
-
-__all__ = ["CHANNEL_OPTIONS", "DomainError", "ServiceCaller", "open_channel", "remaining"]
+__all__ = ["CHANNEL_OPTIONS", "DomainError", "ServiceCaller", "open_channel"]

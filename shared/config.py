@@ -6,9 +6,7 @@ keep the parsing and error messages consistent. Tests build the dataclasses dire
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from shared.logs import register_secret
@@ -91,25 +89,6 @@ def env_secret(env: Mapping[str, str], name: str, default: str | None = None) ->
 def sqlite_url(env: Mapping[str, str], name: str, filename: str) -> str:
     """Return the database URL from ``name``, defaulting to a SQLite file under ``var/``."""
     return env_str(env, name, f"sqlite:///{DEFAULT_VAR_DIR / filename}")
-
-
-@dataclass(frozen=True)
-class Addresses:
-    """Where the three services listen (and where their clients connect)."""
-
-    order_service: str = DEFAULT_ORDER_SERVICE_ADDR
-    user_service: str = DEFAULT_USER_SERVICE_ADDR
-    exchange_gateway: str = DEFAULT_EXCHANGE_GATEWAY_ADDR
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Addresses:
-        """Read ORDER_SERVICE_ADDR, USER_SERVICE_ADDR and EXCHANGE_GATEWAY_ADDR."""
-        env = os.environ if env is None else env
-        return cls(
-            order_service=env_str(env, "ORDER_SERVICE_ADDR", DEFAULT_ORDER_SERVICE_ADDR),
-            user_service=env_str(env, "USER_SERVICE_ADDR", DEFAULT_USER_SERVICE_ADDR),
-            exchange_gateway=env_str(env, "EXCHANGE_GATEWAY_ADDR", DEFAULT_EXCHANGE_GATEWAY_ADDR),
-        )
 
 
 # Development key pair of the embedded exchange simulator (BINANCE_ENV=sim). Not secrets: the

@@ -13,7 +13,6 @@ journaled trades reach the order quantity.
 from __future__ import annotations
 
 from dataclasses import replace
-from decimal import Decimal
 
 from services.exchange_gateway.domain.model import (
     FINAL_EXEC_STATUS,
@@ -114,8 +113,3 @@ def ended(
     )
     execution = replace(_base(updated, exec_type, status, time_ms=time_ms, now_ms=now_ms), reject_reason=reason)
     return updated, execution
-
-
-def missing_quantity(order: Order, exchange_executed: Decimal) -> Decimal:
-    """How much the exchange says was filled that the journal has no trade for yet."""
-    return max(Decimal(0), exchange_executed - order.executed_qty)

@@ -275,11 +275,6 @@ def trade_key(symbol: str, trade_id: int) -> str:
     return f"T|{symbol}|{trade_id}"
 
 
-def exec_key(client_order_id: str, exec_type: ExecType) -> str:
-    """The dedup key of a non-trade execution."""
-    return f"X|{client_order_id}|{exec_type.value}"
-
-
 @dataclass(frozen=True)
 class SymbolRules:
     """A symbol's trading rules from exchangeInfo. ``None`` or zero means the filter is absent."""

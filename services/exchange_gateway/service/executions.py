@@ -20,10 +20,6 @@ from services.exchange_gateway.domain.model import Execution
 ReadAfter = Callable[[int, int], Awaitable[list[Execution]]]
 
 
-class StreamClosed(Exception):
-    """The gateway is stopping."""
-
-
 class ExecutionHub:
     """Fan-out of the execution journal to any number of resumable streams."""
 

@@ -83,8 +83,4 @@ class GrpcUserService:
             trade_time=ts_from_ms(trade.trade_time_ms),
             release_id=release_id,
         )
-        response = await self.call(self.stub.SettleTrade, request, timeout=timeout)
-        if release_id and not response.released:
-            # A user service older than release_id ignored it and settled the trade alone: release
-            # separately (idempotent on the same release id, so a retry of all this is harmless).
-            await self.release_funds(trade.order_id, release_id, None, timeout)
+        await self.call(self.stub.SettleTrade, request, timeout=timeout)

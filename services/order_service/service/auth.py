@@ -156,10 +156,3 @@ class Authenticator:
         self._cache.move_to_end(api_key)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
-
-    def forget(self, api_key: str | None = None) -> None:
-        """Drop one cached key, or all of them."""
-        if api_key is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(api_key, None)

@@ -22,6 +22,3 @@ class Deadline:
         if self.at is None:
             return default
         return max(floor, min(default, self.at - time.monotonic()))
-
-
-NO_DEADLINE = Deadline()

@@ -12,7 +12,7 @@ import pytest
 from services.order_service.domain.market_data import BookLevel, OrderBook, SymbolStatus, Ticker, symbol_info
 from services.order_service.domain.model import OrderType
 from services.order_service.domain.placement import BINANCE_TYPE
-from services.order_service.service.deadline import NO_DEADLINE
+from services.order_service.service.deadline import Deadline
 from services.order_service.service.quotes import MAX_WATCH_SYMBOLS, Quotes
 from shared.errors import InvalidArgument, NotFound, Unavailable
 from tests.unit.order_service.fakes import BTCUSDT, FakeGateway
@@ -108,18 +108,18 @@ async def test_symbols_come_in_pages_sorted_by_symbol_and_a_page_token_is_checke
 
 async def test_tickers_and_books_are_checked_then_asked_of_the_gateway() -> None:
     quotes, _, source = make()
-    assert (await quotes.ticker("BTCUSDT", NO_DEADLINE)).last_price == D(50000)
-    assert len((await quotes.order_book("ETHUSDT", 0, NO_DEADLINE)).bids) == 10
+    assert (await quotes.ticker("BTCUSDT", Deadline())).last_price == D(50000)
+    assert len((await quotes.order_book("ETHUSDT", 0, Deadline())).bids) == 10
     assert source.depths == [10]
     for symbol, field in (("", "symbol"), ("btc-usdt", "symbol")):
         with pytest.raises(InvalidArgument) as bad:
-            await quotes.ticker(symbol, NO_DEADLINE)
+            await quotes.ticker(symbol, Deadline())
         assert bad.value.metadata["field"] == field
     with pytest.raises(InvalidArgument) as deep:
-        await quotes.order_book("BTCUSDT", 101, NO_DEADLINE)
+        await quotes.order_book("BTCUSDT", 101, Deadline())
     assert deep.value.metadata["field"] == "depth"
     with pytest.raises(NotFound) as unknown:
-        await quotes.ticker("XRPUSDT", NO_DEADLINE)
+        await quotes.ticker("XRPUSDT", Deadline())
     assert unknown.value.reason == "UNKNOWN_SYMBOL" and "XRPUSDT" in unknown.value.message
 
 

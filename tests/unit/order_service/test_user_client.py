@@ -1,4 +1,4 @@
-"""The user service client: SettleTrade with a release id, and the fallback for a server that ignores it."""
+"""The user service client: SettleTrade with a release id settles and releases in one call."""
 
 from __future__ import annotations
 
@@ -26,21 +26,15 @@ TRADE = SettleTrade(
 
 
 class Stub:
-    """Answers SettleTrade with ``released`` (None: a server that does not know release_id)."""
+    """Answers SettleTrade with ``released`` when the request carries a release id."""
 
-    def __init__(self, released: str | None):
+    def __init__(self, released: str):
         self.released = released
         self.requests: list[Any] = []
 
     async def SettleTrade(self, request: pb.SettleTradeRequest, **_: Any) -> pb.SettleTradeResponse:
         self.requests.append(request)
-        if self.released is None:
-            return pb.SettleTradeResponse()
         return pb.SettleTradeResponse(released=self.released if request.release_id else "")
-
-    async def ReleaseFunds(self, request: pb.ReleaseFundsRequest, **_: Any) -> pb.ReleaseFundsResponse:
-        self.requests.append(request)
-        return pb.ReleaseFundsResponse(released="0")
 
 
 async def settle(stub: Stub, release_id: str = "") -> None:
@@ -62,11 +56,3 @@ async def test_settle_without_a_release_id_sends_none() -> None:
     stub = Stub(released="")
     await settle(stub)
     assert [(type(r).__name__, r.release_id) for r in stub.requests] == [("SettleTradeRequest", "")]
-
-
-async def test_a_server_that_ignored_the_release_id_gets_a_separate_release() -> None:
-    stub = Stub(released=None)
-    await settle(stub, "ord-1:final")
-    assert [type(r).__name__ for r in stub.requests] == ["SettleTradeRequest", "ReleaseFundsRequest"]
-    release = stub.requests[1]
-    assert (release.order_id, release.release_id, release.amount) == ("ord-1", "ord-1:final", "")

@@ -21,7 +21,6 @@ ORDER_TYPE_INT_TO_EXT = {
 ORDER_TYPE_EXT_TO_INT = {v: k for k, v in ORDER_TYPE_INT_TO_EXT.items()}
 
 TIF_INT_TO_EXT = {TimeInForce.GTC: "GTC", TimeInForce.IOC: "IOC", TimeInForce.FOK: "FOK"}
-TIF_EXT_TO_INT = {v: k for k, v in TIF_INT_TO_EXT.items()}
 
 ORDER_STATUS_EXT_TO_INT = {
     "NEW": OrderStatus.NEW,

@@ -280,8 +280,3 @@ class MarketStream:
             self._live.update(confirmed)
             if confirmed:
                 self.on_live(confirmed, True)
-
-    async def drop(self) -> None:
-        """Close the current connection (tests; the stream reconnects by itself)."""
-        if self._ws is not None:
-            await self._ws.close()

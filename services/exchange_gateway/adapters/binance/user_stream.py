@@ -155,8 +155,3 @@ class UserDataStream:
             elif msg.type is aiohttp.WSMsgType.ERROR:
                 raise ConnectionError(f"websocket error: {ws.exception()}")
         log.warning("user data stream closed by the exchange")
-
-    async def drop(self) -> None:
-        """Close the current connection (tests; the stream reconnects by itself)."""
-        if self._ws is not None:
-            await self._ws.close()
