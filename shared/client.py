@@ -2,7 +2,8 @@
 
 Retries live here and only here: the channel's service config retries UNAVAILABLE a few times
 with back-off. That is safe because every internal RPC is idempotent on its key (order id,
-trade id, release id, client order id). Errors come back as ``shared.errors`` exceptions.
+trade id, release id, client order id). Errors come back as ``shared.errors`` exceptions
+(``shared.grpc_errors.from_rpc_error``).
 
 A channel opened with a ``Telemetry`` counts every call (go-grpc-prometheus client metrics) and
 runs it in a CLIENT span whose W3C trace context goes out in the ``traceparent`` metadata, so the
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from shared.auth import bearer_metadata
-from shared.errors import DeadlineExceeded, DomainError, from_rpc_error
+from shared.errors import DeadlineExceeded, DomainError
+from shared.grpc_errors import from_rpc_error
 from shared.logs import request_id_var
 from shared.server import REQUEST_ID
 from shared.tls import ServiceIdentity

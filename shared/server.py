@@ -2,9 +2,10 @@
 
 ``create_server`` returns ``(server, port, health)``: health and reflection are registered,
 the request-context interceptor (request ids, access log: every call at DEBUG, failures at
-WARNING; error mapping; with a ``Telemetry``, the go-grpc-prometheus server metrics and a SERVER
-span per call, child of the caller's span from the ``traceparent`` metadata) wraps every handler,
-and SO_REUSEPORT is off so that a port clash is an error instead of two servers sharing a port.
+WARNING; a ``DomainError`` mapped to its status by ``shared.grpc_errors``; with a ``Telemetry``,
+the go-grpc-prometheus server metrics and a SERVER span per call, child of the caller's span from
+the ``traceparent`` metadata) wraps every handler, and SO_REUSEPORT is off so that a port clash
+is an error instead of two servers sharing a port.
 With TLS (``shared.tls``) the address serves TLS only and a called service adds its mutual TLS port;
 plaintext is refused on a non-loopback address unless explicitly allowed.
 ``wait_for_signal`` returns on SIGTERM or SIGINT; each service's ``stop()`` then flips health to
@@ -32,7 +33,8 @@ from grpc_reflection.v1alpha._async import ReflectionServicer
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from shared.errors import DomainError, internal_status, to_status
+from shared.errors import DomainError
+from shared.grpc_errors import internal_status, status_code, to_status
 from shared.logs import request_id_var
 from shared.tls import ServerSecurity, ServiceIdentity, check_plaintext_bind
 from shared.tracing import SpanKind, context_from_metadata, error_status
@@ -85,7 +87,7 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
 
 def _code_of(exc: BaseException) -> grpc.StatusCode:
     if isinstance(exc, DomainError):
-        return exc.code
+        return status_code(exc)
     if isinstance(exc, NotImplementedError):
         return grpc.StatusCode.UNIMPLEMENTED
     return grpc.StatusCode.INTERNAL
@@ -137,9 +139,10 @@ class _Observed:
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     """Binds a request id, logs one access line per call and maps exceptions to statuses.
 
-    A ``DomainError`` becomes its rich status; anything else becomes INTERNAL with a generic
-    message while the traceback goes to the log, never to the client. With ``telemetry`` it also
-    counts the call (go-grpc-prometheus metrics) and runs it inside a SERVER span.
+    A ``DomainError`` becomes its rich status (``shared.grpc_errors.to_status``); anything else
+    becomes INTERNAL with a generic message while the traceback goes to the log, never to the
+    client. With ``telemetry`` it also counts the call (go-grpc-prometheus metrics) and runs it
+    inside a SERVER span.
     """
 
     def __init__(self, access_log: bool = True, telemetry: Telemetry | None = None):
@@ -184,7 +187,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> grpc.StatusCode:
         if isinstance(exc, DomainError):
             await context.abort_with_status(to_status(exc))  # type: ignore[attr-defined]
-            return exc.code  # pragma: no cover - abort raises
+            return status_code(exc)  # pragma: no cover - abort raises
         if isinstance(exc, NotImplementedError):
             # The generated base class of an RPC that is not built yet.
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")

@@ -21,7 +21,7 @@ from services.order_service.domain.model import (
 )
 from services.order_service.domain.reconciliation import ExchangeAnomaly, ForeignOrder
 from shared.client import ServiceCaller
-from shared.errors import from_rpc_error
+from shared.grpc_errors import from_rpc_error
 from shared.money import ZERO, fmt
 from shared.timeutil import ms_from_ts
 from trading.gateway.v1 import gateway_pb2, gateway_service_pb2, gateway_service_pb2_grpc

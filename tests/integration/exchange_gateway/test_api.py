@@ -7,7 +7,8 @@ import asyncio
 import grpc
 import pytest
 
-from shared.errors import InvalidArgument, from_rpc_error
+from shared.errors import InvalidArgument
+from shared.grpc_errors import from_rpc_error
 from trading.gateway.v1 import gateway_pb2
 
 from .conftest import ADMIN, SERVICE, Gateway, Sim, eventually, limit_request, pb

@@ -10,7 +10,8 @@ import time
 
 import grpc
 
-from shared.errors import ResourceExhausted, from_rpc_error
+from shared.errors import ResourceExhausted
+from shared.grpc_errors import from_rpc_error
 from trading.gateway.v1 import gateway_pb2
 
 from .conftest import ADMIN, SERVICE, Sim, StartGateway, early_in_window, limit_request, pb

@@ -10,7 +10,8 @@ import asyncio
 import grpc
 import pytest
 
-from shared.errors import InvalidArgument, ResourceExhausted, from_rpc_error
+from shared.errors import InvalidArgument, ResourceExhausted
+from shared.grpc_errors import from_rpc_error
 from trading.gateway.v1 import gateway_pb2
 
 from .conftest import ADMIN, SERVICE, Sim, StartGateway, early_in_window, eventually, limit_request, pb

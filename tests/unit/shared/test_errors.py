@@ -2,13 +2,14 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from shared.errors import (
+    Code,
+    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
-    from_rpc_error,
-    to_status,
 )
+from shared.grpc_errors import from_rpc_error, status_code, to_status
 
 
 class FakeRpcError(grpc.RpcError):
@@ -56,3 +57,12 @@ def test_round_trip_through_the_wire_keeps_kind_reason_field_and_retry():
     assert isinstance(price, InvalidArgument) and price.field == "price"
     limited = from_rpc_error(FakeRpcError(to_status(cases[3])))
     assert isinstance(limited, ResourceExhausted) and limited.retry_after == 1.5
+
+
+def test_every_kind_is_reported_with_the_grpc_code_of_its_name():
+    kinds = [DomainError, *DomainError.__subclasses__()]
+    assert {kind.code for kind in kinds} == set(Code)
+    for kind in kinds:
+        error = InvalidArgument("f", "d") if kind is InvalidArgument else kind("m")
+        assert status_code(error) == grpc.StatusCode[kind.code.name]
+        assert to_status(error).code == status_code(error)
