@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(env, children)
     stop_requested = False
 
-    def _request_stop(signum: int, _frame: object) -> None:
+    def _request_stop(_signum: int, _frame: object) -> None:
         nonlocal stop_requested
         stop_requested = True
         stack._stopping = True

@@ -117,11 +117,6 @@ class ExactDecimal(TypeDecorator[Decimal]):
 # --- engines ------------------------------------------------------------------------------------------
 
 
-def backend(url: str) -> str:
-    """``sqlite`` or ``postgresql`` for a database URL."""
-    return make_url(url).get_backend_name()
-
-
 def check_db_url(name: str, url: str) -> str:
     """Return ``url`` if the services can run on it (a SQLite file or ``postgresql+psycopg``); else ConfigError."""
     try:

@@ -77,12 +77,6 @@ class History:
         return head
 
 
-def current_revision(engine: Engine, history: History) -> str | None:
-    """The revision the database is at (None: no version table, or an empty one)."""
-    with engine.connect() as conn:
-        return _context(conn, history).get_current_revision()
-
-
 def _context(conn: Connection, history: History, **opts: Any) -> MigrationContext:
     return MigrationContext.configure(conn, opts={"version_table": history.version_table, **opts})
 

@@ -44,9 +44,6 @@ DEFAULT_EXCHANGE_GATEWAY_INTERNAL_PORT = 50063
 SERVICES = ("order_service", "user_service", "exchange_gateway")
 """The services with a certificate; each certificate's common name is the service's name."""
 
-CALLED_SERVICES = ("user_service", "exchange_gateway")
-"""The services other services call, so the ones with an internal (mutual TLS) port."""
-
 
 def _host(addr: str) -> str:
     host = addr.rsplit(":", 1)[0] if ":" in addr else addr

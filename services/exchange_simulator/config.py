@@ -26,7 +26,6 @@ DEV_KEYS_DIR = Path(__file__).resolve().parent / "dev_keys"
 SIM_DEV_ED25519_API_KEY = "simDevEd25519ApiKey000000000000000000000000000000000000000000000"
 """API key of the development Ed25519 pair in ``dev_keys/`` (not a secret: the simulator is local)."""
 SIM_DEV_ED25519_PUBLIC_KEY_FILE = str(DEV_KEYS_DIR / "ed25519-dev-public-key.pem")
-SIM_DEV_ED25519_PRIVATE_KEY_FILE = str(DEV_KEYS_DIR / "ed25519-dev-private-key.pem")
 
 
 # Binance's published limits (exchangeInfo.rateLimits, 2026).

@@ -45,7 +45,6 @@ class Market:
         self._price_fetches: dict[str, asyncio.Task[Price]] = {}
         self._balances: tuple[int, list[Balance]] | None = None
         self._balance_fetch: asyncio.Task[list[Balance]] | None = None
-        self.price_requests = 0
 
     async def refresh_rules(self) -> None:
         """Read exchangeInfo again: symbol rules and rate limits."""
@@ -84,7 +83,6 @@ class Market:
             raise Unavailable(f"cannot get the price of {symbol}: {exc.describe()}", reason="EXCHANGE_UNAVAILABLE")
 
     async def _fetch_price(self, symbol: str, deadline: float | None) -> Price:
-        self.price_requests += 1
         price = await self.exchange.last_price(symbol, deadline)
         entry = Price(symbol, price, self.exchange.now_ms())
         self._prices[symbol] = entry

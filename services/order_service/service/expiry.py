@@ -48,10 +48,6 @@ class ExpiryScheduler:
         heapq.heappush(self._heap, (expire_time_ms, order_id))
         self._wake.set()
 
-    def armed(self) -> int:
-        """How many timers are set (tests)."""
-        return len(self._heap)
-
     async def run(self) -> None:
         """Fire due timers until cancelled."""
         while True:

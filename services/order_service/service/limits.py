@@ -107,7 +107,3 @@ class FairShare:
             orders.discard(order.order_id)
             if not orders:
                 del self._open[order.user_id]
-
-    def open_count(self, user_id: str) -> int:
-        """How many orders of the user count as open."""
-        return len(self._open.get(user_id, ()))

@@ -90,8 +90,6 @@ class Outbox:
         self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = False
-        self.performed = 0  # entries performed
-        self.calls = 0  # calls to the user service that performed them (a combined call counts once)
 
     async def start(self) -> None:
         """Load what a previous run left pending and start performing it (parked entries stay parked)."""
@@ -202,8 +200,6 @@ class Outbox:
                     self._done.append(entry.id)
                     if isinstance(entry.effect, SettleTrade):
                         self.telemetry.settled(entry.effect.trade_time_ms, now_ms())
-                self.performed += len(step)
-                self.calls += 1
                 self._flush_wanted.set()
         finally:
             if not queue:

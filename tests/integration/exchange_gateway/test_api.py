@@ -126,13 +126,13 @@ async def test_rules_prices_balances_and_rate_limit_status(gateway: Gateway, sim
         await stub.GetSymbolRules(pb.GetSymbolRulesRequest(symbol="NOPE"), metadata=ADMIN)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
-    market = gateway.running.gateway.market
-    fetched = market.price_requests
+    sent = gateway.record_requests()
     prices = await asyncio.gather(
         *(stub.GetLastPrice(pb.GetLastPriceRequest(symbol="ETHUSDT"), metadata=SERVICE) for _ in range(5))
     )
     assert {p.price for p in prices} == {"3000.00000000"}
-    assert market.price_requests - fetched == 1  # one fetch for all of them: shared, then cached
+    fetched = [params for _, path, params in sent if path == "/api/v3/ticker/price"]
+    assert fetched == [{"symbol": "ETHUSDT"}]  # one fetch for all of them: shared, then cached
     await sim.price("ETHUSDT", "3001.00")
 
     async def refreshed() -> bool:

@@ -21,10 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from services.exchange_simulator import RunningSimulator, SimConfig, start_simulator
-from services.exchange_simulator.config import (
-    SIM_DEV_ED25519_API_KEY,
-    SIM_DEV_ED25519_PRIVATE_KEY_FILE,
-)
+from services.exchange_simulator.config import DEV_KEYS_DIR, SIM_DEV_ED25519_API_KEY
 from services.exchange_simulator.simulator import Simulator
 from shared.config import SIM_DEV_API_KEY, SIM_DEV_API_SECRET, ConfigError
 from tests.integration.exchange_simulator.conftest import SignedClient, limit_order
@@ -32,6 +29,8 @@ from tests.integration.exchange_simulator.test_ws_api import Stream, subscribe_p
 from tests.support import PYTHON, ROOT
 
 RSA_API_KEY = "rsaTestApiKey000000000000000000000000000000000000000000000000000"
+DEV_PRIVATE_KEY = DEV_KEYS_DIR / "ed25519-dev-private-key.pem"
+"""The private half of the simulator's development Ed25519 pair."""
 PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 
 
@@ -63,7 +62,7 @@ def write_public_key(path: Path, key: Any) -> str:
 
 
 def dev_ed25519_key() -> ed25519.Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(Path(SIM_DEV_ED25519_PRIVATE_KEY_FILE).read_bytes(), password=None)
+    key = serialization.load_pem_private_key(DEV_PRIVATE_KEY.read_bytes(), password=None)
     assert isinstance(key, ed25519.Ed25519PrivateKey)
     return key
 
@@ -224,7 +223,7 @@ def test_a_missing_public_key_file_is_a_config_error_naming_the_variable(tmp_pat
 
 def test_a_private_key_or_garbage_as_public_key_is_a_config_error(tmp_path: Path) -> None:
     private = tmp_path / "private.pem"
-    private.write_bytes(Path(SIM_DEV_ED25519_PRIVATE_KEY_FILE).read_bytes())
+    private.write_bytes(DEV_PRIVATE_KEY.read_bytes())
     with pytest.raises(ConfigError, match="SIM_PUBLIC_KEY_FILE is not a PEM public key"):
         Simulator(SimConfig(public_key_file=str(private)))
 

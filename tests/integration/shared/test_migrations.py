@@ -28,7 +28,7 @@ from services.order_service.adapters import db as order_db
 from services.user_service.adapters import tables as user_tables
 from services.user_service.bootstrap import start as start_user_service
 from shared.db import create_db_engine
-from shared.migrations import History, SchemaTooNew, UnknownSchema, current_revision, upgrade
+from shared.migrations import History, SchemaTooNew, UnknownSchema, upgrade
 from tests.integration.user_service.conftest import make_config
 from tests.integration.user_service.helpers import ADMIN
 from tests.support import PYTHON, ROOT
@@ -42,6 +42,13 @@ SERVICES: dict[str, tuple[History, MetaData, str]] = {
     "user_service": (user_tables.HISTORY, user_tables.metadata, "USER_DB_URL"),
     "exchange_gateway": (journal.HISTORY, journal.metadata, "GATEWAY_DB_URL"),
 }
+
+
+def current_revision(engine: Engine, history: History) -> str | None:
+    """The revision the database is at, read from the service's version table."""
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": history.version_table})
+        return context.get_current_revision()
 
 
 def _ddl(path: Path) -> list[str]:

@@ -26,7 +26,6 @@ from services.exchange_gateway.adapters.binance.signing import (
     encode_params,
     hmac_sha256,
     payload,
-    sign_query,
     sign_ws,
     signer_from_pem,
     ws_payload,
@@ -78,7 +77,7 @@ def test_vector_d_testnet_unicode_symbol():
 
 
 def test_signed_query_appends_the_signature_of_exactly_the_bytes_sent():
-    signed = sign_query(HmacSigner(SECRET), [("symbol", "LTCBTC"), *ORDER])
+    signed = append_signature(HmacSigner(SECRET), encode_params([("symbol", "LTCBTC"), *ORDER]))
     query, _, signature = signed.rpartition("&signature=")
     assert signature == "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
     assert hmac_sha256(SECRET, query) == signature
@@ -221,7 +220,7 @@ def test_rest_signature_is_percent_encoded_base64_over_exactly_the_query(ed_key:
     signer = signer_from_pem(pem(ed_key))
     for window in range(100, 200):  # find a payload whose signature has a character that must be encoded
         params = [("symbol", "BTCUSDT"), ("recvWindow", str(window)), ("timestamp", "1499827319559")]
-        signed = sign_query(signer, params)
+        signed = append_signature(signer, encode_params(params))
         query, _, wire = signed.rpartition("&signature=")
         if set(signer.sign(query)) & set("+/="):
             break

@@ -42,7 +42,6 @@ async def test_a_filled_order_settles_and_releases_the_rest_in_one_call(harness:
     assert h.users.releases == {f"{order.order_id}:final": D("10")}
     assert usdt(h) == (D("100000") - D("480"), D("0"))
     assert usdt_kinds(h) == ["RESERVE", "TRADE_DEBIT", "RELEASE"]
-    assert h.app.outbox.performed == 2 and h.app.outbox.calls == 1
     assert await h.app.store.pending_effects() == []
 
 
@@ -166,7 +165,7 @@ async def test_only_a_settlement_followed_by_its_final_release_is_combined() -> 
     assert of("B") == [("release", "B:part", "5"), ("settle", "B:T1", "B:final")]
     assert of("C") == [("release", "C:final", "ALL"), ("settle", "C:T1")]
     assert of("D") == [("settle", "D:T1"), ("release", "D:part", "3")]
-    assert (outbox.performed, outbox.calls) == (10, 8)
+    assert len(users.calls) == 8  # ten entries: each settlement took its order's next release with it
     assert store.pending == []
 
 

@@ -23,8 +23,6 @@ class ExchangeClock:
         self.local = local
         self.offset_ms = 0.0
         self.rtt_ms = 0.0
-        self.synced_at_ms = 0.0
-        self.resyncs = 0
 
     def now(self) -> float:
         """Exchange time in milliseconds (float)."""
@@ -44,4 +42,3 @@ class ExchangeClock:
         """Use a measured offset."""
         self.offset_ms = offset_ms
         self.rtt_ms = rtt_ms
-        self.synced_at_ms = self.local()

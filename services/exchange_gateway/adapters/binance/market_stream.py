@@ -129,7 +129,6 @@ class MarketStream:
         self.reconnect_max_s = reconnect_max_s
         self.connected = asyncio.Event()
         self.connects = 0
-        self.updates = 0
         self._wanted: dict[str, None] = {}
         self._sent: set[str] = set()  # subscribed or asked for on this connection
         self._live: set[str] = set()  # acknowledged on this connection
@@ -261,7 +260,6 @@ class MarketStream:
                 log.warning("unreadable market data payload", extra={"stream": message["stream"], "error": str(exc)})
                 return
             if update is not None:
-                self.updates += 1
                 self.on_update(update)
             return
         request_id = message.get("id")

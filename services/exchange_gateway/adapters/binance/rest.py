@@ -112,7 +112,6 @@ class BinanceRestClient:
             if self._resync_generation != generation:
                 return
             await self.sync_time(samples=1)
-            self.clock.resyncs += 1
             self._resync_generation += 1
             log.warning("clock resynced after -1021", extra={"offset_ms": round(self.clock.offset_ms, 1)})
 

@@ -172,11 +172,6 @@ def append_signature(signer: Signer, query: str) -> str:
     return f"{query}&signature={_encode(signer.sign(query))}"
 
 
-def sign_query(signer: Signer, params: Iterable[tuple[str, str]]) -> str:
-    """Return the encoded query string with ``&signature=...`` appended last."""
-    return append_signature(signer, encode_params(params))
-
-
 def ws_payload(params: Mapping[str, object]) -> str:
     """The WebSocket API signature payload: params sorted by name, not percent-encoded."""
     return "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "signature")
