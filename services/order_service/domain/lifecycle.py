@@ -4,6 +4,10 @@ Each function is pure: it takes an order and an event and returns an ``Outcome``
 a fill to record, the side effects owed to the user service). Applying the same non-trade event
 twice changes nothing the second time, so the stream and a gateway answer may both report it.
 Trades are deduplicated by fill id by the caller before they get here.
+
+The table in ``states`` decides every change of state: a move it does not allow is refused (the
+order keeps its state) and comes back as the outcome's anomaly. Fills are the one exception: a
+trade's quantities and settlement are recorded even when its move is refused.
 """
 
 from __future__ import annotations
@@ -125,36 +129,45 @@ def apply_trade(order: Order, report: ExecutionReport, now_ms: int, fees: FeeSch
         anomalies.append(f"overfill: {filled} filled of {order.quantity}")
 
     effects: list[Effect] = [settlement(order, fill, report.commission_asset, report.commission)]
-    if order.state in FINAL_STATES:
-        # Fills are money: a trade of a known order is always recorded and settled, even this late.
-        anomalies.append(f"trade {fill.fill_id} after the order was {order.state}")
-        target = order.state
-    else:
-        target = State.FILLED if filled >= order.quantity else State.PARTIALLY_FILLED
-        if not can_transition(order.state, target):
-            anomalies.append(f"trade moves the order from {order.state} to {target}")
+    target = State.FILLED if filled >= order.quantity else State.PARTIALLY_FILLED
+    if can_transition(order.state, target):
+        state = target
         if target is State.FILLED:
             effects.append(final_release(order.order_id))
+    else:
+        # Fills are money, the table's one exception: the move is refused (a CANCELLED order stays
+        # CANCELLED, nothing is released twice) but the trade is recorded and settled, however late.
+        state = order.state
+        anomalies.append(f"trade {fill.fill_id} after the order was {order.state}: {refused(order.state, target)}")
     changes: dict[str, object] = {
-        "state": target,
+        "state": state,
         "filled_quantity": filled,
         "filled_quote_quantity": quote,
         "commission": commission,
         "commission_asset": commission_asset,
     }
-    if target in FINAL_STATES:
+    if state in FINAL_STATES:
         changes["cancel_requested"] = False
     if not order.exchange_order_id and report.exchange_order_id:
         changes["exchange_order_id"] = str(report.exchange_order_id)
     return Outcome(order.evolve(now_ms, **changes), fill=fill, effects=tuple(effects), anomaly="; ".join(anomalies))
 
 
+def refused(current: State, target: State) -> str:
+    """The anomaly recorded for a move the table does not allow."""
+    return f"refused transition {current} -> {target}"
+
+
 def accepted(order: Order, exchange_order_id: int, now_ms: int) -> Outcome:
-    """The exchange has the order: remember its id; an order still being submitted is now NEW."""
+    """The exchange has the order: remember its id; an order still being submitted is now NEW.
+
+    For an order already further along (the stream overtook the answer) this is old news, not a
+    move: nothing but the id changes.
+    """
     changes: dict[str, object] = {}
     if exchange_order_id and order.exchange_order_id != str(exchange_order_id):
         changes["exchange_order_id"] = str(exchange_order_id)
-    if order.state in (State.PLACING, State.SUBMIT_UNKNOWN):
+    if can_transition(order.state, State.NEW):
         changes["state"] = State.NEW
     if not changes:
         return Outcome(order)
@@ -162,11 +175,15 @@ def accepted(order: Order, exchange_order_id: int, now_ms: int) -> Outcome:
 
 
 def end(order: Order, target: State, reason: str, exchange_order_id: int, now_ms: int) -> Outcome:
-    """The order ended at the exchange (or here): set the final state and owe the release of what is left."""
-    if order.state in FINAL_STATES:
-        return Outcome(order)  # already ended: the second report of the same end changes nothing
+    """The order ended at the exchange (or here): set the final state and owe the release of what is left.
+
+    A second report of the same end changes nothing; any other end the table refuses (a FILLED
+    order cannot become CANCELLED) leaves the order as it is and is reported as an anomaly.
+    """
+    if order.state is target:
+        return Outcome(order)
     if not can_transition(order.state, target):
-        return Outcome(order, anomaly=f"refused transition {order.state} -> {target}")
+        return Outcome(order, anomaly=refused(order.state, target))
     if target is State.EXPIRED and order.expire_requested and not reason:
         reason = EXPIRED_BY_US
     changes: dict[str, object] = {"state": target, "cancel_requested": False}
@@ -186,9 +203,7 @@ def apply_exchange_order(order: Order, snapshot: ExchangeOrder, now_ms: int) -> 
     """
     status = snapshot.status
     if status is ExchangeStatus.UNKNOWN:
-        if order.state is State.PLACING:
-            return Outcome(order.evolve(now_ms, state=State.SUBMIT_UNKNOWN))
-        return Outcome(order)
+        return submit_unknown(order, now_ms)
     if status in (ExchangeStatus.NEW, ExchangeStatus.PARTIALLY_FILLED, ExchangeStatus.FILLED):
         return accepted(order, snapshot.exchange_order_id, now_ms)
     if snapshot.executed_quantity != order.filled_quantity:
@@ -200,6 +215,16 @@ def apply_exchange_order(order: Order, snapshot: ExchangeOrder, now_ms: int) -> 
         reason = snapshot.reject_reason or "rejected by the exchange"
         return end(order, State.REJECTED, reason, snapshot.exchange_order_id, now_ms)
     return end(order, State.EXPIRED, _expired_reason(order, snapshot.reject_reason), snapshot.exchange_order_id, now_ms)
+
+
+def submit_unknown(order: Order, now_ms: int) -> Outcome:
+    """Nobody can say whether the exchange has the order: an order being submitted is SUBMIT_UNKNOWN.
+
+    An order already past PLACING (the stream got there first) knows more than this answer: it stays.
+    """
+    if can_transition(order.state, State.SUBMIT_UNKNOWN):
+        return Outcome(order.evolve(now_ms, state=State.SUBMIT_UNKNOWN))
+    return Outcome(order)
 
 
 def request_cancel(order: Order, now_ms: int) -> Order:
@@ -245,7 +270,9 @@ __all__ = [
     "cancel_refused",
     "end",
     "give_up",
+    "refused",
     "request_cancel",
     "request_expiry",
     "settlement",
+    "submit_unknown",
 ]

@@ -96,9 +96,9 @@ class Core:
         return outcome
 
     def after_commit(self, committed: Committed) -> None:
-        """Tell the watchers, start the outbox entries, log anomalies, count what ended and what filled."""
-        if committed.ended or committed.fills:
-            self.telemetry.committed(committed.ended, committed.fills)
+        """Tell the watchers, start the outbox entries, log anomalies, count what ended, filled and contradicted."""
+        if committed.ended or committed.fills or committed.anomalies:
+            self.telemetry.committed(committed.ended, committed.fills, len(committed.anomalies))
         for order, sequence in committed.orders:
             self.hub.publish(order, sequence)
             if order.is_final:

@@ -21,8 +21,8 @@ import logging
 import time
 from decimal import Decimal
 
-from services.order_service.domain.lifecycle import apply_exchange_order
-from services.order_service.domain.model import Caller, Order, Outcome, Submission, UserStatus, final_release
+from services.order_service.domain.lifecycle import apply_exchange_order, submit_unknown
+from services.order_service.domain.model import Caller, Order, Submission, UserStatus, final_release
 from services.order_service.domain.placement import (
     NewOrderRequest,
     ValidOrder,
@@ -202,7 +202,7 @@ class PlaceOrder:
             # Sent or not, nobody knows: the gateway resolves it and the stream (or the reconciler) tells.
             self._sent(order, inserted)
             log.warning("submission outcome unknown", extra={"order_id": order.order_id, "error": str(exc)})
-            outcome = await self.core.mutate(order.order_id, self._unknown)
+            outcome = await self.core.mutate(order.order_id, lambda o: submit_unknown(o, self.core.clock()))
             self._arm_expiry(outcome.order)
             return outcome.order
 
@@ -218,11 +218,6 @@ class PlaceOrder:
         telemetry = self.core.telemetry
         telemetry.order_placed(order)
         telemetry.submit_answered(time.perf_counter() - inserted)
-
-    def _unknown(self, order: Order) -> Outcome:
-        if order.state is State.PLACING:
-            return Outcome(order.evolve(self.core.clock(), state=State.SUBMIT_UNKNOWN))
-        return Outcome(order)  # the stream got there first
 
     async def _withdraw(self, order: Order) -> None:
         def tx(t: OrderTx) -> list[OutboxEntry]:

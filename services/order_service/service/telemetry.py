@@ -6,6 +6,9 @@ Counted where they happen (after the transaction that made them committed):
 - ``trading_orders_ended_total{status}``: orders that reached a final status (FILLED, CANCELLED,
   REJECTED, EXPIRED), counted once each;
 - ``trading_fills_total``: trades applied to orders (each trade once);
+- ``trading_order_anomalies_total``: events that contradict what an order already is (a move the
+  state table refuses, a trade after the order ended, an overfill), each also logged at ERROR as
+  "order anomaly" with the order id and what happened;
 - ``trading_order_submit_seconds``: from the order's INSERT to the gateway's answer to SubmitOrder
   (the exchange's answer, or "outcome unknown");
 - ``trading_execution_lag_seconds``: from the exchange's trade time to the trade booked in the ledger
@@ -53,6 +56,11 @@ class OrderTelemetry:
             registry=registry,
         )
         self.fills = Counter("trading_fills_total", "Trades applied to orders (each once).", registry=registry)
+        self.anomalies = Counter(
+            "trading_order_anomalies_total",
+            "Events that contradict an order's state (a refused state move, a late trade, an overfill).",
+            registry=registry,
+        )
         self.submit_seconds = Histogram(
             "trading_order_submit_seconds",
             "Time from an order's INSERT to the gateway's answer to SubmitOrder (the exchange's answer).",
@@ -79,12 +87,14 @@ class OrderTelemetry:
         """The gateway answered an order's submission ``seconds`` after its INSERT."""
         self.submit_seconds.observe(seconds)
 
-    def committed(self, ended: Iterable[Order], fills: int) -> None:
-        """A transaction committed: these orders ended, this many trades were applied."""
+    def committed(self, ended: Iterable[Order], fills: int, anomalies: int = 0) -> None:
+        """A transaction committed: these orders ended, this many trades were applied, this many anomalies found."""
         for order in ended:
             self.ended.labels(order.state.value).inc()
         if fills:
             self.fills.inc(fills)
+        if anomalies:
+            self.anomalies.inc(anomalies)
 
     def settled(self, trade_time_ms: int, now_ms: int) -> None:
         """A trade made at ``trade_time_ms`` (the exchange's clock) is booked in the ledger now."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 
@@ -12,9 +13,11 @@ from services.order_service.domain.lifecycle import (
     apply_exchange_order,
     apply_execution,
     cancel_refused,
+    give_up,
     request_cancel,
     request_expiry,
     settlement,
+    submit_unknown,
 )
 from services.order_service.domain.model import (
     ExchangeOrder,
@@ -24,12 +27,13 @@ from services.order_service.domain.model import (
     FeeSchedule,
     Order,
     OrderType,
+    Outcome,
     ReleaseFunds,
     SettleTrade,
     Side,
     TimeInForce,
 )
-from services.order_service.domain.states import State, Status
+from services.order_service.domain.states import FINAL_STATES, TRANSITIONS, State, Status
 from shared.errors import FailedPrecondition
 
 D = Decimal
@@ -297,3 +301,80 @@ def test_only_pending_or_partially_filled_orders_can_be_cancelled(state: State) 
 def test_a_refused_cancel_clears_the_request() -> None:
     o = request_cancel(order(State.PARTIALLY_FILLED), NOW)
     assert not cancel_refused(o, NOW).cancel_requested
+
+
+def answer(status: ExchangeStatus) -> ExchangeOrder:
+    return ExchangeOrder("ord_1", 77, status, D(0), D(0), "refused" if status is ExchangeStatus.REJECTED else "")
+
+
+# Every event that can reach an order, applied to an order with nothing filled yet.
+EVENTS: dict[str, Callable[[Order], Outcome]] = {
+    "NEW execution": lambda o: apply_execution(o, event(ExecutionType.NEW), NOW),
+    "part-filling trade": lambda o: apply_execution(o, trade(1, "0.5", "100", 1), NOW),
+    "filling trade": lambda o: apply_execution(o, trade(1, "1", "100", 1), NOW),
+    "CANCELED execution": lambda o: apply_execution(o, event(ExecutionType.CANCELED), NOW),
+    "REJECTED execution": lambda o: apply_execution(o, event(ExecutionType.REJECTED, "no"), NOW),
+    "EXPIRED execution": lambda o: apply_execution(o, event(ExecutionType.EXPIRED, "IOC"), NOW),
+    **{f"{s.value} answer": (lambda o, s=s: apply_exchange_order(o, answer(s), NOW)) for s in ExchangeStatus},
+    "unknown submission": lambda o: submit_unknown(o, NOW),
+    "given up": lambda o: give_up(o, "interrupted", NOW),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EVENTS))
+@pytest.mark.parametrize("state", list(State))
+def test_no_event_applies_a_move_the_table_refuses(state: State, name: str) -> None:
+    before = order(state)
+    outcome = EVENTS[name](before)
+    after = outcome.order.state
+    assert after is state or (state, after) in TRANSITIONS, f"{name} moved {state} to {after}"
+    if after is state and outcome.fill is None:
+        # Refused or no news: nothing of the order changed but perhaps the exchange's id, and nothing is owed.
+        def but_the_id(o: Order) -> Order:
+            return replace(o, exchange_order_id="", version=0, update_time_ms=0)
+
+        assert but_the_id(outcome.order) == but_the_id(before)
+        assert outcome.effects == ()
+
+
+@pytest.mark.parametrize(
+    ("state", "kind"),
+    [
+        (State.FILLED, ExecutionType.CANCELED),
+        (State.FILLED, ExecutionType.EXPIRED),
+        (State.CANCELLED, ExecutionType.REJECTED),
+        (State.REJECTED, ExecutionType.CANCELED),
+        (State.EXPIRED, ExecutionType.CANCELED),
+        (State.PARTIALLY_FILLED, ExecutionType.REJECTED),
+    ],
+)
+def test_an_end_the_table_refuses_leaves_the_order_and_is_an_anomaly(state: State, kind: ExecutionType) -> None:
+    before = order(state)
+    outcome = apply_execution(before, event(kind, "late"), NOW)
+    assert outcome.order is before
+    assert outcome.effects == ()
+    assert f"refused transition {state} -> " in outcome.anomaly
+
+
+@pytest.mark.parametrize("state", sorted(FINAL_STATES))
+def test_a_fill_after_the_end_records_its_money_but_not_the_move(state: State) -> None:
+    before = order(state, filled_quantity=D("1.00000") if state is State.FILLED else D(0))
+    outcome = apply_execution(before, trade(5, "0.2", "100", 5), NOW)
+    assert outcome.order.state is state
+    assert outcome.fill is not None and outcome.fill.quantity == D("0.2")
+    assert outcome.order.filled_quantity == before.filled_quantity + D("0.2")
+    assert outcome.order.filled_quote_quantity == D("20.0")
+    (settle,) = outcome.effects  # the settlement, and no second release
+    assert isinstance(settle, SettleTrade) and settle.debit_amount == D("20.0")
+    assert f"refused transition {state} -> " in outcome.anomaly
+
+
+def test_the_moves_the_table_allows_carry_no_anomaly() -> None:
+    placing = order(State.PLACING)
+    unknown = submit_unknown(placing, NOW)
+    new = apply_execution(unknown.order, event(ExecutionType.NEW), NOW)
+    partly = apply_execution(new.order, trade(1, "0.5", "100", 1), NOW)
+    filled = apply_execution(partly.order, trade(2, "0.5", "100", 2), NOW)
+    states = [o.order.state for o in (unknown, new, partly, filled)]
+    assert states == [State.SUBMIT_UNKNOWN, State.NEW, State.PARTIALLY_FILLED, State.FILLED]
+    assert all(o.anomaly == "" for o in (unknown, new, partly, filled))
