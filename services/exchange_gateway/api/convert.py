@@ -146,6 +146,8 @@ def rules_out(r: SymbolRules) -> gateway_pb2.SymbolRules:
         order_types=list(r.order_types),
         base_asset_precision=r.base_asset_precision,
         quote_asset_precision=r.quote_asset_precision,
+        trading=r.trading,
+        allowed_types=sorted(TYPE_OUT[t] for t in r.allowed_types),
     )
 
 

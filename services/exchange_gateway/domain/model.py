@@ -277,12 +277,17 @@ def trade_key(symbol: str, trade_id: int) -> str:
 
 @dataclass(frozen=True)
 class SymbolRules:
-    """A symbol's trading rules from exchangeInfo. ``None`` or zero means the filter is absent."""
+    """A symbol's trading rules from exchangeInfo. ``None`` or zero means the filter is absent.
+
+    ``trading`` and ``allowed_types`` are what the exchange's status and order type names mean, decided by the
+    venue adapter; ``status`` and ``order_types`` keep the exchange's own words for messages and operators.
+    """
 
     symbol: str
     status: str
     base_asset: str
     quote_asset: str
+    trading: bool
     min_price: Decimal = ZERO
     max_price: Decimal = ZERO
     tick_size: Decimal = ZERO

@@ -141,7 +141,7 @@ def check_filters(request: OrderRequest, rules: SymbolRules, last_price: Decimal
     and for the notional of MARKET orders; checks that need it are skipped when it is unknown
     (the exchange still checks them).
     """
-    if rules.status != "TRADING":
+    if not rules.trading:
         raise FailedPrecondition(f"{rules.symbol} is not trading (status {rules.status})", reason="SYMBOL_NOT_TRADING")
     if rules.allowed_types and request.type not in rules.allowed_types:
         raise InvalidArgument("type", f"{request.type.value} orders are not allowed on {rules.symbol}")

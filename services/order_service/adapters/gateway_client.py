@@ -36,6 +36,7 @@ ORDER_TYPE = {
     OrderType.TAKE_PROFIT_LIMIT: gateway_pb2.ORDER_TYPE_TAKE_PROFIT_LIMIT,
     OrderType.LIMIT_MAKER: gateway_pb2.ORDER_TYPE_LIMIT_MAKER,
 }
+ORDER_TYPE_IN = {v: k for k, v in ORDER_TYPE.items()}
 TIME_IN_FORCE = {
     TimeInForce.NONE: gateway_pb2.TIME_IN_FORCE_UNSPECIFIED,
     TimeInForce.GTC: gateway_pb2.TIME_IN_FORCE_GTC,
@@ -110,6 +111,7 @@ def decode_rules(rules: gateway_pb2.SymbolRules) -> SymbolRules:
         status=rules.status,
         base_asset=rules.base_asset,
         quote_asset=rules.quote_asset,
+        trading=rules.trading,
         min_price=_dec(rules.min_price),
         max_price=_dec(rules.max_price),
         tick_size=_dec(rules.tick_size),
@@ -123,7 +125,8 @@ def decode_rules(rules: gateway_pb2.SymbolRules) -> SymbolRules:
         max_notional=_dec(rules.max_notional),
         apply_min_to_market=rules.apply_min_to_market,
         apply_max_to_market=rules.apply_max_to_market,
-        order_types=tuple(rules.order_types),
+        # A type this service does not know is one it never sends.
+        order_types=frozenset(ORDER_TYPE_IN[t] for t in rules.allowed_types if t in ORDER_TYPE_IN),
     )
 
 

@@ -1,8 +1,8 @@
 """Market data in users' terms: symbols with the rules an order must follow, tickers and order books.
 
-A symbol's order types are the public API's types whose exchange type the symbol lists, through the same
-map PlaceOrder checks them with (``placement.BINANCE_TYPE``), so ListSymbols never offers a type that
-PlaceOrder refuses. A symbol is TRADING exactly when PlaceOrder takes orders for it.
+A symbol's order types are those the gateway accepts for it, through the same test PlaceOrder applies
+(``placement.allows``), so ListSymbols never offers a type that PlaceOrder refuses. A symbol is TRADING
+exactly when PlaceOrder takes orders for it (the gateway's ``trading`` flag).
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from .model import OrderType, SymbolRules
-from .placement import BINANCE_TYPE
-
-TRADING = "TRADING"
-"""The exchange's status of a symbol that takes orders (the one ``placement.validate`` requires)."""
+from .placement import allows
 
 
 class SymbolStatus(StrEnum):
@@ -44,12 +41,11 @@ class SymbolInfo:
 
 def symbol_info(rules: SymbolRules) -> SymbolInfo:
     """The user's view of a symbol's exchange rules."""
-    listed = set(rules.order_types)
     return SymbolInfo(
         symbol=rules.symbol,
         base_asset=rules.base_asset,
         quote_asset=rules.quote_asset,
-        status=SymbolStatus.TRADING if rules.status == TRADING else SymbolStatus.HALTED,
+        status=SymbolStatus.TRADING if rules.trading else SymbolStatus.HALTED,
         tick_size=rules.tick_size,
         step_size=rules.step_size,
         min_quantity=rules.min_quantity,
@@ -58,7 +54,7 @@ def symbol_info(rules: SymbolRules) -> SymbolInfo:
         max_notional=rules.max_notional,
         min_price=rules.min_price,
         max_price=rules.max_price,
-        order_types=tuple(t for t, binance in BINANCE_TYPE.items() if not listed or binance in listed),
+        order_types=tuple(t for t in OrderType if allows(rules, t)),
     )
 
 

@@ -22,10 +22,7 @@ class Side(StrEnum):
 
 
 class OrderType(StrEnum):
-    """Order types of the public API.
-
-    STOP is Binance STOP_LOSS, STOP_LIMIT is STOP_LOSS_LIMIT; the others keep Binance's names.
-    """
+    """Order types of the public API, one for one the gateway contract's (the gateway maps them to the exchange's)."""
 
     MARKET = "MARKET"
     LIMIT = "LIMIT"
@@ -126,12 +123,18 @@ class UserLimits:
 
 @dataclass(frozen=True)
 class SymbolRules:
-    """The trading rules of one symbol (Binance exchangeInfo filters); zero means "no limit"."""
+    """The trading rules of one symbol as the gateway publishes them; zero means "no limit".
+
+    ``trading`` and ``order_types`` are the gateway's verdicts (whether the exchange takes orders for the
+    symbol now, which types it accepts; no types: every type); ``status`` is the exchange's word for the
+    symbol's state, shown in messages and never interpreted here.
+    """
 
     symbol: str
     status: str
     base_asset: str
     quote_asset: str
+    trading: bool
     min_price: Decimal = ZERO
     max_price: Decimal = ZERO
     tick_size: Decimal = ZERO
@@ -145,7 +148,7 @@ class SymbolRules:
     max_notional: Decimal = ZERO
     apply_min_to_market: bool = False
     apply_max_to_market: bool = False
-    order_types: tuple[str, ...] = ()
+    order_types: frozenset[OrderType] = frozenset()
 
 
 @dataclass(frozen=True)

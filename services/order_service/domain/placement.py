@@ -29,16 +29,6 @@ from .model import (
 CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 
-# Binance's names of our order types, as listed in a symbol's orderTypes.
-BINANCE_TYPE = {
-    OrderType.MARKET: "MARKET",
-    OrderType.LIMIT: "LIMIT",
-    OrderType.STOP: "STOP_LOSS",
-    OrderType.STOP_LIMIT: "STOP_LOSS_LIMIT",
-    OrderType.TAKE_PROFIT: "TAKE_PROFIT",
-    OrderType.TAKE_PROFIT_LIMIT: "TAKE_PROFIT_LIMIT",
-    OrderType.LIMIT_MAKER: "LIMIT_MAKER",
-}
 # What a capped buy of a market type is sent as (see ``submission``).
 CAPPED_BUY_TYPE = {
     OrderType.MARKET: OrderType.LIMIT,
@@ -86,6 +76,11 @@ def check_symbol(symbol: str) -> str:
     return symbol
 
 
+def allows(rules: SymbolRules, type_: OrderType) -> bool:
+    """Whether the gateway accepts ``type_`` on the symbol (it lists no types when every type goes)."""
+    return not rules.order_types or type_ in rules.order_types
+
+
 def needs_reference_price(side: Side | None, type_: OrderType | None, rules: SymbolRules) -> bool:
     """Whether validation or the reservation needs the last price (market types, and LIMIT_MAKER's post-only check)."""
     if type_ is OrderType.LIMIT_MAKER:
@@ -100,7 +95,7 @@ def needs_reference_price(side: Side | None, type_: OrderType | None, rules: Sym
 def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_price: Decimal | None) -> ValidOrder:
     """Check every field of ``request`` against ``rules``; raise InvalidArgument naming the first bad field."""
     check_symbol(request.symbol)
-    if rules.status != "TRADING":
+    if not rules.trading:
         raise FailedPrecondition(
             f"{request.symbol} is not trading (status {rules.status})", reason="SYMBOL_NOT_TRADING"
         )
@@ -113,14 +108,9 @@ def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_pri
             "or _LIMIT_MAKER",
         )
     type_ = request.type
-    if rules.order_types and BINANCE_TYPE[type_] not in rules.order_types:
+    if not allows(rules, type_):
         raise InvalidArgument("type", f"{type_} orders are not allowed on {request.symbol}")
-    if (
-        request.side is Side.BUY
-        and type_ in CAPPED_BUY_TYPE
-        and rules.order_types
-        and BINANCE_TYPE[CAPPED_BUY_TYPE[type_]] not in rules.order_types
-    ):
+    if request.side is Side.BUY and type_ in CAPPED_BUY_TYPE and not allows(rules, CAPPED_BUY_TYPE[type_]):
         # A market-type buy is sent as a limit at its price cap (see ``submission``).
         raise InvalidArgument("type", f"{type_} buys are not possible on {request.symbol} (no capped limit type)")
 

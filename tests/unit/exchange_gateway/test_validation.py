@@ -7,9 +7,11 @@ from decimal import Decimal
 import pytest
 
 from services.exchange_gateway.adapters.binance.schemas import parse_symbol_rules
+from services.exchange_gateway.api.convert import rules_out
 from services.exchange_gateway.domain.model import OrderType, Side, TimeInForce
 from services.exchange_gateway.domain.validation import check_filters, needs_last_price, parse_request, plain
 from shared.errors import FailedPrecondition, InvalidArgument
+from trading.gateway.v1 import gateway_pb2
 
 D = Decimal
 
@@ -177,3 +179,24 @@ def test_plain_formats_without_exponent_or_trailing_zeros():
     assert plain(D("1E+2")) == "100"
     assert plain(D("49000.00")) == "49000"
     assert plain(D("0E-8")) == "0"
+
+
+def test_the_adapter_says_what_the_exchanges_words_mean():
+    assert RULES.trading and RULES.status == "TRADING"
+    assert RULES.allowed_types == {
+        OrderType.LIMIT,
+        OrderType.LIMIT_MAKER,
+        OrderType.MARKET,
+        OrderType.STOP,
+        OrderType.STOP_LIMIT,
+    }
+    on_break = parse_symbol_rules({**BTCUSDT, "status": "BREAK"})
+    assert not on_break.trading and on_break.status == "BREAK"
+
+
+def test_the_contract_carries_the_verdicts_in_its_own_terms():
+    sent = rules_out(parse_symbol_rules({**BTCUSDT, "status": "HALT", "orderTypes": ["LIMIT", "STOP_LOSS"]}))
+    assert not sent.trading and sent.status == "HALT"
+    assert list(sent.allowed_types) == [gateway_pb2.ORDER_TYPE_LIMIT, gateway_pb2.ORDER_TYPE_STOP]
+    assert list(sent.order_types) == ["LIMIT", "STOP_LOSS"]
+    assert rules_out(RULES).trading

@@ -23,6 +23,7 @@ from services.order_service.domain.model import (
     ExecutionReport,
     ExecutionType,
     Order,
+    OrderType,
     SettleTrade,
     Side,
     Submission,
@@ -45,6 +46,7 @@ BTCUSDT = SymbolRules(
     status="TRADING",
     base_asset="BTC",
     quote_asset="USDT",
+    trading=True,
     min_price=D("0.01"),
     max_price=D("1000000"),
     tick_size=D("0.01"),
@@ -58,7 +60,9 @@ BTCUSDT = SymbolRules(
     max_notional=D("9000000"),
     apply_min_to_market=True,
     apply_max_to_market=False,
-    order_types=("LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT"),
+    order_types=frozenset(
+        {OrderType.LIMIT, OrderType.LIMIT_MAKER, OrderType.MARKET, OrderType.STOP, OrderType.STOP_LIMIT}
+    ),
 )
 ETHUSDT = replace(
     BTCUSDT, symbol="ETHUSDT", base_asset="ETH", tick_size=D("0.01"), step_size=D("0.0001"), min_quantity=D("0.0001")

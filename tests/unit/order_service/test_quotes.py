@@ -11,7 +11,6 @@ import pytest
 
 from services.order_service.domain.market_data import BookLevel, OrderBook, SymbolStatus, Ticker, symbol_info
 from services.order_service.domain.model import OrderType
-from services.order_service.domain.placement import BINANCE_TYPE
 from services.order_service.service.deadline import Deadline
 from services.order_service.service.quotes import MAX_WATCH_SYMBOLS, Quotes
 from shared.errors import InvalidArgument, NotFound, Unavailable
@@ -89,8 +88,8 @@ def test_a_symbols_order_types_are_those_placement_accepts_in_the_public_names()
         OrderType.LIMIT_MAKER,
     )
     assert info.status is SymbolStatus.TRADING and info.tick_size == D("0.01") and info.min_notional == D(5)
-    assert symbol_info(replace(BTCUSDT, status="BREAK")).status is SymbolStatus.HALTED
-    assert symbol_info(replace(BTCUSDT, order_types=())).order_types == tuple(BINANCE_TYPE)  # none listed: all
+    assert symbol_info(replace(BTCUSDT, status="BREAK", trading=False)).status is SymbolStatus.HALTED
+    assert symbol_info(replace(BTCUSDT, order_types=frozenset())).order_types == tuple(OrderType)  # none listed: all
 
 
 async def test_symbols_come_in_pages_sorted_by_symbol_and_a_page_token_is_checked() -> None:

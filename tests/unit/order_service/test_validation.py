@@ -78,15 +78,20 @@ def test_a_bad_field_is_invalid_argument_naming_it(request_: NewOrderRequest, fi
 
 
 def test_an_order_type_the_symbol_does_not_allow_is_refused() -> None:
-    rules = replace(BTCUSDT, order_types=("LIMIT", "MARKET"))
+    rules = replace(BTCUSDT, order_types=frozenset({OrderType.LIMIT, OrderType.MARKET}))
     with pytest.raises(InvalidArgument) as raised:
         validate(STOP, rules, NOW, LAST)
     assert raised.value.field == "type"
 
 
 def test_a_symbol_that_is_not_trading_is_failed_precondition() -> None:
-    with pytest.raises(FailedPrecondition):
-        validate(LIMIT, replace(BTCUSDT, status="BREAK"), NOW, LAST)
+    with pytest.raises(FailedPrecondition) as raised:
+        validate(LIMIT, replace(BTCUSDT, status="BREAK", trading=False), NOW, LAST)
+    assert raised.value.reason == "SYMBOL_NOT_TRADING" and "BREAK" in raised.value.message
+
+
+def test_the_status_word_is_not_interpreted_only_the_trading_flag() -> None:
+    assert validate(LIMIT, replace(BTCUSDT, status="SOMETHING_NEW"), NOW, LAST).symbol == "BTCUSDT"
 
 
 @pytest.mark.parametrize(

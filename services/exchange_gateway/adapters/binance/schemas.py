@@ -266,11 +266,14 @@ def parse_symbol_rules(data: dict[str, Any]) -> SymbolRules:
         min_notional = max_notional = ZERO
         apply_min = apply_max = False
     order_types = tuple(str(t) for t in data.get("orderTypes") or ())
+    status = str(data.get("status", "TRADING"))
     return SymbolRules(
         symbol=str(data["symbol"]),
-        status=str(data.get("status", "TRADING")),
+        status=status,
         base_asset=str(data.get("baseAsset", "")),
         quote_asset=str(data.get("quoteAsset", "")),
+        # Binance takes new orders only in TRADING (not in BREAK, HALT, AUCTION_MATCH, END_OF_DAY...).
+        trading=status == "TRADING",
         min_price=dec(price.get("minPrice")),
         max_price=dec(price.get("maxPrice")),
         tick_size=dec(price.get("tickSize")),
