@@ -12,7 +12,7 @@ RUN pip install --no-cache-dir -r requirements-runtime.txt
 
 COPY protos ./protos
 COPY scripts ./scripts
-RUN sh scripts/gen-protos.sh python gen
+RUN sh scripts/gen-protos.sh python gen --no-stubs
 
 COPY shared ./shared
 COPY services ./services

@@ -12,7 +12,7 @@ exception (``shared.client`` and the client adapters use it), so use cases never
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -103,7 +103,8 @@ def from_rpc_error(error: grpc.RpcError, *, what: str = "") -> DomainError:
     field = ""
     description = message
     retry_after: float | None = None
-    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    # (key, value) pairs at run time, whatever grpc's stubs say the entries are.
+    trailing: Iterable[Any] = error.trailing_metadata() if hasattr(error, "trailing_metadata") else ()
     for key, value in trailing or ():
         if key != "grpc-status-details-bin":
             continue

@@ -214,7 +214,7 @@ def peer_service(context: grpc.aio.ServicerContext) -> str | None:
         return None
     if auth.get("transport_security_type") != [b"ssl"]:
         return None
-    names = auth.get("x509_common_name") or []
+    names = list(auth.get("x509_common_name") or ())
     if len(names) != 1:
         return None
     return names[0].decode(errors="replace")

@@ -12,7 +12,7 @@ users' port or another service's certificate it is refused.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -80,9 +80,9 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         method = details.method
         if handler is None or not method.startswith(SERVICE_PREFIX):
@@ -98,10 +98,16 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
-def _peer_checked(handler: grpc.RpcMethodHandler, peers: ServicePeers, rpc: str) -> grpc.RpcMethodHandler:
-    """``handler`` after checking that the caller's certificate is a service meant to call ``rpc``."""
+def _peer_checked(
+    handler: grpc.RpcMethodHandler[Any, Any], peers: ServicePeers, rpc: str
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` after checking that the caller's certificate is a service meant to call ``rpc``.
+
+    grpc's stubs type a handler's behaviours as synchronous; on an aio server they are coroutine
+    functions and async generator functions, hence the casts.
+    """
     if handler.unary_stream is not None:
-        streaming = handler.unary_stream
+        streaming = cast(Callable[..., AsyncIterator[Any]], handler.unary_stream)
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             peers.check(context, rpc)
@@ -115,7 +121,7 @@ def _peer_checked(handler: grpc.RpcMethodHandler, peers: ServicePeers, rpc: str)
         )
     if handler.unary_unary is None:
         return _refusal(handler, PermissionDenied(f"{rpc} has no unary or server-streaming handler"))
-    behavior = handler.unary_unary
+    behavior = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         peers.check(context, rpc)
@@ -128,7 +134,7 @@ def _peer_checked(handler: grpc.RpcMethodHandler, peers: ServicePeers, rpc: str)
     )
 
 
-def _refusal(handler: grpc.RpcMethodHandler, error: DomainError) -> grpc.RpcMethodHandler:
+def _refusal(handler: grpc.RpcMethodHandler[Any, Any], error: DomainError) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler that raises ``error`` (the request-context interceptor turns it into a status)."""
     if handler.unary_stream is not None:
 

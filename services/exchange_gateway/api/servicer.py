@@ -12,9 +12,8 @@ from services.exchange_gateway.domain.validation import parse_request
 from services.exchange_gateway.service.gateway import Gateway
 from services.exchange_gateway.service.quotes import Quotes
 from shared.timeutil import ts_from_ms
-from trading.gateway.v1 import gateway_pb2, gateway_service_pb2, gateway_service_pb2_grpc, market_data_pb2
-
-pb = gateway_service_pb2
+from trading.gateway.v1 import gateway_pb2, gateway_service_pb2_grpc, market_data_pb2
+from trading.gateway.v1 import gateway_service_pb2 as pb
 
 
 class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):

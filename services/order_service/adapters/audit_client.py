@@ -19,7 +19,7 @@ SOURCE = "order_service"
 def record_to_pb(record: AuditRecord) -> user_pb2.AuditEvent:
     """One record as RecordAuditEvents takes it."""
     return user_pb2.AuditEvent(
-        kind=f"AUDIT_EVENT_KIND_{record.kind}",  # the enum value by its name
+        kind=user_pb2.AuditEventKind.Value(f"AUDIT_EVENT_KIND_{record.kind}"),  # the enum value by its name
         event_time=ts_from_ms(record.event_ms),
         source=SOURCE,
         actor=record.actor,

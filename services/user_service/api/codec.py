@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import cast
 
 from services.user_service.domain import audit
 from services.user_service.domain.audit import AuditEvent, AuditKind, Role
@@ -46,15 +45,14 @@ _HOUSE_KIND_TO_PB = {
     HouseEntryKind.TRADE_FEE: user_pb2.HOUSE_ENTRY_KIND_TRADE_FEE,
     HouseEntryKind.EXCHANGE_FEE: user_pb2.HOUSE_ENTRY_KIND_EXCHANGE_FEE,
 }
-_SCOPE_TO_PB: dict[Scope, user_pb2.Scope] = {
+_SCOPE_TO_PB: dict[Scope, user_pb2.Scope.ValueType] = {
     Scope.READ: user_pb2.SCOPE_READ,
     Scope.TRADE: user_pb2.SCOPE_TRADE,
 }
 _SCOPE_FROM_PB = {number: scope for scope, number in _SCOPE_TO_PB.items()}
 # AuditKind's values are the proto names without their prefix.
-_AUDIT_KIND_TO_PB: dict[AuditKind, user_pb2.AuditEventKind] = {
-    kind: cast("user_pb2.AuditEventKind", user_pb2.AuditEventKind.Value(f"AUDIT_EVENT_KIND_{kind.value}"))
-    for kind in AuditKind
+_AUDIT_KIND_TO_PB: dict[AuditKind, user_pb2.AuditEventKind.ValueType] = {
+    kind: user_pb2.AuditEventKind.Value(f"AUDIT_EVENT_KIND_{kind.value}") for kind in AuditKind
 }
 _AUDIT_KIND_FROM_PB = {number: kind for kind, number in _AUDIT_KIND_TO_PB.items()}
 MAX_RECORDED_EVENTS = 1000
@@ -97,7 +95,7 @@ def scopes_from_pb(numbers: Iterable[int], field: str = "scopes") -> frozenset[S
     return frozenset(scopes)
 
 
-def scopes_to_pb(scopes: Iterable[Scope]) -> list[user_pb2.Scope]:
+def scopes_to_pb(scopes: Iterable[Scope]) -> list[user_pb2.Scope.ValueType]:
     """Scopes for the wire, sorted (SCOPE_READ first)."""
     return sorted(_SCOPE_TO_PB[s] for s in scopes)
 
