@@ -1,16 +1,12 @@
 """GetOrder, ListOrders and ListFills: the caller's own orders only; anyone else's is NOT_FOUND.
 
-Page tokens are opaque to clients: URL-safe base64 of JSON with the position (the last order id,
-or the last fill's row id) and a hash of the filters, so a token reused with other filters is
-refused instead of silently returning a wrong page.
+Page tokens (``shared.paging``) hold the position (the last order id, or the last fill's row id)
+and are scoped to the list and its filters, so a token reused with other filters is refused instead
+of silently returning a wrong page.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 from dataclasses import dataclass
 
 from services.order_service.domain.model import Caller, Fill, Order
@@ -19,6 +15,7 @@ from services.order_service.domain.states import ACTIVE_STATES, PUBLIC_STATUS, S
 from services.order_service.service.cancellation import not_found
 from services.order_service.service.ports import OrderStore
 from shared.errors import InvalidArgument
+from shared.paging import decode_page_token, encode_page_token
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -29,30 +26,6 @@ def page_size(value: int) -> int:
     if value < 0 or value > MAX_PAGE:
         raise InvalidArgument("page_size", f"must be between 0 and {MAX_PAGE}")
     return value or DEFAULT_PAGE
-
-
-def encode_token(position: str | int, filters: str) -> str:
-    """An opaque page token for ``position`` under ``filters``."""
-    raw = json.dumps({"p": position, "f": _digest(filters)}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_token(token: str, filters: str) -> str | int:
-    """The position in a page token; INVALID_ARGUMENT if it is malformed or was made for other filters."""
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        position = data["p"]
-        digest = data["f"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidArgument("page_token", "is not a page token of this list") from None
-    if digest != _digest(filters) or not isinstance(position, str | int):
-        raise InvalidArgument("page_token", "was made for other filters; start again without a page token")
-    return position
-
-
-def _digest(filters: str) -> str:
-    return hashlib.sha256(filters.encode()).hexdigest()[:16]
 
 
 def states_for(status: Status | None, active_only: bool) -> frozenset[State] | None:
@@ -119,7 +92,7 @@ class Queries:
         filters = f"orders|{caller.user_id}|{symbol}|{status or ''}|{active_only}"
         before = ""
         if token:
-            position = decode_token(token, filters)
+            position = decode_page_token(token, filters)
             if not isinstance(position, str):
                 raise InvalidArgument("page_token", "is not a page token of this list")
             before = position
@@ -131,7 +104,7 @@ class Queries:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        next_token = encode_token(rows[-1].order_id, filters) if more else ""
+        next_token = encode_page_token(rows[-1].order_id, filters) if more else ""
         return OrdersPage(rows, next_token)
 
     async def list_fills(self, caller: Caller, order_id: str, *, size: int = 0, token: str = "") -> FillsPage:
@@ -141,14 +114,14 @@ class Queries:
         filters = f"fills|{order_id}"
         after = 0
         if token:
-            position = decode_token(token, filters)
+            position = decode_page_token(token, filters)
             if not isinstance(position, int):
                 raise InvalidArgument("page_token", "is not a page token of this list")
             after = position
         rows = await self.store.list_fills(order_id, after_id=after, limit=limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        next_token = encode_token(rows[-1][0], filters) if more else ""
+        next_token = encode_page_token(rows[-1][0], filters) if more else ""
         return FillsPage([fill for _, fill in rows], next_token)
 
     async def list_trades(
@@ -170,7 +143,7 @@ class Queries:
         filters = f"trades|{caller.user_id}|{symbol}|{start_ms}|{end_ms}"
         before: tuple[int, int] | None = None
         if token:
-            position = decode_token(token, filters)
+            position = decode_page_token(token, filters)
             time_ms, _, row = str(position).partition(":")
             if not time_ms.isdigit() or not row.isdigit():
                 raise InvalidArgument("page_token", "is not a page token of this list")
@@ -180,5 +153,5 @@ class Queries:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        next_token = encode_token(f"{rows[-1][1].trade_time_ms}:{rows[-1][0]}", filters) if more else ""
+        next_token = encode_page_token(f"{rows[-1][1].trade_time_ms}:{rows[-1][0]}", filters) if more else ""
         return TradesPage([fill for _, fill in rows], next_token)

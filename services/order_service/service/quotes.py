@@ -23,8 +23,9 @@ from services.order_service.domain.market_data import OrderBook, SymbolInfo, Tic
 from services.order_service.domain.placement import SYMBOL
 from services.order_service.service.deadline import Deadline
 from services.order_service.service.ports import GatewayPort
-from services.order_service.service.queries import decode_token, encode_token, page_size
+from services.order_service.service.queries import page_size
 from shared.errors import DomainError, InvalidArgument, NotFound
+from shared.paging import decode_page_token, encode_page_token
 
 log = logging.getLogger("order_service.quotes")
 
@@ -133,11 +134,11 @@ class Quotes:
     async def symbols(self, size: int, token: str) -> SymbolsPage:
         """One page of the symbols the exchange lists, sorted by symbol."""
         limit = page_size(size)
-        after = str(decode_token(token, _SYMBOLS_FILTER)) if token else ""
+        after = str(decode_page_token(token, _SYMBOLS_FILTER)) if token else ""
         remaining = [info for info in await self._symbol_list() if info.symbol > after]
         page = remaining[:limit]
         more = len(remaining) > limit
-        return SymbolsPage(page, encode_token(page[-1].symbol, _SYMBOLS_FILTER) if more else "")
+        return SymbolsPage(page, encode_page_token(page[-1].symbol, _SYMBOLS_FILTER) if more else "")
 
     async def _symbol_list(self) -> list[SymbolInfo]:
         cached = self._symbols

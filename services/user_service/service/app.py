@@ -7,8 +7,6 @@ without its record. ``actor`` says who made the change (and, for a user's key, b
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -40,6 +38,7 @@ from services.user_service.service.ports import Repository, Transactions
 from shared.errors import InvalidArgument
 from shared.ids import new_id
 from shared.money import fmt
+from shared.paging import decode_page_token, encode_page_token
 from shared.timeutil import now_ms
 
 T = TypeVar("T")
@@ -56,28 +55,20 @@ class Page(Generic[T]):
     next_page_token: str
 
 
-def _encode_token(kind: str, value: str) -> str:
-    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
-
-
-def _decode_token(token: str, kind: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidArgument("page_token", "is not a token returned by this list") from None
-    prefix, _, value = raw.partition(":")
-    if prefix != kind or not value:
-        raise InvalidArgument("page_token", "is not a token returned by this list")
-    return value
-
-
 def _entry_cursor(page_token: str, kind: str) -> int | None:
     if not page_token:
         return None
-    raw = _decode_token(page_token, kind)
-    if not raw.isdigit():
-        raise InvalidArgument("page_token", "is not a token returned by this list")
-    return int(raw)
+    position = decode_page_token(page_token, kind)
+    if not isinstance(position, int):
+        raise InvalidArgument("page_token", "is not a page token of this list")
+    return position
+
+
+def _entry_token(entry_id: int | None, kind: str) -> str:
+    """The token of the page after entry ``entry_id`` (storage gives every listed entry its id)."""
+    if entry_id is None:
+        raise ValueError("a listed entry has no id")
+    return encode_page_token(entry_id, kind)
 
 
 class UserService:
@@ -125,10 +116,10 @@ class UserService:
     async def list_users(self, status: UserStatus | None, page_size: int, page_token: str) -> Page[User]:
         """List users oldest first, optionally only those with ``status``."""
         limit = v.page_size(page_size)
-        after = v.user_id(_decode_token(page_token, "u"), "page_token") if page_token else None
+        after = v.user_id(str(decode_page_token(page_token, "u")), "page_token") if page_token else None
         users = await self._tx.read(lambda repo: repo.list_users(status, after, limit + 1))
         if len(users) > limit:
-            return Page(users[:limit], _encode_token("u", users[limit - 1].user_id))
+            return Page(users[:limit], encode_page_token(users[limit - 1].user_id, "u"))
         return Page(users, "")
 
     async def update_user_status(self, user_id: str, status: UserStatus | None, actor: Actor = SYSTEM) -> User:
@@ -295,7 +286,7 @@ class UserService:
         entries = await self._tx.read(run)
         if len(entries) > limit:
             last = entries[limit - 1]
-            return Page(entries[:limit], _encode_token("e", str(last.entry_id)))
+            return Page(entries[:limit], _entry_token(last.entry_id, "e"))
         return Page(entries, "")
 
     # --- house accounts ------------------------------------------------------------------------
@@ -315,7 +306,7 @@ class UserService:
         )
         if len(entries) > limit:
             last = entries[limit - 1]
-            return Page(entries[:limit], _encode_token("h", str(last.entry_id)))
+            return Page(entries[:limit], _entry_token(last.entry_id, "h"))
         return Page(entries, "")
 
     # --- the audit trail -----------------------------------------------------------------------
@@ -342,5 +333,5 @@ class UserService:
             )
         )
         if len(events) > limit:
-            return Page(events[:limit], _encode_token("a", str(events[limit - 1].event_id)))
+            return Page(events[:limit], _entry_token(events[limit - 1].event_id, "a"))
         return Page(events, "")
