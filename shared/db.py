@@ -5,7 +5,7 @@ the services write SQLAlchemy Core tables and dialect-neutral statements, and th
 them the engine, the exact decimal type, the group-commit writer, reads on a thread pool, and
 statements compiled once for the engine and run on the DB-API cursor.
 
-Facts that shaped this (see ../shared/reference/grpc-python-facts.md):
+Facts that shaped this:
 - SQLite has one writer. A transaction that reads and then writes fails at once with
   "database is locked" unless it began with BEGIN IMMEDIATE, so every write transaction does.
   PostgreSQL takes row locks instead: a write transaction's reads of rows it will change use

@@ -1,8 +1,8 @@
 """Identifiers that cannot collide: a millisecond timestamp plus 80 random bits (ULID layout).
 
-The original design used timestamps alone, which collide as soon as two orders arrive in the
-same millisecond. Here 80 bits come from ``os.urandom``; within one process, ids made in the
-same millisecond are strictly increasing, so they also sort in creation order.
+A timestamp alone collides as soon as two orders arrive in the same millisecond, so 80 bits
+come from ``os.urandom``; within one process, ids made in the same millisecond are strictly
+increasing, so they also sort in creation order.
 """
 
 from __future__ import annotations

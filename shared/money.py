@@ -13,7 +13,7 @@ from shared.errors import InvalidArgument
 SCALE = 8
 """Decimal places supported for amounts, prices and quantities (Binance's 8)."""
 MAX_INTEGER_DIGITS = 20
-"""Integer digits supported: DECIMAL(28, 8), more than the original DECIMAL(20, 8)."""
+"""Integer digits supported: with ``SCALE`` places, DECIMAL(28, 8)."""
 QUANTUM = Decimal(1).scaleb(-SCALE)
 ZERO = Decimal(0)
 

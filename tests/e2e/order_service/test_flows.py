@@ -1,4 +1,4 @@
-"""Issue #6's order flows end to end: the real processes (``python -m services.<name>``) and the simulator.
+"""The order flows end to end: the real processes (``python -m services.<name>``) and the simulator.
 
 The same flows as tests/integration/order_service, but against the four OS processes of the module-scoped
 ``processes`` stack: a user created by the admin, funded, trading with an API key over gRPC while the

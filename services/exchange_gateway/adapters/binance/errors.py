@@ -1,6 +1,6 @@
 """Binance errors as data: which codes and HTTP statuses are retryable, definite or outcome unknown.
 
-Sources: errors.md and rest-api.md "HTTP Return Codes" (../shared/reference/binance-spot-api.md §6).
+Sources: the Binance Spot API documentation, errors.md and rest-api.md "HTTP Return Codes".
 A 5xx "does NOT mean failure: the execution status is UNKNOWN"; -1006 and -1007 say so too.
 Unlike nautilus_trader's Python adapter (which gives up on -1007 and reports a rejection),
 an unknown outcome is never turned into a rejection here: the use case resolves it by query.

@@ -1,6 +1,6 @@
 """Keeps every request inside Binance's limits, so that the exchange never has to answer 429.
 
-Model (../shared/reference/binance-spot-api.md §3):
+Model (the Binance Spot API documentation, rest-api.md "LIMITS"):
 - The limits are the ``rateLimits`` of exchangeInfo (REQUEST_WEIGHT per IP, ORDERS per account
   per 10 s and per day, RAW_REQUESTS), replaced whenever exchangeInfo is read again.
 - Windows are fixed and aligned to the exchange's clock (a 10 SECOND window starts at :00, :10...,

@@ -40,7 +40,7 @@ from shared.logs import register_secret, security_log
 
 log = logging.getLogger("exchange_gateway.binance")
 
-# Documented request weights (rest-api.md; ../shared/reference/binance-spot-api.md §3).
+# Documented request weights (the Binance Spot API documentation, rest-api.md).
 WEIGHT = {
     "time": 1,
     "exchangeInfo": 20,
