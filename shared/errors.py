@@ -138,3 +138,8 @@ class PermissionDenied(DomainError):
 class Internal(DomainError):
     code = Code.INTERNAL
     default_reason = "INTERNAL"
+
+
+OUTCOME_UNKNOWN: tuple[type[DomainError], ...] = (Unavailable, DeadlineExceeded, Internal)
+"""The errors of a call to another service after which it may or may not have acted: the caller resolves
+the outcome (by retrying with the same key, or by asking) instead of treating the call as refused."""

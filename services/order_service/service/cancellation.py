@@ -27,18 +27,15 @@ from services.order_service.service.core import Core
 from services.order_service.service.deadline import Deadline
 from services.order_service.service.ports import GatewayPort
 from shared.errors import (
-    DeadlineExceeded,
+    OUTCOME_UNKNOWN,
     DomainError,
     FailedPrecondition,
-    Internal,
     NotFound,
     ResourceExhausted,
     Unavailable,
 )
 
 log = logging.getLogger("order_service.cancel")
-
-OUTCOME_UNKNOWN = (Unavailable, DeadlineExceeded, Internal)
 
 
 def not_found(order_id: str) -> NotFound:

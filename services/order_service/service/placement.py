@@ -41,11 +41,10 @@ from services.order_service.service.limits import FairShare
 from services.order_service.service.market import MarketData
 from services.order_service.service.ports import GatewayPort, OrderTx, OutboxEntry, UserPort
 from shared.errors import (
+    OUTCOME_UNKNOWN,
     Aborted,
-    DeadlineExceeded,
     DomainError,
     FailedPrecondition,
-    Internal,
     InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
@@ -55,9 +54,6 @@ from shared.errors import (
 from shared.ids import new_id
 
 log = logging.getLogger("order_service.placement")
-
-# Errors after which the other side may or may not have acted.
-OUTCOME_UNKNOWN = (Unavailable, DeadlineExceeded, Internal)
 
 
 class PlaceOrder:

@@ -51,19 +51,16 @@ from services.order_service.service.expiry import ExpiryScheduler
 from services.order_service.service.market import MarketData
 from services.order_service.service.ports import GatewayPort, UserPort
 from shared.errors import (
-    DeadlineExceeded,
+    OUTCOME_UNKNOWN,
     DomainError,
-    Internal,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
-    Unavailable,
 )
 
 log = logging.getLogger("order_service.recovery")
 
 INTERRUPTED = "interrupted before submission"
-OUTCOME_UNKNOWN = (Unavailable, DeadlineExceeded, Internal)
 WORKING_STATES = frozenset({State.NEW, State.PARTIALLY_FILLED})
 
 
