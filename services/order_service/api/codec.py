@@ -109,6 +109,7 @@ def encode_order(order: Order) -> order_pb2.Order:
         reject_reason=order.reject_reason if order.status is Status.REJECTED else "",
         expire_reason=order.reject_reason if order.status is Status.EXPIRED else "",
         exchange_order_id=order.exchange_order_id,
+        exchange_order_number=int(order.exchange_order_id or 0),
         create_time=_ts(order.create_time_ms),
         update_time=_ts(order.update_time_ms),
         filled_quote_quantity=fmt(order.filled_quote_quantity),

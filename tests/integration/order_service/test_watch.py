@@ -41,6 +41,8 @@ async def test_watchers_get_every_transition_of_their_orders_and_nothing_else(st
         assert transitions == [pb.ORDER_STATUS_PENDING, pb.ORDER_STATUS_PARTIALLY_FILLED, pb.ORDER_STATUS_CANCELLED]
         assert any(o.cancel_requested for o in alice_watch.seen)
         assert alice_watch.seen[-1].filled_quantity == "0.00500000"
+        last = alice_watch.seen[-1]
+        assert last.exchange_order_number > 0 and last.exchange_order_id == str(last.exchange_order_number)
         views = [
             (o.status, o.filled_quantity, o.commission, o.cancel_requested, o.exchange_order_id, o.reject_reason)
             for o in alice_watch.seen
