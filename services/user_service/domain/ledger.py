@@ -2,7 +2,7 @@
 
 Every function is pure: it takes the current state, checks the rules and returns the new state
 plus the entries that explain it, or raises (``InsufficientFunds``, ``FailedPrecondition``)
-without changing anything. Storage then writes the outcome in one transaction.
+without changing anything. Storage then writes the change in one transaction.
 
 Invariants kept for every (user, asset):
 - available >= 0 and locked >= 0;
@@ -57,8 +57,8 @@ class ReservationMismatch(FailedPrecondition):
 
 
 @dataclass
-class Outcome:
-    """The result of one operation: touched balances after it, new entries, the reservation after it,
+class LedgerChange:
+    """What one money operation changes: touched balances after it, new entries, the reservation after it,
     and the touched house balances and their new entries."""
 
     balances: dict[str, Balance] = field(default_factory=dict)
@@ -125,50 +125,50 @@ class Outcome:
         return after
 
 
-def deposit(balance: Balance, command: Deposit, now_ms: int) -> Outcome:
+def deposit(balance: Balance, command: Deposit, now_ms: int) -> LedgerChange:
     """Credit available."""
-    outcome = Outcome()
-    outcome.post(balance, EntryKind.DEPOSIT, command.amount, ZERO, reference=command.request_id, now_ms=now_ms)
-    return outcome
+    change = LedgerChange()
+    change.post(balance, EntryKind.DEPOSIT, command.amount, ZERO, reference=command.request_id, now_ms=now_ms)
+    return change
 
 
-def withdraw(balance: Balance, command: Withdraw, now_ms: int) -> Outcome:
+def withdraw(balance: Balance, command: Withdraw, now_ms: int) -> LedgerChange:
     """Debit available; more than available raises InsufficientFunds."""
-    outcome = Outcome()
-    outcome.post(balance, EntryKind.WITHDRAWAL, -command.amount, ZERO, reference=command.request_id, now_ms=now_ms)
-    return outcome
+    change = LedgerChange()
+    change.post(balance, EntryKind.WITHDRAWAL, -command.amount, ZERO, reference=command.request_id, now_ms=now_ms)
+    return change
 
 
-def reserve(user: User, balance: Balance, command: Reserve, now_ms: int) -> Outcome:
+def reserve(user: User, balance: Balance, command: Reserve, now_ms: int) -> LedgerChange:
     """Move funds from available to locked for an order of an ACTIVE user."""
     if user.status is not UserStatus.ACTIVE:
         raise UserNotActive(
             f"user {user.user_id} is {user.status.value}; only ACTIVE users may reserve funds",
             metadata={"user_id": user.user_id, "status": user.status.value},
         )
-    outcome = Outcome()
+    change = LedgerChange()
     order = command.order_id
-    outcome.post(
+    change.post(
         balance, EntryKind.RESERVE, -command.amount, command.amount, reference=order, now_ms=now_ms, order_id=order
     )
-    outcome.reservation = Reservation(
+    change.reservation = Reservation(
         order_id=command.order_id, user_id=user.user_id, asset=balance.asset, reserved=command.amount
     )
-    return outcome
+    return change
 
 
-def release(reservation: Reservation, balance: Balance, command: Release, now_ms: int) -> tuple[Decimal, Outcome]:
+def release(reservation: Reservation, balance: Balance, command: Release, now_ms: int) -> tuple[Decimal, LedgerChange]:
     """Return part or all of what the reservation still holds; asking for more releases what is left."""
     remaining = reservation.remaining
     # Clamped rather than refused: an order that ends races with its last fills, and the proto
     # already makes "nothing left" release zero; the response says how much really moved.
     amount = remaining if command.amount is None else min(command.amount, remaining)
-    outcome = Outcome(reservation=reservation)
+    change = LedgerChange(reservation=reservation)
     if amount > 0:
         order = reservation.order_id
-        outcome.post(balance, EntryKind.RELEASE, amount, -amount, reference=order, now_ms=now_ms, order_id=order)
-        outcome.reservation = replace(reservation, released=reservation.released + amount)
-    return amount, outcome
+        change.post(balance, EntryKind.RELEASE, amount, -amount, reference=order, now_ms=now_ms, order_id=order)
+        change.reservation = replace(reservation, released=reservation.released + amount)
+    return amount, change
 
 
 def house_keys(command: Settle) -> list[HouseKey]:
@@ -187,7 +187,7 @@ def settle(
     house: dict[HouseKey, HouseBalance],
     command: Settle,
     now_ms: int,
-) -> Outcome:
+) -> LedgerChange:
     """Book one trade: debit from the reservation (then from available), credit, the fee, the exchange fee.
 
     A fee in the credit asset is taken from what the trade just credited (available); a fee in
@@ -210,13 +210,13 @@ def settle(
             f"order {command.order_id} reserved {reservation.asset}, not {command.debit_asset}",
             metadata={"order_id": command.order_id, "reserved_asset": reservation.asset},
         )
-    outcome = Outcome()
+    change = LedgerChange()
 
     from_locked = min(command.debit_amount, reservation.remaining)
     from_available = command.debit_amount - from_locked
 
     def book(balance: Balance, kind: EntryKind, available_delta: Decimal, locked_delta: Decimal) -> None:
-        outcome.post(
+        change.post(
             balance,
             kind,
             available_delta,
@@ -232,7 +232,7 @@ def settle(
     book(balances[command.credit_asset], EntryKind.TRADE_CREDIT, command.credit_amount, ZERO)
 
     if command.fee_amount > 0:
-        fee_balance = outcome.balances[command.fee_asset]
+        fee_balance = change.balances[command.fee_asset]
         if command.fee_asset == command.debit_asset:
             fee_locked = min(command.fee_amount, reservation.reserved - consumed - reservation.released)
         else:
@@ -242,7 +242,7 @@ def settle(
         consumed += fee_locked
 
     def book_house(key: HouseKey, kind: HouseEntryKind, amount: Decimal) -> None:
-        outcome.post_house(
+        change.post_house(
             house[key], kind, amount, reference=command.trade_id, order_id=command.order_id, now_ms=now_ms
         )
 
@@ -252,8 +252,8 @@ def settle(
         key = (HouseAccount.EXCHANGE_FEES, command.exchange_fee_asset)
         book_house(key, HouseEntryKind.EXCHANGE_FEE, -command.exchange_fee_amount)
 
-    outcome.reservation = replace(reservation, consumed=consumed)
-    return outcome
+    change.reservation = replace(reservation, consumed=consumed)
+    return change
 
 
 def totals(users: Iterable[Balance], house: Iterable[HouseBalance]) -> list[AssetTotals]:

@@ -69,23 +69,23 @@ def _replay(repo: Repository, command: MoneyCommand, kind: type[R]) -> R | None:
     return result
 
 
-def _store(repo: Repository, outcome: ledger.Outcome, now_ms: int, *, new_reservation: bool = False) -> None:
-    if outcome.entries:
-        repo.save_balances(outcome.balances.values(), now_ms)
-        repo.append_entries(outcome.entries)
-    if outcome.house_entries:
-        repo.save_house_balances(outcome.house_balances.values(), now_ms)
-        repo.append_house_entries(outcome.house_entries)
-    if outcome.reservation is not None and (outcome.entries or new_reservation):
-        repo.save_reservation(outcome.reservation, now_ms)
+def _store(repo: Repository, change: ledger.LedgerChange, now_ms: int, *, new_reservation: bool = False) -> None:
+    if change.entries:
+        repo.save_balances(change.balances.values(), now_ms)
+        repo.append_entries(change.entries)
+    if change.house_entries:
+        repo.save_house_balances(change.house_balances.values(), now_ms)
+        repo.append_house_entries(change.house_entries)
+    if change.reservation is not None and (change.entries or new_reservation):
+        repo.save_reservation(change.reservation, now_ms)
 
 
 def _remember(repo: Repository, command: MoneyCommand, result: Result, now_ms: int) -> None:
     repo.put_idempotency(command.scope, command.key, command.fingerprint(), encode(result), now_ms)
 
 
-def _write(repo: Repository, command: MoneyCommand, outcome: ledger.Outcome, result: Result, now_ms: int) -> None:
-    _store(repo, outcome, now_ms, new_reservation=isinstance(command, Reserve))
+def _write(repo: Repository, command: MoneyCommand, change: ledger.LedgerChange, result: Result, now_ms: int) -> None:
+    _store(repo, change, now_ms, new_reservation=isinstance(command, Reserve))
     _remember(repo, command, result, now_ms)
 
 
@@ -96,16 +96,16 @@ def _balance(repo: Repository, user_id: str, asset: str) -> Balance:
 def _move_funds(
     repo: Repository,
     command: Deposit | Withdraw,
-    apply: Callable[[Balance, Any, int], ledger.Outcome],
+    apply: Callable[[Balance, Any, int], ledger.LedgerChange],
     now_ms: int,
 ) -> FundsResult:
     replayed = _replay(repo, command, FundsResult)
     if replayed is not None:
         return replayed
     require_user(repo, command.user_id)
-    outcome = apply(_balance(repo, command.user_id, command.asset), command, now_ms)
-    result = FundsResult(outcome.balances[command.asset])
-    _write(repo, command, outcome, result, now_ms)
+    change = apply(_balance(repo, command.user_id, command.asset), command, now_ms)
+    result = FundsResult(change.balances[command.asset])
+    _write(repo, command, change, result, now_ms)
     return result
 
 
@@ -125,10 +125,10 @@ def reserve(repo: Repository, command: Reserve, now_ms: int) -> ReserveResult:
     if replayed is not None:
         return replayed
     user = require_user(repo, command.user_id)
-    outcome = ledger.reserve(user, _balance(repo, command.user_id, command.asset), command, now_ms)
-    assert outcome.reservation is not None
-    result = ReserveResult(outcome.balances[command.asset], outcome.reservation)
-    _write(repo, command, outcome, result, now_ms)
+    change = ledger.reserve(user, _balance(repo, command.user_id, command.asset), command, now_ms)
+    assert change.reservation is not None
+    result = ReserveResult(change.balances[command.asset], change.reservation)
+    _write(repo, command, change, result, now_ms)
     return result
 
 
@@ -139,28 +139,28 @@ def release(repo: Repository, command: Release, now_ms: int) -> ReleaseResult:
         return replayed
     reservation = repo.get_reservation(command.order_id)
     if reservation is None:
-        outcome = ledger.Outcome()
+        change = ledger.LedgerChange()
         result = ReleaseResult(ledger.ZERO, None)
     else:
-        amount, outcome = ledger.release(
+        amount, change = ledger.release(
             reservation, _balance(repo, reservation.user_id, reservation.asset), command, now_ms
         )
-        result = ReleaseResult(amount, outcome.reservation)
-    _write(repo, command, outcome, result, now_ms)
+        result = ReleaseResult(amount, change.reservation)
+    _write(repo, command, change, result, now_ms)
     return result
 
 
-def _settle_outcome(repo: Repository, command: Settle, now_ms: int) -> tuple[ledger.Outcome, SettleResult]:
+def _settle_change(repo: Repository, command: Settle, now_ms: int) -> tuple[ledger.LedgerChange, SettleResult]:
     require_user(repo, command.user_id)
     balances = {asset: _balance(repo, command.user_id, asset) for asset in (command.debit_asset, command.credit_asset)}
     house = {
         (account, asset): repo.get_house_balance(account, asset) or HouseBalance(account, asset)
         for account, asset in ledger.house_keys(command)
     }
-    outcome = ledger.settle(repo.get_reservation(command.order_id), balances, house, command, now_ms)
-    assert outcome.reservation is not None
-    result = SettleResult(tuple(sorted(outcome.balances.values(), key=lambda b: b.asset)), outcome.reservation)
-    return outcome, result
+    change = ledger.settle(repo.get_reservation(command.order_id), balances, house, command, now_ms)
+    assert change.reservation is not None
+    result = SettleResult(tuple(sorted(change.balances.values(), key=lambda b: b.asset)), change.reservation)
+    return change, result
 
 
 def settle(repo: Repository, command: Settle, now_ms: int) -> SettleResult:
@@ -168,8 +168,8 @@ def settle(repo: Repository, command: Settle, now_ms: int) -> SettleResult:
     replayed = _replay(repo, command, SettleResult)
     if replayed is not None:
         return replayed
-    outcome, result = _settle_outcome(repo, command, now_ms)
-    _write(repo, command, outcome, result, now_ms)
+    change, result = _settle_change(repo, command, now_ms)
+    _write(repo, command, change, result, now_ms)
     return result
 
 
@@ -187,30 +187,30 @@ def settle_and_release(repo: Repository, command: Settle, release: Release, now_
     settled = _replay(repo, command, SettleResult)
     released = _replay(repo, release, ReleaseResult)
     if settled is None:
-        outcome, settled = _settle_outcome(repo, command, now_ms)
+        change, settled = _settle_change(repo, command, now_ms)
         _remember(repo, command, settled, now_ms)
-        reservation: Reservation | None = outcome.reservation
+        reservation: Reservation | None = change.reservation
     else:
-        outcome = ledger.Outcome()
+        change = ledger.LedgerChange()
         reservation = repo.get_reservation(command.order_id)
     # A settled trade had a reservation, and reservations are never deleted.
     assert reservation is not None, f"order {command.order_id} has a settled trade but no reservation"
     if released is None:
-        balance = outcome.balances.get(reservation.asset)
+        balance = change.balances.get(reservation.asset)
         if balance is None:
             balance = _balance(repo, reservation.user_id, reservation.asset)
         amount, freed = ledger.release(reservation, balance, release, now_ms)
         released = ReleaseResult(amount, freed.reservation)
         _remember(repo, release, released, now_ms)
-        outcome.entries.extend(freed.entries)
-        outcome.balances.update(freed.balances)
+        change.entries.extend(freed.entries)
+        change.balances.update(freed.balances)
         reservation = freed.reservation
         assert reservation is not None
-    outcome.reservation = reservation
-    _store(repo, outcome, now_ms)
+    change.reservation = reservation
+    _store(repo, change, now_ms)
     assets = (command.debit_asset, command.credit_asset)
-    if all(asset in outcome.balances for asset in assets):
-        balances = [outcome.balances[asset] for asset in assets]  # the trade was booked now: current
+    if all(asset in change.balances for asset in assets):
+        balances = [change.balances[asset] for asset in assets]  # the trade was booked now: current
     else:
         balances = [_balance(repo, command.user_id, asset) for asset in assets]
     return SettleReleaseResult(tuple(sorted(balances, key=lambda b: b.asset)), reservation, released.released)

@@ -47,7 +47,7 @@ def settle_cmd(**over: str) -> Settle:
     return Settle.parse(**fields)
 
 
-def settle(reservation: Reservation | None, balances: dict[str, Balance], command: Settle) -> ledger.Outcome:
+def settle(reservation: Reservation | None, balances: dict[str, Balance], command: Settle) -> ledger.LedgerChange:
     """ledger.settle with the house balances the trade touches, all zero."""
     house = {key: HouseBalance(*key) for key in ledger.house_keys(command)}
     return ledger.settle(reservation, balances, house, command, NOW)
@@ -66,8 +66,8 @@ def test_point_one_three_times_plus_point_two_is_exactly_half() -> None:
 
 
 def test_deposit_records_one_entry_naming_the_request() -> None:
-    outcome = ledger.deposit(Balance(U, "BTC", D(1)), Deposit.parse(U, "BTC", "2.5", "req-7"), NOW)
-    [entry] = outcome.entries
+    change = ledger.deposit(Balance(U, "BTC", D(1)), Deposit.parse(U, "BTC", "2.5", "req-7"), NOW)
+    [entry] = change.entries
     assert (entry.kind, entry.available_delta, entry.locked_delta) == (EntryKind.DEPOSIT, D("2.5"), D(0))
     assert (entry.available_after, entry.locked_after, entry.reference) == (D("3.5"), D(0), "req-7")
 
@@ -80,17 +80,17 @@ def test_withdraw_more_than_available_is_refused() -> None:
 
 
 def test_withdraw_everything_available_leaves_zero_and_keeps_locked() -> None:
-    outcome = ledger.withdraw(Balance(U, "BTC", D(1), D(5)), Withdraw.parse(U, "BTC", "1", "w"), NOW)
-    assert outcome.balances["BTC"] == Balance(U, "BTC", D(0), D(5))
+    change = ledger.withdraw(Balance(U, "BTC", D(1), D(5)), Withdraw.parse(U, "BTC", "1", "w"), NOW)
+    assert change.balances["BTC"] == Balance(U, "BTC", D(0), D(5))
 
 
 def test_reserve_moves_available_to_locked_and_opens_a_reservation() -> None:
-    outcome = ledger.reserve(user(), Balance(U, "USDT", D(100)), Reserve.parse("o1", U, "USDT", "30"), NOW)
-    assert outcome.balances["USDT"] == Balance(U, "USDT", D(70), D(30))
-    assert outcome.reservation == Reservation("o1", U, "USDT", D(30))
-    assert sums(outcome.entries) == (D(-30), D(30))
-    assert outcome.entries[0].kind is EntryKind.RESERVE
-    assert outcome.entries[0].reference == "o1"
+    change = ledger.reserve(user(), Balance(U, "USDT", D(100)), Reserve.parse("o1", U, "USDT", "30"), NOW)
+    assert change.balances["USDT"] == Balance(U, "USDT", D(70), D(30))
+    assert change.reservation == Reservation("o1", U, "USDT", D(30))
+    assert sums(change.entries) == (D(-30), D(30))
+    assert change.entries[0].kind is EntryKind.RESERVE
+    assert change.entries[0].reference == "o1"
 
 
 def test_reserve_more_than_available_is_refused() -> None:
@@ -107,65 +107,63 @@ def test_only_active_users_may_reserve(status: UserStatus) -> None:
 
 def test_release_everything_remaining() -> None:
     reservation = Reservation("o1", U, "USDT", D(30), consumed=D(10), released=D(5))
-    amount, outcome = ledger.release(reservation, Balance(U, "USDT", D(70), D(15)), Release.parse("o1", "r", ""), NOW)
+    amount, change = ledger.release(reservation, Balance(U, "USDT", D(70), D(15)), Release.parse("o1", "r", ""), NOW)
     assert amount == D(15)
-    assert outcome.balances["USDT"] == Balance(U, "USDT", D(85), D(0))
-    assert outcome.reservation is not None
-    assert outcome.reservation.remaining == 0
-    assert outcome.reservation.released == D(20)
+    assert change.balances["USDT"] == Balance(U, "USDT", D(85), D(0))
+    assert change.reservation is not None
+    assert change.reservation.remaining == 0
+    assert change.reservation.released == D(20)
 
 
 def test_release_part_then_more_than_remains_releases_only_the_rest() -> None:
     reservation = Reservation("o1", U, "USDT", D(30))
     balance = Balance(U, "USDT", D(0), D(30))
-    amount, outcome = ledger.release(reservation, balance, Release.parse("o1", "r1", "10"), NOW)
+    amount, change = ledger.release(reservation, balance, Release.parse("o1", "r1", "10"), NOW)
     assert amount == D(10)
-    assert outcome.reservation is not None
-    amount, outcome = ledger.release(
-        outcome.reservation, outcome.balances["USDT"], Release.parse("o1", "r2", "50"), NOW
-    )
+    assert change.reservation is not None
+    amount, change = ledger.release(change.reservation, change.balances["USDT"], Release.parse("o1", "r2", "50"), NOW)
     assert amount == D(20)
-    assert outcome.balances["USDT"] == Balance(U, "USDT", D(30), D(0))
+    assert change.balances["USDT"] == Balance(U, "USDT", D(30), D(0))
 
 
 def test_release_of_an_exhausted_reservation_releases_zero_and_writes_no_entry() -> None:
     reservation = Reservation("o1", U, "USDT", D(30), consumed=D(30))
-    amount, outcome = ledger.release(reservation, Balance(U, "USDT", D(5)), Release.parse("o1", "r", ""), NOW)
+    amount, change = ledger.release(reservation, Balance(U, "USDT", D(5)), Release.parse("o1", "r", ""), NOW)
     assert amount == 0
-    assert outcome.entries == []
+    assert change.entries == []
 
 
 def test_settle_buy_with_fee_in_the_credit_asset() -> None:
     reservation = Reservation("ord-1", U, "USDT", D(60))
     balances = {"USDT": Balance(U, "USDT", D(40), D(60)), "BTC": Balance(U, "BTC")}
-    outcome = settle(reservation, balances, settle_cmd(fee_asset="BTC", fee_amount="0.000001"))
-    assert outcome.balances["USDT"] == Balance(U, "USDT", D(40), D(10))
-    assert outcome.balances["BTC"] == Balance(U, "BTC", D("0.000999"), D(0))
-    assert outcome.reservation == Reservation("ord-1", U, "USDT", D(60), consumed=D(50))
-    kinds = [(e.asset, e.kind) for e in outcome.entries]
+    change = settle(reservation, balances, settle_cmd(fee_asset="BTC", fee_amount="0.000001"))
+    assert change.balances["USDT"] == Balance(U, "USDT", D(40), D(10))
+    assert change.balances["BTC"] == Balance(U, "BTC", D("0.000999"), D(0))
+    assert change.reservation == Reservation("ord-1", U, "USDT", D(60), consumed=D(50))
+    kinds = [(e.asset, e.kind) for e in change.entries]
     assert kinds == [("USDT", EntryKind.TRADE_DEBIT), ("BTC", EntryKind.TRADE_CREDIT), ("BTC", EntryKind.FEE)]
-    assert all(e.reference == "BTCUSDT:1" and e.order_id == "ord-1" for e in outcome.entries)
+    assert all(e.reference == "BTCUSDT:1" and e.order_id == "ord-1" for e in change.entries)
 
 
 def test_settle_with_fee_in_the_debit_asset_takes_it_from_the_reservation_first() -> None:
     reservation = Reservation("ord-1", U, "USDT", D("50.03"))
     balances = {"USDT": Balance(U, "USDT", D(10), D("50.03")), "BTC": Balance(U, "BTC")}
-    outcome = settle(reservation, balances, settle_cmd(fee_asset="USDT", fee_amount="0.05"))
+    change = settle(reservation, balances, settle_cmd(fee_asset="USDT", fee_amount="0.05"))
     # 50 debit + 0.03 of the fee from the reservation, the other 0.02 of the fee from available.
-    assert outcome.balances["USDT"] == Balance(U, "USDT", D("9.98"), D(0))
-    assert outcome.reservation is not None
-    assert outcome.reservation.consumed == D("50.03")
-    assert outcome.reservation.remaining == 0
-    fee = outcome.entries[-1]
+    assert change.balances["USDT"] == Balance(U, "USDT", D("9.98"), D(0))
+    assert change.reservation is not None
+    assert change.reservation.consumed == D("50.03")
+    assert change.reservation.remaining == 0
+    fee = change.entries[-1]
     assert (fee.kind, fee.available_delta, fee.locked_delta) == (EntryKind.FEE, D("-0.02"), D("-0.03"))
 
 
 def test_settle_beyond_the_reservation_takes_the_rest_from_available() -> None:
     reservation = Reservation("ord-1", U, "USDT", D(45))
     balances = {"USDT": Balance(U, "USDT", D(10), D(45)), "BTC": Balance(U, "BTC")}
-    outcome = settle(reservation, balances, settle_cmd())
-    assert outcome.balances["USDT"] == Balance(U, "USDT", D(5), D(0))
-    debit = outcome.entries[0]
+    change = settle(reservation, balances, settle_cmd())
+    assert change.balances["USDT"] == Balance(U, "USDT", D(5), D(0))
+    debit = change.entries[0]
     assert (debit.available_delta, debit.locked_delta) == (D(-5), D(-45))
 
 
@@ -205,9 +203,9 @@ def test_settle_command_rejects_a_fee_in_a_third_asset_and_equal_assets() -> Non
 def test_entries_explain_the_change_exactly() -> None:
     reservation = Reservation("ord-1", U, "USDT", D(60))
     before = {"USDT": Balance(U, "USDT", D(40), D(60)), "BTC": Balance(U, "BTC", D(1))}
-    outcome = settle(reservation, before, settle_cmd(fee_asset="USDT", fee_amount="0.1"))
-    for asset, after in outcome.balances.items():
-        entries = [e for e in outcome.entries if e.asset == asset]
+    change = settle(reservation, before, settle_cmd(fee_asset="USDT", fee_amount="0.1"))
+    for asset, after in change.balances.items():
+        entries = [e for e in change.entries if e.asset == asset]
         avail, locked = sums(entries)
         assert after.available == before[asset].available + avail
         assert after.locked == before[asset].locked + locked
@@ -226,15 +224,15 @@ def test_balances_cannot_exceed_twenty_integer_digits() -> None:
 def test_the_users_fee_moves_to_fee_income_in_the_same_asset() -> None:
     reservation = Reservation("ord-1", U, "USDT", D(60))
     balances = {"USDT": Balance(U, "USDT", D(40), D(60)), "BTC": Balance(U, "BTC")}
-    outcome = settle(reservation, balances, settle_cmd(fee_asset="BTC", fee_amount="0.000001"))
-    assert outcome.house_balances == {
+    change = settle(reservation, balances, settle_cmd(fee_asset="BTC", fee_amount="0.000001"))
+    assert change.house_balances == {
         (HouseAccount.FEE_INCOME, "BTC"): HouseBalance(HouseAccount.FEE_INCOME, "BTC", D("0.000001"))
     }
-    [entry] = outcome.house_entries
+    [entry] = change.house_entries
     assert (entry.account, entry.asset, entry.kind) == (HouseAccount.FEE_INCOME, "BTC", HouseEntryKind.TRADE_FEE)
     assert (entry.amount, entry.balance_after) == (D("0.000001"), D("0.000001"))
     assert (entry.reference, entry.order_id, entry.create_ms) == ("BTCUSDT:1", "ord-1", NOW)
-    user_fee = [e for e in outcome.entries if e.kind is EntryKind.FEE]
+    user_fee = [e for e in change.entries if e.kind is EntryKind.FEE]
     assert sum((e.available_delta + e.locked_delta for e in user_fee), D(0)) == -entry.amount
 
 
@@ -242,16 +240,16 @@ def test_an_exchange_fee_in_bnbis_the_houses_cost_and_leaves_the_user_alone() ->
     reservation = Reservation("ord-1", U, "USDT", D(60))
     balances = {"USDT": Balance(U, "USDT", D(40), D(60)), "BTC": Balance(U, "BTC")}
     command = settle_cmd(fee_asset="BTC", fee_amount="0.000001", exchange_fee_asset="BNB", exchange_fee_amount="0.0002")
-    outcome = settle(reservation, balances, command)
-    assert set(outcome.balances) == {"USDT", "BTC"}, "the user has no BNB and needs none"
-    assert outcome.balances["BTC"] == Balance(U, "BTC", D("0.000999"), D(0))
-    assert outcome.house_balances[(HouseAccount.EXCHANGE_FEES, "BNB")].balance == D("-0.0002")
-    kinds = [(e.account, e.asset, e.kind, e.amount) for e in outcome.house_entries]
+    change = settle(reservation, balances, command)
+    assert set(change.balances) == {"USDT", "BTC"}, "the user has no BNB and needs none"
+    assert change.balances["BTC"] == Balance(U, "BTC", D("0.000999"), D(0))
+    assert change.house_balances[(HouseAccount.EXCHANGE_FEES, "BNB")].balance == D("-0.0002")
+    kinds = [(e.account, e.asset, e.kind, e.amount) for e in change.house_entries]
     assert kinds == [
         (HouseAccount.FEE_INCOME, "BTC", HouseEntryKind.TRADE_FEE, D("0.000001")),
         (HouseAccount.EXCHANGE_FEES, "BNB", HouseEntryKind.EXCHANGE_FEE, D("-0.0002")),
     ]
-    assert all(e.reference == "BTCUSDT:1" and e.order_id == "ord-1" for e in outcome.house_entries)
+    assert all(e.reference == "BTCUSDT:1" and e.order_id == "ord-1" for e in change.house_entries)
 
 
 def test_house_balances_accumulate_and_each_entry_says_the_balance_after() -> None:
@@ -259,10 +257,10 @@ def test_house_balances_accumulate_and_each_entry_says_the_balance_after() -> No
     balances = {"USDT": Balance(U, "USDT", D(40), D(60)), "BTC": Balance(U, "BTC")}
     command = settle_cmd(exchange_fee_asset="USDT", exchange_fee_amount="0.05")
     key = (HouseAccount.EXCHANGE_FEES, "USDT")
-    outcome = ledger.settle(reservation, balances, {key: HouseBalance(*key, D("-1.25"))}, command, NOW)
-    [entry] = outcome.house_entries
+    change = ledger.settle(reservation, balances, {key: HouseBalance(*key, D("-1.25"))}, command, NOW)
+    [entry] = change.house_entries
     assert (entry.amount, entry.balance_after) == (D("-0.05"), D("-1.30"))
-    assert outcome.house_balances[key].balance == D("-1.30")
+    assert change.house_balances[key].balance == D("-1.30")
 
 
 def test_a_trade_without_fees_touches_no_house_account() -> None:
@@ -270,8 +268,8 @@ def test_a_trade_without_fees_touches_no_house_account() -> None:
     balances = {"USDT": Balance(U, "USDT", D(40), D(60)), "BTC": Balance(U, "BTC")}
     command = settle_cmd(fee_asset="BTC", fee_amount="0", exchange_fee_asset="BNB", exchange_fee_amount="0")
     assert ledger.house_keys(command) == []
-    outcome = settle(reservation, balances, command)
-    assert outcome.house_entries == [] and outcome.house_balances == {}
+    change = settle(reservation, balances, command)
+    assert change.house_entries == [] and change.house_balances == {}
 
 
 def test_a_house_balance_cannot_leave_twenty_integer_digits() -> None:
