@@ -434,7 +434,7 @@ def _stopping() -> Exception:
     return Unavailable("the service is stopping", reason="SHUTTING_DOWN")
 
 
-Outcome = tuple[bool, Any]
+BatchResult = tuple[bool, Any]
 """(True, result) or (False, exception) of one write function."""
 
 
@@ -571,7 +571,7 @@ class GroupCommit(Generic[C]):
                 if not batch:
                     continue
                 try:
-                    context, outcomes = await loop.run_in_executor(self._writer, self._run_batch, [r.fn for r in batch])
+                    context, results = await loop.run_in_executor(self._writer, self._run_batch, [r.fn for r in batch])
                 except Exception as exc:
                     error = self._error_mapper(exc)
                     self._log.warning("write transaction failed", exc_info=not isinstance(error, Unavailable))
@@ -584,7 +584,7 @@ class GroupCommit(Generic[C]):
                         self._on_commit(context)
                     except Exception:
                         self._log.exception("after-commit hook failed")
-                for request, (ok, value) in zip(batch, outcomes, strict=True):
+                for request, (ok, value) in zip(batch, results, strict=True):
                     if request.future.done():
                         continue
                     if ok:
@@ -612,7 +612,7 @@ class GroupCommit(Generic[C]):
             self._conn = None
             conn.invalidate()
 
-    def run_batch(self, fns: list[Callable[[C], Any]]) -> list[Outcome]:
+    def run_batch(self, fns: list[Callable[[C], Any]]) -> list[BatchResult]:
         """Run ``fns`` in one write transaction on the calling thread, each in its own savepoint.
 
         Returns (True, result) or (False, exception) per function; raises only if the transaction
@@ -620,17 +620,17 @@ class GroupCommit(Generic[C]):
         """
         return self._run_batch(fns)[1]
 
-    def _run_batch(self, fns: list[Callable[[C], Any]]) -> tuple[C, list[Outcome]]:
+    def _run_batch(self, fns: list[Callable[[C], Any]]) -> tuple[C, list[BatchResult]]:
         try:
             conn = self._connection()
             context = self._make_context(conn)
-            outcomes: list[Outcome] = []
+            results: list[BatchResult] = []
             observer = self.observer
             with observer.transaction() if observer is not None else nullcontext(), driver_transaction(conn) as raw:
                 if len(fns) == 1:
                     # Alone in the transaction: no savepoint needed, a failure rolls back everything.
                     try:
-                        outcomes.append((True, fns[0](context)))
+                        results.append((True, fns[0](context)))
                     except Exception as exc:
                         rollback_driver(raw)
                         return context, [(False, exc)]
@@ -642,15 +642,15 @@ class GroupCommit(Generic[C]):
                         except Exception as exc:
                             _savepoint(raw, "ROLLBACK TO SAVEPOINT job")
                             _savepoint(raw, "RELEASE SAVEPOINT job")
-                            outcomes.append((False, exc))
+                            results.append((False, exc))
                         else:
                             _savepoint(raw, "RELEASE SAVEPOINT job")
-                            outcomes.append((True, result))
+                            results.append((True, result))
         except Exception:
             self._drop_broken_connection()
             raise
         self.batches += 1
-        return context, outcomes
+        return context, results
 
     def write_sync(self, fn: Callable[[C], T]) -> T:
         """Run ``fn(context)`` alone in one write transaction on the calling thread (tests, tools)."""

@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 
 from services.user_service.adapters.repository import SqlRepository
 from services.user_service.adapters.tables import HISTORY
-from shared.db import Database, GroupCommit, Outcome
+from shared.db import BatchResult, Database, GroupCommit
 from shared.migrations import upgrade
 
 T = TypeVar("T")
@@ -62,7 +62,7 @@ class SqlTransactions:
         """Run ``fn(repo)`` in a write transaction (possibly shared with other writes); raise what it raised."""
         return await self.group.write(fn)
 
-    def run_batch(self, fns: list[Job]) -> list[Outcome]:
+    def run_batch(self, fns: list[Job]) -> list[BatchResult]:
         """Run ``fns`` in one write transaction on the calling thread, each in its own savepoint.
 
         Returns (True, result) or (False, exception) per function; raises only if the
