@@ -11,7 +11,8 @@ import grpc
 
 from shared.audit import AuditQueue, AuditRecord
 from shared.client import ServiceCaller
-from shared.timeutil import now_ms, ts_from_ms
+from shared.proto_time import ts_from_ms
+from shared.timeutil import now_ms
 from trading.user.v1 import user_pb2, user_service_pb2, user_service_pb2_grpc
 
 SOURCE = "exchange_gateway"

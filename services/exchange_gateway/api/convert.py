@@ -19,7 +19,7 @@ from services.exchange_gateway.domain.model import (
     TimeInForce,
 )
 from shared.money import CTX, QUANTUM, SCALE
-from shared.timeutil import ts_from_ms
+from shared.proto_time import ts_from_ms
 from trading.gateway.v1 import gateway_pb2, gateway_service_pb2
 
 SIDE_IN = {gateway_pb2.SIDE_BUY: Side.BUY, gateway_pb2.SIDE_SELL: Side.SELL}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.exchange_gateway.api.convert import dec_out
 from services.exchange_gateway.domain.market_data import OrderBook, Source, Ticker
-from shared.timeutil import ts_from_ms
+from shared.proto_time import ts_from_ms
 from trading.gateway.v1 import market_data_pb2
 
 SOURCE_OUT = {

@@ -11,7 +11,7 @@ from services.exchange_gateway.api.market_data import book_out, ticker_out
 from services.exchange_gateway.domain.validation import parse_request
 from services.exchange_gateway.service.gateway import Gateway
 from services.exchange_gateway.service.quotes import Quotes
-from shared.timeutil import ts_from_ms
+from shared.proto_time import ts_from_ms
 from trading.gateway.v1 import gateway_pb2, gateway_service_pb2_grpc, market_data_pb2
 from trading.gateway.v1 import gateway_service_pb2 as pb
 

@@ -10,7 +10,7 @@ import grpc
 
 from shared.audit import AuditQueue, AuditRecord
 from shared.client import ServiceCaller
-from shared.timeutil import ts_from_ms
+from shared.proto_time import ts_from_ms
 from trading.user.v1 import user_pb2, user_service_pb2, user_service_pb2_grpc
 
 SOURCE = "order_service"

@@ -23,7 +23,7 @@ from services.order_service.domain.reconciliation import ExchangeAnomaly, Foreig
 from shared.client import ServiceCaller
 from shared.grpc_errors import from_rpc_error
 from shared.money import ZERO, fmt
-from shared.timeutil import ms_from_ts
+from shared.proto_time import ms_from_ts
 from trading.gateway.v1 import gateway_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
 SIDE = {Side.BUY: gateway_pb2.SIDE_BUY, Side.SELL: gateway_pb2.SIDE_SELL}

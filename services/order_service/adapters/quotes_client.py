@@ -11,7 +11,7 @@ from services.order_service.domain.market_data import BookLevel, OrderBook, Tick
 from shared.client import ServiceCaller
 from shared.grpc_errors import from_rpc_error
 from shared.money import ZERO
-from shared.timeutil import ms_from_ts
+from shared.proto_time import ms_from_ts
 from trading.gateway.v1 import gateway_service_pb2_grpc, market_data_pb2
 
 

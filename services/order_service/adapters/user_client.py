@@ -10,7 +10,7 @@ from services.order_service.domain.model import Caller, Scope, SettleTrade, User
 from services.order_service.domain.reconciliation import LedgerTotal
 from shared.client import ServiceCaller
 from shared.money import fmt
-from shared.timeutil import ms_from_ts, ts_from_ms
+from shared.proto_time import ms_from_ts, ts_from_ms
 from trading.user.v1 import user_pb2, user_service_pb2, user_service_pb2_grpc
 
 USER_STATUS = {

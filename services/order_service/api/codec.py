@@ -15,7 +15,7 @@ from services.order_service.service.ports import ParkedEffect
 from services.order_service.service.reconciliation import ReconciliationReport
 from shared.errors import InvalidArgument
 from shared.money import fmt, parse_decimal
-from shared.timeutil import ms_from_ts, ts_from_ms
+from shared.proto_time import ms_from_ts, ts_from_ms
 from trading.order.v1 import order_pb2, order_service_pb2
 
 SIDE_IN = {order_pb2.ORDER_SIDE_BUY: Side.BUY, order_pb2.ORDER_SIDE_SELL: Side.SELL}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.order_service.api.codec import TYPE_OUT
 from services.order_service.domain.market_data import OrderBook, SymbolInfo, SymbolStatus, Ticker
 from shared.money import fmt
-from shared.timeutil import ts_from_ms
+from shared.proto_time import ts_from_ms
 from trading.order.v1 import market_data_pb2
 
 STATUS_OUT = {

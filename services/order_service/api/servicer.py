@@ -1,7 +1,7 @@
 """gRPC servicer of trading.order.v1.OrderService: authenticate, decode, call a use case, encode.
 
 No business rules here. Errors are ``shared.errors`` exceptions, mapped to statuses by the
-server interceptor.
+server interceptor with ``shared.grpc_errors``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from services.order_service.service.limits import rate_text
 from services.order_service.service.quotes import Quotes
 from shared.auth import bearer_token
 from shared.errors import InvalidArgument, Unavailable
-from shared.timeutil import ms_from_ts, ts_from_ms
+from shared.proto_time import ms_from_ts, ts_from_ms
 from trading.order.v1 import market_data_pb2, order_service_pb2, order_service_pb2_grpc
 
 

@@ -23,7 +23,7 @@ from services.user_service.domain.model import (
 from services.user_service.domain.throttle import client_host
 from shared.errors import InvalidArgument
 from shared.money import fmt
-from shared.timeutil import ms_from_ts, ts_from_ms
+from shared.proto_time import ms_from_ts, ts_from_ms
 from trading.user.v1 import user_pb2, user_service_pb2
 
 _STATUS_TO_PB = {

@@ -1,7 +1,7 @@
 """gRPC servicer of trading.user.v1.UserService: authorize, decode, call a use case, encode.
 
 No business rules here. Errors are ``shared.errors`` exceptions; the shared server interceptor
-turns them into rich statuses (ErrorInfo, BadRequest naming the field).
+turns them into rich statuses (ErrorInfo, BadRequest naming the field) with ``shared.grpc_errors``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from services.user_service.service.app import UserService
 from services.user_service.service.audit import AuditTrail
 from shared.errors import InvalidArgument, PermissionDenied
 from shared.money import fmt
-from shared.timeutil import ms_from_ts
+from shared.proto_time import ms_from_ts
 from trading.user.v1 import user_service_pb2 as pb
 from trading.user.v1 import user_service_pb2_grpc
 
