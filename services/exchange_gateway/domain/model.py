@@ -55,22 +55,38 @@ class OrderStatus(StrEnum):
 FINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
 OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
 
-# How far along an order is: an update never moves an order back (a stale REST answer cannot
-# turn a FILLED order into NEW again, the hummingbot bug in ../shared/reference/peer-systems.md).
-_RANK = {
-    OrderStatus.UNKNOWN: 0,
-    OrderStatus.NEW: 1,
-    OrderStatus.PARTIALLY_FILLED: 2,
-    OrderStatus.FILLED: 3,
-    OrderStatus.CANCELED: 3,
-    OrderStatus.REJECTED: 3,
-    OrderStatus.EXPIRED: 3,
-}
+_S = OrderStatus
+TRANSITIONS: frozenset[tuple[OrderStatus, OrderStatus]] = frozenset(
+    {
+        # An unknown outcome resolves to anything the exchange can report.
+        (_S.UNKNOWN, _S.NEW),
+        (_S.UNKNOWN, _S.PARTIALLY_FILLED),
+        (_S.UNKNOWN, _S.FILLED),
+        (_S.UNKNOWN, _S.CANCELED),
+        (_S.UNKNOWN, _S.REJECTED),
+        (_S.UNKNOWN, _S.EXPIRED),
+        # Working.
+        (_S.NEW, _S.PARTIALLY_FILLED),
+        (_S.NEW, _S.FILLED),
+        (_S.NEW, _S.CANCELED),
+        (_S.NEW, _S.REJECTED),  # a triggered stop-limit can still be refused
+        (_S.NEW, _S.EXPIRED),
+        (_S.PARTIALLY_FILLED, _S.PARTIALLY_FILLED),
+        (_S.PARTIALLY_FILLED, _S.FILLED),
+        (_S.PARTIALLY_FILLED, _S.CANCELED),
+        (_S.PARTIALLY_FILLED, _S.EXPIRED),
+    }
+)
+"""The order state machine: the (from, to) moves an order may make; nothing leaves a final status.
+
+Nothing moves back either: a stale answer (a REST query that left before the last trade) cannot
+turn a FILLED order into NEW again.
+"""
 
 
-def rank(status: OrderStatus) -> int:
-    """Progress of a status: UNKNOWN 0, NEW 1, PARTIALLY_FILLED 2, final 3."""
-    return _RANK[status]
+def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
+    """Whether the table allows ``current`` -> ``target``."""
+    return (current, target) in TRANSITIONS
 
 
 class ExecType(StrEnum):
@@ -369,6 +385,8 @@ class AnomalyKind(StrEnum):
     TRADE_KEY_CLASH = "TRADE_KEY_CLASH"
     # An order the exchange had accepted and the journal has open is unknown to the exchange.
     EXCHANGE_FORGOT_ORDER = "EXCHANGE_FORGOT_ORDER"
+    # A report would move an order in a way ``TRANSITIONS`` does not allow (a CANCELED order filled).
+    REFUSED_TRANSITION = "REFUSED_TRANSITION"
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,9 +403,11 @@ class Anomaly:
 
     @property
     def dedup_key(self) -> str:
-        """One record per clash (trade key and the order it now comes for) or per forgotten order."""
+        """One record per clash (trade key and the order it now comes for), per forgotten order, per refused move."""
         if self.kind is AnomalyKind.TRADE_KEY_CLASH:
             return f"{self.kind.value}|{self.symbol}|{self.trade_id}|{self.client_order_id}"
+        if self.kind is AnomalyKind.REFUSED_TRANSITION:
+            return f"{self.kind.value}|{self.client_order_id}|{self.trade_id}|{self.journaled}|{self.received}"
         return f"{self.kind.value}|{self.client_order_id}"
 
     @property
@@ -396,6 +416,16 @@ class Anomaly:
             return (
                 f"trade {self.symbol} #{self.trade_id} is journaled as ({self.journaled}); "
                 f"the exchange now reports ({self.received})"
+            )
+        if self.kind is AnomalyKind.REFUSED_TRANSITION:
+            kept = (
+                "the status stays; the trade is journaled (fills are money)"
+                if self.trade_id
+                else "nothing is journaled"
+            )
+            return (
+                f"order {self.client_order_id} on {self.symbol} is {self.journaled}; the exchange reports "
+                f"{self.received}, a move the state table does not allow: {kept}"
             )
         return (
             f"order {self.client_order_id} on {self.symbol} is open in the journal ({self.journaled}); "

@@ -8,7 +8,9 @@ and the order row changes only when an execution is new.
 A trade key (symbol, trade id) that comes again with other content (another order, price,
 quantity or time: an exchange that was reset and counts from 1 again) is not the same trade: it is
 recorded as a TRADE_KEY_CLASH anomaly and not journaled, so the consumer never settles a trade
-whose identity is in doubt and the order stays short of that trade. Reports about orders the
+whose identity is in doubt and the order stays short of that trade. A report that would move an
+order in a way the state table refuses is recorded as a REFUSED_TRANSITION anomaly; the order keeps
+its status, and only a trade's execution is journaled (its money counts). Reports about orders the
 gateway did not place update the foreign-order record and are never executions.
 """
 
@@ -45,12 +47,18 @@ class Applied:
     complete: bool = True
 
 
-def _journal(tx: JournalTx, change: tuple[Order, Execution]) -> Order:
-    updated, execution = change
+def _journal(tx: JournalTx, change: lifecycle.Change) -> Order:
+    updated, execution = change.order, change.execution
+    if execution is None:
+        if change.refused is not None:
+            tx.add_anomaly(change.refused)
+        return updated
     if tx.add_execution(execution) is None:
         if execution.exec_type is ExecType.TRADE:
             _check_trade_key(tx, execution)
         return tx.get_order(updated.client_order_id) or updated
+    if change.refused is not None:  # a trade journaled against a refused move: recorded once, with it
+        tx.add_anomaly(change.refused)
     tx.put_order(updated)
     return updated
 
@@ -88,7 +96,7 @@ def _ensure_new(tx: JournalTx, order: Order, *, exchange_order_id: int, time_ms:
     if order.reported_new:
         return order
     order = _journal(tx, lifecycle.accepted(order, exchange_order_id=exchange_order_id, time_ms=time_ms, now_ms=now_ms))
-    if not order.reported_new:  # NEW was already journaled (by an earlier run): remember it
+    if not order.reported_new:  # NEW was already journaled (by an earlier run), or refused: remember it
         order = order.with_changes(reported_new=True)
         tx.put_order(order)
     return order
@@ -247,7 +255,7 @@ def note_foreign(tx: JournalTx, seen: ForeignOrder) -> ForeignOrder:
     if known is None:
         tx.put_foreign(seen)
         return seen
-    status = lifecycle.advance(known.status, seen.status)
+    status = lifecycle.foreign_status(known.status, seen.status)
     merged = replace(
         known,
         side=seen.side or known.side,

@@ -136,7 +136,9 @@ async def test_a_failing_function_does_not_undo_the_rest_of_its_batch(db_path):
         await journal.transact(lambda tx: recording.insert_order(tx, new_order("a")))
 
         def broken(tx):
-            tx.add_execution(recording.lifecycle.accepted(new_order("a"), exchange_order_id=1, time_ms=1, now_ms=1)[1])
+            tx.add_execution(
+                recording.lifecycle.accepted(new_order("a"), exchange_order_id=1, time_ms=1, now_ms=1).execution
+            )
             raise RuntimeError("boom")
 
         results = await asyncio.gather(
@@ -352,6 +354,45 @@ async def test_an_open_order_the_exchange_forgot_expires_after_its_trades_with_a
         (anomaly,) = await journal.anomalies()
         assert (anomaly.kind, anomaly.client_order_id, anomaly.trade_id) == (AnomalyKind.EXCHANGE_FORGOT_ORDER, "a", 0)
         assert "status=PARTIALLY_FILLED" in anomaly.journaled and anomaly.received == answer
+
+
+def end_event(cid: str, exec_type: ExecType, cum: str) -> ExchangeEvent:
+    return ExchangeEvent(cid, 7, "BTCUSDT", exec_type, OrderStatus(exec_type.value), D(cum), 6)
+
+
+async def test_a_move_the_table_refuses_is_an_anomaly_and_a_late_trade_still_journals_its_money(db_path):
+    async with Opened(db_path) as opened:
+        journal = opened.journal
+        await journal.transact(lambda tx: recording.insert_order(tx, new_order("a", "2")))
+        await journal.transact(lambda tx: recording.apply_event(tx, trade_event("a", 1, "0.5", "0.5"), now_ms=9))
+        await journal.transact(lambda tx: recording.apply_event(tx, end_event("a", ExecType.CANCELED, "0.5"), now_ms=9))
+        # The end's answer, with the trade it reports, again: duplicates, not refused moves.
+        snap = OrderSnapshot("a", 7, "BTCUSDT", OrderStatus.CANCELED, D("0.5"), D("25000"), 5, fills=(fill(1, "0.5"),))
+        await journal.transact(lambda tx: recording.apply_snapshot(tx, snap, None, now_ms=10))
+        assert await journal.anomalies() == []
+        sequence = journal.last_sequence
+        for _ in range(3):  # a trade after the end, reported by the stream, the answer and myTrades
+            applied = await journal.transact(
+                lambda tx: recording.apply_event(tx, trade_event("a", 2, "0.25", "0.75"), now_ms=11)
+            )
+            assert applied.order is not None and applied.order.status is OrderStatus.CANCELED
+            assert applied.order.executed_qty == D("0.75")
+        for _ in range(2):  # another end after the end: refused, nothing journaled
+            applied = await journal.transact(
+                lambda tx: recording.apply_event(tx, end_event("a", ExecType.EXPIRED, "0.75"), now_ms=12)
+            )
+            assert applied.order is not None and applied.order.status is OrderStatus.CANCELED
+        late = await journal.executions_after(sequence, 10)
+        assert [(e.exec_type, e.trade_id, e.order_status, e.cum_qty) for e in late] == [
+            (ExecType.TRADE, 2, OrderStatus.CANCELED, D("0.75"))
+        ]
+        anomalies = await journal.anomalies()
+        assert [(a.kind, a.client_order_id, a.trade_id, a.journaled) for a in anomalies] == [
+            (AnomalyKind.REFUSED_TRANSITION, "a", 2, "status=CANCELED"),
+            (AnomalyKind.REFUSED_TRANSITION, "a", 0, "status=CANCELED"),
+        ]
+        assert "TRADE" in anomalies[0].received and "EXPIRED" in anomalies[1].received
+        assert opened.anomalies == anomalies  # each reported once, after its commit
 
 
 async def test_reports_about_orders_the_gateway_did_not_place_update_the_foreign_record_only(db_path):
