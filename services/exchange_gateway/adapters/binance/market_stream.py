@@ -135,7 +135,6 @@ class MarketStream:
         self._pending: dict[int, tuple[str, list[str]]] = {}
         self._next_id = 0
         self._changed = asyncio.Event()
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     # ------------------------------------------------------------------ what is wanted
 
@@ -176,7 +175,6 @@ class MarketStream:
                 async with self.session.ws_connect(
                     self.url, heartbeat=self.heartbeat_s, autoping=True, max_msg_size=16 * 1024 * 1024
                 ) as ws:
-                    self._ws = ws
                     self.connects += 1
                     self.connected.set()
                     delay = self.reconnect_min_s
@@ -198,7 +196,6 @@ class MarketStream:
             delay = min(self.reconnect_max_s, delay * 2)
 
     def _lost(self) -> None:
-        self._ws = None
         self.connected.clear()
         self._sent.clear()
         self._pending.clear()

@@ -73,7 +73,6 @@ class UserDataStream:
         self.connected = asyncio.Event()
         self.connects = 0
         self.events = 0
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._after: asyncio.Task[None] | None = None
 
     async def run(
@@ -89,7 +88,6 @@ class UserDataStream:
                 async with self.session.ws_connect(
                     self.url, heartbeat=self.heartbeat_s, autoping=True, max_msg_size=16 * 1024 * 1024
                 ) as ws:
-                    self._ws = ws
                     await self._subscribe(ws)
                     self.connects += 1
                     self.connected.set()
@@ -102,7 +100,6 @@ class UserDataStream:
             except Exception as exc:
                 log.warning("user data stream failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             finally:
-                self._ws = None
                 self.connected.clear()
             # Full jitter keeps many reconnecting clients from arriving together.
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
