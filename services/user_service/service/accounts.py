@@ -7,7 +7,7 @@ from dataclasses import replace
 from services.user_service.domain import api_keys
 from services.user_service.domain.audit import Actor
 from services.user_service.domain.model import ApiKey, User, UserStatus
-from services.user_service.service.money import require_user
+from services.user_service.service.ledger import require_user
 from services.user_service.service.ports import Repository
 from shared.errors import AlreadyExists, NotFound, PermissionDenied, Unauthenticated
 from shared.timeutil import iso_from_ms

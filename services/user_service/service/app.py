@@ -32,7 +32,7 @@ from services.user_service.domain.results import (
     SettleReleaseResult,
     SettleResult,
 )
-from services.user_service.service import accounts, money
+from services.user_service.service import accounts, ledger
 from services.user_service.service.assets import ListedAssets
 from services.user_service.service.ports import Repository, Transactions
 from shared.errors import InvalidArgument
@@ -111,7 +111,7 @@ class UserService:
     async def get_user(self, user_id: str) -> User:
         """Return one user."""
         v.user_id(user_id)
-        return await self._tx.read(lambda repo: money.require_user(repo, user_id))
+        return await self._tx.read(lambda repo: ledger.require_user(repo, user_id))
 
     async def list_users(self, status: UserStatus | None, page_size: int, page_token: str) -> Page[User]:
         """List users oldest first, optionally only those with ``status``."""
@@ -129,7 +129,7 @@ class UserService:
         now = self._clock()
 
         def run(repo: Repository) -> User:
-            before = money.require_user(repo, user_id).status
+            before = ledger.require_user(repo, user_id).status
             user = accounts.update_user_status(repo, user_id, new_status, now)
             if user.status is not before:
                 repo.append_audit([audit.status_changed(user_id, before, user.status, actor, now)], now)
@@ -174,7 +174,7 @@ class UserService:
         v.user_id(user_id)
 
         def run(repo: Repository) -> list[ApiKey]:
-            money.require_user(repo, user_id)
+            ledger.require_user(repo, user_id)
             return repo.list_api_keys(user_id)
 
         return await self._tx.read(run)
@@ -209,13 +209,13 @@ class UserService:
         """Credit available, once per request_id, in an asset the exchange lists."""
         await self._assets.require(command.asset)
         now = self._clock()
-        return await self._tx.write(lambda repo: self._audited_funds(repo, command, money.deposit, actor, now))
+        return await self._tx.write(lambda repo: self._audited_funds(repo, command, ledger.deposit, actor, now))
 
     async def withdraw(self, command: Withdraw, actor: Actor = SYSTEM) -> FundsResult:
         """Debit available, once per request_id, in an asset the exchange lists."""
         await self._assets.require(command.asset)
         now = self._clock()
-        return await self._tx.write(lambda repo: self._audited_funds(repo, command, money.withdraw, actor, now))
+        return await self._tx.write(lambda repo: self._audited_funds(repo, command, ledger.withdraw, actor, now))
 
     @staticmethod
     def _audited_funds(
@@ -245,29 +245,29 @@ class UserService:
     async def reserve(self, command: Reserve) -> ReserveResult:
         """Lock funds for an order, once per order_id."""
         now = self._clock()
-        return await self._tx.write(lambda repo: money.reserve(repo, command, now))
+        return await self._tx.write(lambda repo: ledger.reserve(repo, command, now))
 
     async def release(self, command: Release) -> ReleaseResult:
         """Return reserved funds, once per release_id."""
         now = self._clock()
-        return await self._tx.write(lambda repo: money.release(repo, command, now))
+        return await self._tx.write(lambda repo: ledger.release(repo, command, now))
 
     async def settle(self, command: Settle) -> SettleResult:
         """Book a trade, once per trade_id."""
         now = self._clock()
-        return await self._tx.write(lambda repo: money.settle(repo, command, now))
+        return await self._tx.write(lambda repo: ledger.settle(repo, command, now))
 
     async def settle_and_release(self, command: Settle, release: Release) -> SettleReleaseResult:
         """Book a trade (once per trade_id), then release the rest of its order (once per release_id), atomically."""
         now = self._clock()
-        return await self._tx.write(lambda repo: money.settle_and_release(repo, command, release, now))
+        return await self._tx.write(lambda repo: ledger.settle_and_release(repo, command, release, now))
 
     async def get_balances(self, user_id: str) -> list[Balance]:
         """Every balance of a user, sorted by asset."""
         v.user_id(user_id)
 
         def run(repo: Repository) -> list[Balance]:
-            money.require_user(repo, user_id)
+            ledger.require_user(repo, user_id)
             return sorted(repo.list_balances(user_id), key=lambda b: b.asset)
 
         return await self._tx.read(run)
@@ -280,7 +280,7 @@ class UserService:
         before = _entry_cursor(page_token, "e")
 
         def run(repo: Repository) -> list[LedgerEntry]:
-            money.require_user(repo, user_id)
+            ledger.require_user(repo, user_id)
             return repo.list_entries(user_id, asset_filter, before, limit + 1)
 
         entries = await self._tx.read(run)
@@ -293,7 +293,7 @@ class UserService:
 
     async def ledger_totals(self) -> list[AssetTotals]:
         """Per asset, the users' balances summed and the house balances, from one snapshot."""
-        return await self._tx.read(money.ledger_totals)
+        return await self._tx.read(ledger.ledger_totals)
 
     async def list_house_entries(self, account: str, asset: str, page_size: int, page_token: str) -> Page[HouseEntry]:
         """The house accounts' entries, newest first, optionally for one account and one asset."""

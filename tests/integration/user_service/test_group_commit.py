@@ -14,7 +14,7 @@ from services.user_service.adapters.repository import SqlRepository
 from services.user_service.adapters.transactions import SqlTransactions, migrate
 from services.user_service.domain.commands import Deposit
 from services.user_service.domain.model import User, UserStatus
-from services.user_service.service import accounts, money
+from services.user_service.service import accounts, ledger
 from shared.db import create_db_engine
 from shared.errors import FailedPrecondition, Unavailable
 
@@ -24,7 +24,7 @@ NOW = 1_700_000_000_000
 
 def _deposit(asset: str, amount: str, key: str):  # type: ignore[no-untyped-def]
     command = Deposit.parse(U, asset, amount, key)
-    return lambda repo: money.deposit(repo, command, NOW)
+    return lambda repo: ledger.deposit(repo, command, NOW)
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def _available(tx: SqlTransactions, asset: str) -> Decimal | None:
 
 def test_a_job_that_fails_after_writing_rolls_back_only_its_own_savepoint(tx: SqlTransactions) -> None:
     def writes_then_fails(repo: SqlRepository) -> None:
-        money.deposit(repo, Deposit.parse(U, "ETH", "5", "doomed"), NOW)
+        ledger.deposit(repo, Deposit.parse(U, "ETH", "5", "doomed"), NOW)
         raise FailedPrecondition("changed my mind")
 
     outcomes = tx.run_batch([_deposit("BTC", "1", "a"), writes_then_fails, _deposit("USDT", "2", "c")])

@@ -35,7 +35,7 @@ from services.user_service.adapters.transactions import SqlTransactions, migrate
 from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
 from services.user_service.domain.model import User, UserStatus
 from services.user_service.domain.results import decode
-from services.user_service.service import accounts, money
+from services.user_service.service import accounts, ledger
 from shared.db import create_db_engine
 from shared.errors import Aborted, DomainError
 from tests.conftest import PostgresServer
@@ -153,10 +153,10 @@ class LedgerMachine(RuleBasedStateMachine):
             self.tx.write_sync(lambda repo, u=user: accounts.create_user(repo, u))
             for asset, amount in [("USDT", "500"), ("BTC", "50")]:
                 funding = Deposit.parse(user_id, asset, amount, f"funding-{i}-{asset}")
-                self.tx.write_sync(lambda repo, c=funding: money.deposit(repo, c, NOW))
+                self.tx.write_sync(lambda repo, c=funding: ledger.deposit(repo, c, NOW))
             asset = ASSETS[i % len(ASSETS)]
             opening = Reserve.parse(f"ord-open-{i}", user_id, asset, "40")
-            self.tx.write_sync(lambda repo, c=opening: money.reserve(repo, c, NOW))
+            self.tx.write_sync(lambda repo, c=opening: ledger.reserve(repo, c, NOW))
             self.reservations[opening.order_id] = (user_id, asset)
 
     # --- running one operation and checking "refused changes nothing" -------------------------
@@ -189,7 +189,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def deposit(self, user: str, asset: str, amount: str, key: str) -> None:
         command = Deposit.parse(user, asset, amount, key)
         before = self._balance(user, asset)
-        result = self._run(command, lambda repo: money.deposit(repo, command, NOW))
+        result = self._run(command, lambda repo: ledger.deposit(repo, command, NOW))
         if not isinstance(result, DomainError) and self.first_results[(command.scope, key)][1] is result:
             assert self._balance(user, asset) == (before[0] + command.amount, before[1])
 
@@ -197,7 +197,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def withdraw(self, user: str, asset: str, amount: str, key: str) -> None:
         command = Withdraw.parse(user, asset, amount, key)
         before = self._balance(user, asset)
-        result = self._run(command, lambda repo: money.withdraw(repo, command, NOW))
+        result = self._run(command, lambda repo: ledger.withdraw(repo, command, NOW))
         if not isinstance(result, DomainError) and self.first_results[(command.scope, key)][1] is result:
             assert self._balance(user, asset) == (before[0] - command.amount, before[1])
         elif isinstance(result, DomainError) and (command.scope, key) not in self.first_results:
@@ -206,14 +206,14 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(order=orders, user=known_or_unknown_users, asset=assets, amount=amounts)
     def reserve(self, order: str, user: str, asset: str, amount: str) -> None:
         command = Reserve.parse(order, user, asset, amount)
-        result = self._run(command, lambda repo: money.reserve(repo, command, NOW))
+        result = self._run(command, lambda repo: ledger.reserve(repo, command, NOW))
         if not isinstance(result, DomainError):
             self.reservations[order] = (user, asset)
 
     @rule(order=st.one_of(orders, st.just("ord-never")), key=keys, amount=st.one_of(st.just(""), amounts))
     def release(self, order: str, key: str, amount: str) -> None:
         command = Release.parse(order, key, amount)
-        self._run(command, lambda repo: money.release(repo, command, NOW))
+        self._run(command, lambda repo: ledger.release(repo, command, NOW))
 
     @rule(
         data=st.data(),
@@ -233,7 +233,7 @@ class LedgerMachine(RuleBasedStateMachine):
     ) -> None:
         command = self._trade(data=data, trade=trade, sizes=sizes, fee=fee, exchange_fee=exchange_fee)
         known = (command.scope, command.key) in self.first_results
-        result = self._run(command, lambda repo: money.settle(repo, command, NOW))
+        result = self._run(command, lambda repo: ledger.settle(repo, command, NOW))
         if not known and not isinstance(result, DomainError):
             self._booked(command)
 
@@ -265,7 +265,7 @@ class LedgerMachine(RuleBasedStateMachine):
         known = [(scope, key) in self.first_results for scope, key, _ in parts]
         before = _snapshot(self.tx)
         try:
-            result = self.tx.write_sync(lambda repo: money.settle_and_release(repo, command, release, NOW))
+            result = self.tx.write_sync(lambda repo: ledger.settle_and_release(repo, command, release, NOW))
         except DomainError as exc:
             event(f"settle_and_release: {exc.reason}")
             assert _snapshot(self.tx) == before, "a refused combined call changed the database"
@@ -350,16 +350,16 @@ class LedgerMachine(RuleBasedStateMachine):
             key = f"batch-{self.steps}"
             if kind == "deposit":
                 d = Deposit.parse(user, asset, amount, key)
-                jobs.append(lambda repo, c=d: money.deposit(repo, c, NOW))
+                jobs.append(lambda repo, c=d: ledger.deposit(repo, c, NOW))
             elif kind == "withdraw":
                 w = Withdraw.parse(user, asset, amount, key)
-                jobs.append(lambda repo, c=w: money.withdraw(repo, c, NOW))
+                jobs.append(lambda repo, c=w: ledger.withdraw(repo, c, NOW))
             elif kind == "reserve":
                 r = Reserve.parse(f"{order}-{key}", user, asset, amount)
-                jobs.append(lambda repo, c=r: money.reserve(repo, c, NOW))
+                jobs.append(lambda repo, c=r: ledger.reserve(repo, c, NOW))
             else:
                 x = Release.parse(order, key, amount)
-                jobs.append(lambda repo, c=x: money.release(repo, c, NOW))
+                jobs.append(lambda repo, c=x: ledger.release(repo, c, NOW))
         outcomes = self.tx.run_batch(jobs)
         assert len(outcomes) == len(jobs)
         for ok, value in outcomes:

@@ -21,7 +21,7 @@ from services.user_service.adapters.transactions import SqlTransactions, migrate
 from services.user_service.domain.commands import Deposit, Release, Reserve, Settle
 from services.user_service.domain.model import User, UserStatus
 from services.user_service.domain.results import IdempotencyConflict
-from services.user_service.service import accounts, money
+from services.user_service.service import accounts, ledger
 from shared.db import create_db_engine
 from tests.integration.user_service.helpers import SERVICE, Client, db_state, error_info, rich_status
 from trading.user.v1 import user_service_pb2 as pb
@@ -45,8 +45,8 @@ class Db:
         )
         for a, amount in [("USDT", "1000"), ("BTC", "1")]:
             funding = Deposit.parse(ANN, a, amount, f"fund-{a}")
-            self.run(lambda repo, c=funding: money.deposit(repo, c, NOW))
-        self.run(lambda repo: money.reserve(repo, Reserve.parse("ord-1", ANN, asset, reserved), NOW))
+            self.run(lambda repo, c=funding: ledger.deposit(repo, c, NOW))
+        self.run(lambda repo: ledger.reserve(repo, Reserve.parse("ord-1", ANN, asset, reserved), NOW))
 
     def run(self, op: Op) -> Any:
         return self.tx.write_sync(op)
@@ -93,15 +93,15 @@ FINAL = Release.parse("ord-1", "ord-1:final", "")
 
 
 def settle(command: Settle) -> Op:
-    return lambda repo: money.settle(repo, command, NOW)
+    return lambda repo: ledger.settle(repo, command, NOW)
 
 
 def release(command: Release) -> Op:
-    return lambda repo: money.release(repo, command, NOW)
+    return lambda repo: ledger.release(repo, command, NOW)
 
 
 def combined(command: Settle, rel: Release = FINAL) -> Op:
-    return lambda repo: money.settle_and_release(repo, command, rel, NOW)
+    return lambda repo: ledger.settle_and_release(repo, command, rel, NOW)
 
 
 TRADES = {
