@@ -15,7 +15,9 @@ from __future__ import annotations
 from enum import StrEnum
 
 
-class Outcome(StrEnum):
+class ExchangeOutcome(StrEnum):
+    """Whether a failed request to the exchange may have taken effect (the tree above)."""
+
     RETRYABLE = "RETRYABLE"
     DEFINITE = "DEFINITE"
     UNKNOWN = "UNKNOWN"
@@ -43,7 +45,7 @@ class ExchangeError(Exception):
         self,
         message: str,
         *,
-        outcome: Outcome,
+        outcome: ExchangeOutcome,
         failure: Failure,
         code: int | None = None,
         http_status: int | None = None,

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
+from services.exchange_gateway.domain.errors import ExchangeError, ExchangeOutcome, Failure
 from services.exchange_gateway.domain.model import (
     OPEN_STATUSES,
     Anomaly,
@@ -210,7 +210,7 @@ class Orders:
                 fair_share_key=fair_share_key,
             )
         except ExchangeError as err:
-            if err.outcome is Outcome.UNKNOWN or err.failure is Failure.DUPLICATE_ORDER:
+            if err.outcome is ExchangeOutcome.UNKNOWN or err.failure is Failure.DUPLICATE_ORDER:
                 self.stats["unknown_outcome"] += 1
                 log.warning(
                     "order outcome unknown; resolving it by query, never by resending",
@@ -313,7 +313,7 @@ class Orders:
                 except ExchangeError:
                     self.request_sync(cid, delay=0.5)
                     return await self._current(cid, order)
-            if err.outcome is not Outcome.DEFINITE or err.failure is Failure.RATE_LIMITED:
+            if err.outcome is not ExchangeOutcome.DEFINITE or err.failure is Failure.RATE_LIMITED:
                 # May or may not have happened: the sync finds out and cancels again if needed.
                 self._cancel_wanted.add(cid)
                 self.request_sync(cid, delay=0.5)

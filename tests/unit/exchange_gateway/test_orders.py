@@ -11,7 +11,7 @@ import pytest
 
 from services.exchange_gateway.adapters.binance.schemas import parse_symbol_rules
 from services.exchange_gateway.adapters.journal import SqlJournal
-from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
+from services.exchange_gateway.domain.errors import ExchangeError, ExchangeOutcome, Failure
 from services.exchange_gateway.domain.model import (
     ExchangeEvent,
     ExecType,
@@ -33,8 +33,10 @@ from shared.logs import security_log
 from .test_validation import BTCUSDT
 
 D = Decimal
-UNKNOWN = ExchangeError("no answer", outcome=Outcome.UNKNOWN, failure=Failure.UNKNOWN)
-NO_SUCH = ExchangeError("Order does not exist.", outcome=Outcome.DEFINITE, failure=Failure.NO_SUCH_ORDER, code=-2013)
+UNKNOWN = ExchangeError("no answer", outcome=ExchangeOutcome.UNKNOWN, failure=Failure.UNKNOWN)
+NO_SUCH = ExchangeError(
+    "Order does not exist.", outcome=ExchangeOutcome.DEFINITE, failure=Failure.NO_SUCH_ORDER, code=-2013
+)
 
 
 class FakeExchange:
@@ -83,7 +85,9 @@ class FakeExchange:
         self.calls.append(("cancel", client_order_id))
         snap = self.placed.get(client_order_id)
         if snap is None or snap.status is not OrderStatus.NEW:
-            raise ExchangeError("Unknown order sent.", outcome=Outcome.DEFINITE, failure=Failure.CANCEL_REJECTED)
+            raise ExchangeError(
+                "Unknown order sent.", outcome=ExchangeOutcome.DEFINITE, failure=Failure.CANCEL_REJECTED
+            )
         snap = OrderSnapshot(client_order_id, snap.exchange_order_id, symbol, OrderStatus.CANCELED, D(0), D(0), 2)
         self.placed[client_order_id] = snap
         return snap
@@ -215,7 +219,7 @@ async def test_a_definite_refusal_is_rejected_with_an_execution(setup):
     orders, exchange, journal = setup
     exchange.fail_new = ExchangeError(
         "Account has insufficient balance for requested action.",
-        outcome=Outcome.DEFINITE,
+        outcome=ExchangeOutcome.DEFINITE,
         failure=Failure.REJECTED,
         code=-2010,
     )

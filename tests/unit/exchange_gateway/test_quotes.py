@@ -9,7 +9,7 @@ import pytest
 
 from services.exchange_gateway.adapters.binance.market_stream import parse_update, stream_base, stream_names
 from services.exchange_gateway.config import Config, default_stream_url
-from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
+from services.exchange_gateway.domain.errors import ExchangeError, ExchangeOutcome, Failure
 from services.exchange_gateway.domain.market_data import BookLevel, BookTop, DayTicker, OrderBook, Source, Ticker
 from services.exchange_gateway.service.quotes import Quotes
 from shared.errors import InvalidArgument, NotFound, Unavailable
@@ -58,7 +58,7 @@ class FakeSnapshots:
 
 
 def _down() -> ExchangeError:
-    return ExchangeError("cannot connect", failure=Failure.UNREACHABLE, outcome=Outcome.RETRYABLE)
+    return ExchangeError("cannot connect", failure=Failure.UNREACHABLE, outcome=ExchangeOutcome.RETRYABLE)
 
 
 def check_symbol(symbol: str) -> None:

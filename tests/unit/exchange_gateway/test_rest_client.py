@@ -11,7 +11,7 @@ from services.exchange_gateway.adapters.binance.rate_limiter import RateLimiter
 from services.exchange_gateway.adapters.binance.rest import BinanceRestClient
 from services.exchange_gateway.adapters.binance.signing import hmac_sha256
 from services.exchange_gateway.adapters.binance.transport import TransportError
-from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
+from services.exchange_gateway.domain.errors import ExchangeError, ExchangeOutcome, Failure
 
 from .fakes import FakeTransport, answer
 
@@ -100,7 +100,7 @@ async def test_a_new_order_answered_503_is_unknown_and_never_resent(client, tran
     transport.script("POST", "/api/v3/order", answer({"code": -1000, "msg": "Internal error"}, 503))
     with pytest.raises(ExchangeError) as caught:
         await client.new_order(NEW_ORDER, timestamp_ms=int(NOW), grant=None, deadline=None)
-    assert caught.value.outcome is Outcome.UNKNOWN
+    assert caught.value.outcome is ExchangeOutcome.UNKNOWN
     assert len(transport.of("POST", "/api/v3/order")) == 1
 
 
@@ -108,7 +108,7 @@ async def test_a_new_order_that_timed_out_is_unknown_and_never_resent(client, tr
     transport.script("POST", "/api/v3/order", TransportError("no answer", sent=True))
     with pytest.raises(ExchangeError) as caught:
         await client.new_order(NEW_ORDER, timestamp_ms=int(NOW), grant=None, deadline=None)
-    assert caught.value.outcome is Outcome.UNKNOWN
+    assert caught.value.outcome is ExchangeOutcome.UNKNOWN
     assert len(transport.of("POST", "/api/v3/order")) == 1
 
 
@@ -116,7 +116,7 @@ async def test_minus_1007_on_a_new_order_is_unknown(client, transport):
     transport.script("POST", "/api/v3/order", answer({"code": -1007, "msg": "Timeout waiting for response"}, 408))
     with pytest.raises(ExchangeError) as caught:
         await client.new_order(NEW_ORDER, timestamp_ms=int(NOW), grant=None, deadline=None)
-    assert caught.value.outcome is Outcome.UNKNOWN
+    assert caught.value.outcome is ExchangeOutcome.UNKNOWN
     assert len(transport.of("POST", "/api/v3/order")) == 1
 
 

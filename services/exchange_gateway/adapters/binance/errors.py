@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
+from services.exchange_gateway.domain.errors import ExchangeError, ExchangeOutcome, Failure
 
 # Codes whose outcome is unknown: the request may have reached the matching engine. -1001
 # ("Internal error; unable to process your request") is not documented as "not executed", so it
@@ -41,15 +41,15 @@ DUPLICATE_ORDER_MESSAGE = "Duplicate order sent."
 _BANNED_UNTIL = re.compile(r"banned until (\d{10,16})")
 
 
-def classify(http_status: int | None, code: int | None) -> Outcome:
+def classify(http_status: int | None, code: int | None) -> ExchangeOutcome:
     """Classify a failed answer: RETRYABLE, DEFINITE or UNKNOWN."""
     if code in UNKNOWN_CODES or (http_status is not None and http_status >= 500):
-        return Outcome.UNKNOWN
+        return ExchangeOutcome.UNKNOWN
     if http_status in (429, 418) or code in RETRYABLE_CODES:
-        return Outcome.RETRYABLE
+        return ExchangeOutcome.RETRYABLE
     if code is None and (http_status is None or http_status < 400):
-        return Outcome.UNKNOWN  # an answer we cannot read: assume it may have worked
-    return Outcome.DEFINITE
+        return ExchangeOutcome.UNKNOWN  # an answer we cannot read: assume it may have worked
+    return ExchangeOutcome.DEFINITE
 
 
 class BinanceApiError(ExchangeError):
@@ -61,7 +61,7 @@ class BinanceApiError(ExchangeError):
             failure = FAILURE_BY_CODE[code]
         elif http_status in (429, 418):
             failure = Failure.RATE_LIMITED
-        elif outcome is Outcome.UNKNOWN:
+        elif outcome is ExchangeOutcome.UNKNOWN:
             failure = Failure.UNKNOWN
         elif http_status in (401,) or code in (-2014, -2015):
             failure = Failure.AUTH
@@ -85,8 +85,8 @@ class BinanceApiError(ExchangeError):
 def transport_error(message: str, *, sent: bool) -> ExchangeError:
     """A failure below HTTP: not sent (could not connect) is retryable, anything later is unknown."""
     if not sent:
-        return ExchangeError(message, outcome=Outcome.RETRYABLE, failure=Failure.UNREACHABLE)
-    return ExchangeError(message, outcome=Outcome.UNKNOWN, failure=Failure.UNKNOWN)
+        return ExchangeError(message, outcome=ExchangeOutcome.RETRYABLE, failure=Failure.UNREACHABLE)
+    return ExchangeError(message, outcome=ExchangeOutcome.UNKNOWN, failure=Failure.UNKNOWN)
 
 
 def banned_until_ms(message: str) -> int | None:

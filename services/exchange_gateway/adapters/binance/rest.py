@@ -34,7 +34,7 @@ from services.exchange_gateway.adapters.binance.schemas import (
 )
 from services.exchange_gateway.adapters.binance.signing import HmacSigner, Signer, append_signature, encode_params
 from services.exchange_gateway.adapters.binance.transport import HttpTransport, TransportError
-from services.exchange_gateway.domain.errors import ExchangeError, Failure, Outcome
+from services.exchange_gateway.domain.errors import ExchangeError, ExchangeOutcome, Failure
 from services.exchange_gateway.domain.model import Balance
 from shared.logs import register_secret, security_log
 
@@ -173,8 +173,8 @@ class BinanceRestClient:
                     await on_retimestamp(timestamp_ms)
                 continue
             retry = pauses and (
-                (error.outcome is Outcome.RETRYABLE and error.failure in (Failure.UNREACHABLE, Failure.BUSY))
-                or (error.outcome is Outcome.UNKNOWN and repeatable)
+                (error.outcome is ExchangeOutcome.RETRYABLE and error.failure in (Failure.UNREACHABLE, Failure.BUSY))
+                or (error.outcome is ExchangeOutcome.UNKNOWN and repeatable)
             )
             if retry and (deadline is None or self.clock.local() + pauses[0] * 1000 < deadline):
                 await asyncio.sleep(pauses.pop(0))
