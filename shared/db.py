@@ -32,7 +32,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, String, Table, create_engine, event
 from sqlalchemy.dialects import postgresql
@@ -211,7 +211,7 @@ def busy_error(exc: Exception) -> Exception:
         return Unavailable("the database is busy; retry", reason="DATABASE_BUSY")
     if isinstance(exc, _driver_error_types()):
         # BEGIN and COMMIT run on the driver connection: show its error as SQLAlchemy's.
-        return DBAPIError.instance(None, None, exc, type(exc))  # type: ignore[arg-type]
+        return DBAPIError.instance(None, None, exc, type(exc))
     return exc
 
 
@@ -257,8 +257,8 @@ class Statement:
 def _positional(dialect: Dialect) -> Dialect:
     # The positional DB-API paramstyle of each driver: ? for sqlite3, %s for psycopg.
     if dialect.name == SQLITE:
-        return sqlite_dialect.dialect(paramstyle="qmark")  # type: ignore[no-untyped-call]
-    return postgresql.dialect(paramstyle="format")  # type: ignore[no-untyped-call]
+        return sqlite_dialect.dialect(paramstyle="qmark")
+    return postgresql.dialect(paramstyle="format")
 
 
 class Cursor:
@@ -657,7 +657,7 @@ class GroupCommit(Generic[C]):
         [(ok, value)] = self.run_batch([fn])
         if not ok:
             raise value
-        return value  # type: ignore[no-any-return]
+        return cast(T, value)
 
     async def drain(self) -> None:
         """Wait until every write queued so far has been answered."""

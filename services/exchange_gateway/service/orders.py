@@ -506,7 +506,7 @@ class Orders:
                 self.stats["stream_gaps"] += 1
                 self.request_sync(event.client_order_id)
 
-        future.add_done_callback(done)  # type: ignore[attr-defined]
+        future.add_done_callback(done)
 
     def _known(self, event: ExchangeEvent) -> recording.Applied | None:
         """``event`` is already journaled (checked against the committed cache): nothing to write."""

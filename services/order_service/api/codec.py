@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -47,8 +49,11 @@ STATUS_OUT = {
 }
 STATUS_IN = {v: k for k, v in STATUS_OUT.items()}
 
+_N = TypeVar("_N", bound=int)
+_V = TypeVar("_V")
 
-def _enum(value: int, table: dict, field: str):  # type: ignore[no-untyped-def,type-arg]
+
+def _enum(value: _N, table: Mapping[_N, _V], field: str) -> _V | None:
     if value == 0:
         return None
     try:
@@ -75,7 +80,7 @@ def decode_place(request: order_service_pb2.PlaceOrderRequest) -> NewOrderReques
     )
 
 
-def decode_status(value: int) -> Status | None:
+def decode_status(value: order_pb2.OrderStatus.ValueType) -> Status | None:
     """A ListOrders status filter (UNSPECIFIED: none)."""
     status: Status | None = _enum(value, STATUS_IN, "status")
     return status

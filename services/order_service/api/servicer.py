@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
-
 from services.order_service.api.codec import (
     check_user_id,
     decode_limits,
@@ -29,10 +27,11 @@ from services.order_service.service.quotes import Quotes
 from shared.auth import bearer_token
 from shared.errors import InvalidArgument, Unavailable
 from shared.proto_time import ms_from_ts, ts_from_ms
+from shared.server import Context
 from trading.order.v1 import market_data_pb2, order_service_pb2, order_service_pb2_grpc
 
 
-def _peer(context: grpc.aio.ServicerContext) -> str:
+def _peer(context: Context) -> str:
     """The client's address as gRPC reports it ("ipv4:203.0.113.7:51234"), or ''."""
     try:
         return str(context.peer() or "")
@@ -46,30 +45,38 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
     def __init__(self, app: OrderApp):
         self.app = app
 
-    async def _caller(self, context: grpc.aio.ServicerContext, rpc: str, scope: Scope = Scope.READ) -> Caller:
+    async def _caller(self, context: Context, rpc: str, scope: Scope = Scope.READ) -> Caller:
         """The user calling ``rpc`` with an API key that has ``scope`` (the client's address goes along)."""
         token = bearer_token(context.invocation_metadata())
         return await self.app.auth.authenticate(token, scope=scope, peer=_peer(context), rpc=rpc)
 
-    def _admin(self, context: grpc.aio.ServicerContext, rpc: str) -> None:
+    def _admin(self, context: Context, rpc: str) -> None:
         self.app.auth.require_admin(bearer_token(context.invocation_metadata()), peer=_peer(context), rpc=rpc)
 
-    async def ListParkedEffects(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListParkedEffects(
+        self, request: order_service_pb2.ListParkedEffectsRequest, context: Context
+    ) -> order_service_pb2.ListParkedEffectsResponse:
         self._admin(context, "ListParkedEffects")
         parked = await self.app.outbox.parked()
         return order_service_pb2.ListParkedEffectsResponse(effects=[encode_parked(p) for p in parked])
 
-    async def GetReconciliationReport(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetReconciliationReport(
+        self, request: order_service_pb2.GetReconciliationReportRequest, context: Context
+    ) -> order_service_pb2.GetReconciliationReportResponse:
         self._admin(context, "GetReconciliationReport")
         report = await self.app.reconciliation.report()
         return order_service_pb2.GetReconciliationReportResponse(report=encode_report(report))
 
-    async def GetUserLimits(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetUserLimits(
+        self, request: order_service_pb2.GetUserLimitsRequest, context: Context
+    ) -> order_service_pb2.GetUserLimitsResponse:
         self._admin(context, "GetUserLimits")
         user_id = check_user_id(request.user_id)
         return order_service_pb2.GetUserLimitsResponse(limits=self._limits(user_id))
 
-    async def SetUserLimits(self, request, context):  # type: ignore[no-untyped-def]
+    async def SetUserLimits(
+        self, request: order_service_pb2.SetUserLimitsRequest, context: Context
+    ) -> order_service_pb2.SetUserLimitsResponse:
         self._admin(context, "SetUserLimits")
         user_id = check_user_id(request.user_id)
         await self.app.fair_share.set_limits(user_id, decode_limits(request.orders_per_second, request.max_open_orders))
@@ -94,7 +101,9 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
             is_default=self.app.fair_share.is_default(user_id),
         )
 
-    async def RetryParkedEffect(self, request, context):  # type: ignore[no-untyped-def]
+    async def RetryParkedEffect(
+        self, request: order_service_pb2.RetryParkedEffectRequest, context: Context
+    ) -> order_service_pb2.RetryParkedEffectResponse:
         self._admin(context, "RetryParkedEffect")
         if request.effect_id <= 0:
             raise InvalidArgument("effect_id", "is required: the effect_id from ListParkedEffects")
@@ -102,24 +111,32 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         self.app.auth.admin_action("RetryParkedEffect", {"effect_id": str(request.effect_id)}, peer=_peer(context))
         return order_service_pb2.RetryParkedEffectResponse(effect=encode_parked(parked))
 
-    async def PlaceOrder(self, request, context):  # type: ignore[no-untyped-def]
+    async def PlaceOrder(
+        self, request: order_service_pb2.PlaceOrderRequest, context: Context
+    ) -> order_service_pb2.PlaceOrderResponse:
         caller = await self._caller(context, "PlaceOrder", Scope.TRADE)
         order = await self.app.place_order(caller, decode_place(request), Deadline.after(context.time_remaining()))
         return order_service_pb2.PlaceOrderResponse(order=encode_order(order))
 
-    async def CancelOrder(self, request, context):  # type: ignore[no-untyped-def]
+    async def CancelOrder(
+        self, request: order_service_pb2.CancelOrderRequest, context: Context
+    ) -> order_service_pb2.CancelOrderResponse:
         caller = await self._caller(context, "CancelOrder", Scope.TRADE)
         if not request.order_id:
             raise InvalidArgument("order_id", "is required")
         order = await self.app.cancel_order(caller, request.order_id, Deadline.after(context.time_remaining()))
         return order_service_pb2.CancelOrderResponse(order=encode_order(order))
 
-    async def GetOrder(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetOrder(
+        self, request: order_service_pb2.GetOrderRequest, context: Context
+    ) -> order_service_pb2.GetOrderResponse:
         caller = await self._caller(context, "GetOrder")
         order = await self.app.queries.get_order(caller, request.order_id)
         return order_service_pb2.GetOrderResponse(order=encode_order(order))
 
-    async def ListOrders(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListOrders(
+        self, request: order_service_pb2.ListOrdersRequest, context: Context
+    ) -> order_service_pb2.ListOrdersResponse:
         caller = await self._caller(context, "ListOrders")
         page = await self.app.queries.list_orders(
             caller,
@@ -133,7 +150,9 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
             orders=[encode_order(o) for o in page.orders], next_page_token=page.next_page_token
         )
 
-    async def ListFills(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListFills(
+        self, request: order_service_pb2.ListFillsRequest, context: Context
+    ) -> order_service_pb2.ListFillsResponse:
         caller = await self._caller(context, "ListFills")
         page = await self.app.queries.list_fills(
             caller, request.order_id, size=request.page_size, token=request.page_token
@@ -142,7 +161,9 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
             fills=[encode_fill(f) for f in page.fills], next_page_token=page.next_page_token
         )
 
-    async def ListTrades(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListTrades(
+        self, request: order_service_pb2.ListTradesRequest, context: Context
+    ) -> order_service_pb2.ListTradesResponse:
         caller = await self._caller(context, "ListTrades")
         page = await self.app.queries.list_trades(
             caller,
@@ -156,7 +177,9 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
             trades=[encode_fill(f) for f in page.trades], next_page_token=page.next_page_token
         )
 
-    async def CancelAllOrders(self, request, context):  # type: ignore[no-untyped-def]
+    async def CancelAllOrders(
+        self, request: order_service_pb2.CancelAllOrdersRequest, context: Context
+    ) -> order_service_pb2.CancelAllOrdersResponse:
         caller = await self._caller(context, "CancelAllOrders", Scope.TRADE)
         done = await self.app.cancel_all_orders(caller, request.symbol, Deadline.after(context.time_remaining()))
         return order_service_pb2.CancelAllOrdersResponse(
@@ -165,7 +188,9 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
             failed=[order_service_pb2.CancelFailure(order_id=i, reason=r) for i, r in done.failed],
         )
 
-    async def WatchOrders(self, request, context) -> AsyncIterator[order_service_pb2.WatchOrdersResponse]:  # type: ignore[no-untyped-def,override]
+    async def WatchOrders(
+        self, request: order_service_pb2.WatchOrdersRequest, context: Context
+    ) -> AsyncIterator[order_service_pb2.WatchOrdersResponse]:
         caller = await self._caller(context, "WatchOrders")
         after = request.after_sequence if request.HasField("after_sequence") else None
         subscription = self.app.feed.subscribe(caller.user_id, request.symbol)
@@ -181,24 +206,32 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
             raise Unavailable("market data is not available from this order service", reason="NO_MARKET_DATA")
         return self.app.quotes
 
-    async def ListSymbols(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListSymbols(
+        self, request: market_data_pb2.ListSymbolsRequest, context: Context
+    ) -> market_data_pb2.ListSymbolsResponse:
         await self._caller(context, "ListSymbols")
         page = await self._quotes().symbols(request.page_size, request.page_token)
         return market_data_pb2.ListSymbolsResponse(
             symbols=[encode_symbol(s) for s in page.symbols], next_page_token=page.next_page_token
         )
 
-    async def GetTicker(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetTicker(
+        self, request: market_data_pb2.GetTickerRequest, context: Context
+    ) -> market_data_pb2.GetTickerResponse:
         await self._caller(context, "GetTicker")
         ticker = await self._quotes().ticker(request.symbol, Deadline.after(context.time_remaining()))
         return market_data_pb2.GetTickerResponse(ticker=encode_ticker(ticker))
 
-    async def GetOrderBook(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetOrderBook(
+        self, request: market_data_pb2.GetOrderBookRequest, context: Context
+    ) -> market_data_pb2.GetOrderBookResponse:
         await self._caller(context, "GetOrderBook")
         book = await self._quotes().order_book(request.symbol, request.depth, Deadline.after(context.time_remaining()))
         return market_data_pb2.GetOrderBookResponse(book=encode_book(book))
 
-    async def WatchTickers(self, request, context) -> AsyncIterator[market_data_pb2.WatchTickersResponse]:  # type: ignore[no-untyped-def,override]
+    async def WatchTickers(
+        self, request: market_data_pb2.WatchTickersRequest, context: Context
+    ) -> AsyncIterator[market_data_pb2.WatchTickersResponse]:
         await self._caller(context, "WatchTickers")
         tickers = await self._quotes().watch(request.symbols)
         # Tell the client the stream is live (headers) before the first ticker arrives.

@@ -12,7 +12,7 @@ def local_ms() -> float:
 
 
 class ExchangeClock:
-    """Local time plus ``offset_ms``; ``measure`` turns one /time round trip into an offset.
+    """Local time plus ``offset_ms``; ``sample`` turns one /time round trip into an offset.
 
     The offset is taken at the midpoint of the round trip (the server stamped ``serverTime``
     somewhere in it), so its error is at most half the round-trip time. Of several samples the
@@ -22,7 +22,6 @@ class ExchangeClock:
     def __init__(self, local: Callable[[], float] = local_ms):
         self.local = local
         self.offset_ms = 0.0
-        self.rtt_ms = 0.0
 
     def now(self) -> float:
         """Exchange time in milliseconds (float)."""
@@ -38,7 +37,6 @@ class ExchangeClock:
         rtt = max(0.0, received_ms - sent_ms)
         return server_ms - (sent_ms + received_ms) / 2.0, rtt
 
-    def adopt(self, offset_ms: float, rtt_ms: float) -> None:
+    def adopt(self, offset_ms: float) -> None:
         """Use a measured offset."""
         self.offset_ms = offset_ms
-        self.rtt_ms = rtt_ms

@@ -103,7 +103,7 @@ class BinanceRestClient:
             if best is None or sample[1] < best[1]:
                 best = sample
         assert best is not None
-        self.clock.adopt(*best)
+        self.clock.adopt(best[0])
         return best[0]
 
     async def _resync(self, generation: int) -> None:
