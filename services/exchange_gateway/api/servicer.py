@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from services.exchange_gateway.api import convert
-from services.exchange_gateway.api.market_data import book_out, ticker_out
+from services.exchange_gateway.api import codec
+from services.exchange_gateway.api.market_data import encode_book, encode_ticker
 from services.exchange_gateway.domain.validation import parse_request
 from services.exchange_gateway.service.gateway import Gateway
 from services.exchange_gateway.service.quotes import Quotes
@@ -29,9 +29,9 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
         order_request = parse_request(
             client_order_id=request.client_order_id,
             symbol=request.symbol,
-            side=convert.SIDE_IN.get(request.side),
-            type=convert.TYPE_IN.get(request.type),
-            time_in_force=convert.TIF_IN.get(request.time_in_force),
+            side=codec.SIDE_IN.get(request.side),
+            type=codec.TYPE_IN.get(request.type),
+            time_in_force=codec.TIF_IN.get(request.time_in_force),
             quantity=request.quantity,
             price=request.price,
             stop_price=request.stop_price,
@@ -39,29 +39,29 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
         order = await self.gateway.orders.submit(
             order_request, remaining_s=context.time_remaining(), fair_share_key=request.fair_share_key
         )
-        return pb.SubmitOrderResponse(order=convert.order_out(order))
+        return pb.SubmitOrderResponse(order=codec.encode_order(order))
 
     async def CancelOrder(
         self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelOrderResponse:
         order = await self.gateway.orders.cancel(request.client_order_id, remaining_s=context.time_remaining())
-        return pb.CancelOrderResponse(order=convert.order_out(order))
+        return pb.CancelOrderResponse(order=codec.encode_order(order))
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext) -> pb.GetOrderResponse:
         order = await self.gateway.orders.get(
             request.client_order_id, refresh=request.refresh, remaining_s=context.time_remaining()
         )
-        return pb.GetOrderResponse(order=convert.order_out(order))
+        return pb.GetOrderResponse(order=codec.encode_order(order))
 
     async def GetSymbolRules(
         self, request: pb.GetSymbolRulesRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSymbolRulesResponse:
-        return pb.GetSymbolRulesResponse(rules=convert.rules_out(self.gateway.market.rules_for(request.symbol)))
+        return pb.GetSymbolRulesResponse(rules=codec.encode_rules(self.gateway.market.rules_for(request.symbol)))
 
     async def ListSymbolRules(
         self, request: pb.ListSymbolRulesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSymbolRulesResponse:
-        return pb.ListSymbolRulesResponse(rules=[convert.rules_out(r) for r in self.gateway.market.all_rules()])
+        return pb.ListSymbolRulesResponse(rules=[codec.encode_rules(r) for r in self.gateway.market.all_rules()])
 
     async def GetLastPrice(
         self, request: pb.GetLastPriceRequest, context: grpc.aio.ServicerContext
@@ -69,7 +69,7 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
         deadline = self.gateway.exchange.deadline_after(context.time_remaining())
         price = await self.gateway.market.last_price(request.symbol, deadline=deadline)
         return pb.GetLastPriceResponse(
-            symbol=price.symbol, price=convert.dec_out(price.price), time=ts_from_ms(price.fetched_ms)
+            symbol=price.symbol, price=codec.encode_decimal(price.price), time=ts_from_ms(price.fetched_ms)
         )
 
     async def GetAccountBalances(
@@ -77,13 +77,13 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
     ) -> pb.GetAccountBalancesResponse:
         deadline = self.gateway.exchange.deadline_after(context.time_remaining())
         balances = await self.gateway.market.balances(deadline=deadline)
-        return pb.GetAccountBalancesResponse(balances=[convert.balance_out(b) for b in balances])
+        return pb.GetAccountBalancesResponse(balances=[codec.encode_balance(b) for b in balances])
 
     async def StreamExecutions(
         self, request: pb.StreamExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamExecutionsResponse]:
         async for execution in self.gateway.stream_executions(request.after_sequence):
-            yield convert.execution_out(execution)
+            yield codec.encode_execution(execution)
 
     async def GetRateLimitStatus(
         self, request: pb.GetRateLimitStatusRequest, context: grpc.aio.ServicerContext
@@ -118,30 +118,30 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
         self, request: pb.ListForeignOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListForeignOrdersResponse:
         orders = await self.gateway.foreign_orders()
-        return pb.ListForeignOrdersResponse(orders=[convert.foreign_order_out(o) for o in orders])
+        return pb.ListForeignOrdersResponse(orders=[codec.encode_foreign_order(o) for o in orders])
 
     async def ListAnomalies(
         self, request: pb.ListAnomaliesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAnomaliesResponse:
         anomalies = await self.gateway.anomalies()
-        return pb.ListAnomaliesResponse(anomalies=[convert.anomaly_out(a) for a in anomalies])
+        return pb.ListAnomaliesResponse(anomalies=[codec.encode_anomaly(a) for a in anomalies])
 
     async def GetTicker(
         self, request: market_data_pb2.GetTickerRequest, context: grpc.aio.ServicerContext
     ) -> market_data_pb2.GetTickerResponse:
         deadline = self.gateway.exchange.deadline_after(context.time_remaining())
         ticker = await self.quotes.ticker(request.symbol, deadline)
-        return market_data_pb2.GetTickerResponse(ticker=ticker_out(ticker))
+        return market_data_pb2.GetTickerResponse(ticker=encode_ticker(ticker))
 
     async def GetOrderBook(
         self, request: market_data_pb2.GetOrderBookRequest, context: grpc.aio.ServicerContext
     ) -> market_data_pb2.GetOrderBookResponse:
         deadline = self.gateway.exchange.deadline_after(context.time_remaining())
         book = await self.quotes.order_book(request.symbol, request.depth, deadline)
-        return market_data_pb2.GetOrderBookResponse(book=book_out(book))
+        return market_data_pb2.GetOrderBookResponse(book=encode_book(book))
 
     async def WatchTickers(
         self, request: market_data_pb2.WatchTickersRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[market_data_pb2.WatchTickersResponse]:
         async for ticker in self.quotes.watch(request.symbols):
-            yield market_data_pb2.WatchTickersResponse(ticker=ticker_out(ticker))
+            yield market_data_pb2.WatchTickersResponse(ticker=encode_ticker(ticker))

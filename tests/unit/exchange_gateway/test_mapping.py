@@ -13,7 +13,7 @@ from services.exchange_gateway.adapters.binance.enums import (
 )
 from services.exchange_gateway.adapters.binance.exchange import event_from_report, order_params, snapshot
 from services.exchange_gateway.adapters.binance.schemas import BinanceOrder
-from services.exchange_gateway.api import convert
+from services.exchange_gateway.api import codec
 from services.exchange_gateway.domain.model import (
     ExecType,
     OrderRequest,
@@ -171,15 +171,15 @@ def test_events_that_change_nothing_we_journal_are_skipped():
 
 
 def test_proto_enums_round_trip():
-    assert convert.SIDE_IN[gateway_pb2.SIDE_SELL] is Side.SELL
-    assert convert.TYPE_IN[gateway_pb2.ORDER_TYPE_STOP] is OrderType.STOP
-    assert convert.TIF_IN.get(gateway_pb2.TIME_IN_FORCE_UNSPECIFIED) is None
-    assert convert.STATUS_OUT[OrderStatus.UNKNOWN] == gateway_pb2.EXCHANGE_ORDER_STATUS_UNKNOWN
-    assert set(convert.STATUS_OUT) == set(OrderStatus)
-    assert set(convert.EXEC_OUT) == set(ExecType)
+    assert codec.SIDE_IN[gateway_pb2.SIDE_SELL] is Side.SELL
+    assert codec.TYPE_IN[gateway_pb2.ORDER_TYPE_STOP] is OrderType.STOP
+    assert codec.TIF_IN.get(gateway_pb2.TIME_IN_FORCE_UNSPECIFIED) is None
+    assert codec.STATUS_OUT[OrderStatus.UNKNOWN] == gateway_pb2.EXCHANGE_ORDER_STATUS_UNKNOWN
+    assert set(codec.STATUS_OUT) == set(OrderStatus)
+    assert set(codec.EXEC_OUT) == set(ExecType)
 
 
 def test_wire_decimals_keep_every_digit():
-    assert convert.dec_out(D("0.001")) == "0.00100000"
-    assert convert.dec_out(D("6.1725012345")) == "6.1725012345"
-    assert convert.dec_out(None) == ""
+    assert codec.encode_decimal(D("0.001")) == "0.00100000"
+    assert codec.encode_decimal(D("6.1725012345")) == "6.1725012345"
+    assert codec.encode_decimal(None) == ""

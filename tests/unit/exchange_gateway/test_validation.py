@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from services.exchange_gateway.adapters.binance.schemas import parse_symbol_rules
-from services.exchange_gateway.api.convert import rules_out
+from services.exchange_gateway.api.codec import encode_rules
 from services.exchange_gateway.domain.model import OrderType, Side, TimeInForce
 from services.exchange_gateway.domain.validation import check_filters, needs_last_price, parse_request, plain
 from shared.errors import FailedPrecondition, InvalidArgument
@@ -195,8 +195,8 @@ def test_the_adapter_says_what_the_exchanges_words_mean():
 
 
 def test_the_contract_carries_the_verdicts_in_its_own_terms():
-    sent = rules_out(parse_symbol_rules({**BTCUSDT, "status": "HALT", "orderTypes": ["LIMIT", "STOP_LOSS"]}))
+    sent = encode_rules(parse_symbol_rules({**BTCUSDT, "status": "HALT", "orderTypes": ["LIMIT", "STOP_LOSS"]}))
     assert not sent.trading and sent.status == "HALT"
     assert list(sent.allowed_types) == [gateway_pb2.ORDER_TYPE_LIMIT, gateway_pb2.ORDER_TYPE_STOP]
     assert list(sent.order_types) == ["LIMIT", "STOP_LOSS"]
-    assert rules_out(RULES).trading
+    assert encode_rules(RULES).trading

@@ -63,7 +63,7 @@ ANOMALY_OUT = {
 }
 
 
-def dec_out(value: Decimal | None) -> str:
+def encode_decimal(value: Decimal | None) -> str:
     """Wire decimal: 8 places ("0.00100000") when exact, else every digit the exchange gave (never rounded)."""
     if value is None:
         return ""
@@ -73,7 +73,7 @@ def dec_out(value: Decimal | None) -> str:
     return format(value, "f")
 
 
-def order_out(order: Order) -> gateway_pb2.ExchangeOrder:
+def encode_order(order: Order) -> gateway_pb2.ExchangeOrder:
     return gateway_pb2.ExchangeOrder(
         client_order_id=order.client_order_id,
         exchange_order_id=order.exchange_order_id,
@@ -81,19 +81,19 @@ def order_out(order: Order) -> gateway_pb2.ExchangeOrder:
         side=SIDE_OUT[order.side],
         type=TYPE_OUT[order.type],
         time_in_force=TIF_OUT[order.time_in_force] if order.time_in_force else gateway_pb2.TIME_IN_FORCE_UNSPECIFIED,
-        quantity=dec_out(order.quantity),
-        price=dec_out(order.price),
-        stop_price=dec_out(order.stop_price),
+        quantity=encode_decimal(order.quantity),
+        price=encode_decimal(order.price),
+        stop_price=encode_decimal(order.stop_price),
         status=STATUS_OUT[order.status],
-        executed_quantity=dec_out(order.executed_qty),
-        cumulative_quote_quantity=dec_out(order.cum_quote_qty),
+        executed_quantity=encode_decimal(order.executed_qty),
+        cumulative_quote_quantity=encode_decimal(order.cum_quote_qty),
         reject_reason=order.reject_reason,
         create_time=ts_from_ms(order.create_time_ms),
         update_time=ts_from_ms(order.update_time_ms),
     )
 
 
-def execution_out(e: Execution) -> gateway_service_pb2.StreamExecutionsResponse:
+def encode_execution(e: Execution) -> gateway_service_pb2.StreamExecutionsResponse:
     return gateway_service_pb2.StreamExecutionsResponse(
         execution=gateway_pb2.Execution(
             sequence=e.sequence,
@@ -104,12 +104,12 @@ def execution_out(e: Execution) -> gateway_service_pb2.StreamExecutionsResponse:
             execution_type=EXEC_OUT[e.exec_type],
             order_status=STATUS_OUT[e.order_status],
             trade_id=e.trade_id if e.exec_type is ExecType.TRADE else 0,
-            last_quantity=dec_out(e.last_qty),
-            last_price=dec_out(e.last_price),
-            last_quote_quantity=dec_out(e.last_quote_qty),
-            cumulative_quantity=dec_out(e.cum_qty),
-            cumulative_quote_quantity=dec_out(e.cum_quote_qty),
-            commission=dec_out(e.commission),
+            last_quantity=encode_decimal(e.last_qty),
+            last_price=encode_decimal(e.last_price),
+            last_quote_quantity=encode_decimal(e.last_quote_qty),
+            cumulative_quantity=encode_decimal(e.cum_qty),
+            cumulative_quote_quantity=encode_decimal(e.cum_quote_qty),
+            commission=encode_decimal(e.commission),
             commission_asset=e.commission_asset,
             is_maker=e.is_maker,
             reject_reason=e.reject_reason,
@@ -119,29 +119,29 @@ def execution_out(e: Execution) -> gateway_service_pb2.StreamExecutionsResponse:
     )
 
 
-def rules_out(r: SymbolRules) -> gateway_pb2.SymbolRules:
+def encode_rules(r: SymbolRules) -> gateway_pb2.SymbolRules:
     return gateway_pb2.SymbolRules(
         symbol=r.symbol,
         status=r.status,
         base_asset=r.base_asset,
         quote_asset=r.quote_asset,
-        min_price=dec_out(r.min_price),
-        max_price=dec_out(r.max_price),
-        tick_size=dec_out(r.tick_size),
-        min_quantity=dec_out(r.min_qty),
-        max_quantity=dec_out(r.max_qty),
-        step_size=dec_out(r.step_size),
-        market_min_quantity=dec_out(r.market_min_qty),
-        market_max_quantity=dec_out(r.market_max_qty),
-        market_step_size=dec_out(r.market_step_size),
-        min_notional=dec_out(r.min_notional),
-        max_notional=dec_out(r.max_notional),
+        min_price=encode_decimal(r.min_price),
+        max_price=encode_decimal(r.max_price),
+        tick_size=encode_decimal(r.tick_size),
+        min_quantity=encode_decimal(r.min_qty),
+        max_quantity=encode_decimal(r.max_qty),
+        step_size=encode_decimal(r.step_size),
+        market_min_quantity=encode_decimal(r.market_min_qty),
+        market_max_quantity=encode_decimal(r.market_max_qty),
+        market_step_size=encode_decimal(r.market_step_size),
+        min_notional=encode_decimal(r.min_notional),
+        max_notional=encode_decimal(r.max_notional),
         apply_min_to_market=r.apply_min_to_market,
         apply_max_to_market=r.apply_max_to_market,
-        bid_multiplier_up=dec_out(r.bid_multiplier_up),
-        bid_multiplier_down=dec_out(r.bid_multiplier_down),
-        ask_multiplier_up=dec_out(r.ask_multiplier_up),
-        ask_multiplier_down=dec_out(r.ask_multiplier_down),
+        bid_multiplier_up=encode_decimal(r.bid_multiplier_up),
+        bid_multiplier_down=encode_decimal(r.bid_multiplier_down),
+        ask_multiplier_up=encode_decimal(r.ask_multiplier_up),
+        ask_multiplier_down=encode_decimal(r.ask_multiplier_down),
         max_num_orders=r.max_num_orders,
         max_num_algo_orders=r.max_num_algo_orders,
         order_types=list(r.order_types),
@@ -152,20 +152,20 @@ def rules_out(r: SymbolRules) -> gateway_pb2.SymbolRules:
     )
 
 
-def balance_out(b: Balance) -> gateway_pb2.AccountBalance:
-    return gateway_pb2.AccountBalance(asset=b.asset, free=dec_out(b.free), locked=dec_out(b.locked))
+def encode_balance(b: Balance) -> gateway_pb2.AccountBalance:
+    return gateway_pb2.AccountBalance(asset=b.asset, free=encode_decimal(b.free), locked=encode_decimal(b.locked))
 
 
-def foreign_order_out(f: ForeignOrder) -> gateway_pb2.ForeignOrder:
+def encode_foreign_order(f: ForeignOrder) -> gateway_pb2.ForeignOrder:
     return gateway_pb2.ForeignOrder(
         symbol=f.symbol,
         client_order_id=f.client_order_id,
         exchange_order_id=f.exchange_order_id,
         side=SIDE_OUT[f.side] if f.side else gateway_pb2.SIDE_UNSPECIFIED,
         type=f.type,
-        price=dec_out(f.price),
-        quantity=dec_out(f.quantity),
-        executed_quantity=dec_out(f.executed_qty),
+        price=encode_decimal(f.price),
+        quantity=encode_decimal(f.quantity),
+        executed_quantity=encode_decimal(f.executed_qty),
         status=STATUS_OUT[f.status],
         open=f.is_open,
         first_seen_time=ts_from_ms(f.first_seen_ms),
@@ -175,7 +175,7 @@ def foreign_order_out(f: ForeignOrder) -> gateway_pb2.ForeignOrder:
     )
 
 
-def anomaly_out(a: Anomaly) -> gateway_pb2.Anomaly:
+def encode_anomaly(a: Anomaly) -> gateway_pb2.Anomaly:
     return gateway_pb2.Anomaly(
         kind=ANOMALY_OUT[a.kind],
         symbol=a.symbol,
