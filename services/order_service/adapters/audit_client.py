@@ -16,7 +16,7 @@ from trading.user.v1 import user_pb2, user_service_pb2, user_service_pb2_grpc
 SOURCE = "order_service"
 
 
-def record_to_pb(record: AuditRecord) -> user_pb2.AuditEvent:
+def encode_record(record: AuditRecord) -> user_pb2.AuditEvent:
     """One record as RecordAuditEvents takes it."""
     return user_pb2.AuditEvent(
         kind=user_pb2.AuditEventKind.Value(f"AUDIT_EVENT_KIND_{record.kind}"),  # the enum value by its name
@@ -54,5 +54,5 @@ class GrpcAuditTrail:
         await self.queue.stop(timeout)
 
     async def _send(self, records: list[AuditRecord]) -> None:
-        request = user_service_pb2.RecordAuditEventsRequest(events=[record_to_pb(r) for r in records])
+        request = user_service_pb2.RecordAuditEventsRequest(events=[encode_record(r) for r in records])
         await self.call(self.stub.RecordAuditEvents, request, timeout=self.timeout)

@@ -59,7 +59,7 @@ MAX_RECORDED_EVENTS = 1000
 """Most events one RecordAuditEvents call may carry."""
 
 
-def status_from_pb(number: int, field: str = "status") -> UserStatus | None:
+def decode_status(number: int, field: str = "status") -> UserStatus | None:
     """UNSPECIFIED gives None; a number the proto does not define is INVALID_ARGUMENT."""
     if number == user_pb2.USER_STATUS_UNSPECIFIED:
         return None
@@ -69,7 +69,7 @@ def status_from_pb(number: int, field: str = "status") -> UserStatus | None:
         raise InvalidArgument(field, f"unknown status {number}") from None
 
 
-def user_to_pb(user: User) -> user_pb2.User:
+def encode_user(user: User) -> user_pb2.User:
     """A user for the wire."""
     message = user_pb2.User(
         user_id=user.user_id,
@@ -84,7 +84,7 @@ def user_to_pb(user: User) -> user_pb2.User:
     return message
 
 
-def scopes_from_pb(numbers: Iterable[int], field: str = "scopes") -> frozenset[Scope]:
+def decode_scopes(numbers: Iterable[int], field: str = "scopes") -> frozenset[Scope]:
     """The scopes asked for; UNSPECIFIED or a number the proto does not define is INVALID_ARGUMENT."""
     scopes = set()
     for number in numbers:
@@ -95,19 +95,19 @@ def scopes_from_pb(numbers: Iterable[int], field: str = "scopes") -> frozenset[S
     return frozenset(scopes)
 
 
-def scopes_to_pb(scopes: Iterable[Scope]) -> list[user_pb2.Scope.ValueType]:
+def encode_scopes(scopes: Iterable[Scope]) -> list[user_pb2.Scope.ValueType]:
     """Scopes for the wire, sorted (SCOPE_READ first)."""
     return sorted(_SCOPE_TO_PB[s] for s in scopes)
 
 
-def api_key_to_pb(key: ApiKey) -> user_pb2.ApiKey:
+def encode_api_key(key: ApiKey) -> user_pb2.ApiKey:
     """A key's public record for the wire (never the secret nor its hash)."""
     message = user_pb2.ApiKey(
         key_id=key.key_id,
         user_id=key.user_id,
         label=key.label,
         create_time=ts_from_ms(key.create_ms),
-        scopes=scopes_to_pb(key.scopes),
+        scopes=encode_scopes(key.scopes),
     )
     if key.revoke_ms is not None:
         message.revoke_time.FromMilliseconds(key.revoke_ms)
@@ -118,7 +118,7 @@ def api_key_to_pb(key: ApiKey) -> user_pb2.ApiKey:
     return message
 
 
-def audit_kind_from_pb(number: int, field: str = "kind") -> AuditKind | None:
+def decode_audit_kind(number: int, field: str = "kind") -> AuditKind | None:
     """UNSPECIFIED gives None (every kind); a number the proto does not define is INVALID_ARGUMENT."""
     if number == user_pb2.AUDIT_EVENT_KIND_UNSPECIFIED:
         return None
@@ -128,7 +128,7 @@ def audit_kind_from_pb(number: int, field: str = "kind") -> AuditKind | None:
         raise InvalidArgument(field, f"unknown audit event kind {number}") from None
 
 
-def audit_event_to_pb(event: AuditEvent) -> user_pb2.AuditEvent:
+def encode_audit_event(event: AuditEvent) -> user_pb2.AuditEvent:
     """An audit event for the wire."""
     return user_pb2.AuditEvent(
         event_id=str(event.event_id),
@@ -148,14 +148,14 @@ def audit_event_to_pb(event: AuditEvent) -> user_pb2.AuditEvent:
     )
 
 
-def recorded_events_from_pb(messages: Iterable[user_pb2.AuditEvent]) -> list[AuditEvent]:
+def decode_recorded_events(messages: Iterable[user_pb2.AuditEvent]) -> list[AuditEvent]:
     """Events another service sends (RecordAuditEvents), checked field by field."""
     events = []
     for i, m in enumerate(messages):
         if i >= MAX_RECORDED_EVENTS:
             raise InvalidArgument("events", f"at most {MAX_RECORDED_EVENTS} events per call")
         field = f"events[{i}]"
-        kind = audit_kind_from_pb(m.kind, f"{field}.kind")
+        kind = decode_audit_kind(m.kind, f"{field}.kind")
         if kind not in audit.RECORDABLE_BY_SERVICES:
             allowed = ", ".join(sorted(f"AUDIT_EVENT_KIND_{k.value}" for k in audit.RECORDABLE_BY_SERVICES))
             raise InvalidArgument(f"{field}.kind", f"must be one of {allowed}")
@@ -191,7 +191,7 @@ def recorded_events_from_pb(messages: Iterable[user_pb2.AuditEvent]) -> list[Aud
     return events
 
 
-def balance_to_pb(balance: Balance) -> user_pb2.Balance:
+def encode_balance(balance: Balance) -> user_pb2.Balance:
     """A balance for the wire; total = available + locked."""
     return user_pb2.Balance(
         asset=balance.asset,
@@ -201,7 +201,7 @@ def balance_to_pb(balance: Balance) -> user_pb2.Balance:
     )
 
 
-def entry_to_pb(entry: LedgerEntry) -> user_pb2.LedgerEntry:
+def encode_entry(entry: LedgerEntry) -> user_pb2.LedgerEntry:
     """A ledger entry for the wire."""
     return user_pb2.LedgerEntry(
         entry_id=str(entry.entry_id),
@@ -217,7 +217,7 @@ def entry_to_pb(entry: LedgerEntry) -> user_pb2.LedgerEntry:
     )
 
 
-def reservation_to_pb(reservation: Reservation) -> user_service_pb2.Reservation:
+def encode_reservation(reservation: Reservation) -> user_service_pb2.Reservation:
     """A reservation for the wire."""
     return user_service_pb2.Reservation(
         order_id=reservation.order_id,
@@ -230,12 +230,12 @@ def reservation_to_pb(reservation: Reservation) -> user_service_pb2.Reservation:
     )
 
 
-def house_balance_to_pb(balance: HouseBalance) -> user_pb2.HouseBalance:
+def encode_house_balance(balance: HouseBalance) -> user_pb2.HouseBalance:
     """A house balance for the wire (signed)."""
     return user_pb2.HouseBalance(account=balance.account.value, asset=balance.asset, balance=fmt(balance.balance))
 
 
-def house_entry_to_pb(entry: HouseEntry) -> user_pb2.HouseEntry:
+def encode_house_entry(entry: HouseEntry) -> user_pb2.HouseEntry:
     """A house entry for the wire."""
     return user_pb2.HouseEntry(
         entry_id=str(entry.entry_id),
@@ -250,7 +250,7 @@ def house_entry_to_pb(entry: HouseEntry) -> user_pb2.HouseEntry:
     )
 
 
-def totals_to_pb(totals: AssetTotals) -> user_service_pb2.AssetTotals:
+def encode_totals(totals: AssetTotals) -> user_service_pb2.AssetTotals:
     """One asset's ledger totals for the wire."""
     return user_service_pb2.AssetTotals(
         asset=totals.asset,
@@ -258,5 +258,5 @@ def totals_to_pb(totals: AssetTotals) -> user_service_pb2.AssetTotals:
         users_locked=fmt(totals.users_locked),
         users_total=fmt(totals.users_total),
         house_total=fmt(totals.house_total),
-        house_balances=[house_balance_to_pb(h) for h in totals.house],
+        house_balances=[encode_house_balance(h) for h in totals.house],
     )

@@ -56,19 +56,19 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         principal = await self._auth.authorize(context, "CreateUser")
         actor = self._auth.actor(context, "CreateUser", principal)
         user = await self._users.create_user(request.username, request.email, actor)
-        return pb.CreateUserResponse(user=codec.user_to_pb(user))
+        return pb.CreateUserResponse(user=codec.encode_user(user))
 
     async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:
         user_id = await self._owned(context, "GetUser", request.user_id)
         user = await self._users.get_user(user_id)
-        return pb.GetUserResponse(user=codec.user_to_pb(user))
+        return pb.GetUserResponse(user=codec.encode_user(user))
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: Context) -> pb.ListUsersResponse:
         await self._auth.authorize(context, "ListUsers")
-        status = codec.status_from_pb(request.status)
+        status = codec.decode_status(request.status)
         page = await self._users.list_users(status, request.page_size, request.page_token)
         return pb.ListUsersResponse(
-            users=[codec.user_to_pb(u) for u in page.items], next_page_token=page.next_page_token
+            users=[codec.encode_user(u) for u in page.items], next_page_token=page.next_page_token
         )
 
     async def UpdateUserStatus(
@@ -77,14 +77,14 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         principal = await self._auth.authorize(context, "UpdateUserStatus")
         v.user_id(request.user_id)
         actor = self._auth.actor(context, "UpdateUserStatus", principal)
-        user = await self._users.update_user_status(request.user_id, codec.status_from_pb(request.status), actor)
-        return pb.UpdateUserStatusResponse(user=codec.user_to_pb(user))
+        user = await self._users.update_user_status(request.user_id, codec.decode_status(request.status), actor)
+        return pb.UpdateUserStatusResponse(user=codec.encode_user(user))
 
     # --- API keys -----------------------------------------------------------------------------
 
     async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: Context) -> pb.CreateApiKeyResponse:
         principal, user_id = await self._owned_by(context, "CreateApiKey", request.user_id)
-        scopes = codec.scopes_from_pb(request.scopes)
+        scopes = codec.decode_scopes(request.scopes)
         expire_ms = ms_from_ts(request.expire_time) if request.HasField("expire_time") else None
         actor = self._auth.actor(context, "CreateApiKey", principal)
         try:
@@ -92,12 +92,12 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         except PermissionDenied as exc:
             self._auth.denied(context, "CreateApiKey", principal, exc)
             raise
-        return pb.CreateApiKeyResponse(key_id=key.key_id, api_key=secret, key=codec.api_key_to_pb(key))
+        return pb.CreateApiKeyResponse(key_id=key.key_id, api_key=secret, key=codec.encode_api_key(key))
 
     async def ListApiKeys(self, request: pb.ListApiKeysRequest, context: Context) -> pb.ListApiKeysResponse:
         user_id = await self._owned(context, "ListApiKeys", request.user_id)
         keys = await self._users.list_api_keys(user_id)
-        return pb.ListApiKeysResponse(keys=[codec.api_key_to_pb(k) for k in keys])
+        return pb.ListApiKeysResponse(keys=[codec.encode_api_key(k) for k in keys])
 
     async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest, context: Context) -> pb.RevokeApiKeyResponse:
         principal = await self._auth.authorize(context, "RevokeApiKey")
@@ -106,7 +106,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         except PermissionDenied as exc:
             self._auth.denied(context, "RevokeApiKey", principal, exc)
             raise
-        return pb.RevokeApiKeyResponse(key=codec.api_key_to_pb(key))
+        return pb.RevokeApiKeyResponse(key=codec.encode_api_key(key))
 
     # --- balances and the ledger ---------------------------------------------------------------
 
@@ -114,18 +114,18 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         principal = await self._auth.authorize(context, "Deposit")
         command = Deposit.parse(request.user_id, request.asset, request.amount, request.request_id)
         result = await self._users.deposit(command, self._auth.actor(context, "Deposit", principal))
-        return pb.DepositResponse(balance=codec.balance_to_pb(result.balance))
+        return pb.DepositResponse(balance=codec.encode_balance(result.balance))
 
     async def Withdraw(self, request: pb.WithdrawRequest, context: Context) -> pb.WithdrawResponse:
         principal = await self._auth.authorize(context, "Withdraw")
         command = Withdraw.parse(request.user_id, request.asset, request.amount, request.request_id)
         result = await self._users.withdraw(command, self._auth.actor(context, "Withdraw", principal))
-        return pb.WithdrawResponse(balance=codec.balance_to_pb(result.balance))
+        return pb.WithdrawResponse(balance=codec.encode_balance(result.balance))
 
     async def GetBalances(self, request: pb.GetBalancesRequest, context: Context) -> pb.GetBalancesResponse:
         user_id = await self._owned(context, "GetBalances", request.user_id)
         balances = await self._users.get_balances(user_id)
-        return pb.GetBalancesResponse(balances=[codec.balance_to_pb(b) for b in balances])
+        return pb.GetBalancesResponse(balances=[codec.encode_balance(b) for b in balances])
 
     async def ListLedgerEntries(
         self, request: pb.ListLedgerEntriesRequest, context: Context
@@ -133,7 +133,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         user_id = await self._owned(context, "ListLedgerEntries", request.user_id)
         page = await self._users.list_entries(user_id, request.asset, request.page_size, request.page_token)
         return pb.ListLedgerEntriesResponse(
-            entries=[codec.entry_to_pb(e) for e in page.items], next_page_token=page.next_page_token
+            entries=[codec.encode_entry(e) for e in page.items], next_page_token=page.next_page_token
         )
 
     # --- internal ------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
             request.api_key, client_host(request.client_peer), "AuthenticateApiKey"
         )
         response = pb.AuthenticateApiKeyResponse(
-            user=codec.user_to_pb(user), key_id=key.key_id, scopes=codec.scopes_to_pb(key.scopes)
+            user=codec.encode_user(user), key_id=key.key_id, scopes=codec.encode_scopes(key.scopes)
         )
         if key.expire_ms is not None:
             response.expire_time.FromMilliseconds(key.expire_ms)
@@ -160,7 +160,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         command = Reserve.parse(request.order_id, request.user_id, request.asset, request.amount)
         result = await self._users.reserve(command)
         return pb.ReserveFundsResponse(
-            balance=codec.balance_to_pb(result.balance), reservation=codec.reservation_to_pb(result.reservation)
+            balance=codec.encode_balance(result.balance), reservation=codec.encode_reservation(result.reservation)
         )
 
     async def ReleaseFunds(self, request: pb.ReleaseFundsRequest, context: Context) -> pb.ReleaseFundsResponse:
@@ -169,7 +169,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         result = await self._users.release(command)
         response = pb.ReleaseFundsResponse(released=fmt(result.released))
         if result.reservation is not None:
-            response.reservation.CopyFrom(codec.reservation_to_pb(result.reservation))
+            response.reservation.CopyFrom(codec.encode_reservation(result.reservation))
         return response
 
     async def SettleTrade(self, request: pb.SettleTradeRequest, context: Context) -> pb.SettleTradeResponse:
@@ -192,14 +192,14 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
             release = Release.parse(command.order_id, request.release_id, "")
             combined = await self._users.settle_and_release(command, release)
             return pb.SettleTradeResponse(
-                balances=[codec.balance_to_pb(b) for b in combined.balances],
-                reservation=codec.reservation_to_pb(combined.reservation),
+                balances=[codec.encode_balance(b) for b in combined.balances],
+                reservation=codec.encode_reservation(combined.reservation),
                 released=fmt(combined.released),
             )
         result = await self._users.settle(command)
         return pb.SettleTradeResponse(
-            balances=[codec.balance_to_pb(b) for b in result.balances],
-            reservation=codec.reservation_to_pb(result.reservation),
+            balances=[codec.encode_balance(b) for b in result.balances],
+            reservation=codec.encode_reservation(result.reservation),
         )
 
     # --- house accounts ------------------------------------------------------------------------
@@ -207,7 +207,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     async def GetLedgerTotals(self, request: pb.GetLedgerTotalsRequest, context: Context) -> pb.GetLedgerTotalsResponse:
         await self._auth.authorize(context, "GetLedgerTotals")
         totals = await self._users.ledger_totals()
-        return pb.GetLedgerTotalsResponse(totals=[codec.totals_to_pb(t) for t in totals])
+        return pb.GetLedgerTotalsResponse(totals=[codec.encode_totals(t) for t in totals])
 
     async def ListHouseEntries(
         self, request: pb.ListHouseEntriesRequest, context: Context
@@ -217,7 +217,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
             request.account, request.asset, request.page_size, request.page_token
         )
         return pb.ListHouseEntriesResponse(
-            entries=[codec.house_entry_to_pb(e) for e in page.items], next_page_token=page.next_page_token
+            entries=[codec.encode_house_entry(e) for e in page.items], next_page_token=page.next_page_token
         )
 
     # --- the audit trail ------------------------------------------------------------------------
@@ -226,19 +226,19 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         await self._auth.authorize(context, "ListAuditEvents")
         page = await self._users.list_audit_events(
             request.user_id,
-            codec.audit_kind_from_pb(request.kind),
+            codec.decode_audit_kind(request.kind),
             start_ms=ms_from_ts(request.start_time) if request.HasField("start_time") else None,
             end_ms=ms_from_ts(request.end_time) if request.HasField("end_time") else None,
             page_size=request.page_size,
             page_token=request.page_token,
         )
         return pb.ListAuditEventsResponse(
-            events=[codec.audit_event_to_pb(e) for e in page.items], next_page_token=page.next_page_token
+            events=[codec.encode_audit_event(e) for e in page.items], next_page_token=page.next_page_token
         )
 
     async def RecordAuditEvents(
         self, request: pb.RecordAuditEventsRequest, context: Context
     ) -> pb.RecordAuditEventsResponse:
         await self._auth.authorize(context, "RecordAuditEvents")
-        accepted = await self._trail.accept(codec.recorded_events_from_pb(request.events))
+        accepted = await self._trail.accept(codec.decode_recorded_events(request.events))
         return pb.RecordAuditEventsResponse(accepted=accepted)
