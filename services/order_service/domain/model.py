@@ -299,7 +299,7 @@ class ExecutionReport:
 
     @property
     def fill_id(self) -> str:
-        """The fill's unique id, ``<symbol>:<trade id>`` (Binance trade ids are unique per symbol)."""
+        """The fill's unique id, ``<symbol>:<trade id>`` (the gateway contract: a trade id is unique per symbol)."""
         return f"{self.symbol}:{self.trade_id}"
 
 

@@ -1,7 +1,11 @@
 """Validation of a new order against the symbol's rules, and the amount to reserve for it.
 
 Everything is checked before anything is reserved; each failure is an InvalidArgument naming the
-request field, so a client knows exactly what to fix.
+request field, so a client knows exactly what to fix. The symbol's rules are the gateway's, in its
+contract's terms (``SymbolRules``: whether the symbol trades, the types it takes, and limits and
+increments stated as SubmitOrder applies them), applied to the order as the user placed it; the
+rules that are this service's own (client_order_id, expire_time, LIMIT_MAKER resting, a market buy's
+capped type) are checked here only.
 """
 
 from __future__ import annotations
@@ -137,8 +141,8 @@ def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_pri
     if request.expire_time_ms is not None and request.expire_time_ms <= now_ms:
         raise InvalidArgument("expire_time", "must be in the future")
 
-    # NOTIONAL: limit types at their price; market types (when the symbol applies it to them) at the
-    # price they would trade at: the last price for MARKET, the trigger for STOP.
+    # The order's value: limit types at their price; market types (when the symbol applies the limits to
+    # them) at the price they would trade at: the last price for MARKET, the trigger for STOP.
     if price is not None:
         _check_notional(mul(price, quantity), rules.min_notional, rules.max_notional, True, True)
     elif type_ in (OrderType.STOP, OrderType.TAKE_PROFIT) and stop_price is not None:
