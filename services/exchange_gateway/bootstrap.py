@@ -33,8 +33,8 @@ from services.exchange_gateway.api.auth import SERVICE_PEERS, TokenAuthIntercept
 from services.exchange_gateway.api.servicer import ExchangeGatewayServicer
 from services.exchange_gateway.config import Config, default_stream_url
 from services.exchange_gateway.domain.errors import ExchangeError
+from services.exchange_gateway.service.app import GatewayApp, Upkeep
 from services.exchange_gateway.service.executions import ExecutionHub
-from services.exchange_gateway.service.gateway import Gateway, Upkeep
 from services.exchange_gateway.service.market import Market
 from services.exchange_gateway.service.orders import Orders
 from services.exchange_gateway.service.quotes import Quotes
@@ -63,7 +63,7 @@ class RunningService:
     addr: str
     server: grpc.aio.Server
     health: health.aio.HealthServicer
-    gateway: Gateway
+    gateway: GatewayApp
     exchange: BinanceExchange
     rest: BinanceRestClient
     limiter: RateLimiter
@@ -207,7 +207,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         audit.start()
         orders.foreign.audit = audit
         rest.on_rate_limited = audit.rate_limited
-    gateway = Gateway(
+    gateway = GatewayApp(
         exchange,
         market,
         orders,

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
-
 from services.exchange_gateway.api import codec
 from services.exchange_gateway.api.market_data import encode_book, encode_ticker
 from services.exchange_gateway.domain.validation import parse_request
-from services.exchange_gateway.service.gateway import Gateway
+from services.exchange_gateway.service.app import GatewayApp
 from services.exchange_gateway.service.quotes import Quotes
 from shared.proto_time import ts_from_ms
+from shared.server import Context
 from trading.gateway.v1 import gateway_pb2, gateway_service_pb2_grpc, market_data_pb2
 from trading.gateway.v1 import gateway_service_pb2 as pb
 
 
 class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
-    """Thin adapter from the proto contract to the Gateway use cases (errors map in shared.server)."""
+    """Thin adapter from the proto contract to the GatewayApp use cases (errors map in shared.server)."""
 
-    def __init__(self, gateway: Gateway, quotes: Quotes):
+    def __init__(self, gateway: GatewayApp, quotes: Quotes):
         self.gateway = gateway
         self.quotes = quotes
 
-    async def SubmitOrder(
-        self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
-    ) -> pb.SubmitOrderResponse:
+    async def SubmitOrder(self, request: pb.SubmitOrderRequest, context: Context) -> pb.SubmitOrderResponse:
         order_request = parse_request(
             client_order_id=request.client_order_id,
             symbol=request.symbol,
@@ -41,31 +38,23 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
         )
         return pb.SubmitOrderResponse(order=codec.encode_order(order))
 
-    async def CancelOrder(
-        self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CancelOrderResponse:
+    async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
         order = await self.gateway.orders.cancel(request.client_order_id, remaining_s=context.time_remaining())
         return pb.CancelOrderResponse(order=codec.encode_order(order))
 
-    async def GetOrder(self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext) -> pb.GetOrderResponse:
+    async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
         order = await self.gateway.orders.get(
             request.client_order_id, refresh=request.refresh, remaining_s=context.time_remaining()
         )
         return pb.GetOrderResponse(order=codec.encode_order(order))
 
-    async def GetSymbolRules(
-        self, request: pb.GetSymbolRulesRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetSymbolRulesResponse:
+    async def GetSymbolRules(self, request: pb.GetSymbolRulesRequest, context: Context) -> pb.GetSymbolRulesResponse:
         return pb.GetSymbolRulesResponse(rules=codec.encode_rules(self.gateway.market.rules_for(request.symbol)))
 
-    async def ListSymbolRules(
-        self, request: pb.ListSymbolRulesRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListSymbolRulesResponse:
+    async def ListSymbolRules(self, request: pb.ListSymbolRulesRequest, context: Context) -> pb.ListSymbolRulesResponse:
         return pb.ListSymbolRulesResponse(rules=[codec.encode_rules(r) for r in self.gateway.market.all_rules()])
 
-    async def GetLastPrice(
-        self, request: pb.GetLastPriceRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetLastPriceResponse:
+    async def GetLastPrice(self, request: pb.GetLastPriceRequest, context: Context) -> pb.GetLastPriceResponse:
         deadline = self.gateway.exchange.deadline_after(context.time_remaining())
         price = await self.gateway.market.last_price(request.symbol, deadline=deadline)
         return pb.GetLastPriceResponse(
@@ -73,20 +62,20 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
         )
 
     async def GetAccountBalances(
-        self, request: pb.GetAccountBalancesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetAccountBalancesRequest, context: Context
     ) -> pb.GetAccountBalancesResponse:
         deadline = self.gateway.exchange.deadline_after(context.time_remaining())
         balances = await self.gateway.market.balances(deadline=deadline)
         return pb.GetAccountBalancesResponse(balances=[codec.encode_balance(b) for b in balances])
 
     async def StreamExecutions(
-        self, request: pb.StreamExecutionsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.StreamExecutionsRequest, context: Context
     ) -> AsyncIterator[pb.StreamExecutionsResponse]:
         async for execution in self.gateway.stream_executions(request.after_sequence):
             yield codec.encode_execution(execution)
 
     async def GetRateLimitStatus(
-        self, request: pb.GetRateLimitStatusRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetRateLimitStatusRequest, context: Context
     ) -> pb.GetRateLimitStatusResponse:
         status = self.gateway.rate_limit_status()
         response = pb.GetRateLimitStatusResponse(
@@ -115,33 +104,31 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
         return response
 
     async def ListForeignOrders(
-        self, request: pb.ListForeignOrdersRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListForeignOrdersRequest, context: Context
     ) -> pb.ListForeignOrdersResponse:
         orders = await self.gateway.foreign_orders()
         return pb.ListForeignOrdersResponse(orders=[codec.encode_foreign_order(o) for o in orders])
 
-    async def ListAnomalies(
-        self, request: pb.ListAnomaliesRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListAnomaliesResponse:
+    async def ListAnomalies(self, request: pb.ListAnomaliesRequest, context: Context) -> pb.ListAnomaliesResponse:
         anomalies = await self.gateway.anomalies()
         return pb.ListAnomaliesResponse(anomalies=[codec.encode_anomaly(a) for a in anomalies])
 
     async def GetTicker(
-        self, request: market_data_pb2.GetTickerRequest, context: grpc.aio.ServicerContext
+        self, request: market_data_pb2.GetTickerRequest, context: Context
     ) -> market_data_pb2.GetTickerResponse:
         deadline = self.gateway.exchange.deadline_after(context.time_remaining())
         ticker = await self.quotes.ticker(request.symbol, deadline)
         return market_data_pb2.GetTickerResponse(ticker=encode_ticker(ticker))
 
     async def GetOrderBook(
-        self, request: market_data_pb2.GetOrderBookRequest, context: grpc.aio.ServicerContext
+        self, request: market_data_pb2.GetOrderBookRequest, context: Context
     ) -> market_data_pb2.GetOrderBookResponse:
         deadline = self.gateway.exchange.deadline_after(context.time_remaining())
         book = await self.quotes.order_book(request.symbol, request.depth, deadline)
         return market_data_pb2.GetOrderBookResponse(book=encode_book(book))
 
     async def WatchTickers(
-        self, request: market_data_pb2.WatchTickersRequest, context: grpc.aio.ServicerContext
+        self, request: market_data_pb2.WatchTickersRequest, context: Context
     ) -> AsyncIterator[market_data_pb2.WatchTickersResponse]:
         async for ticker in self.quotes.watch(request.symbols):
             yield market_data_pb2.WatchTickersResponse(ticker=encode_ticker(ticker))

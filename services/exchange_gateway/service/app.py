@@ -28,7 +28,7 @@ class Upkeep:
     time_sync_interval_s: float = 300.0
 
 
-class Gateway:
+class GatewayApp:
     """Facade over orders, market data, the execution stream and the rate limiter."""
 
     def __init__(self, exchange: Exchange, market: Market, orders: Orders, hub: ExecutionHub, upkeep: Upkeep):
