@@ -120,6 +120,8 @@ async def test_rules_prices_balances_and_rate_limit_status(gateway: Gateway, sim
     rules = (await stub.GetSymbolRules(pb.GetSymbolRulesRequest(symbol="BTCUSDT"), metadata=ADMIN)).rules
     assert rules.tick_size == "0.01000000" and rules.step_size == "0.00001000"
     assert rules.min_notional == "5.00000000" and "STOP_LOSS_LIMIT" in rules.order_types
+    # The verdicts in the contract's terms: trading, and STOP_LOSS_LIMIT as the contract's STOP_LIMIT.
+    assert rules.trading and gateway_pb2.ORDER_TYPE_STOP_LIMIT in rules.allowed_types
     listed = (await stub.ListSymbolRules(pb.ListSymbolRulesRequest(), metadata=ADMIN)).rules
     assert [r.symbol for r in listed] == ["BNBUSDT", "BTCUSDT", "ETHUSDT"]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
