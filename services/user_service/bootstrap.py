@@ -14,7 +14,7 @@ from services.user_service.api.auth import SERVICE_PEERS, Authorizer
 from services.user_service.api.servicer import UserServiceServicer
 from services.user_service.config import Config
 from services.user_service.domain.throttle import Throttle, ThrottlePolicy
-from services.user_service.service.app import UserService
+from services.user_service.service.app import UserApp
 from services.user_service.service.assets import FixedAssets, ListedAssets
 from services.user_service.service.audit import AuditTrail
 from services.user_service.service.guard import AuthenticationGuard
@@ -40,7 +40,7 @@ class RunningService:
     health: health.aio.HealthServicer
     port: int
     addr: str
-    users: UserService
+    users: UserApp
     transactions: SqlTransactions
     assets: ListedAssets
     gateway_channel: grpc.aio.Channel | None = None
@@ -104,7 +104,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     else:
         source = GrpcGatewayAssets(gateway_channel, config.service_token)
     assets = ListedAssets(source, refresh_seconds=config.assets_refresh_seconds)
-    users = UserService(transactions, assets)
+    users = UserApp(transactions, assets)
     audit = AuditTrail(transactions, window_ms=int(config.audit_window_seconds * 1000))
     policy = ThrottlePolicy(
         slow_after=config.auth_slow_after,

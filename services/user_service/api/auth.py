@@ -59,7 +59,7 @@ from services.user_service.domain import audit as audit_domain
 from services.user_service.domain.model import ApiKey, Scope, User
 from services.user_service.domain.throttle import client_host
 from services.user_service.service.accounts import AuthenticationFailed
-from services.user_service.service.app import UserService
+from services.user_service.service.app import UserApp
 from services.user_service.service.guard import AuthenticationGuard
 from shared.auth import bearer_token, same_secret
 from shared.errors import PermissionDenied, Unauthenticated
@@ -157,7 +157,7 @@ class Authorizer:
         self,
         admin_token: str,
         service_token: str,
-        users: UserService,
+        users: UserApp,
         *,
         guard: AuthenticationGuard,
         peers: ServicePeers | None = None,

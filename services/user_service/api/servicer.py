@@ -15,7 +15,7 @@ from services.user_service.api.auth import Authorizer, Principal
 from services.user_service.domain import validation as v
 from services.user_service.domain.commands import Deposit, Release, Reserve, Settle, Withdraw
 from services.user_service.domain.throttle import client_host
-from services.user_service.service.app import UserService
+from services.user_service.service.app import UserApp
 from services.user_service.service.audit import AuditTrail
 from shared.errors import InvalidArgument, PermissionDenied
 from shared.money import fmt
@@ -29,7 +29,7 @@ Context: TypeAlias = grpc.aio.ServicerContext
 class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     """Serves users, API keys and the ledger."""
 
-    def __init__(self, users: UserService, authorizer: Authorizer, trail: AuditTrail):
+    def __init__(self, users: UserApp, authorizer: Authorizer, trail: AuditTrail):
         self._users = users
         self._auth = authorizer
         self._trail = trail

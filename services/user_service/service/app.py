@@ -71,7 +71,7 @@ def _entry_token(entry_id: int | None, kind: str) -> str:
     return encode_page_token(entry_id, kind)
 
 
-class UserService:
+class UserApp:
     """Users, API keys and the balance ledger (users' balances and house accounts)."""
 
     def __init__(
