@@ -258,7 +258,7 @@ def _positional(dialect: Dialect) -> Dialect:
     # The positional DB-API paramstyle of each driver: ? for sqlite3, %s for psycopg.
     if dialect.name == SQLITE:
         return sqlite_dialect.dialect(paramstyle="qmark")
-    return postgresql.dialect(paramstyle="format")
+    return postgresql.dialect(paramstyle="format")  # type: ignore[no-untyped-call]
 
 
 class Cursor:

@@ -13,7 +13,7 @@ exception (``shared.client`` and the client adapters use it), so use cases never
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import duration_pb2
@@ -83,13 +83,13 @@ def to_status(error: DomainError) -> grpc.Status:
     status = status_pb2.Status(code=status_code(error).value[0], message=error.message)
     for detail in _details(error):
         status.details.add().Pack(detail)
-    return rpc_status.to_status(status)
+    return cast(grpc.Status, rpc_status.to_status(status))  # grpc_status is untyped
 
 
 def internal_status() -> grpc.Status:
     """The status of an unexpected failure: generic message, no details from inside."""
     status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the service log")
-    return rpc_status.to_status(status)
+    return cast(grpc.Status, rpc_status.to_status(status))  # grpc_status is untyped
 
 
 def from_rpc_error(error: grpc.RpcError, *, what: str = "") -> DomainError:

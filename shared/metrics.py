@@ -72,7 +72,7 @@ def metrics_addr(env: Mapping[str, str], name: str) -> str:
 
 def new_registry() -> CollectorRegistry:
     """A registry for one service (``_created`` series are left out: they only add noise)."""
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     return CollectorRegistry(auto_describe=True)
 
 
@@ -85,7 +85,7 @@ def split_method(full_method: str) -> tuple[str, str]:
 def _methods(service_names: Iterable[str]) -> list[tuple[str, str, str]]:
     """(grpc_type, service, method) of every method of these services, from the generated descriptors."""
     found = []
-    pool = descriptor_pool.Default()
+    pool = descriptor_pool.Default()  # type: ignore[no-untyped-call]
     for name in service_names:
         try:
             service = pool.FindServiceByName(name)

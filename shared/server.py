@@ -187,7 +187,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
             elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
             log.log(level, "rpc", extra={"method": method, "code": code.name, "ms": elapsed_ms})
 
-    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> grpc.StatusCode:
+    async def _fail(self, context: Context, exc: BaseException, method: str) -> grpc.StatusCode:
         if isinstance(exc, DomainError):
             await context.abort_with_status(to_status(exc))  # type: ignore[attr-defined]
             return status_code(exc)  # pragma: no cover - abort raises
@@ -204,7 +204,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
 
         telemetry = self.telemetry
 
-        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapper(request: Any, context: Context) -> Any:
             token = request_id_var.set(_request_id(details))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -233,7 +233,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
 
         telemetry = self.telemetry
 
-        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
             token = request_id_var.set(_request_id(details))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -271,7 +271,7 @@ def _load_descriptor_set(path: Path) -> dict[str, bytes]:
     return {f.name: f.SerializeToString() for f in file_set.file}
 
 
-class CommentedReflectionServicer(ReflectionServicer):
+class CommentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]  # grpc_reflection is untyped
     """Server reflection that serves our files with their source comments.
 
     The generated ``_pb2`` modules drop comments, so stock reflection would show grpcurl
@@ -307,14 +307,14 @@ class CommentedReflectionServicer(ReflectionServicer):
 
     def _file_by_filename(self, request: Any, filename: str) -> Any:
         try:
-            descriptor = descriptor_pool.Default().FindFileByName(filename)
+            descriptor = descriptor_pool.Default().FindFileByName(filename)  # type: ignore[no-untyped-call]
         except KeyError:
             return super()._file_by_filename(request, filename)
         return self._response(descriptor, request)
 
     def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
         try:
-            descriptor = descriptor_pool.Default().FindFileContainingSymbol(fully_qualified_name)
+            descriptor = descriptor_pool.Default().FindFileContainingSymbol(fully_qualified_name)  # type: ignore[no-untyped-call]
         except KeyError:
             return super()._file_containing_symbol(request, fully_qualified_name)
         return self._response(descriptor, request)

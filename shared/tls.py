@@ -27,6 +27,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -202,7 +203,7 @@ PLAINTEXT = TlsSettings()
 # --- who is on the other end --------------------------------------------------------------------
 
 
-def peer_service(context: grpc.aio.ServicerContext) -> str | None:
+def peer_service(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     """The service named by the caller's certificate, or None without one.
 
     gRPC puts the certificate's names in the auth context only after the TLS handshake verified it
@@ -234,7 +235,7 @@ class ServicePeers:
         """The services whose certificate may call ``rpc`` with the service token."""
         return self.callers.get(rpc, self.default)
 
-    def check(self, context: grpc.aio.ServicerContext, rpc: str) -> None:
+    def check(self, context: grpc.aio.ServicerContext[Any, Any], rpc: str) -> None:
         """Raise UNAUTHENTICATED without a service certificate, PERMISSION_DENIED from the wrong service's.
 
         Refusals are logged as security events with the RPC, the peer and the certificate's name.
@@ -251,7 +252,7 @@ class ServicePeers:
             raise PermissionDenied(f"{rpc} is not called by {peer}", reason="SERVICE_NOT_ALLOWED")
 
 
-def _log_refusal(context: grpc.aio.ServicerContext, rpc: str, why: str, peer_name: str) -> None:
+def _log_refusal(context: grpc.aio.ServicerContext[Any, Any], rpc: str, why: str, peer_name: str) -> None:
     try:
         peer = str(context.peer())
     except Exception:  # pragma: no cover - peer is best effort

@@ -685,7 +685,9 @@ class Exchange:
             price = price + spread if side == BUY else price - spread
         return plan
 
-    def _take(self, market: Market, order: Order, plan: list[tuple[Decimal, Decimal]], now: int, events: list[Event]):
+    def _take(
+        self, market: Market, order: Order, plan: list[tuple[Decimal, Decimal]], now: int, events: list[Event]
+    ) -> None:
         for price, qty in plan:
             self._fill(market, order, price, qty, maker=False, now=now, events=events)
 

@@ -19,6 +19,7 @@ import grpc
 from shared.auth import bearer_token, same_secret
 from shared.errors import DomainError, PermissionDenied, Unauthenticated
 from shared.logs import security_log
+from shared.server import Context
 from shared.tls import ServicePeers
 
 SERVICE_PREFIX = "/trading.gateway.v1.ExchangeGateway/"
@@ -109,7 +110,7 @@ def _peer_checked(
     if handler.unary_stream is not None:
         streaming = cast(Callable[..., AsyncIterator[Any]], handler.unary_stream)
 
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             peers.check(context, rpc)
             async for item in streaming(request, context):
                 yield item
@@ -123,7 +124,7 @@ def _peer_checked(
         return _refusal(handler, PermissionDenied(f"{rpc} has no unary or server-streaming handler"))
     behavior = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
 
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary(request: Any, context: Context) -> Any:
         peers.check(context, rpc)
         return await behavior(request, context)
 
@@ -138,7 +139,7 @@ def _refusal(handler: grpc.RpcMethodHandler[Any, Any], error: DomainError) -> gr
     """A handler that raises ``error`` (the request-context interceptor turns it into a status)."""
     if handler.unary_stream is not None:
 
-        async def stream(_request: Any, _context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(_request: Any, _context: Context) -> AsyncIterator[Any]:
             raise error
             yield  # pragma: no cover - makes this an async generator
 
@@ -148,7 +149,7 @@ def _refusal(handler: grpc.RpcMethodHandler[Any, Any], error: DomainError) -> gr
             response_serializer=handler.response_serializer,
         )
 
-    async def unary(_request: Any, _context: grpc.aio.ServicerContext) -> Any:
+    async def unary(_request: Any, _context: Context) -> Any:
         raise error
 
     return grpc.unary_unary_rpc_method_handler(

@@ -52,8 +52,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import grpc
-
 from services.user_service.domain import api_keys
 from services.user_service.domain import audit as audit_domain
 from services.user_service.domain.model import ApiKey, Scope, User
@@ -63,6 +61,7 @@ from services.user_service.service.app import UserApp
 from services.user_service.service.guard import AuthenticationGuard
 from shared.auth import bearer_token, same_secret
 from shared.errors import PermissionDenied, Unauthenticated
+from shared.server import Context
 from shared.tls import ServicePeers
 
 
@@ -138,14 +137,14 @@ def check_owner(principal: Principal, user_id: str) -> None:
         raise PermissionDenied("an API key may only access its own user", reason="NOT_OWNER")
 
 
-def _peer(context: grpc.aio.ServicerContext) -> str:
+def _peer(context: Context) -> str:
     try:
         return str(context.peer())
     except Exception:  # pragma: no cover - peer is best effort
         return ""
 
 
-def peer_host(context: grpc.aio.ServicerContext) -> str:
+def peer_host(context: Context) -> str:
     """The calling client's address without its port (``domain.throttle.client_host``)."""
     return client_host(_peer(context))
 
@@ -168,7 +167,7 @@ class Authorizer:
         self._peers = peers
         self.guard = guard
 
-    async def authenticate(self, context: grpc.aio.ServicerContext, rpc: str) -> Principal:
+    async def authenticate(self, context: Context, rpc: str) -> Principal:
         """Return the caller, or raise UNAUTHENTICATED (RESOURCE_EXHAUSTED for a refused address)."""
         host = peer_host(context)
         try:
@@ -205,12 +204,12 @@ class Authorizer:
             await self.guard.failed(host, rpc, exc)
             raise
 
-    def check_service_peer(self, context: grpc.aio.ServicerContext, rpc: str) -> None:
+    def check_service_peer(self, context: Context, rpc: str) -> None:
         """With TLS, refuse the service token unless the caller's certificate is a service meant to call ``rpc``."""
         if self._peers is not None:
             self._peers.check(context, rpc)
 
-    async def authorize(self, context: grpc.aio.ServicerContext, rpc: str) -> Principal:
+    async def authorize(self, context: Context, rpc: str) -> Principal:
         """Authenticate, then check the caller's role against the policy of ``rpc``."""
         principal = await self.authenticate(context, rpc)
         try:
@@ -220,7 +219,7 @@ class Authorizer:
             raise
         return principal
 
-    def owner(self, context: grpc.aio.ServicerContext, rpc: str, principal: Principal, user_id: str) -> None:
+    def owner(self, context: Context, rpc: str, principal: Principal, user_id: str) -> None:
         """Check that an API key asks only about its own user."""
         try:
             check_owner(principal, user_id)
@@ -228,14 +227,12 @@ class Authorizer:
             self.denied(context, rpc, principal, exc)
             raise
 
-    def denied(
-        self, context: grpc.aio.ServicerContext, rpc: str, principal: Principal, error: PermissionDenied
-    ) -> None:
+    def denied(self, context: Context, rpc: str, principal: Principal, error: PermissionDenied) -> None:
         """Log and record a refused authorization (also one a use case refused: a key wider than its creator)."""
         self.guard.denied(self.actor(context, rpc, principal), error.reason)
 
     @staticmethod
-    def actor(context: grpc.aio.ServicerContext, rpc: str, principal: Principal) -> audit_domain.Actor:
+    def actor(context: Context, rpc: str, principal: Principal) -> audit_domain.Actor:
         """The caller as the use cases and the audit trail see it."""
         return audit_domain.Actor(
             role=audit_domain.Role(principal.role.value),

@@ -6,10 +6,6 @@ turns them into rich statuses (ErrorInfo, BadRequest naming the field) with ``sh
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
-import grpc
-
 from services.user_service.api import codec
 from services.user_service.api.auth import Authorizer, Principal
 from services.user_service.domain import validation as v
@@ -20,10 +16,9 @@ from services.user_service.service.audit import AuditTrail
 from shared.errors import InvalidArgument, PermissionDenied
 from shared.money import fmt
 from shared.proto_time import ms_from_ts
+from shared.server import Context
 from trading.user.v1 import user_service_pb2 as pb
 from trading.user.v1 import user_service_pb2_grpc
-
-Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):

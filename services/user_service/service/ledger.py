@@ -40,6 +40,7 @@ from services.user_service.domain.results import (
 )
 from services.user_service.service.ports import Repository
 from shared.errors import NotFound
+from shared.money import ZERO
 
 R = TypeVar("R", bound=Result)
 
@@ -140,7 +141,7 @@ def release(repo: Repository, command: Release, now_ms: int) -> ReleaseResult:
     reservation = repo.get_reservation(command.order_id)
     if reservation is None:
         change = ledger.LedgerChange()
-        result = ReleaseResult(ledger.ZERO, None)
+        result = ReleaseResult(ZERO, None)
     else:
         amount, change = ledger.release(
             reservation, _balance(repo, reservation.user_id, reservation.asset), command, now_ms
