@@ -12,7 +12,7 @@ from services.order_service.adapters.audit_client import GrpcAuditTrail
 from services.order_service.adapters.db import SqlOrderStore
 from services.order_service.adapters.gateway_client import GrpcGateway
 from services.order_service.adapters.quotes_client import GrpcQuotes
-from services.order_service.adapters.user_client import GrpcUserService
+from services.order_service.adapters.user_client import GrpcUsers
 from services.order_service.api.servicer import OrderServiceServicer
 from services.order_service.config import Config
 from services.order_service.domain.model import FeeSchedule, UserLimits
@@ -110,7 +110,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     gateway_channel = open_channel(
         config.tls.target("exchange_gateway", config.exchange_gateway_addr), telemetry, identity
     )
-    users = GrpcUserService(user_channel, config.service_token)
+    users = GrpcUsers(user_channel, config.service_token)
     gateway = GrpcGateway(gateway_channel, config.service_token)
     audit = GrpcAuditTrail(user_channel, config.service_token)  # security events to the user service's trail
     audit.start()

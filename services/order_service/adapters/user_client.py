@@ -21,7 +21,7 @@ USER_STATUS = {
 SCOPE = {user_pb2.SCOPE_READ: Scope.READ, user_pb2.SCOPE_TRADE: Scope.TRADE}
 
 
-class GrpcUserService:
+class GrpcUsers:
     """The user service over one shared channel."""
 
     def __init__(self, channel: grpc.aio.Channel, service_token: str):

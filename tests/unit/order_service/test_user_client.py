@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from services.order_service.adapters.user_client import GrpcUserService
+from services.order_service.adapters.user_client import GrpcUsers
 from services.order_service.domain.model import SettleTrade
 from trading.user.v1 import user_service_pb2 as pb
 
@@ -39,7 +39,7 @@ class Stub:
 
 async def settle(stub: Stub, release_id: str = "") -> None:
     async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:  # never used: the stub answers
-        users = GrpcUserService(channel, "service-token")
+        users = GrpcUsers(channel, "service-token")
         users.stub = stub  # type: ignore[assignment]
         await users.settle_trade(TRADE, 1.0, release_id=release_id)
 
