@@ -11,7 +11,7 @@ Two statuses, for two readers:
 ``Readiness`` runs every check each ``interval`` seconds, sets the status when it changes, logs the
 change (WARNING with the reasons, INFO on recovery) and exports ``trading_ready`` and
 ``trading_readiness_check{check}``. Checks are named in the code (bounded label values) and return
-None when fine or a short reason when not. Both statuses go NOT_SERVING at shutdown, as before.
+None when fine or a short reason when not. Both statuses go NOT_SERVING at shutdown.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ root), with the C collation the services require; it is stopped and removed at t
 
 A test that runs on both engines takes ``db_engine`` (parametrized: ``[sqlite]`` and ``[postgresql]``
 in its id) and asks ``new_db_url(name)`` for a fresh, empty database on that engine. Tests that take
-neither run on SQLite as before; engine-specific tests say so in their names.
+neither run on SQLite; engine-specific tests say so in their names.
 """
 
 from __future__ import annotations
