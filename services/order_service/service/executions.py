@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from services.order_service.domain.lifecycle import DEFAULT_FEES, apply_execution
 from services.order_service.domain.model import ExecutionReport, ExecutionType, FeeSchedule, Order
@@ -44,7 +43,6 @@ class ExecutionConsumer:
         batch_size: int = 200,
         initial_backoff: float = 0.1,
         max_backoff: float = 5.0,
-        on_batch: Callable[[list[ExecutionReport]], None] | None = None,
         fees: FeeSchedule = DEFAULT_FEES,
     ):
         self.fees = fees
@@ -53,10 +51,8 @@ class ExecutionConsumer:
         self.batch_size = batch_size
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
-        self.on_batch = on_batch
         self.cursor = 0
         self.connected = asyncio.Event()
-        self._advanced = asyncio.Condition()
 
     async def run(self) -> None:
         """Consume forever, reconnecting with back-off."""
@@ -78,7 +74,6 @@ class ExecutionConsumer:
     async def _session(self) -> int:
         """One connection: read from the cursor until the stream ends or fails; return how many were applied."""
         self.cursor = await self.core.store.get_cursor()
-        await self._notify()
         queue: asyncio.Queue[ExecutionReport | _End] = asyncio.Queue(maxsize=self.batch_size * 10)
 
         async def pump() -> None:
@@ -154,21 +149,4 @@ class ExecutionConsumer:
         count = await self.core.store.write(tx)
         self.core.after_commit(committed)
         self.cursor = max(self.cursor, batch[-1].sequence)
-        if self.on_batch is not None:
-            self.on_batch(batch)
-        await self._notify()
         return count
-
-    async def _notify(self) -> None:
-        async with self._advanced:
-            self._advanced.notify_all()
-
-    async def wait_for(self, sequence: int, timeout: float = 10.0) -> None:
-        """Wait until the execution with ``sequence`` was applied (tests)."""
-
-        async def reached() -> None:
-            async with self._advanced:
-                await self._advanced.wait_for(lambda: self.cursor >= sequence)
-
-        async with asyncio.timeout(timeout):
-            await reached()

@@ -60,10 +60,15 @@ class Harness:
     async def place(self, request: NewOrderRequest, caller: Caller | None = None) -> Order:
         return await self.app.place_order(caller or self.alice, request, Deadline.after(5))
 
+    async def applied(self) -> None:
+        """Wait until the order service's cursor reaches the last execution the gateway emitted."""
+        async with asyncio.timeout(10):
+            while self.app.executions.cursor < len(self.gateway.executions):
+                await asyncio.sleep(0.005)
+
     async def settle(self) -> None:
         """Wait until every execution the gateway emitted is applied and the outbox is empty."""
-        if self.gateway.executions:
-            await self.app.executions.wait_for(len(self.gateway.executions))
+        await self.applied()
         await self.app.outbox.idle()
 
     async def order(self, order_id: str) -> Order:

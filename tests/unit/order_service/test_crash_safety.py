@@ -172,7 +172,7 @@ async def test_crash_around_a_settlement_settles_it_exactly_once(harness: Harnes
     await h.settle()
     h.users.hook = crash_at("settle", stage)
     await h.gateway.trade(order.order_id, "0.01", "49000.00")
-    await h.app.executions.wait_for(len(h.gateway.executions))
+    await h.applied()
     await asyncio.sleep(0.05)  # let the outbox task reach the crash point
     await h.crash()
     h.users.hook = None
