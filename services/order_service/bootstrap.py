@@ -13,6 +13,7 @@ from services.order_service.adapters.db import SqlOrderStore
 from services.order_service.adapters.gateway_client import GrpcGateway
 from services.order_service.adapters.quotes_client import GrpcQuotes
 from services.order_service.adapters.user_client import GrpcUsers
+from services.order_service.api.auth import Authenticator
 from services.order_service.api.servicer import OrderServiceServicer
 from services.order_service.config import Config
 from services.order_service.domain.model import FeeSchedule, UserLimits
@@ -39,8 +40,6 @@ def settings_of(config: Config) -> Settings:
         market_protection=config.market_protection,
         fees=FeeSchedule(maker=config.fee_maker, taker=config.fee_taker),
         effect_max_attempts=config.effect_max_attempts,
-        admin_token=config.admin_token,
-        auth_cache_seconds=config.auth_cache_seconds,
         rules_cache_seconds=config.rules_cache_seconds,
         reconcile_interval=config.reconcile_interval,
         resolve_after=config.resolve_after,
@@ -49,7 +48,6 @@ def settings_of(config: Config) -> Settings:
         report_interval=config.report_interval,
         watch_retention_hours=config.watch_retention_hours,
         user_limits=UserLimits(config.user_orders_per_second, config.user_max_open_orders),
-        reserved_tokens=(config.service_token, config.admin_token),
     )
 
 
@@ -123,10 +121,17 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         quotes=GrpcQuotes(gateway_channel, config.service_token),
         audit=audit,
     )
+    auth = Authenticator(
+        users,
+        ttl=config.auth_cache_seconds,
+        reserved_tokens=(config.service_token, config.admin_token),
+        admin_token=config.admin_token,
+        audit=audit,
+    )
     telemetry.registry.register(OrderStateCollector(app.outbox, app.reconciliation, app.market.listed_assets))
     await app.start()
     registration = Registration(
-        SERVICE_NAME, order_service_pb2_grpc.add_OrderServiceServicer_to_server, OrderServiceServicer(app)
+        SERVICE_NAME, order_service_pb2_grpc.add_OrderServiceServicer_to_server, OrderServiceServicer(app, auth)
     )
     try:
         server, port, health_servicer = await create_server(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from services.order_service.api.auth import Authenticator
 from services.order_service.api.codec import (
     check_user_id,
     decode_limits,
@@ -42,16 +43,17 @@ def _peer(context: Context) -> str:
 class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
     """The public trading API over ``OrderApp``."""
 
-    def __init__(self, app: OrderApp):
+    def __init__(self, app: OrderApp, auth: Authenticator):
         self.app = app
+        self.auth = auth
 
     async def _caller(self, context: Context, rpc: str, scope: Scope = Scope.READ) -> Caller:
         """The user calling ``rpc`` with an API key that has ``scope`` (the client's address goes along)."""
         token = bearer_token(context.invocation_metadata())
-        return await self.app.auth.authenticate(token, scope=scope, peer=_peer(context), rpc=rpc)
+        return await self.auth.authenticate(token, scope=scope, peer=_peer(context), rpc=rpc)
 
     def _admin(self, context: Context, rpc: str) -> None:
-        self.app.auth.require_admin(bearer_token(context.invocation_metadata()), peer=_peer(context), rpc=rpc)
+        self.auth.require_admin(bearer_token(context.invocation_metadata()), peer=_peer(context), rpc=rpc)
 
     async def ListParkedEffects(
         self, request: order_service_pb2.ListParkedEffectsRequest, context: Context
@@ -81,7 +83,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         user_id = check_user_id(request.user_id)
         await self.app.fair_share.set_limits(user_id, decode_limits(request.orders_per_second, request.max_open_orders))
         limits = self._limits(user_id)
-        self.app.auth.admin_action(
+        self.auth.admin_action(
             "SetUserLimits",
             {
                 "user_id": user_id,
@@ -108,7 +110,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         if request.effect_id <= 0:
             raise InvalidArgument("effect_id", "is required: the effect_id from ListParkedEffects")
         parked = await self.app.outbox.retry(request.effect_id)
-        self.app.auth.admin_action("RetryParkedEffect", {"effect_id": str(request.effect_id)}, peer=_peer(context))
+        self.auth.admin_action("RetryParkedEffect", {"effect_id": str(request.effect_id)}, peer=_peer(context))
         return order_service_pb2.RetryParkedEffectResponse(effect=encode_parked(parked))
 
     async def PlaceOrder(

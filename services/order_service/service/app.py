@@ -16,7 +16,6 @@ from decimal import Decimal
 from services.order_service.domain.lifecycle import DEFAULT_FEES
 from services.order_service.domain.model import FeeSchedule, UserLimits
 from services.order_service.domain.states import ACTIVE_STATES
-from services.order_service.service.auth import Authenticator
 from services.order_service.service.cancellation import CancelAllOrders, CancelOrder
 from services.order_service.service.core import Core
 from services.order_service.service.executions import ExecutionConsumer
@@ -45,8 +44,6 @@ class Settings:
     fees: FeeSchedule = DEFAULT_FEES
     effect_max_attempts: int = 5
     effect_first_backoff: float = 0.05
-    admin_token: str = ""
-    auth_cache_seconds: float = 2.0
     rules_cache_seconds: float = 60.0
     price_cache_seconds: float = 0.5
     reconcile_interval: float = 5.0
@@ -58,7 +55,6 @@ class Settings:
     watch_retention_hours: float = 24.0
     user_limits: UserLimits = DEFAULT_USER_LIMITS
     expiry_retry: float = 2.0
-    reserved_tokens: tuple[str, ...] = ()
     watch_queue_size: int = 1000
     execution_batch: int = 200
     outbox_concurrency: int = 64
@@ -104,13 +100,6 @@ class OrderApp:
         self.quotes: Quotes | None = None
         if quotes is not None:
             self.quotes = Quotes(gateway, quotes, symbols_ttl=settings.rules_cache_seconds)
-        self.auth = Authenticator(
-            users,
-            ttl=settings.auth_cache_seconds,
-            reserved_tokens=settings.reserved_tokens,
-            admin_token=settings.admin_token,
-            audit=audit,
-        )
         self.expiry = ExpiryScheduler(self.core, gateway, retry_delay=settings.expiry_retry)
         self.fair_share = FairShare(store, settings.user_limits)
         self.core.on_final = self.fair_share.closed

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from services.order_service.api.auth import Authenticator
 from services.order_service.domain.model import Caller, Scope, UserStatus
-from services.order_service.service.auth import Authenticator
 from shared.audit import AuditRecord
 from shared.errors import PermissionDenied
 

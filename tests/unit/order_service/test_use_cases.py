@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
+from services.order_service.api.auth import Authenticator
 from services.order_service.domain.model import ExchangeStatus, OrderType, Side, TimeInForce, UserStatus
 from services.order_service.domain.placement import NewOrderRequest
 from services.order_service.domain.states import State, Status
-from services.order_service.service.auth import Authenticator
 from services.order_service.service.deadline import Deadline
 from shared.errors import (
     Aborted,
@@ -217,6 +218,28 @@ async def test_a_trade_racing_the_cancel_is_settled_before_the_release(harness: 
     assert usdt(h) == (D("100000") - D("490"), D("0"))
     kinds = [e.kind for e in h.users.ledger if e.asset == "USDT" and e.reference != "deposit"]
     assert kinds == ["RESERVE", "TRADE_DEBIT", "RELEASE"]
+
+
+async def test_a_trade_after_the_cancel_is_settled_but_the_order_stays_cancelled_and_it_is_an_anomaly(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness
+    order = await h.place(limit_buy("0.02000", "49000.00"))
+    cancelled = await h.app.cancel_order(h.alice, order.order_id, _deadline())
+    assert cancelled.status is Status.CANCELLED
+    await h.settle()
+    assert usdt(h) == (D("100000"), D("0"))
+    with caplog.at_level(logging.ERROR, logger="order_service"):
+        await h.gateway.trade(order.order_id, "0.005", "49000.00")  # the exchange filled it after all
+        await h.settle()
+    final = await h.order(order.order_id)
+    assert final.status is Status.CANCELLED and final.filled_quantity == D("0.005")
+    assert usdt(h) == (D("100000") - D("245"), D("0"))
+    assert btc(h) == (D("1") + D("0.005") - D("0.000005"), D("0"))
+    assert h.users.calls["release"] == 1  # released once, at the cancel
+    (logged,) = [r for r in caplog.records if r.getMessage() == "order anomaly"]
+    assert "refused transition CANCELLED -> PARTIALLY_FILLED" in logged.__dict__["anomaly"]
+    assert h.app.telemetry.registry.get_sample_value("trading_order_anomalies_total") == 1
 
 
 async def test_an_inconclusive_cancel_stays_requested_until_the_exchange_confirms(harness: Harness) -> None:
