@@ -130,7 +130,7 @@ def decode_rules(rules: gateway_pb2.SymbolRules) -> SymbolRules:
     )
 
 
-def submit_request(order: Order, submission: Submission) -> gateway_service_pb2.SubmitOrderRequest:
+def encode_submit_request(order: Order, submission: Submission) -> gateway_service_pb2.SubmitOrderRequest:
     """The SubmitOrder request of an order; the order id is the client order id."""
     return gateway_service_pb2.SubmitOrderRequest(
         client_order_id=order.order_id,
@@ -154,7 +154,7 @@ class GrpcGateway:
         self.call = ServiceCaller(service_token, what="exchange gateway")
 
     async def submit_order(self, order: Order, submission: Submission, timeout: float) -> ExchangeOrder:
-        response = await self.call(self.stub.SubmitOrder, submit_request(order, submission), timeout=timeout)
+        response = await self.call(self.stub.SubmitOrder, encode_submit_request(order, submission), timeout=timeout)
         return decode_exchange_order(response.order)
 
     async def cancel_order(self, client_order_id: str, timeout: float) -> ExchangeOrder:
