@@ -413,60 +413,13 @@ class Exchange:
         """Raise -1013 for the first filter the order fails, in exchangeInfo's order."""
         market = self.market(request.symbol)
         spec = market.spec
-        order_type = request.type
-        qty = request.quantity
-        prices: list[Decimal] = []
-        if order_type in PRICED_TYPES and request.price is not None:
-            prices.append(request.price)
-        if order_type in STOP_TYPES and request.stop_price is not None:
-            prices.append(request.stop_price)
-        for price in prices:
-            if (
-                (spec.min_price and price < spec.min_price)
-                or (spec.max_price and price > spec.max_price)
-                or not is_multiple(price, spec.tick_size)
-            ):
-                raise errors.filter_failure("PRICE_FILTER")
-        if qty is not None and (
-            qty < spec.min_qty or qty > spec.max_qty or qty <= 0 or not is_multiple(qty, spec.step_size)
-        ):
-            raise errors.filter_failure("LOT_SIZE")
-        if (
-            order_type == MARKET
-            and qty is not None
-            and (
-                qty < spec.market_min_qty
-                or (spec.market_max_qty and qty > spec.market_max_qty)
-                or not is_multiple(qty, spec.market_step_size)
-            )
-        ):
-            raise errors.filter_failure("MARKET_LOT_SIZE")
-        average = market.last_price
-        if order_type in PRICED_TYPES and request.price is not None:
-            if request.side == BUY:
-                low, high = average * spec.bid_multiplier_down, average * spec.bid_multiplier_up
-            else:
-                low, high = average * spec.ask_multiplier_down, average * spec.ask_multiplier_up
-            if not low <= request.price <= high:
-                raise errors.filter_failure("PERCENT_PRICE_BY_SIDE")
-        notional: Decimal | None = None
-        is_market_like = False
-        if order_type in PRICED_TYPES and request.price is not None and qty is not None:
-            notional = request.price * qty
-        elif order_type == MARKET:
-            is_market_like = True
-            notional = request.quote_order_qty if request.quote_order_qty is not None else average * (qty or ZERO)
-        elif request.stop_price is not None and qty is not None:
-            is_market_like = True
-            notional = request.stop_price * qty
-        if notional is not None:
-            check_min = spec.apply_min_to_market or not is_market_like
-            check_max = spec.apply_max_to_market or not is_market_like
-            if (check_min and notional < spec.min_notional) or (check_max and notional > spec.max_notional):
-                raise errors.filter_failure("NOTIONAL")
+        _check_prices(spec, request)
+        _check_quantity(spec, request)
+        _check_percent_price(spec, request, market.last_price)
+        _check_notional(spec, request, market.last_price)
         if len(market.open_orders) >= spec.max_num_orders:
             raise errors.filter_failure("MAX_NUM_ORDERS")
-        if order_type in STOP_TYPES and market.algo_open >= spec.max_num_algo_orders:
+        if request.type in STOP_TYPES and market.algo_open >= spec.max_num_algo_orders:
             raise errors.filter_failure("MAX_NUM_ALGO_ORDERS")
 
     def new_client_order_id(self) -> str:
@@ -483,31 +436,10 @@ class Exchange:
         if client_order_id in self.open_by_client_id:
             raise errors.order_rejected(errors.DUPLICATE_ORDER)
         side, order_type = request.side, request.type
-        last = market.last_price
         stop = request.stop_price if request.stop_price is not None else ZERO
         price = request.price if request.price is not None else ZERO
-        if order_type in STOP_TYPES:
-            above = triggers_above(order_type, side)
-            if (above and last >= stop) or (not above and last <= stop):
-                raise errors.order_rejected(errors.WOULD_TRIGGER)
-        if order_type == LIMIT_MAKER and _crosses(side, price, last):
-            raise errors.order_rejected(errors.WOULD_TAKE)
-
-        plan: list[tuple[Decimal, Decimal]] | None = None
-        quantity = request.quantity if request.quantity is not None else ZERO
-        if order_type == MARKET:
-            plan = self._walk(market, side, quantity=request.quantity, quote_budget=request.quote_order_qty)
-            if request.quantity is None:
-                quantity = sum((q for _, q in plan), ZERO)
-                if quantity < spec.min_qty:
-                    raise errors.order_rejected("Order book liquidity is less than `LOT_SIZE` filter minimum quantity.")
-            lock = sum((p * q for p, q in plan), ZERO) if side == BUY else quantity
-        elif side == SELL:
-            lock = quantity
-        elif order_type in PRICED_TYPES:
-            lock = price * quantity
-        else:  # STOP_LOSS / TAKE_PROFIT BUY: reserve at the stop price; re-reserved at the real cost on trigger
-            lock = stop * quantity
+        _refuse_immediate(order_type, side, market.last_price, stop, price)
+        plan, quantity, lock = self._amounts(market, request, stop, price)
         lock_asset = spec.quote if side == BUY else spec.base
         if self.account.free(lock_asset) < lock:
             raise errors.order_rejected(errors.INSUFFICIENT_BALANCE)
@@ -532,33 +464,62 @@ class Exchange:
             seq=self._seq,
             lock_asset=lock_asset,
         )
+        self._book(market, order, lock, now)
+        return order, self._start(market, order, plan, now)
+
+    def _amounts(
+        self, market: Market, request: NewOrder, stop: Decimal, price: Decimal
+    ) -> tuple[list[tuple[Decimal, Decimal]] | None, Decimal, Decimal]:
+        """(the book walk of a MARKET order, the quantity, the amount to lock) of a new order."""
+        side = request.side
+        plan: list[tuple[Decimal, Decimal]] | None = None
+        quantity = request.quantity if request.quantity is not None else ZERO
+        if request.type == MARKET:
+            plan = self._walk(market, side, quantity=request.quantity, quote_budget=request.quote_order_qty)
+            if request.quantity is None:
+                quantity = sum((q for _, q in plan), ZERO)
+                if quantity < market.spec.min_qty:
+                    raise errors.order_rejected("Order book liquidity is less than `LOT_SIZE` filter minimum quantity.")
+            lock = sum((p * q for p, q in plan), ZERO) if side == BUY else quantity
+        elif side == SELL:
+            lock = quantity
+        elif request.type in PRICED_TYPES:
+            lock = price * quantity
+        else:  # STOP_LOSS / TAKE_PROFIT BUY: reserve at the stop price; re-reserved at the real cost on trigger
+            lock = stop * quantity
+        return plan, quantity, lock
+
+    def _book(self, market: Market, order: Order, lock: Decimal, now: int) -> None:
+        """Enter an accepted order in the book and the indexes and lock its funds."""
         market.next_order_id += 1
         market.orders[order.order_id] = order
         market.open_orders[order.order_id] = order
-        if is_stop:
+        if order.type in STOP_TYPES:
             market.algo_open += 1
-        self.open_by_client_id[client_order_id] = order
-        self.by_client_id[(spec.symbol, client_order_id)] = order
+        self.open_by_client_id[order.client_order_id] = order
+        self.by_client_id[(order.symbol, order.client_order_id)] = order
         self.orders_accepted += 1
-        self.account.lock(lock_asset, lock)
+        self.account.lock(order.lock_asset, lock)
         order.locked = lock
         if self.on_accept is not None:
             self.on_accept(order, now)
 
+    def _start(self, market: Market, order: Order, plan: list[tuple[Decimal, Decimal]] | None, now: int) -> list[Event]:
+        """The new order's first reports: NEW, then what it matches at once (or its armed stop)."""
         events: list[Event] = []
-        rests = order_type == LIMIT_MAKER or (order_type == LIMIT and order.time_in_force == GTC)
+        rests = order.type == LIMIT_MAKER or (order.type == LIMIT and order.time_in_force == GTC)
         events.append(self._report(order, NEW, now, is_working=rests))
-        if order_type == MARKET:
+        if order.type == MARKET:
             assert plan is not None
             self._take(market, order, plan, now, events)
             if order.is_open:
                 self._expire(market, order, "INSUFFICIENT_LIQUIDITY", now, events)
-        elif order_type in (LIMIT, LIMIT_MAKER):
+        elif order.type in (LIMIT, LIMIT_MAKER):
             self._work_limit(market, order, now, events)
         else:
             self._arm_stop(market, order)
         self._flush_account(now, events)
-        return order, events
+        return events
 
     # ------------------------------------------------------------------------------------------ cancelling
 
@@ -944,6 +905,80 @@ class Exchange:
         position = self.account.take_dirty(now)
         if position is not None:
             events.append(position)
+
+
+def _refuse_immediate(order_type: str, side: str, last: Decimal, stop: Decimal, price: Decimal) -> None:
+    """A stop that would trigger at once, or a LIMIT_MAKER that would take, is rejected (-2010)."""
+    if order_type in STOP_TYPES:
+        above = triggers_above(order_type, side)
+        if (above and last >= stop) or (not above and last <= stop):
+            raise errors.order_rejected(errors.WOULD_TRIGGER)
+    if order_type == LIMIT_MAKER and _crosses(side, price, last):
+        raise errors.order_rejected(errors.WOULD_TAKE)
+
+
+def _check_prices(spec: SymbolSpec, request: NewOrder) -> None:
+    """PRICE_FILTER: the price and the stop price within bounds and on the tick."""
+    prices: list[Decimal] = []
+    if request.type in PRICED_TYPES and request.price is not None:
+        prices.append(request.price)
+    if request.type in STOP_TYPES and request.stop_price is not None:
+        prices.append(request.stop_price)
+    for price in prices:
+        if (
+            (spec.min_price and price < spec.min_price)
+            or (spec.max_price and price > spec.max_price)
+            or not is_multiple(price, spec.tick_size)
+        ):
+            raise errors.filter_failure("PRICE_FILTER")
+
+
+def _check_quantity(spec: SymbolSpec, request: NewOrder) -> None:
+    """LOT_SIZE, then MARKET_LOT_SIZE for a MARKET order."""
+    qty = request.quantity
+    if qty is None:
+        return
+    if qty < spec.min_qty or qty > spec.max_qty or qty <= 0 or not is_multiple(qty, spec.step_size):
+        raise errors.filter_failure("LOT_SIZE")
+    if request.type == MARKET and (
+        qty < spec.market_min_qty
+        or (spec.market_max_qty and qty > spec.market_max_qty)
+        or not is_multiple(qty, spec.market_step_size)
+    ):
+        raise errors.filter_failure("MARKET_LOT_SIZE")
+
+
+def _check_percent_price(spec: SymbolSpec, request: NewOrder, average: Decimal) -> None:
+    """PERCENT_PRICE_BY_SIDE: a priced order's price within its side's band around the average price."""
+    if request.type not in PRICED_TYPES or request.price is None:
+        return
+    if request.side == BUY:
+        low, high = average * spec.bid_multiplier_down, average * spec.bid_multiplier_up
+    else:
+        low, high = average * spec.ask_multiplier_down, average * spec.ask_multiplier_up
+    if not low <= request.price <= high:
+        raise errors.filter_failure("PERCENT_PRICE_BY_SIDE")
+
+
+def _check_notional(spec: SymbolSpec, request: NewOrder, average: Decimal) -> None:
+    """NOTIONAL: price times quantity (a MARKET order's at the average price, a stop's at its stop price)."""
+    qty = request.quantity
+    notional: Decimal | None = None
+    is_market_like = False
+    if request.type in PRICED_TYPES and request.price is not None and qty is not None:
+        notional = request.price * qty
+    elif request.type == MARKET:
+        is_market_like = True
+        notional = request.quote_order_qty if request.quote_order_qty is not None else average * (qty or ZERO)
+    elif request.stop_price is not None and qty is not None:
+        is_market_like = True
+        notional = request.stop_price * qty
+    if notional is None:
+        return
+    check_min = spec.apply_min_to_market or not is_market_like
+    check_max = spec.apply_max_to_market or not is_market_like
+    if (check_min and notional < spec.min_notional) or (check_max and notional > spec.max_notional):
+        raise errors.filter_failure("NOTIONAL")
 
 
 def _crosses(side: str, price: Decimal, last: Decimal) -> bool:

@@ -168,35 +168,11 @@ def parse_new_order(sim: Simulator, p: Params) -> tuple[NewOrder, str | None]:
     price = _decimal(p, "price")
     stop_price = _decimal(p, "stopPrice")
 
-    needs_tif = order_type in (LIMIT, "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
-    if needs_tif and time_in_force is None:
-        raise errors.mandatory("timeInForce")
-    if not needs_tif and time_in_force is not None:
-        raise errors.not_required("timeInForce")
-    if order_type == MARKET:
-        if quantity is None and quote_order_qty is None:
-            raise errors.one_of_mandatory("quantity", "quoteOrderQty")
-        if quantity is not None and quote_order_qty is not None:
-            raise errors.not_required("quoteOrderQty")
-    else:
-        if quantity is None:
-            raise errors.mandatory("quantity")
-        if quote_order_qty is not None:
-            raise errors.not_required("quoteOrderQty")
-    if order_type in PRICED_TYPES and price is None:
-        raise errors.mandatory("price")
-    if order_type not in PRICED_TYPES and price is not None:
-        raise errors.not_required("price")
-    if order_type in STOP_TYPES and stop_price is None:
-        raise errors.mandatory("stopPrice")
-    if order_type not in STOP_TYPES and stop_price is not None:
-        raise errors.not_required("stopPrice")
-    if _get(p, "icebergQty") is not None:
-        raise errors.order_rejected("Iceberg orders are not supported for this symbol.")
-    if _get(p, "trailingDelta") is not None:
-        raise errors.order_rejected("Trailing stop orders are not supported for this symbol.")
-    if _get(p, "pegPriceType") is not None:
-        raise errors.order_rejected(errors.UNSUPPORTED_COMBINATION)
+    _needed("timeInForce", time_in_force, order_type in (LIMIT, "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"))
+    _check_quantities(order_type, quantity, quote_order_qty)
+    _needed("price", price, order_type in PRICED_TYPES)
+    _needed("stopPrice", stop_price, order_type in STOP_TYPES)
+    _refuse_unsupported(p)
     return (
         NewOrder(
             symbol=symbol,
@@ -211,6 +187,38 @@ def parse_new_order(sim: Simulator, p: Params) -> tuple[NewOrder, str | None]:
         ),
         resp_type,
     )
+
+
+def _needed(name: str, value: object, needed: bool) -> None:
+    """``name`` is mandatory where the order type uses it and refused where it does not."""
+    if needed and value is None:
+        raise errors.mandatory(name)
+    if not needed and value is not None:
+        raise errors.not_required(name)
+
+
+def _check_quantities(order_type: str, quantity: Decimal | None, quote_order_qty: Decimal | None) -> None:
+    """A MARKET order takes quantity or quoteOrderQty (exactly one); any other type quantity only."""
+    if order_type == MARKET:
+        if quantity is None and quote_order_qty is None:
+            raise errors.one_of_mandatory("quantity", "quoteOrderQty")
+        if quantity is not None and quote_order_qty is not None:
+            raise errors.not_required("quoteOrderQty")
+    else:
+        if quantity is None:
+            raise errors.mandatory("quantity")
+        if quote_order_qty is not None:
+            raise errors.not_required("quoteOrderQty")
+
+
+def _refuse_unsupported(p: Params) -> None:
+    """Iceberg, trailing and pegged orders exist on Binance but not on the simulated symbols."""
+    if _get(p, "icebergQty") is not None:
+        raise errors.order_rejected("Iceberg orders are not supported for this symbol.")
+    if _get(p, "trailingDelta") is not None:
+        raise errors.order_rejected("Trailing stop orders are not supported for this symbol.")
+    if _get(p, "pegPriceType") is not None:
+        raise errors.order_rejected(errors.UNSUPPORTED_COMBINATION)
 
 
 def _order_ref(p: Params) -> tuple[int | None, str | None]:
