@@ -26,13 +26,13 @@ from shared.money import fmt
 from shared.proto_time import ms_from_ts, ts_from_ms
 from trading.user.v1 import user_pb2, user_service_pb2
 
-_STATUS_TO_PB = {
+STATUS_OUT = {
     UserStatus.ACTIVE: user_pb2.USER_STATUS_ACTIVE,
     UserStatus.INACTIVE: user_pb2.USER_STATUS_INACTIVE,
     UserStatus.SUSPENDED: user_pb2.USER_STATUS_SUSPENDED,
 }
-_STATUS_FROM_PB = {number: status for status, number in _STATUS_TO_PB.items()}
-_KIND_TO_PB = {
+STATUS_IN = {number: status for status, number in STATUS_OUT.items()}
+KIND_OUT = {
     EntryKind.DEPOSIT: user_pb2.LEDGER_ENTRY_KIND_DEPOSIT,
     EntryKind.WITHDRAWAL: user_pb2.LEDGER_ENTRY_KIND_WITHDRAWAL,
     EntryKind.RESERVE: user_pb2.LEDGER_ENTRY_KIND_RESERVE,
@@ -41,20 +41,20 @@ _KIND_TO_PB = {
     EntryKind.TRADE_CREDIT: user_pb2.LEDGER_ENTRY_KIND_TRADE_CREDIT,
     EntryKind.FEE: user_pb2.LEDGER_ENTRY_KIND_FEE,
 }
-_HOUSE_KIND_TO_PB = {
+HOUSE_KIND_OUT = {
     HouseEntryKind.TRADE_FEE: user_pb2.HOUSE_ENTRY_KIND_TRADE_FEE,
     HouseEntryKind.EXCHANGE_FEE: user_pb2.HOUSE_ENTRY_KIND_EXCHANGE_FEE,
 }
-_SCOPE_TO_PB: dict[Scope, user_pb2.Scope.ValueType] = {
+SCOPE_OUT: dict[Scope, user_pb2.Scope.ValueType] = {
     Scope.READ: user_pb2.SCOPE_READ,
     Scope.TRADE: user_pb2.SCOPE_TRADE,
 }
-_SCOPE_FROM_PB = {number: scope for scope, number in _SCOPE_TO_PB.items()}
+SCOPE_IN = {number: scope for scope, number in SCOPE_OUT.items()}
 # AuditKind's values are the proto names without their prefix.
-_AUDIT_KIND_TO_PB: dict[AuditKind, user_pb2.AuditEventKind.ValueType] = {
+AUDIT_KIND_OUT: dict[AuditKind, user_pb2.AuditEventKind.ValueType] = {
     kind: user_pb2.AuditEventKind.Value(f"AUDIT_EVENT_KIND_{kind.value}") for kind in AuditKind
 }
-_AUDIT_KIND_FROM_PB = {number: kind for kind, number in _AUDIT_KIND_TO_PB.items()}
+AUDIT_KIND_IN = {number: kind for kind, number in AUDIT_KIND_OUT.items()}
 MAX_RECORDED_EVENTS = 1000
 """Most events one RecordAuditEvents call may carry."""
 
@@ -64,7 +64,7 @@ def decode_status(number: int, field: str = "status") -> UserStatus | None:
     if number == user_pb2.USER_STATUS_UNSPECIFIED:
         return None
     try:
-        return _STATUS_FROM_PB[number]  # type: ignore[index]
+        return STATUS_IN[number]  # type: ignore[index]
     except KeyError:
         raise InvalidArgument(field, f"unknown status {number}") from None
 
@@ -75,7 +75,7 @@ def encode_user(user: User) -> user_pb2.User:
         user_id=user.user_id,
         username=user.username,
         email=user.email,
-        status=_STATUS_TO_PB[user.status],
+        status=STATUS_OUT[user.status],
         create_time=ts_from_ms(user.create_ms),
         update_time=ts_from_ms(user.update_ms),
     )
@@ -88,7 +88,7 @@ def decode_scopes(numbers: Iterable[int], field: str = "scopes") -> frozenset[Sc
     """The scopes asked for; UNSPECIFIED or a number the proto does not define is INVALID_ARGUMENT."""
     scopes = set()
     for number in numbers:
-        scope = _SCOPE_FROM_PB.get(number)  # type: ignore[call-overload]
+        scope = SCOPE_IN.get(number)  # type: ignore[call-overload]
         if scope is None:
             raise InvalidArgument(field, f"unknown scope {number}: use SCOPE_READ or SCOPE_TRADE")
         scopes.add(scope)
@@ -97,7 +97,7 @@ def decode_scopes(numbers: Iterable[int], field: str = "scopes") -> frozenset[Sc
 
 def encode_scopes(scopes: Iterable[Scope]) -> list[user_pb2.Scope.ValueType]:
     """Scopes for the wire, sorted (SCOPE_READ first)."""
-    return sorted(_SCOPE_TO_PB[s] for s in scopes)
+    return sorted(SCOPE_OUT[s] for s in scopes)
 
 
 def encode_api_key(key: ApiKey) -> user_pb2.ApiKey:
@@ -123,7 +123,7 @@ def decode_audit_kind(number: int, field: str = "kind") -> AuditKind | None:
     if number == user_pb2.AUDIT_EVENT_KIND_UNSPECIFIED:
         return None
     try:
-        return _AUDIT_KIND_FROM_PB[number]  # type: ignore[index]
+        return AUDIT_KIND_IN[number]  # type: ignore[index]
     except KeyError:
         raise InvalidArgument(field, f"unknown audit event kind {number}") from None
 
@@ -132,7 +132,7 @@ def encode_audit_event(event: AuditEvent) -> user_pb2.AuditEvent:
     """An audit event for the wire."""
     return user_pb2.AuditEvent(
         event_id=str(event.event_id),
-        kind=_AUDIT_KIND_TO_PB[event.kind],
+        kind=AUDIT_KIND_OUT[event.kind],
         event_time=ts_from_ms(event.event_ms),
         first_time=ts_from_ms(event.first),
         count=event.count,
@@ -207,7 +207,7 @@ def encode_entry(entry: LedgerEntry) -> user_pb2.LedgerEntry:
         entry_id=str(entry.entry_id),
         user_id=entry.user_id,
         asset=entry.asset,
-        kind=_KIND_TO_PB[entry.kind],
+        kind=KIND_OUT[entry.kind],
         available_delta=fmt(entry.available_delta),
         locked_delta=fmt(entry.locked_delta),
         available_after=fmt(entry.available_after),
@@ -241,7 +241,7 @@ def encode_house_entry(entry: HouseEntry) -> user_pb2.HouseEntry:
         entry_id=str(entry.entry_id),
         account=entry.account.value,
         asset=entry.asset,
-        kind=_HOUSE_KIND_TO_PB[entry.kind],
+        kind=HOUSE_KIND_OUT[entry.kind],
         amount=fmt(entry.amount),
         balance_after=fmt(entry.balance_after),
         reference=entry.reference,
