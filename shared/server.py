@@ -374,8 +374,6 @@ def _listen(server: grpc.aio.Server, bind: str, identity: ServiceIdentity | None
             port = server.add_secure_port(bind, identity.server_credentials(require_client_auth=require_client_auth))
     except RuntimeError as exc:
         raise PortInUse(f"cannot listen on {bind}: the address is in use or invalid") from exc
-    if port == 0:  # older grpcio returns 0 instead of raising
-        raise PortInUse(f"cannot listen on {bind}: the address is in use or invalid")
     return port
 
 
