@@ -41,9 +41,8 @@ class HttpTransport(Protocol):
         ...
 
 
-_NOT_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError,)
-if hasattr(aiohttp, "ConnectionTimeoutError"):  # aiohttp >= 3.10: timed out while connecting
-    _NOT_SENT = (*_NOT_SENT, aiohttp.ConnectionTimeoutError)
+# Could not connect, or timed out while connecting: the request never left.
+_NOT_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 class AiohttpTransport:
