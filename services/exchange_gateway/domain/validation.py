@@ -62,32 +62,40 @@ def parse_request(
     if type is None:
         raise InvalidArgument("type", "is required")
     qty = parse_decimal(quantity, "quantity")
-    if type in LIMIT_TYPES:
-        if not price:
-            raise InvalidArgument("price", f"is required for {type.value} orders")
-        limit_price: Decimal | None = parse_decimal(price, "price")
-        if type in TIME_IN_FORCE_TYPES:
-            tif = time_in_force or TimeInForce.GTC
-        elif time_in_force is not None:
-            raise InvalidArgument("time_in_force", f"must be unset for {type.value} orders")
-        else:
-            tif = None
-    else:
+    limit_price, tif = _limit_price_and_tif(type, price, time_in_force)
+    trigger = _trigger(type, stop_price)
+    return OrderRequest(client_order_id, symbol, side, type, tif, qty, limit_price, trigger)
+
+
+def _limit_price_and_tif(
+    type: OrderType, price: str, time_in_force: TimeInForce | None
+) -> tuple[Decimal | None, TimeInForce | None]:
+    """The limit price and time in force of a ``type`` order: required, defaulted (GTC) or refused."""
+    if type not in LIMIT_TYPES:
         if price:
             raise InvalidArgument("price", f"must be empty for {type.value} orders")
         if time_in_force is not None:
             raise InvalidArgument("time_in_force", f"must be unset for {type.value} orders")
-        limit_price = None
-        tif = None
+        return None, None
+    if not price:
+        raise InvalidArgument("price", f"is required for {type.value} orders")
+    limit_price = parse_decimal(price, "price")
+    if type in TIME_IN_FORCE_TYPES:
+        return limit_price, time_in_force or TimeInForce.GTC
+    if time_in_force is not None:
+        raise InvalidArgument("time_in_force", f"must be unset for {type.value} orders")
+    return limit_price, None
+
+
+def _trigger(type: OrderType, stop_price: str) -> Decimal | None:
+    """The stop price of a stop order (required), refused for any other type."""
     if type in STOP_TYPES:
         if not stop_price:
             raise InvalidArgument("stop_price", f"is required for {type.value} orders")
-        trigger: Decimal | None = parse_decimal(stop_price, "stop_price")
-    else:
-        if stop_price:
-            raise InvalidArgument("stop_price", f"must be empty for {type.value} orders")
-        trigger = None
-    return OrderRequest(client_order_id, symbol, side, type, tif, qty, limit_price, trigger)
+        return parse_decimal(stop_price, "stop_price")
+    if stop_price:
+        raise InvalidArgument("stop_price", f"must be empty for {type.value} orders")
+    return None
 
 
 def needs_last_price(request: OrderRequest, rules: SymbolRules) -> bool:
@@ -154,6 +162,13 @@ def check_filters(request: OrderRequest, rules: SymbolRules, last_price: Decimal
     is_market = request.type in MARKET_LIKE
     if is_market:
         _check_lot(qty, rules.market_min_qty, rules.market_max_qty, rules.market_step_size, "MARKET_LOT_SIZE")
+    _check_notional(request, rules, last_price, is_market)
+    _check_percent_price(request, rules, last_price)
+
+
+def _check_notional(request: OrderRequest, rules: SymbolRules, last_price: Decimal | None, is_market: bool) -> None:
+    """NOTIONAL: the order's value within bounds (for market orders only where the symbol applies them)."""
+    qty = request.quantity
     # The price the exchange values the order at: its limit price, the trigger of a stop-market
     # order, or the current price for a market order.
     if request.type is OrderType.MARKET:
@@ -176,22 +191,27 @@ def check_filters(request: OrderRequest, rules: SymbolRules, last_price: Decimal
                 f"notional {plain(notional)} (price x quantity) is above the maximum {plain(rules.max_notional)}"
                 " (NOTIONAL)",
             )
-    if request.price is not None and last_price is not None and last_price > 0:
-        if request.side is Side.BUY:
-            up, down = rules.bid_multiplier_up, rules.bid_multiplier_down
-        else:
-            up, down = rules.ask_multiplier_up, rules.ask_multiplier_down
-        for high, low, name in (
-            (up, down, "PERCENT_PRICE_BY_SIDE"),
-            (rules.multiplier_up, rules.multiplier_down, "PERCENT_PRICE"),
-        ):
-            if high and request.price > CTX.multiply(last_price, high):
-                raise InvalidArgument(
-                    "price",
-                    f"{plain(request.price)} is above {plain(high)} x the current price {plain(last_price)} ({name})",
-                )
-            if low and request.price < CTX.multiply(last_price, low):
-                raise InvalidArgument(
-                    "price",
-                    f"{plain(request.price)} is below {plain(low)} x the current price {plain(last_price)} ({name})",
-                )
+
+
+def _check_percent_price(request: OrderRequest, rules: SymbolRules, last_price: Decimal | None) -> None:
+    """PERCENT_PRICE_BY_SIDE and PERCENT_PRICE: a limit price within its band around the current price."""
+    if request.price is None or last_price is None or last_price <= 0:
+        return
+    if request.side is Side.BUY:
+        up, down = rules.bid_multiplier_up, rules.bid_multiplier_down
+    else:
+        up, down = rules.ask_multiplier_up, rules.ask_multiplier_down
+    for high, low, name in (
+        (up, down, "PERCENT_PRICE_BY_SIDE"),
+        (rules.multiplier_up, rules.multiplier_down, "PERCENT_PRICE"),
+    ):
+        if high and request.price > CTX.multiply(last_price, high):
+            raise InvalidArgument(
+                "price",
+                f"{plain(request.price)} is above {plain(high)} x the current price {plain(last_price)} ({name})",
+            )
+        if low and request.price < CTX.multiply(last_price, low):
+            raise InvalidArgument(
+                "price",
+                f"{plain(request.price)} is below {plain(low)} x the current price {plain(last_price)} ({name})",
+            )
