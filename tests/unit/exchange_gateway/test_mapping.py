@@ -15,6 +15,7 @@ from services.exchange_gateway.adapters.binance.exchange import event_from_repor
 from services.exchange_gateway.adapters.binance.schemas import BinanceOrder
 from services.exchange_gateway.api import codec
 from services.exchange_gateway.domain.model import (
+    AnomalyKind,
     ExecType,
     OrderRequest,
     OrderStatus,
@@ -177,6 +178,13 @@ def test_proto_enums_round_trip():
     assert codec.STATUS_OUT[OrderStatus.UNKNOWN] == gateway_pb2.EXCHANGE_ORDER_STATUS_UNKNOWN
     assert set(codec.STATUS_OUT) == set(OrderStatus)
     assert set(codec.EXEC_OUT) == set(ExecType)
+
+
+def test_every_anomaly_kind_has_its_own_proto_value():
+    assert set(codec.ANOMALY_OUT) == set(AnomalyKind)
+    assert codec.ANOMALY_OUT[AnomalyKind.REFUSED_TRANSITION] == gateway_pb2.ANOMALY_KIND_REFUSED_TRANSITION
+    assert len(set(codec.ANOMALY_OUT.values())) == len(AnomalyKind)
+    assert gateway_pb2.ANOMALY_KIND_UNSPECIFIED not in codec.ANOMALY_OUT.values()
 
 
 def test_wire_decimals_keep_every_digit():
