@@ -24,7 +24,7 @@ from services.exchange_gateway.adapters.binance.market_rest import MarketRest
 from services.exchange_gateway.adapters.binance.market_stream import MarketStream
 from services.exchange_gateway.adapters.binance.rate_limiter import RateLimiter
 from services.exchange_gateway.adapters.binance.rest import BinanceRestClient
-from services.exchange_gateway.adapters.binance.signing import load_signer
+from services.exchange_gateway.adapters.binance.signing import Signer, load_signer
 from services.exchange_gateway.adapters.binance.telemetry import ExchangeTelemetry
 from services.exchange_gateway.adapters.binance.transport import AiohttpTransport
 from services.exchange_gateway.adapters.binance.user_stream import UserDataStream
@@ -46,6 +46,7 @@ from shared.logs import register_secret, setup_logging
 from shared.readiness import Readiness
 from shared.server import Registration, create_server, wait_for_signal
 from shared.telemetry import Telemetry
+from shared.tls import ServiceIdentity
 from trading.gateway.v1 import gateway_service_pb2_grpc
 
 SERVICE_NAME = "trading.gateway.v1.ExchangeGateway"
@@ -134,9 +135,8 @@ async def _until_ready(what: str, attempt: object, timeout: float) -> None:
             delay = min(delay * 2, 3.0)
 
 
-async def start(config: Config, telemetry: Telemetry | None = None) -> RunningService:
-    """Start the gateway described by ``config`` and return it running (``telemetry``: tests' own)."""
-    config.validate()
+def _register_secrets(config: Config) -> None:
+    """The exchange credentials and the tokens, masked wherever a log line would show them."""
     for secret in (
         config.api_key,
         config.api_secret,
@@ -145,12 +145,10 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         config.admin_token,
     ):
         register_secret(secret)
-    signer = load_signer(config.api_secret, config.private_key_file, config.private_key_passphrase)
-    # TLS certificates read, or plaintext checked, before anything starts (shared.tls)
-    security = config.tls.server_security("exchange_gateway", config.listen_addr, "EXCHANGE_GATEWAY_ADDR")
-    identity = security.identity
-    telemetry = telemetry or Telemetry.create("exchange_gateway", otlp_endpoint=config.otlp_endpoint)
 
+
+async def _open_journal(config: Config, telemetry: Telemetry) -> tuple[Database, SqlJournal]:
+    """The journal on its database, migrated (the engine is disposed of if the migration fails)."""
     engine = create_db_engine(check_db_url("GATEWAY_DB_URL", config.db_url), synchronous=config.db_synchronous)
     db = Database(engine, name="gateway")
     journal = SqlJournal(db)
@@ -160,11 +158,116 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     except BaseException:
         engine.dispose()
         raise
+    return db, journal
 
-    session = aiohttp.ClientSession(
+
+def _http_session(config: Config) -> aiohttp.ClientSession:
+    """The connection pool to the exchange (REST and both WebSocket streams)."""
+    return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=config.http_pool_size, keepalive_timeout=30.0, ttl_dns_cache=300),
         headers={"User-Agent": "trading-core-exchange-gateway/1"},
     )
+
+
+def _audit_trail(
+    config: Config,
+    telemetry: Telemetry,
+    identity: ServiceIdentity | None,
+    orders: Orders,
+    rest: BinanceRestClient,
+) -> tuple[GrpcAuditTrail | None, grpc.aio.Channel | None]:
+    """Security events (foreign orders, the exchange's 429/418) to the user service's audit trail.
+
+    The channel connects lazily, so the user service may start later. With TLS: its internal port.
+    """
+    if not config.user_service_addr:
+        return None, None
+    user_target = config.tls.target("user_service", config.user_service_addr)
+    user_channel = open_channel(user_target, telemetry, identity)
+    audit = GrpcAuditTrail(user_channel, config.service_token)
+    audit.start()
+    orders.foreign.audit = audit
+    rest.on_rate_limited = audit.rate_limited
+    return audit, user_channel
+
+
+async def _start_user_stream(
+    config: Config,
+    session: aiohttp.ClientSession,
+    *,
+    signer: Signer,
+    clock: ExchangeClock,
+    limiter: RateLimiter,
+    rest: BinanceRestClient,
+    orders: Orders,
+) -> tuple[UserDataStream, asyncio.Task[None]]:
+    """The user data stream, running; each (re)connect reconciles every order that is not final.
+
+    Start waits a little for the first connection; without it the orders are reconciled by REST meanwhile.
+    """
+    stream = UserDataStream(
+        session,
+        url=config.ws_api_url,
+        api_key=config.api_key,
+        signer=signer,
+        clock=clock,
+        limiter=limiter,
+        resync=lambda: rest.sync_time(samples=1),
+        recv_window_ms=config.recv_window_ms,
+        heartbeat_s=config.ws_heartbeat_s,
+        reconnect_max_s=config.ws_reconnect_max_s,
+    )
+    stream_task = asyncio.create_task(
+        stream.run(orders.on_event, lambda: orders.reconcile("user data stream (re)connected")), name="user-stream"
+    )
+    try:
+        await asyncio.wait_for(stream.connected.wait(), timeout=min(10.0, config.startup_timeout_s))
+    except TimeoutError:
+        log.warning("user data stream not connected yet; reconciling by REST meanwhile")
+        orders.spawn(orders.reconcile("start without user data stream"), name="reconcile-start")
+    return stream, stream_task
+
+
+def _start_market_data(
+    config: Config, session: aiohttp.ClientSession, clock: ExchangeClock, rest: BinanceRestClient, market: Market
+) -> tuple[MarketStream, Quotes, list[asyncio.Task[None]]]:
+    """The market data streams (they connect at the first symbol someone asks about) and their upkeep."""
+    market_stream = MarketStream(
+        session,
+        url=config.stream_url or default_stream_url(config.binance_env, config.base_url),
+        clock=clock,
+        # Late binding: ``quotes`` is built next, over this stream.
+        on_update=lambda update: quotes.on_update(update),  # noqa: PLW0108
+        on_live=lambda symbols, live: quotes.on_live(symbols, live),  # noqa: PLW0108
+        heartbeat_s=config.ws_heartbeat_s,
+        reconnect_max_s=config.ws_reconnect_max_s,
+    )
+    quotes = Quotes(
+        market_stream,
+        MarketRest(rest),
+        market.rules_for,
+        rest_ttl_ms=config.market_data_ttl_ms,
+        idle_ms=round(config.market_data_idle_s * 1000),
+    )
+    market_tasks = [
+        asyncio.create_task(market_stream.run(), name="market-stream"),
+        asyncio.create_task(quotes.run(), name="market-data-upkeep"),
+    ]
+    return market_stream, quotes, market_tasks
+
+
+async def start(config: Config, telemetry: Telemetry | None = None) -> RunningService:
+    """Start the gateway described by ``config`` and return it running (``telemetry``: tests' own)."""
+    config.validate()
+    _register_secrets(config)
+    signer = load_signer(config.api_secret, config.private_key_file, config.private_key_passphrase)
+    # TLS certificates read, or plaintext checked, before anything starts (shared.tls)
+    security = config.tls.server_security("exchange_gateway", config.listen_addr, "EXCHANGE_GATEWAY_ADDR")
+    identity = security.identity
+    telemetry = telemetry or Telemetry.create("exchange_gateway", otlp_endpoint=config.otlp_endpoint)
+
+    db, journal = await _open_journal(config, telemetry)
+    session = _http_session(config)
     clock = ExchangeClock()
     limiter = RateLimiter(
         clock.now, margin=config.rate_limit_margin, guard_ms=config.window_guard_ms, local=clock.local
@@ -196,17 +299,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     orders = Orders(journal, exchange, market, event_from_report, cancel_foreign=config.foreign_orders == "cancel")
     journal.on_anomalies = orders.anomalies_found
     journal.on_foreign = orders.foreign.changed
-    # Security events (foreign orders, the exchange's 429/418) to the user service's audit trail; the
-    # channel connects lazily, so the user service may start later. With TLS: its internal port.
-    audit: GrpcAuditTrail | None = None
-    user_channel: grpc.aio.Channel | None = None
-    if config.user_service_addr:
-        user_target = config.tls.target("user_service", config.user_service_addr)
-        user_channel = open_channel(user_target, telemetry, identity)
-        audit = GrpcAuditTrail(user_channel, config.service_token)
-        audit.start()
-        orders.foreign.audit = audit
-        rest.on_rate_limited = audit.rate_limited
+    audit, user_channel = _audit_trail(config, telemetry, identity, orders, rest)
     gateway = GatewayApp(
         exchange,
         market,
@@ -214,48 +307,11 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         hub,
         Upkeep(config.reconcile_interval_s, config.exchange_info_interval_s, config.time_sync_interval_s),
     )
-    stream = UserDataStream(
-        session,
-        url=config.ws_api_url,
-        api_key=config.api_key,
-        signer=signer,
-        clock=clock,
-        limiter=limiter,
-        resync=lambda: rest.sync_time(samples=1),
-        recv_window_ms=config.recv_window_ms,
-        heartbeat_s=config.ws_heartbeat_s,
-        reconnect_max_s=config.ws_reconnect_max_s,
+    stream, stream_task = await _start_user_stream(
+        config, session, signer=signer, clock=clock, limiter=limiter, rest=rest, orders=orders
     )
-    stream_task = asyncio.create_task(
-        stream.run(orders.on_event, lambda: orders.reconcile("user data stream (re)connected")), name="user-stream"
-    )
-    try:
-        await asyncio.wait_for(stream.connected.wait(), timeout=min(10.0, config.startup_timeout_s))
-    except TimeoutError:
-        log.warning("user data stream not connected yet; reconciling by REST meanwhile")
-        orders.spawn(orders.reconcile("start without user data stream"), name="reconcile-start")
     gateway.start_upkeep()
-    market_stream = MarketStream(
-        session,
-        url=config.stream_url or default_stream_url(config.binance_env, config.base_url),
-        clock=clock,
-        # Late binding: ``quotes`` is built next, over this stream.
-        on_update=lambda update: quotes.on_update(update),  # noqa: PLW0108
-        on_live=lambda symbols, live: quotes.on_live(symbols, live),  # noqa: PLW0108
-        heartbeat_s=config.ws_heartbeat_s,
-        reconnect_max_s=config.ws_reconnect_max_s,
-    )
-    quotes = Quotes(
-        market_stream,
-        MarketRest(rest),
-        market.rules_for,
-        rest_ttl_ms=config.market_data_ttl_ms,
-        idle_ms=round(config.market_data_idle_s * 1000),
-    )
-    market_tasks = [
-        asyncio.create_task(market_stream.run(), name="market-stream"),
-        asyncio.create_task(quotes.run(), name="market-data-upkeep"),
-    ]
+    market_stream, quotes, market_tasks = _start_market_data(config, session, clock, rest, market)
 
     registration = Registration(
         SERVICE_NAME,
