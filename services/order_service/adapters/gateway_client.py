@@ -26,8 +26,8 @@ from shared.money import ZERO, fmt
 from shared.proto_time import ms_from_ts
 from trading.gateway.v1 import gateway_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
-SIDE = {Side.BUY: gateway_pb2.SIDE_BUY, Side.SELL: gateway_pb2.SIDE_SELL}
-ORDER_TYPE = {
+SIDE_OUT = {Side.BUY: gateway_pb2.SIDE_BUY, Side.SELL: gateway_pb2.SIDE_SELL}
+TYPE_OUT = {
     OrderType.MARKET: gateway_pb2.ORDER_TYPE_MARKET,
     OrderType.LIMIT: gateway_pb2.ORDER_TYPE_LIMIT,
     OrderType.STOP: gateway_pb2.ORDER_TYPE_STOP,
@@ -36,14 +36,14 @@ ORDER_TYPE = {
     OrderType.TAKE_PROFIT_LIMIT: gateway_pb2.ORDER_TYPE_TAKE_PROFIT_LIMIT,
     OrderType.LIMIT_MAKER: gateway_pb2.ORDER_TYPE_LIMIT_MAKER,
 }
-ORDER_TYPE_IN = {v: k for k, v in ORDER_TYPE.items()}
-TIME_IN_FORCE = {
+TYPE_IN = {v: k for k, v in TYPE_OUT.items()}
+TIF_OUT = {
     TimeInForce.NONE: gateway_pb2.TIME_IN_FORCE_UNSPECIFIED,
     TimeInForce.GTC: gateway_pb2.TIME_IN_FORCE_GTC,
     TimeInForce.IOC: gateway_pb2.TIME_IN_FORCE_IOC,
     TimeInForce.FOK: gateway_pb2.TIME_IN_FORCE_FOK,
 }
-EXCHANGE_STATUS = {
+STATUS_IN = {
     gateway_pb2.EXCHANGE_ORDER_STATUS_UNKNOWN: ExchangeStatus.UNKNOWN,
     gateway_pb2.EXCHANGE_ORDER_STATUS_NEW: ExchangeStatus.NEW,
     gateway_pb2.EXCHANGE_ORDER_STATUS_PARTIALLY_FILLED: ExchangeStatus.PARTIALLY_FILLED,
@@ -52,7 +52,7 @@ EXCHANGE_STATUS = {
     gateway_pb2.EXCHANGE_ORDER_STATUS_REJECTED: ExchangeStatus.REJECTED,
     gateway_pb2.EXCHANGE_ORDER_STATUS_EXPIRED: ExchangeStatus.EXPIRED,
 }
-EXECUTION_TYPE = {
+EXEC_IN = {
     gateway_pb2.EXECUTION_TYPE_NEW: ExecutionType.NEW,
     gateway_pb2.EXECUTION_TYPE_TRADE: ExecutionType.TRADE,
     gateway_pb2.EXECUTION_TYPE_CANCELED: ExecutionType.CANCELED,
@@ -71,7 +71,7 @@ def decode_exchange_order(order: gateway_pb2.ExchangeOrder) -> ExchangeOrder:
         client_order_id=order.client_order_id,
         exchange_order_id=order.exchange_order_id,
         # An unset status is treated as "not known yet", never as an end.
-        status=EXCHANGE_STATUS.get(order.status, ExchangeStatus.UNKNOWN),
+        status=STATUS_IN.get(order.status, ExchangeStatus.UNKNOWN),
         executed_quantity=_dec(order.executed_quantity),
         cumulative_quote_quantity=_dec(order.cumulative_quote_quantity),
         reject_reason=order.reject_reason,
@@ -80,7 +80,7 @@ def decode_exchange_order(order: gateway_pb2.ExchangeOrder) -> ExchangeOrder:
 
 def decode_execution(execution: gateway_pb2.Execution) -> ExecutionReport:
     """One journaled execution as the domain sees it."""
-    kind = EXECUTION_TYPE.get(execution.execution_type)
+    kind = EXEC_IN.get(execution.execution_type)
     if kind is None:
         raise ValueError(f"execution {execution.sequence} has no execution type")
     return ExecutionReport(
@@ -89,7 +89,7 @@ def decode_execution(execution: gateway_pb2.Execution) -> ExecutionReport:
         exchange_order_id=execution.exchange_order_id,
         symbol=execution.symbol,
         execution_type=kind,
-        order_status=EXCHANGE_STATUS.get(execution.order_status, ExchangeStatus.UNKNOWN),
+        order_status=STATUS_IN.get(execution.order_status, ExchangeStatus.UNKNOWN),
         trade_id=execution.trade_id,
         last_quantity=_dec(execution.last_quantity),
         last_price=_dec(execution.last_price),
@@ -126,7 +126,7 @@ def decode_rules(rules: gateway_pb2.SymbolRules) -> SymbolRules:
         apply_min_to_market=rules.apply_min_to_market,
         apply_max_to_market=rules.apply_max_to_market,
         # A type this service does not know is one it never sends.
-        order_types=frozenset(ORDER_TYPE_IN[t] for t in rules.allowed_types if t in ORDER_TYPE_IN),
+        order_types=frozenset(TYPE_IN[t] for t in rules.allowed_types if t in TYPE_IN),
     )
 
 
@@ -135,9 +135,9 @@ def encode_submit_request(order: Order, submission: Submission) -> gateway_servi
     return gateway_service_pb2.SubmitOrderRequest(
         client_order_id=order.order_id,
         symbol=order.symbol,
-        side=SIDE[order.side],
-        type=ORDER_TYPE[submission.type],
-        time_in_force=TIME_IN_FORCE[submission.time_in_force],
+        side=SIDE_OUT[order.side],
+        type=TYPE_OUT[submission.type],
+        time_in_force=TIF_OUT[submission.time_in_force],
         quantity=fmt(order.quantity),
         price=fmt(submission.price),
         stop_price=fmt(submission.stop_price),

@@ -13,12 +13,12 @@ from shared.money import fmt
 from shared.proto_time import ms_from_ts, ts_from_ms
 from trading.user.v1 import user_pb2, user_service_pb2, user_service_pb2_grpc
 
-USER_STATUS = {
+STATUS_IN = {
     user_pb2.USER_STATUS_ACTIVE: UserStatus.ACTIVE,
     user_pb2.USER_STATUS_INACTIVE: UserStatus.INACTIVE,
     user_pb2.USER_STATUS_SUSPENDED: UserStatus.SUSPENDED,
 }
-SCOPE = {user_pb2.SCOPE_READ: Scope.READ, user_pb2.SCOPE_TRADE: Scope.TRADE}
+SCOPE_IN = {user_pb2.SCOPE_READ: Scope.READ, user_pb2.SCOPE_TRADE: Scope.TRADE}
 
 
 class GrpcUsers:
@@ -33,10 +33,12 @@ class GrpcUsers:
         response = await self.call(self.stub.AuthenticateApiKey, request, timeout=timeout)
         user = response.user
         # A user service that predates scopes answers none: its keys are all trade keys.
-        scopes = frozenset(SCOPE[s] for s in response.scopes if s in SCOPE) if response.scopes else frozenset(Scope)
+        scopes = (
+            frozenset(SCOPE_IN[s] for s in response.scopes if s in SCOPE_IN) if response.scopes else frozenset(Scope)
+        )
         return Caller(
             user_id=user.user_id,
-            status=USER_STATUS.get(user.status, UserStatus.UNKNOWN),
+            status=STATUS_IN.get(user.status, UserStatus.UNKNOWN),
             key_id=response.key_id,
             scopes=scopes,
             expire_ms=ms_from_ts(response.expire_time) if response.HasField("expire_time") else None,
