@@ -32,7 +32,7 @@ from bench.accounts import BenchUser, check_ledgers, create_users
 from bench.metrics import Sampler
 from bench.postgres import TemporaryPostgres
 from bench.postgres import installed as postgres_installed
-from bench.stack import LOG_LEVEL, BenchStack, free_port
+from bench.stack import LOG_LEVEL, BenchStack
 from bench.workload import FALLBACK_SYMBOLS, symbols_from_exchange_info
 from launcher.stack import LaunchError
 from shared.config import REPO_ROOT
@@ -45,8 +45,10 @@ DEFAULT_SATURATION_RATES = [150, 200, 300, 400, 600, 800, 1000, 1300, 1600, 2000
 FLOOR_SATURATION_RATES = [200, 300, 400, 500, 600, 700, 800, 1000, 1300]
 # The design's floor (bench.floor), first with the hops alone, then with the durable commits too.
 FLOOR_VARIANTS = ("transport", "durable")
+# Started in this order, each on port 0; a stand-in is given the addresses of the ones it calls.
 FLOOR_ROLES = ("exchange", "user", "gateway", "order")
-# How long a helper process (echo server, floor stand-in) may take to print "ready".
+FLOOR_CALLS = {"gateway": (("--exchange", "exchange"),), "order": (("--user", "user"), ("--gateway", "gateway"))}
+# How long a helper process (echo server, floor stand-in) may take to print "ready PORT".
 READY_TIMEOUT_S = 30.0
 
 
@@ -261,14 +263,19 @@ def _on_sigterm(_signum: int, _frame: object) -> None:
     raise _Interrupted
 
 
-def _await_ready(process: subprocess.Popen[bytes], what: str, timeout: float = READY_TIMEOUT_S) -> None:
-    """Wait for ``process`` to print "ready" on its first line; a RuntimeError naming ``what`` if it does not."""
+def _await_ready(process: subprocess.Popen[bytes], what: str, timeout: float = READY_TIMEOUT_S) -> int:
+    """Wait for ``process`` to print "ready PORT" on its first line and return the port it bound.
+
+    A RuntimeError naming ``what`` if it does not.
+    """
     assert process.stdout is not None
     readable, _, _ = select.select([process.stdout], [], [], timeout)
     if not readable:
         raise RuntimeError(f"{what} did not start within {timeout:.0f} s")
-    if process.stdout.readline().strip() != b"ready":
+    word, _, port = process.stdout.readline().decode(errors="replace").strip().partition(" ")
+    if word != "ready" or not port.isdigit():
         raise RuntimeError(f"{what} did not start (exit code {process.poll()})")
+    return int(port)
 
 
 @contextlib.contextmanager
@@ -318,11 +325,11 @@ class Run:
         """Measure the bare grpc.aio echo: the ceiling of one hop on this machine."""
         if not self.s.echo_runs:
             return
-        port = free_port()
-        say(f"Echo ceiling: bare grpc.aio unary echo on 127.0.0.1:{port}, {self.s.echo_runs} x {self.s.echo_s:.1f} s")
-        server_cmd = [sys.executable, "-m", "bench.echo", "serve", "--port", str(port)]
+        server_cmd = [sys.executable, "-m", "bench.echo", "serve", "--port", "0"]
         with _child(server_cmd, stdout=subprocess.PIPE) as server:
-            _await_ready(server, "the echo server")
+            port = _await_ready(server, "the echo server")
+            runs_s = f"{self.s.echo_runs} x {self.s.echo_s:.1f} s"
+            say(f"Echo ceiling: bare grpc.aio unary echo on 127.0.0.1:{port}, {runs_s}")
             self.sampler.watch("echo_server", server.pid)
             runs = []
             for index in range(self.s.echo_runs):
@@ -356,23 +363,18 @@ class Run:
 
     def _floor_variant(self, variant: str, directory: Path) -> dict[str, Any]:
         directory.mkdir(parents=True, exist_ok=True)
-        ports = {role: free_port() for role in FLOOR_ROLES}
-        address = {role: f"127.0.0.1:{port}" for role, port in ports.items()}
-        extra = {
-            "exchange": [],
-            "user": [],
-            "gateway": ["--exchange", address["exchange"]],
-            "order": ["--user", address["user"], "--gateway", address["gateway"]],
-        }
+        address: dict[str, str] = {}  # filled in as each stand-in reports the port it bound
         names = {role: f"floor_{role}" for role in FLOOR_ROLES}
         pids: dict[str, int] = {}
         with contextlib.ExitStack() as children:
             for role in FLOOR_ROLES:
-                cmd = [sys.executable, "-m", "bench.floor", "serve", role, "--port", str(ports[role]), *extra[role]]
+                cmd = [sys.executable, "-m", "bench.floor", "serve", role, "--port", "0"]
+                cmd += [arg for flag, callee in FLOOR_CALLS.get(role, ()) for arg in (flag, address[callee])]
                 if variant == "durable" and role != "exchange":
                     cmd += ["--db", str(directory / f"{role}.db")]
                 server = children.enter_context(_child(cmd, stdout=subprocess.PIPE))
-                _await_ready(server, f"the floor's {role} stand-in")
+                port = _await_ready(server, f"the floor's {role} stand-in")
+                address[role] = f"127.0.0.1:{port}"
                 self.sampler.watch(names[role], server.pid)
                 pids[names[role]] = server.pid
             drive = [

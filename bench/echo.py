@@ -1,7 +1,8 @@
 """The one-hop ceiling: a bare grpc.aio unary echo server and a closed-loop client, in separate processes.
 
 ``python -m bench.echo serve --port P`` serves ``/bench.Echo/Call`` (bytes in, the same bytes out, no
-protobuf, uvloop, SO_REUSEPORT off). ``python -m bench.echo drive --target ADDR --duration S`` keeps
+protobuf, uvloop, SO_REUSEPORT off) and prints ``ready PORT``, the port it bound (``--port 0``, the
+default, picks a free one). ``python -m bench.echo drive --target ADDR --duration S`` keeps
 ``--concurrency`` calls in flight over ``--channels`` connections and prints one JSON line: the
 calls per second and their latency percentiles.
 """
@@ -36,13 +37,13 @@ async def serve(port: int) -> None:
     handler = grpc.method_handlers_generic_handler("bench.Echo", {"Call": grpc.unary_unary_rpc_method_handler(call)})
     server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
     server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print("ready", flush=True)
+    print(f"ready {bound}", flush=True)
     await stop.wait()
     await server.stop(0.5)
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.echo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser = sub.add_parser("serve")
-    serve_parser.add_argument("--port", type=int, required=True)
+    serve_parser.add_argument("--port", type=int, default=0)
     drive_parser = sub.add_parser("drive")
     drive_parser.add_argument("--target", required=True)
     drive_parser.add_argument("--duration", type=float, default=10.0)

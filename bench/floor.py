@@ -17,7 +17,8 @@ As in the real gateway, an order's event is passed on only once its answer is co
 Whatever this measures is more than any implementation of that shape can do in Python on this
 machine, so it separates the cost of the design from the cost of the code in it.
 
-``python -m bench.floor serve ROLE --port P ...`` runs one stand-in (it prints ``ready``);
+``python -m bench.floor serve ROLE --port P ...`` runs one stand-in (it prints ``ready PORT``, the port
+it bound: ``--port 0``, the default, picks a free one);
 ``python -m bench.floor drive --target ADDR`` sends placements open loop, ``--warmup`` seconds
 (not reported) and ``--duration`` seconds at ``--rate``, then each rate of ``--steps`` for
 ``--step-s`` seconds until a step does not keep up: less than 90% of the offered rate achieved,
@@ -144,7 +145,7 @@ async def _serve_until_signal(
     """Serve ``handlers`` until SIGTERM or SIGINT; then ``close``, stop the server and the committer."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
 
     async def cleanup() -> None:
@@ -153,7 +154,7 @@ async def _serve_until_signal(
         if committer is not None:
             committer.close()
 
-    await _until_signal(cleanup)
+    await _until_signal(cleanup, bound)
 
 
 HELLO = b""  # the first message of every stream: the subscription is in place
@@ -180,12 +181,12 @@ class _Fanout:
             self.subscribers.discard(subscriber)
 
 
-async def _until_signal(cleanup: Callable[[], Awaitable[None]]) -> None:
+async def _until_signal(cleanup: Callable[[], Awaitable[None]], port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print("ready", flush=True)
+    print(f"ready {port}", flush=True)
     await stop.wait()
     await cleanup()
 
@@ -224,7 +225,7 @@ async def serve_exchange(port: int) -> None:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    await _until_signal(runner.cleanup)
+    await _until_signal(runner.cleanup, int(runner.addresses[0][1]))
 
 
 async def serve_user(port: int, db: str | None) -> None:
@@ -521,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser = sub.add_parser("serve")
     serve_parser.add_argument("role", choices=("exchange", "user", "gateway", "order"))
-    serve_parser.add_argument("--port", type=int, required=True)
+    serve_parser.add_argument("--port", type=int, default=0)
     serve_parser.add_argument("--db", help="SQLite file for the durable commits (none: no commits)")
     serve_parser.add_argument("--exchange", help="host:port of the exchange stand-in (gateway)")
     serve_parser.add_argument("--user", help="host:port of the user stand-in (order)")

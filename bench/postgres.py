@@ -1,8 +1,9 @@
-"""A throw-away PostgreSQL 15 server on 127.0.0.1 for the benchmark (``--db postgres``) and the tests.
+"""A throw-away PostgreSQL 15 server for the benchmark (``--db postgres``) and the tests.
 
 ``TemporaryPostgres`` runs initdb in a directory of its own (the C collation the services require,
-trust authentication on loopback), starts the server on a free port and stops it with the data when
-asked. PostgreSQL refuses to run as root: as root it runs as the ``postgres`` system user (runuser).
+trust authentication), starts the server listening on a Unix socket in that directory only (no TCP
+port, so none to find free or to collide with) and stops it with the data when asked. PostgreSQL
+refuses to run as root: as root it runs as the ``postgres`` system user (runuser).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,10 +28,8 @@ def _as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+SOCKET_PORT = 5432
+"""Only names the socket file (``.s.PGSQL.5432`` in the server's own directory): no TCP port is opened."""
 
 
 class TemporaryPostgres:
@@ -43,14 +41,13 @@ class TemporaryPostgres:
 
     def __init__(self, *, durable: bool = True, max_connections: int = 300):
         self.root = Path(tempfile.mkdtemp(prefix="trading-pg-"))
-        self.port = _free_port()
         self.durable = durable
         self.max_connections = max_connections
         self._names = itertools.count(1)
 
     def url(self, database: str) -> str:
         """The SQLAlchemy URL of a database on this server."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://postgres@/{database}?host={self.root}&port={SOCKET_PORT}"
 
     def start(self) -> TemporaryPostgres:
         """initdb, start the server and wait until it answers."""
@@ -59,9 +56,7 @@ class TemporaryPostgres:
             shutil.chown(self.root, "postgres", "postgres")
         initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--locale=C", "-E", "UTF8"]
         subprocess.run(_as_postgres(initdb), check=True, capture_output=True)
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections={self.max_connections}"
-        )
+        options = f"-p {SOCKET_PORT} -k {self.root} -c listen_addresses='' -c max_connections={self.max_connections}"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         ctl = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.root / "log"), "-w", "start"]
@@ -80,7 +75,7 @@ class TemporaryPostgres:
         """Run one statement outside a transaction, as the superuser, on the ``postgres`` database."""
         import psycopg
 
-        dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        dsn = f"host={self.root} port={SOCKET_PORT} user=postgres dbname=postgres"
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql)  # type: ignore[arg-type]
 

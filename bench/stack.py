@@ -1,7 +1,8 @@
-"""Start the whole stack as ``make run`` does, on free ports, a temporary directory and quiet logs.
+"""Start the whole stack as ``make run`` does, on ports of its own, a temporary directory and quiet logs.
 
 The process list and environment come from ``launcher.stack`` (the same modules, the same
-variables); the differences are the bench's: free ports and throw-away SQLite files so a bench never
+variables, the same ready files); the differences are the bench's: every address on port 0 (each
+process binds a free port and reports it) and throw-away SQLite files so a bench never
 collides with a running ``make run``, LOG_LEVEL=WARNING so access logs stay off the hot path, each
 service's output in a log file, and the simulator's rate limits raised before the gateway starts
 (the gateway reads them from exchangeInfo), so that Binance's per-account order limits are not what
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,9 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from launcher.stack import Child, LaunchError, build_environment, check_ports, plan
+from launcher.stack import Child, LaunchError, build_environment, child_env, health_target, passed_on, plan
 from shared.config import REPO_ROOT
 from shared.healthcheck import probe
+from shared.ready import read_ready
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -44,13 +45,6 @@ BENCH_MAX_NUM_ORDERS = 1_000_000
 BENCH_SIM_BALANCES = "USDT=100000000000,BTC=10000000,ETH=100000000,BNB=1000000000"
 
 STRIPPED = ("BINANCE_API_KEY", "BINANCE_API_SECRET", "BINANCE_BASE_URL", "BINANCE_WS_API_URL")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_json(url: str, body: Any = None, timeout: float = 5.0) -> Any:
@@ -73,14 +67,14 @@ class BenchStack:
         base = {k: v for k, v in os.environ.items() if k not in STRIPPED}
         base.update(
             {
-                "ORDER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
-                "USER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
-                "EXCHANGE_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
-                "SIM_PORT": str(free_port()),
+                "ORDER_SERVICE_ADDR": "127.0.0.1:0",
+                "USER_SERVICE_ADDR": "127.0.0.1:0",
+                "EXCHANGE_GATEWAY_ADDR": "127.0.0.1:0",
+                "SIM_PORT": "0",
                 # Metrics served as in production (scraped by nobody here), on free ports.
-                "ORDER_METRICS_ADDR": f"127.0.0.1:{free_port()}",
-                "USER_METRICS_ADDR": f"127.0.0.1:{free_port()}",
-                "GATEWAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+                "ORDER_METRICS_ADDR": "127.0.0.1:0",
+                "USER_METRICS_ADDR": "127.0.0.1:0",
+                "GATEWAY_METRICS_ADDR": "127.0.0.1:0",
                 "ORDER_DB_URL": f"sqlite:///{workdir}/order.db",
                 "USER_DB_URL": f"sqlite:///{workdir}/user.db",
                 "GATEWAY_DB_URL": f"sqlite:///{workdir}/gateway.db",
@@ -101,7 +95,6 @@ class BenchStack:
         self.logs: dict[str, Path] = {}
         self._files: list[IO[bytes]] = []
         self.limits_response: Any = None
-        check_ports(self.children, self.env)
 
     @property
     def sim_url(self) -> str:
@@ -118,28 +111,38 @@ class BenchStack:
         return {c.name: c.process.pid for c in self.children if c.process is not None and c.process.poll() is None}
 
     def start(self) -> None:
-        """Start each child in order and wait until it is healthy; raise LaunchError with its log tail if not."""
+        """Start each child in order and wait until it is healthy; raise LaunchError with its log tail if not.
+
+        Each child's ready file gives the ports it bound, which go into ``env`` for the children after it.
+        """
         for child in self.children:
             log_path = self.workdir / f"{child.name}.log"
             self.logs[child.name] = log_path
             log = log_path.open("wb")
             self._files.append(log)
+            ready_file = self.workdir / f"{child.name}.ready"
             child.process = subprocess.Popen(
                 [sys.executable, "-m", child.module],
                 cwd=REPO_ROOT,
-                env=self.env,
+                env=child_env(self.env, child, ready_file),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C reaches the bench, which then stops everything in order
             )
             deadline = time.monotonic() + START_TIMEOUT
-            while not probe(child.check, timeout=1.0):
+            target = ""
+            while not (target and probe(target, timeout=1.0)):
                 if child.process.poll() is not None:
                     code = child.process.returncode
                     raise LaunchError(f"{child.name} exited with code {code} while starting:\n{self.tail(child.name)}")
                 if time.monotonic() > deadline:
                     limit = f"{START_TIMEOUT:.0f} s"
                     raise LaunchError(f"{child.name} not healthy within {limit}:\n{self.tail(child.name)}")
+                record = None if target else read_ready(ready_file)
+                if record is not None:
+                    self.env.update(passed_on(child, record, self.env))
+                    target = health_target(child, self.env)
+                    continue
                 time.sleep(0.1)
             self.say(f"  {child.name:<18} healthy (pid {child.process.pid}, log {log_path})")
             if child.name == "exchange_simulator":

@@ -3,6 +3,13 @@
 The launcher imports no service code: it runs ``python -m services.<name>`` as child processes,
 exactly as a user or a container would, each in its own session so that a Ctrl-C in the
 terminal reaches only the launcher, which then stops the children in reverse order.
+
+Each child writes a ready file (``shared.ready``) with the ports it bound, and the children started
+after it are given those addresses: so an address on port 0 (what the tests use) works, and the
+children start in dependency order: the simulator, the gateway (which reaches the user service for
+its audit trail lazily, and sends nothing there while the user service's port 0 is not bound yet), the
+user service (which asks the gateway for the listed assets), then the order service, which calls both.
+With ``TRADING_READY_FILE`` set, the launcher writes its own once the stack is up, with every address.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +35,7 @@ from shared.config import (
 )
 from shared.healthcheck import probe, tls_ca
 from shared.metrics import DEFAULT_METRICS_ADDRS, METRICS_PATH
+from shared.ready import READY_FILE, announce_ready, read_ready
 from shared.tls import (
     DEFAULT_EXCHANGE_GATEWAY_INTERNAL_PORT,
     DEFAULT_USER_SERVICE_INTERNAL_PORT,
@@ -46,8 +55,7 @@ class Child:
 
     name: str
     module: str
-    check: str  # host:port for gRPC health, or an http:// URL
-    env_var: str = ""
+    env_var: str
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
@@ -170,23 +178,55 @@ def internal_addr(env: Mapping[str, str], name: str, addr_variable: str) -> str:
 
 
 def plan(env: Mapping[str, str]) -> list[Child]:
-    """The processes to start, in start order."""
+    """The processes to start, in start order (each after those whose address it needs)."""
     children = []
     if env["BINANCE_ENV"] == "sim":
-        port = env["SIM_PORT"]
-        ping = f"http://127.0.0.1:{port}/api/v3/ping"
-        children.append(Child("exchange_simulator", "services.exchange_simulator", ping, "SIM_PORT"))
+        children.append(Child("exchange_simulator", "services.exchange_simulator", "SIM_PORT"))
     children += [
-        Child("user_service", "services.user_service", f"{env['USER_SERVICE_ADDR']}", "USER_SERVICE_ADDR"),
-        Child(
-            "exchange_gateway",
-            "services.exchange_gateway",
-            f"{env['EXCHANGE_GATEWAY_ADDR']}",
-            "EXCHANGE_GATEWAY_ADDR",
-        ),
-        Child("order_service", "services.order_service", f"{env['ORDER_SERVICE_ADDR']}", "ORDER_SERVICE_ADDR"),
+        Child("exchange_gateway", "services.exchange_gateway", "EXCHANGE_GATEWAY_ADDR"),
+        Child("user_service", "services.user_service", "USER_SERVICE_ADDR"),
+        Child("order_service", "services.order_service", "ORDER_SERVICE_ADDR"),
     ]
     return children
+
+
+def health_target(child: Child, env: Mapping[str, str]) -> str:
+    """Where the launcher asks whether ``child`` is healthy: host:port for gRPC health, or the simulator's ping URL."""
+    if child.env_var == "SIM_PORT":
+        return f"http://127.0.0.1:{env['SIM_PORT']}/api/v3/ping"
+    return env[child.env_var]
+
+
+ADDRESS_VARIABLES = ("ORDER_SERVICE_ADDR", "USER_SERVICE_ADDR", "EXCHANGE_GATEWAY_ADDR")
+
+
+def child_env(env: Mapping[str, str], child: Child, ready_file: Path) -> dict[str, str]:
+    """``child``'s environment: the stack's, its ready file, and no address of a service not bound yet.
+
+    Only the gateway meets one (the user service's, on port 0, is bound after it): its audit trail
+    then sends nothing, rather than to a port that means "any".
+    """
+    own = {child.env_var, READY_FILE}
+    unbound = [v for v in ADDRESS_VARIABLES if v not in own and env.get(v, "").endswith(":0")]
+    return {**env, **{variable: "" for variable in unbound}, READY_FILE: str(ready_file)}
+
+
+def _connect_host(addr: str) -> str:
+    host = addr.rsplit(":", 1)[0] if ":" in addr else ""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "[::]", "::") else host
+
+
+def passed_on(child: Child, record: Mapping[str, object], env: Mapping[str, str]) -> dict[str, str]:
+    """The variables that tell the others where ``child`` listens, from its ready file's record."""
+    if child.env_var == "SIM_PORT":
+        return {"SIM_PORT": str(record["http_port"])}
+    variables = {child.env_var: f"{_connect_host(env[child.env_var])}:{record['grpc_port']}"}
+    metrics = METRICS_VARIABLES[child.name]
+    if "metrics_port" in record:
+        variables[metrics] = f"{_connect_host(env.get(metrics, ''))}:{record['metrics_port']}"
+    if "internal_port" in record and child.name in INTERNAL_PORTS:
+        variables[INTERNAL_PORTS[child.name]] = str(record["internal_port"])
+    return variables
 
 
 METRICS_VARIABLES = {
@@ -208,7 +248,7 @@ def metrics_urls(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def check_ports(children: list[Child], env: Mapping[str, str]) -> None:
-    """Fail with a clear message if an address is taken (another `make run`, most likely)."""
+    """Fail with a clear message if an address is taken (another `make run`, most likely); port 0 never is."""
     for child in children:
         addr = f"127.0.0.1:{env['SIM_PORT']}" if child.env_var == "SIM_PORT" else env[child.env_var]
         wanted = [(addr, child.env_var)]
@@ -238,25 +278,44 @@ class Stack:
         print(text, file=self.out, flush=True)  # type: ignore[call-overload]
 
     def start(self) -> None:
-        """Start each child and wait for it to be healthy before the next one (over TLS when it is on)."""
+        """Start each child, read the ports it bound, and wait for it to be healthy before the next one.
+
+        The ports it reports go into ``env`` for the children started after it (and the banner).
+        Health is asked over TLS when it is on.
+        """
         ca = tls_ca(self.env)
-        for child in self.children:
-            child.process = subprocess.Popen(
-                [sys.executable, "-m", child.module],
-                cwd=REPO_ROOT,
-                env=self.env,
-                start_new_session=True,
-            )
-            deadline = time.monotonic() + START_TIMEOUT
-            while not probe(child.check, ca=None if child.check.startswith("http") else ca):
-                if self._stopping:
+        with tempfile.TemporaryDirectory(prefix="trading-ready-") as ready_dir:
+            for child in self.children:
+                ready_file = Path(ready_dir) / f"{child.name}.json"
+                child.process = subprocess.Popen(
+                    [sys.executable, "-m", child.module],
+                    cwd=REPO_ROOT,
+                    env=child_env(self.env, child, ready_file),
+                    start_new_session=True,
+                )
+                if not self._until_healthy(child, ready_file, ca):
                     return
-                if child.process.poll() is not None:
-                    raise LaunchError(f"{child.name} exited with code {child.process.returncode} while starting")
-                if time.monotonic() > deadline:
-                    raise LaunchError(f"{child.name} did not become healthy within {START_TIMEOUT:.0f} s")
-                time.sleep(0.1)
-            self.say(f"  {child.name:<18} healthy (pid {child.process.pid})")
+                self.say(f"  {child.name:<18} healthy (pid {child.process.pid})")
+
+    def _until_healthy(self, child: Child, ready_file: Path, ca: bytes | None) -> bool:
+        """Wait for ``child``'s ready file, pass its ports on, then wait until it is healthy; False if stopping."""
+        assert child.process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        target = ""
+        while not (target and probe(target, ca=None if target.startswith("http") else ca)):
+            if self._stopping:
+                return False
+            if child.process.poll() is not None:
+                raise LaunchError(f"{child.name} exited with code {child.process.returncode} while starting")
+            if time.monotonic() > deadline:
+                raise LaunchError(f"{child.name} did not become healthy within {START_TIMEOUT:.0f} s")
+            record = None if target else read_ready(ready_file)
+            if record is not None:
+                self.env.update(passed_on(child, record, self.env))
+                target = health_target(child, self.env)
+                continue
+            time.sleep(0.1)
+        return True
 
     def stop(self) -> None:
         """SIGTERM every child in reverse order, wait, then SIGKILL what is left."""
@@ -375,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         if not stop_requested:
             print(banner(env, notes), flush=True)
+            variables = (*ADDRESS_VARIABLES, "SIM_PORT", *METRICS_VARIABLES.values(), *INTERNAL_PORTS.values())
+            announce_ready("launcher", {"addresses": {v: env[v] for v in variables if v in env}})
         while not stop_requested:
             dead = stack.first_exited()
             if dead is not None:

@@ -1,6 +1,6 @@
 """gRPC aio server bootstrap shared by the services.
 
-``create_server`` returns ``(server, port, health)``: health and reflection are registered,
+``create_server`` returns ``(server, port, health, internal_port)``: health and reflection are registered,
 the request-context interceptor (request ids, access log: every call at DEBUG, failures at
 WARNING; a ``DomainError`` mapped to its status by ``shared.grpc_errors``; with a ``Telemetry``,
 the go-grpc-prometheus server metrics and a SERVER span per call, child of the caller's span from
@@ -332,12 +332,13 @@ async def create_server(
     options: Sequence[tuple[str, Any]] = (),
     telemetry: Telemetry | None = None,
     security: ServerSecurity | None = None,
-) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """Start an aio server on ``bind`` (port 0 picks a free port) and return (server, port, health).
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer, int | None]:
+    """Start an aio server on ``bind`` (port 0 picks a free port); return (server, port, health, internal_port).
 
     With ``telemetry`` every call is counted and traced (health and reflection excepted). ``security``
-    (see ``shared.tls``) serves TLS only, plus a mutual TLS internal port when it has one; without a
-    certificate the server is plaintext, which it refuses on a non-loopback ``bind`` unless allowed.
+    (see ``shared.tls``) serves TLS only, plus a mutual TLS internal port when it has one (port 0 there
+    picks a free one too; ``internal_port`` is the port bound, None without); without a certificate the
+    server is plaintext, which it refuses on a non-loopback ``bind`` unless allowed.
     """
     security = security or ServerSecurity()
     if security.identity is None:
@@ -357,12 +358,13 @@ async def create_server(
     reflection_pb2_grpc_add(reflection_servicer, server)
     port = _listen(server, bind, security.identity, require_client_auth=False)
     internal = security.internal_bind(bind)
+    internal_port = None
     if internal is not None:
-        _listen(server, internal, security.identity, require_client_auth=True)
+        internal_port = _listen(server, internal, security.identity, require_client_auth=True)
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, port, health_servicer
+    return server, port, health_servicer, internal_port
 
 
 def _listen(server: grpc.aio.Server, bind: str, identity: ServiceIdentity | None, *, require_client_auth: bool) -> int:

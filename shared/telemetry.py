@@ -63,6 +63,11 @@ class Telemetry:
             db=DatabaseMetrics(registry),
         )
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on (the one bound, for port 0), or None when it is not served."""
+        return self.metrics_server.port if self.metrics_server is not None else None
+
     async def serve_metrics(self, addr: str, variable: str) -> MetricsServer | None:
         """Serve /metrics on ``addr`` (empty: not at all); PortInUse naming ``variable`` if it is taken."""
         if not addr:

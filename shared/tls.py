@@ -158,8 +158,8 @@ class TlsSettings:
             (USER_SERVICE_INTERNAL_PORT, settings.user_service_internal_port),
             (EXCHANGE_GATEWAY_INTERNAL_PORT, settings.exchange_gateway_internal_port),
         ):
-            if not 0 < port < 65536:
-                raise ConfigError(f"{variable} must be a port between 1 and 65535, got {port}")
+            if not 0 <= port < 65536:
+                raise ConfigError(f"{variable} must be a port between 0 (any free port) and 65535, got {port}")
         return settings
 
     @property

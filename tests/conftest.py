@@ -1,8 +1,8 @@
 """Both database engines for any test: SQLite files in tmp dirs, and one real PostgreSQL 15 per session.
 
-``postgres_server`` (session) runs initdb in a temporary directory and starts PostgreSQL on a free
-port of 127.0.0.1 (as the ``postgres`` system user when the tests run as root: the server refuses
-root), with the C collation the services require; it is stopped and removed at the end.
+``postgres_server`` (session) runs initdb in a temporary directory and starts PostgreSQL on a Unix
+socket in it, no TCP port (as the ``postgres`` system user when the tests run as root: the server
+refuses root), with the C collation the services require; it is stopped and removed at the end.
 
 A test that runs on both engines takes ``db_engine`` (parametrized: ``[sqlite]`` and ``[postgresql]``
 in its id) and asks ``new_db_url(name)`` for a fresh, empty database on that engine. Tests that take

@@ -1,23 +1,68 @@
-"""Small helpers for tests that start real processes."""
+"""Small helpers for tests that start real processes.
+
+No test picks a free port for a process to bind later (something else may take it in between): every
+server binds port 0, in-process ones report the port from the server object, and a process started
+here writes a ready file (``shared.ready``) that ``await_ready`` reads and passes on.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+from launcher.stack import Child, child_env, passed_on, plan
+from shared.ready import NotReady, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
+ANY_PORT = {
+    "ORDER_SERVICE_ADDR": "127.0.0.1:0",
+    "USER_SERVICE_ADDR": "127.0.0.1:0",
+    "EXCHANGE_GATEWAY_ADDR": "127.0.0.1:0",
+    "SIM_PORT": "0",
+}
+"""Where each process of a stack listens: port 0, the port it binds is in its ready file."""
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+STACK_ORDER = ("exchange_simulator", "exchange_gateway", "user_service", "order_service")
+"""The launcher's start order: each process after the ones whose address it needs."""
+
+_CHILDREN = {child.name: child for child in plan({"BINANCE_ENV": "sim"})}
+
+
+def spawn(name: str, env: dict[str, str], ready_file: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """Start ``python -m services.<name>`` with the stack's ``env`` and ``ready_file`` (as the launcher does)."""
+    ready_file.unlink(missing_ok=True)
+    child = _CHILDREN[name]
+    return subprocess.Popen([PYTHON, "-m", child.module], cwd=ROOT, env=child_env(env, child, ready_file), **popen)
+
+
+def await_ready(
+    name: str, process: subprocess.Popen[bytes], ready_file: Path, env: dict[str, str], logs: Callable[[], str]
+) -> dict[str, Any]:
+    """Wait for ``name``'s ready file and put the addresses it reports into ``env`` for the processes after it."""
+    try:
+        record = wait_ready(ready_file, process.poll, timeout=60)
+    except NotReady as exc:
+        raise AssertionError(f"{name} {exc}\n{logs()}") from None
+    child: Child = _CHILDREN[name]
+    env.update(passed_on(child, record, env))
+    return record
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 held bound but not listening: a connection to it is refused, and no server can take it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
 
 
 def port_is_free(port: int) -> bool:

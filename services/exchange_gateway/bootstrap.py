@@ -44,6 +44,7 @@ from shared.db import Database, check_db_url, create_db_engine
 from shared.errors import DomainError, Unavailable
 from shared.logs import register_secret, setup_logging
 from shared.readiness import Readiness
+from shared.ready import announce_ready
 from shared.server import Registration, create_server, wait_for_signal
 from shared.telemetry import Telemetry
 from shared.tls import ServiceIdentity
@@ -81,6 +82,8 @@ class RunningService:
     readiness: Readiness | None = None
     audit: GrpcAuditTrail | None = None
     user_channel: grpc.aio.Channel | None = None
+    internal_port: int | None = None
+    """The mutual TLS port bound for the other services (with TLS only)."""
     _stopped: bool = False
 
     @property
@@ -319,7 +322,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         ExchangeGatewayServicer(gateway, quotes),
     )
     try:
-        server, port, health_servicer = await create_server(
+        server, port, health_servicer, internal_port = await create_server(
             config.listen_addr,
             [registration],
             interceptors=[
@@ -351,6 +354,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     running = RunningService(
         port=port,
         addr=f"{host}:{port}",
+        internal_port=internal_port,
         server=server,
         health=health_servicer,
         gateway=gateway,
@@ -406,6 +410,9 @@ async def main(config: Config | None = None) -> None:
     config = config or Config.from_env()
     setup_logging("exchange_gateway", config.log_level)
     running = await start(config)
+    metrics_port = running.telemetry.metrics_port if running.telemetry is not None else None
+    ports = {"grpc_port": running.port, "internal_port": running.internal_port, "metrics_port": metrics_port}
+    announce_ready("exchange_gateway", ports)
     try:
         await wait_for_signal()
     finally:

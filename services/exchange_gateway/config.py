@@ -183,7 +183,8 @@ class Config:
             metrics_addr=metrics_addr(env, "GATEWAY_METRICS_ADDR"),
             otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ""),
             tls=TlsSettings.from_env(env),
-            user_service_addr=env_str(env, "USER_SERVICE_ADDR", DEFAULT_USER_SERVICE_ADDR),
+            # Set but empty: none sent (a harness that starts the gateway before the user service, on port 0).
+            user_service_addr=env.get("USER_SERVICE_ADDR", DEFAULT_USER_SERVICE_ADDR).strip(),
         )
 
     def validate(self) -> None:

@@ -11,6 +11,7 @@ from services.exchange_simulator.app import start_simulator
 from services.exchange_simulator.config import SimConfig
 from shared.config import ConfigError
 from shared.logs import register_secret, setup_logging
+from shared.ready import announce_ready
 from shared.server import wait_for_signal
 
 log = logging.getLogger("services.exchange_simulator")
@@ -35,6 +36,7 @@ async def serve(config: SimConfig) -> int:
         f"exchange simulator listening on {running.base_url} port={running.port} (WebSocket API {running.ws_api_url})",
         flush=True,
     )
+    announce_ready("exchange_simulator", {"http_port": running.port})
     try:
         await wait_for_signal()
     finally:

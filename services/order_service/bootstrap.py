@@ -23,6 +23,7 @@ from shared.client import open_channel
 from shared.db import check_db_url
 from shared.logs import setup_logging
 from shared.readiness import Readiness, grpc_dependency
+from shared.ready import announce_ready
 from shared.server import Registration, create_server, wait_for_signal
 from shared.telemetry import Telemetry
 from trading.order.v1 import order_service_pb2_grpc
@@ -134,7 +135,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         SERVICE_NAME, order_service_pb2_grpc.add_OrderServiceServicer_to_server, OrderServiceServicer(app, auth)
     )
     try:
-        server, port, health_servicer = await create_server(
+        server, port, health_servicer, _ = await create_server(
             config.listen_addr,
             [registration],
             access_log=config.access_log,
@@ -179,6 +180,7 @@ async def main(config: Config | None = None) -> None:
     setup_logging("order_service", config.log_level)
     service = await start(config)
     log.info("listening", extra={"addr": service.addr, "port": service.port})
+    announce_ready("order_service", {"grpc_port": service.port, "metrics_port": service.telemetry.metrics_port})
     try:
         await wait_for_signal()
     finally:

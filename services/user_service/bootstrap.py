@@ -23,6 +23,7 @@ from shared.client import open_channel
 from shared.db import create_db_engine
 from shared.logs import register_secret, setup_logging
 from shared.readiness import Readiness
+from shared.ready import announce_ready
 from shared.server import Registration, create_server, wait_for_signal
 from shared.telemetry import Telemetry
 from trading.user.v1 import user_service_pb2_grpc
@@ -47,6 +48,8 @@ class RunningService:
     telemetry: Telemetry | None = None
     readiness: Readiness | None = None
     audit: AuditTrail | None = None
+    internal_port: int | None = None
+    """The mutual TLS port bound for the other services (with TLS only)."""
     _stopped: bool = field(default=False, repr=False)
 
     async def stop(self, grace: float = 1.0) -> None:
@@ -118,7 +121,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     servicer = UserServiceServicer(users, authorizer, audit)
     registration = Registration(SERVICE_NAME, user_service_pb2_grpc.add_UserServiceServicer_to_server, servicer)
     try:
-        server, port, health_servicer = await create_server(
+        server, port, health_servicer, internal_port = await create_server(
             config.listen_addr,
             [registration],
             access_log=config.access_log,
@@ -135,6 +138,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         health=health_servicer,
         port=port,
         addr=_client_addr(config.listen_addr, port),
+        internal_port=internal_port,
         users=users,
         transactions=transactions,
         assets=assets,
@@ -160,5 +164,8 @@ async def main(config: Config | None = None) -> None:
     setup_logging("user_service", config.log_level)
     running = await start(config)
     log.info("listening", extra={"addr": config.listen_addr, "port": running.port})
+    metrics_port = running.telemetry.metrics_port if running.telemetry is not None else None
+    ports = {"grpc_port": running.port, "internal_port": running.internal_port, "metrics_port": metrics_port}
+    announce_ready("user_service", ports)
     await wait_for_signal()
     await running.stop(grace=5.0)

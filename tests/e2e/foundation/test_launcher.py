@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from tests.support import PYTHON, ROOT, OutputCollector, free_port, grpcurl, pid_alive, port_is_free
+from shared.ready import READY_FILE, wait_ready
+from tests.support import ANY_PORT, PYTHON, ROOT, OutputCollector, grpcurl, pid_alive, port_is_free
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +28,9 @@ def stack(tmp_path_factory):
     var = tmp_path_factory.mktemp("var")
     env = {
         **os.environ,
-        "ORDER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
-        "USER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
-        "EXCHANGE_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
-        "SIM_PORT": str(free_port()),
-        **{variable: f"127.0.0.1:{free_port()}" for variable in METRICS},
+        **ANY_PORT,
+        **{variable: "127.0.0.1:0" for variable in METRICS},
+        READY_FILE: str(var / "launcher.ready"),
         "ORDER_DB_URL": f"sqlite:///{var}/order.db",
         "USER_DB_URL": f"sqlite:///{var}/user.db",
         "GATEWAY_DB_URL": f"sqlite:///{var}/gateway.db",
@@ -47,7 +46,11 @@ def stack(tmp_path_factory):
     out, err = OutputCollector(process.stdout), OutputCollector(process.stderr)
     try:
         assert out.wait_for("Trading core is up.", timeout=90), out.text + err.text[-3000:]
-        yield env, process, out, err
+        # The addresses the processes bound on port 0, as the launcher's ready file reports them.
+        addresses = wait_ready(var / "launcher.ready", process.poll, timeout=30)["addresses"]
+        bound = {**env, **addresses}
+        del bound[READY_FILE]
+        yield bound, process, out, err
     finally:
         if process.poll() is None:
             process.kill()

@@ -20,7 +20,8 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.support import PYTHON, ROOT, OutputCollector, free_port
+from shared.ready import READY_FILE, wait_ready
+from tests.support import ANY_PORT, PYTHON, ROOT, OutputCollector
 from trading.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from trading.user.v1 import user_service_pb2, user_service_pb2_grpc
 
@@ -36,20 +37,26 @@ FINAL = {
 
 
 class Launcher:
-    def __init__(self, env: dict[str, str]):
+    """``make run``'s launcher on port 0: ``env`` holds the addresses of the run that is up."""
+
+    def __init__(self, env: dict[str, str], ready_file: Path):
         self.env = env
+        self.ready_file = ready_file
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.start_capturing()
 
     def start_capturing(self) -> None:
+        self.ready_file.unlink(missing_ok=True)
+        env = {**self.env, **ANY_PORT, READY_FILE: str(self.ready_file)}
         self.process = subprocess.Popen(
-            [PYTHON, "-m", "launcher"], cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [PYTHON, "-m", "launcher"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         self.out, err = OutputCollector(self.process.stdout), OutputCollector(self.process.stderr)
         assert self.out.wait_for("Trading core is up.", timeout=90), self.out.text + err.text[-3000:]
         assert self.out.wait_for("Ctrl-C", timeout=10)
+        self.env.update(wait_ready(self.ready_file, self.process.poll, timeout=30)["addresses"])
 
     def banner_value(self, prefix: str) -> str:
         """The quoted value of the banner line starting with ``prefix`` (e.g. "export ADMIN=")."""
@@ -66,10 +73,6 @@ class Launcher:
 def launcher(tmp_path: Path) -> Iterator[Launcher]:
     env = {
         **os.environ,
-        "ORDER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
-        "USER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
-        "EXCHANGE_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
-        "SIM_PORT": str(free_port()),
         "ORDER_METRICS_ADDR": "",
         "USER_METRICS_ADDR": "",
         "GATEWAY_METRICS_ADDR": "",
@@ -83,7 +86,7 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
     }
     for name in ("BINANCE_API_KEY", "BINANCE_API_SECRET", "BINANCE_PRIVATE_KEY_FILE", "TRADING_TLS_DIR"):
         env.pop(name, None)
-    running = Launcher(env)
+    running = Launcher(env, tmp_path / "launcher.ready")
     try:
         yield running
     finally:

@@ -1,8 +1,10 @@
-"""The four real processes, as `make run` starts them, on free ports with temporary databases.
+"""The four real processes, as `make run` starts them, on ports they bind themselves with temporary databases.
 
-``ProcessStack`` starts the simulator, the user service, the gateway and the order service with
-``python -m services.<name>``, waits until each answers (gRPC health SERVING, the simulator's ping),
-can SIGKILL and restart the order service on the same database, and kills everything in teardown.
+``ProcessStack`` starts the simulator, the gateway, the user service and the order service with
+``python -m services.<name>`` on port 0, reads the ports each bound from its ready file and gives them to
+the ones started after it, waits until each answers (gRPC health SERVING, the simulator's ping), can
+SIGKILL and restart a process on the same database (and the port it had, which the others know), and
+kills everything in teardown.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support import PYTHON, ROOT, OutputCollector, free_port
+from tests.support import ANY_PORT, STACK_ORDER, OutputCollector, await_ready, spawn
 from trading.order.v1 import order_service_pb2_grpc
 from trading.user.v1 import user_service_pb2, user_service_pb2_grpc
 
@@ -73,16 +75,12 @@ class ProcessStack:
         return f"http://{self.env[METRICS[name]]}/metrics"
 
     def start(self, name: str) -> Proc:
-        process = subprocess.Popen(
-            [PYTHON, "-m", f"services.{name}"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        ready_file = self.var / f"{name}.ready"
+        process = spawn(name, self.env, ready_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         proc = Proc(name, process, OutputCollector(process.stdout), OutputCollector(process.stderr))
         self.procs[name] = proc
         try:
+            await_ready(name, process, ready_file, self.env, proc.logs)
             if name == "exchange_simulator":
                 self._wait_http(f"{self.sim_url}/api/v3/ping", proc)
             else:
@@ -156,11 +154,8 @@ def processes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         urls = {name: server.create_database(f"e2e_{name}") for name in ("order", "user", "gateway")}
     env = {
         **os.environ,
-        "ORDER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
-        "USER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
-        "EXCHANGE_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
-        "SIM_PORT": str(free_port()),
-        **{variable: f"127.0.0.1:{free_port()}" for variable in METRICS.values()},
+        **ANY_PORT,
+        **{variable: "127.0.0.1:0" for variable in METRICS.values()},
         "ORDER_DB_URL": urls["order"],
         "USER_DB_URL": urls["user"],
         "GATEWAY_DB_URL": urls["gateway"],
@@ -177,7 +172,7 @@ def processes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         env.pop(name, None)
     stack = ProcessStack(var, env)
     try:
-        for name in ("exchange_simulator", "user_service", "exchange_gateway", "order_service"):
+        for name in STACK_ORDER:
             stack.start(name)
         yield stack
     finally:

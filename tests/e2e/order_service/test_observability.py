@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -18,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ROOT, OutputCollector, free_port
+from tests.support import ROOT, OutputCollector
 from trading.order.v1 import order_pb2, order_service_pb2
 from trading.user.v1 import user_service_pb2
 
@@ -197,13 +198,12 @@ def test_the_real_prometheus_server_scrapes_all_three_services_with_the_deploy_c
         job["static_configs"][0]["targets"] = [processes.metrics_url(job["job_name"]).split("/")[2]]
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
-    web = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
         [
             str(PROMETHEUS),
             f"--config.file={config_file}",
             f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address={web}",
+            "--web.listen-address=127.0.0.1:0",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -231,6 +231,9 @@ def test_the_real_prometheus_server_scrapes_all_three_services_with_the_deploy_c
             time.sleep(0.25)
 
     try:
+        # Prometheus logs the address it bound: 'msg="Listening on" address=127.0.0.1:41234'.
+        assert log.wait_for('msg="Listening on"', timeout=60), log.text[-3000:]
+        web = re.findall(r'msg="Listening on" address=(\S+)', log.text)[0]
 
         def all_up() -> list[dict[str, Any]] | None:
             targets = api("targets")["activeTargets"]

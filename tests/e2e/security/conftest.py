@@ -1,8 +1,9 @@
 """The four real processes over TLS: ``TRADING_TLS_DIR`` set to a fresh development set (``launcher.certs``).
 
-``TlsStack`` starts the simulator, the user service, the gateway and the order service with
-``python -m services.<name>`` on free loopback ports (users' ports and the two internal mutual TLS ports),
-waits until each answers gRPC health over TLS (verified with the CA only, as a user's client does), and kills
+``TlsStack`` starts the simulator, the gateway, the user service and the order service with
+``python -m services.<name>`` on loopback port 0 (users' ports and the two internal mutual TLS ports), reads
+the ports each bound from its ready file and gives them to the ones started after it, waits until each
+answers gRPC health over TLS (verified with the CA only, as a user's client does), and kills
 everything in teardown. ``Certs`` also holds certificates that no service uses: one from another CA.
 """
 
@@ -23,7 +24,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from launcher.certs import issue, make_dev_certs, new_ca
-from tests.support import PYTHON, ROOT, OutputCollector, free_port
+from tests.support import ANY_PORT, STACK_ORDER, OutputCollector, await_ready, spawn
 
 SERVICES = {
     "user_service": ("USER_SERVICE_ADDR", "trading.user.v1.UserService"),
@@ -82,6 +83,7 @@ class Proc:
 class TlsStack:
     env: dict[str, str]
     certs: Certs
+    var: Path
     procs: dict[str, Proc] = field(default_factory=dict)
 
     @property
@@ -105,15 +107,11 @@ class TlsStack:
         return f"http://127.0.0.1:{self.env['SIM_PORT']}"
 
     def start(self, name: str) -> Proc:
-        process = subprocess.Popen(
-            [PYTHON, "-m", f"services.{name}"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        ready_file = self.var / f"{name}.ready"
+        process = spawn(name, self.env, ready_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         proc = Proc(name, process, OutputCollector(process.stdout), OutputCollector(process.stderr))
         self.procs[name] = proc
+        await_ready(name, process, ready_file, self.env, proc.logs)
         if name == "exchange_simulator":
             self._wait_http(f"{self.sim_url}/api/v3/ping", proc)
         else:
@@ -168,15 +166,12 @@ class TlsStack:
 
 
 def base_env(var: Path) -> dict[str, str]:
-    """The environment of a stack in ``var`` on free loopback ports, without TLS settings."""
+    """The environment of a stack in ``var`` on loopback port 0, without TLS settings."""
     env = {
         **os.environ,
-        "ORDER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
-        "USER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
-        "EXCHANGE_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
-        "USER_SERVICE_INTERNAL_PORT": str(free_port()),
-        "EXCHANGE_GATEWAY_INTERNAL_PORT": str(free_port()),
-        "SIM_PORT": str(free_port()),
+        **ANY_PORT,
+        "USER_SERVICE_INTERNAL_PORT": "0",
+        "EXCHANGE_GATEWAY_INTERNAL_PORT": "0",
         "ORDER_METRICS_ADDR": "",
         "USER_METRICS_ADDR": "",
         "GATEWAY_METRICS_ADDR": "",
@@ -215,9 +210,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 def tls_stack(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[TlsStack]:
     var = tmp_path_factory.mktemp("tls-e2e")
     env = {**base_env(var), "TRADING_TLS_DIR": str(certs.directory)}
-    stack = TlsStack(env, certs)
+    stack = TlsStack(env, certs, var)
     try:
-        for name in ("exchange_simulator", "user_service", "exchange_gateway", "order_service"):
+        for name in STACK_ORDER:
             stack.start(name)
         yield stack
     finally:

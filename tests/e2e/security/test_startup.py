@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from launcher.certs import make_dev_certs
-from tests.support import PYTHON, ROOT, OutputCollector, free_port
+from shared.ready import wait_ready
+from tests.support import PYTHON, ROOT, OutputCollector
 
 from .conftest import base_env
 
@@ -57,9 +58,10 @@ def test_the_launcher_with_tls_prints_grpcurl_lines_that_work(tmp_path: Path):
     env = {
         **base_env(tmp_path),
         "TRADING_TLS_DIR": str(certs),
-        "ORDER_METRICS_ADDR": f"127.0.0.1:{free_port()}",
-        "USER_METRICS_ADDR": f"127.0.0.1:{free_port()}",
-        "GATEWAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+        "ORDER_METRICS_ADDR": "127.0.0.1:0",
+        "USER_METRICS_ADDR": "127.0.0.1:0",
+        "GATEWAY_METRICS_ADDR": "127.0.0.1:0",
+        "TRADING_READY_FILE": str(tmp_path / "launcher.ready"),
     }
     process = subprocess.Popen(
         [PYTHON, "-m", "launcher"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -67,9 +69,11 @@ def test_the_launcher_with_tls_prints_grpcurl_lines_that_work(tmp_path: Path):
     out, err = OutputCollector(process.stdout), OutputCollector(process.stderr)
     try:
         assert out.wait_for("Ctrl-C stops everything.", timeout=120), out.text + err.text[-3000:]
+        addresses = wait_ready(tmp_path / "launcher.ready", process.poll, timeout=30)["addresses"]
         text = out.text
         assert f"-cacert {certs / 'ca.crt'}" in text and "-plaintext" not in text
-        assert env["USER_SERVICE_INTERNAL_PORT"] in text and env["EXCHANGE_GATEWAY_INTERNAL_PORT"] in text
+        for variable in ("USER_SERVICE_INTERNAL_PORT", "EXCHANGE_GATEWAY_INTERNAL_PORT"):
+            assert f"127.0.0.1:{addresses[variable]}" in text, variable
         # The "Try:" lines, continuation lines joined, run as a user pastes them into a shell.
         tried = text.split("Try:\n", 1)[1].split("  (the README", 1)[0]
         commands = [c.strip() for c in re.sub(r"\\\n\s*", "", tried).splitlines() if c.strip()]

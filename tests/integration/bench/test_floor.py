@@ -10,14 +10,15 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.support import PYTHON, ROOT, free_port
+from tests.support import PYTHON, ROOT
 
 pytestmark = [pytest.mark.e2e]
 
 PLACEMENTS = 40
 
 
-def _start(stack: ExitStack, *args: str) -> subprocess.Popen:
+def _start(stack: ExitStack, *args: str) -> tuple[subprocess.Popen, str]:
+    """Start a stand-in on port 0; the process and the address it reported on its "ready PORT" line."""
     process = subprocess.Popen(
         [PYTHON, "-m", "bench.floor", "serve", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -32,30 +33,29 @@ def _start(stack: ExitStack, *args: str) -> subprocess.Popen:
                 process.wait()
 
     stack.callback(stop)
-    assert process.stdout.readline().strip() == b"ready", process.stderr.read().decode()[-2000:]
-    return process
+    word, _, port = process.stdout.readline().decode().strip().partition(" ")
+    assert word == "ready" and port.isdigit(), process.stderr.read().decode()[-2000:]
+    return process, f"127.0.0.1:{port}"
 
 
 def _run_floor(tmp_path, durable: bool) -> tuple[dict, list[subprocess.Popen]]:
-    ports = {role: free_port() for role in ("exchange", "user", "gateway", "order")}
-    addr = {role: f"127.0.0.1:{port}" for role, port in ports.items()}
-
     def db(role: str) -> list[str]:
         return ["--db", str(tmp_path / f"{role}.db")] if durable else []
 
     with ExitStack() as stack:
-        servers = [
-            _start(stack, "exchange", "--port", str(ports["exchange"])),
-            _start(stack, "user", "--port", str(ports["user"]), *db("user")),
-            _start(stack, "gateway", "--port", str(ports["gateway"]), "--exchange", addr["exchange"], *db("gateway")),
-        ]
-        servers.append(
-            _start(
-                stack,
-                *("order", "--port", str(ports["order"])),
-                *("--user", addr["user"], "--gateway", addr["gateway"], *db("order")),
-            )
+        # Each on port 0, after the ones it calls, given the addresses they reported.
+        started = {"exchange": _start(stack, "exchange", "--port", "0")}
+        started["user"] = _start(stack, "user", "--port", "0", *db("user"))
+        started["gateway"] = _start(
+            stack, "gateway", "--port", "0", "--exchange", started["exchange"][1], *db("gateway")
         )
+        started["order"] = _start(
+            stack,
+            *("order", "--port", "0"),
+            *("--user", started["user"][1], "--gateway", started["gateway"][1], *db("order")),
+        )
+        servers = [process for process, _ in started.values()]
+        addr = {role: address for role, (_, address) in started.items()}
         drive = subprocess.run(
             [
                 *(PYTHON, "-m", "bench.floor", "drive", "--target", addr["order"], "--rate", str(PLACEMENTS)),

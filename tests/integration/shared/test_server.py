@@ -32,7 +32,7 @@ async def served():
     registration = Registration(
         "trading.user.v1.UserService", user_service_pb2_grpc.add_UserServiceServicer_to_server, Servicer()
     )
-    server, port, health = await create_server("127.0.0.1:0", [registration])
+    server, port, health, _ = await create_server("127.0.0.1:0", [registration])
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     yield port, channel, health, server
     await channel.close()

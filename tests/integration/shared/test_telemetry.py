@@ -47,7 +47,7 @@ async def telemetry_server():
     client_side = Telemetry.create("client", span_processors=[SimpleSpanProcessor(exporter)])
     servicer = Servicer()
     registration = Registration(SERVICE, user_service_pb2_grpc.add_UserServiceServicer_to_server, servicer)
-    server, port, health = await create_server("127.0.0.1:0", [registration], telemetry=server_side)
+    server, port, health, _ = await create_server("127.0.0.1:0", [registration], telemetry=server_side)
     await server_side.serve_metrics("127.0.0.1:0", "TEST_METRICS_ADDR")
     channel = open_channel(f"127.0.0.1:{port}", client_side)
     yield server_side, client_side, exporter, channel, servicer, health

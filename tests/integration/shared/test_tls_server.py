@@ -28,7 +28,6 @@ from shared.client import open_channel
 from shared.config import ConfigError
 from shared.server import Registration, create_server
 from shared.tls import ServerSecurity, ServiceIdentity, peer_service
-from tests.support import free_port
 from trading.user.v1 import user_pb2, user_service_pb2, user_service_pb2_grpc
 
 
@@ -52,9 +51,8 @@ async def served(certs: Path) -> AsyncIterator[tuple[str, str]]:
     registration = Registration(
         "trading.user.v1.UserService", user_service_pb2_grpc.add_UserServiceServicer_to_server, WhoAmI()
     )
-    internal = free_port()
-    server, port, _ = await create_server(
-        "127.0.0.1:0", [registration], security=ServerSecurity(identity, internal, variable="USER_SERVICE_ADDR")
+    server, port, _, internal = await create_server(
+        "127.0.0.1:0", [registration], security=ServerSecurity(identity, 0, variable="USER_SERVICE_ADDR")
     )
     try:
         yield f"127.0.0.1:{port}", f"127.0.0.1:{internal}"

@@ -1,9 +1,8 @@
 """Deposits and withdrawals only in assets the exchange lists, as the gateway reports them.
 
 Without USER_ASSETS the user service asks the gateway (ListSymbolRules) at the first deposit, not at
-start: the launcher starts it before the gateway. Here: the real gateway over the real simulator,
-started after the user service; the gateway unreachable; and a one-RPC gateway whose list changes
-and which then goes away.
+start, so it starts whether the gateway is up or not. Here: the real gateway over the real simulator;
+the gateway unreachable; and a one-RPC gateway whose list changes and which then goes away.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from tests.integration.user_service.helpers import (
     db_state,
     rich_status,
 )
-from tests.support import free_port
+from tests.support import closed_port
 from trading.gateway.v1 import gateway_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 from trading.user.v1 import user_service_pb2 as pb
 
@@ -43,16 +42,12 @@ async def deposit_status(client: Client, user: str, asset: str, request_id: str)
 
 
 async def test_deposits_follow_what_the_real_gateway_lists_asked_at_the_first_deposit(tmp_path: Path) -> None:
-    gateway_addr = f"127.0.0.1:{free_port()}"
-    config = replace(make_config(tmp_path / "users.db"), assets=(), exchange_gateway_addr=gateway_addr)
     async with AsyncExitStack() as stack:
-        users = await start(config)  # before the gateway, as the launcher starts them
-        stack.push_async_callback(users.stop, 0.5)
         sim = await start_simulator(SimConfig(port=0, log_level="WARNING"))
         stack.push_async_callback(sim.stop)
         gateway = await start_gateway(
             GatewayConfig(
-                listen_addr=gateway_addr,
+                listen_addr="127.0.0.1:0",
                 db_url=f"sqlite:///{tmp_path / 'gateway.db'}",
                 binance_env="sim",
                 base_url=sim.base_url,
@@ -64,6 +59,9 @@ async def test_deposits_follow_what_the_real_gateway_lists_asked_at_the_first_de
             )
         )
         stack.push_async_callback(gateway.stop, 0.5)
+        config = replace(make_config(tmp_path / "users.db"), assets=(), exchange_gateway_addr=gateway.addr)
+        users = await start(config)  # after the gateway, as the launcher starts them
+        stack.push_async_callback(users.stop, 0.5)
         channel = await stack.enter_async_context(grpc.aio.insecure_channel(users.addr))
         client = Client(channel, users)
         ann = await client.new_user("ann")
@@ -84,26 +82,27 @@ async def test_deposits_follow_what_the_real_gateway_lists_asked_at_the_first_de
 
 
 async def test_with_the_gateway_unreachable_and_no_user_assets_a_deposit_is_unavailable(tmp_path: Path) -> None:
-    config = replace(make_config(tmp_path / "users.db"), assets=(), exchange_gateway_addr=f"127.0.0.1:{free_port()}")
-    users = await start(config)
-    try:
-        async with grpc.aio.insecure_channel(users.addr) as channel:
-            client = Client(channel, users)
-            ann = await client.new_user("ann")
-            before = db_state(users)
-            code, status = await deposit_status(client, ann, "BTC", "d-1")
-            assert code == grpc.StatusCode.UNAVAILABLE
-            assert status is not None and "asset list is not known yet" in status.message
-            code, _ = await rich_status(
-                client.stub.Withdraw(
-                    pb.WithdrawRequest(user_id=ann, asset="BTC", amount="1", request_id="w-1"), metadata=ADMIN
+    with closed_port() as port:  # connections to it are refused
+        config = replace(make_config(tmp_path / "users.db"), assets=(), exchange_gateway_addr=f"127.0.0.1:{port}")
+        users = await start(config)
+        try:
+            async with grpc.aio.insecure_channel(users.addr) as channel:
+                client = Client(channel, users)
+                ann = await client.new_user("ann")
+                before = db_state(users)
+                code, status = await deposit_status(client, ann, "BTC", "d-1")
+                assert code == grpc.StatusCode.UNAVAILABLE
+                assert status is not None and "asset list is not known yet" in status.message
+                code, _ = await rich_status(
+                    client.stub.Withdraw(
+                        pb.WithdrawRequest(user_id=ann, asset="BTC", amount="1", request_id="w-1"), metadata=ADMIN
+                    )
                 )
-            )
-            assert code == grpc.StatusCode.UNAVAILABLE
-            assert db_state(users) == before, "nothing was booked and no key recorded"
-            assert ADMIN_TOKEN not in status.message and SERVICE_TOKEN not in status.message
-    finally:
-        await users.stop(0.5)
+                assert code == grpc.StatusCode.UNAVAILABLE
+                assert db_state(users) == before, "nothing was booked and no key recorded"
+                assert ADMIN_TOKEN not in status.message and SERVICE_TOKEN not in status.message
+        finally:
+            await users.stop(0.5)
 
 
 class OneRpcGateway(gateway_service_pb2_grpc.ExchangeGatewayServicer):

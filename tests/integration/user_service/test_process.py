@@ -13,14 +13,17 @@ import grpc
 import pytest
 
 from services.user_service.bootstrap import RunningService
+from shared.ready import READY_FILE, wait_ready
 from tests.integration.user_service.helpers import ADMIN_TOKEN, SERVICE_TOKEN, Client
-from tests.support import PYTHON, ROOT, OutputCollector, free_port, grpcurl
+from tests.support import PYTHON, ROOT, OutputCollector, grpcurl
 
 
-def _spawn(db: Path, port: int, **extra: str) -> tuple[subprocess.Popen[bytes], OutputCollector]:
+def _spawn(db: Path, ready_file: Path, **extra: str) -> tuple[subprocess.Popen[bytes], OutputCollector]:
+    ready_file.unlink(missing_ok=True)
     env = {
         **os.environ,
-        "USER_SERVICE_ADDR": f"127.0.0.1:{port}",
+        "USER_SERVICE_ADDR": "127.0.0.1:0",
+        READY_FILE: str(ready_file),
         "USER_METRICS_ADDR": "127.0.0.1:0",
         "USER_DB_URL": f"sqlite:///{db}",
         "TRADING_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -44,10 +47,11 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
 @pytest.mark.e2e
 async def test_data_survives_a_restart_of_the_process(tmp_path: Path) -> None:
     db = tmp_path / "u.db"
-    port = free_port()
-    process, output = _spawn(db, port)
+    ready_file = tmp_path / "user_service.ready"
+    process, output = _spawn(db, ready_file)
     try:
         assert await asyncio.to_thread(output.wait_for, '"listening"', 30), output.text
+        port = (await asyncio.to_thread(wait_ready, ready_file, process.poll, 30))["grpc_port"]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             client = Client(channel)
             user = await client.new_user("ann")
@@ -59,9 +63,10 @@ async def test_data_survives_a_restart_of_the_process(tmp_path: Path) -> None:
     assert "Traceback" not in output.text
     assert ADMIN_TOKEN not in output.text and SERVICE_TOKEN not in output.text
 
-    process, output = _spawn(db, port)
+    process, output = _spawn(db, ready_file)
     try:
         assert await asyncio.to_thread(output.wait_for, '"listening"', 30), output.text
+        port = (await asyncio.to_thread(wait_ready, ready_file, process.poll, 30))["grpc_port"]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             client = Client(channel)
             assert await client.balances(user) == {"BTC": ("0.73456789", "0.50000000", "1.23456789")}
@@ -77,7 +82,7 @@ async def test_data_survives_a_restart_of_the_process(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_the_process_refuses_to_start_without_tokens(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
-    env.update(USER_SERVICE_ADDR=f"127.0.0.1:{free_port()}", USER_DB_URL=f"sqlite:///{tmp_path}/u.db")
+    env.update(USER_SERVICE_ADDR="127.0.0.1:0", USER_DB_URL=f"sqlite:///{tmp_path}/u.db")
     result = subprocess.run(
         [PYTHON, "-m", "services.user_service"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )

@@ -80,10 +80,14 @@ def test_with_tls_services_are_called_on_their_internal_port_on_the_same_host():
     assert PLAINTEXT.target("user_service", "user-service:50052") == "user-service:50052"
 
 
-@pytest.mark.parametrize("value", ["0", "70000", "port"])
+@pytest.mark.parametrize("value", ["-1", "70000", "port"])
 def test_a_bad_internal_port_is_a_configuration_error_naming_it(value: str):
     with pytest.raises(ConfigError, match="EXCHANGE_GATEWAY_INTERNAL_PORT"):
         TlsSettings.from_env({"EXCHANGE_GATEWAY_INTERNAL_PORT": value})
+
+
+def test_internal_port_0_picks_a_free_port_as_a_listen_address_on_port_0_does():
+    assert TlsSettings.from_env({"EXCHANGE_GATEWAY_INTERNAL_PORT": "0"}).exchange_gateway_internal_port == 0
 
 
 def test_a_plaintext_server_security_is_checked_when_it_is_built():
