@@ -551,6 +551,40 @@ def _fault_error(fault: Fault) -> BinanceError | None:
     return None
 
 
+async def _delay_and_fault(fault: Fault) -> BinanceError | None:
+    """Wait ``fault``'s delay; the error it injects, if any."""
+    if fault.delay_ms:
+        await asyncio.sleep(fault.delay_ms / 1000)
+    return _fault_error(fault)
+
+
+def _admit(
+    sim: Simulator, endpoint: Endpoint, params: Params, now: int, *, api_key: str | None, raw_query: str, raw_body: str
+) -> None:
+    """The request weight, then a signed endpoint's signature, then a new order's order count, as Binance checks."""
+    rejection = sim.limiter.admit(endpoint.weight(params), now)
+    if rejection is not None:
+        raise BinanceError(rejection.code, rejection.msg, rejection.status, rejection.retry_after)
+    if endpoint.signed:
+        sim.authenticate(api_key, raw_query, raw_body, params, now)
+    if endpoint.new_order:
+        rejection = sim.limiter.admit_order(now)
+        if rejection is not None:
+            raise BinanceError(rejection.code, rejection.msg, rejection.status, rejection.retry_after)
+
+
+def _usage_headers(sim: Simulator, endpoint: Endpoint, status: int, retry_after: int | None) -> dict[str, str]:
+    """The used weight, a placed order's order counts and Retry-After, as Binance sends them."""
+    done = sim.clock()
+    headers = {"X-MBX-USED-WEIGHT-1M": str(sim.limiter.used_weight(done))}
+    if endpoint.new_order and status == 200:
+        headers["X-MBX-ORDER-COUNT-10S"] = str(sim.limiter.order_count_10s(done))
+        headers["X-MBX-ORDER-COUNT-1D"] = str(sim.limiter.order_count_day(done))
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return headers
+
+
 def make_handler(sim: Simulator, endpoint: Endpoint) -> Callable[[web.Request], Any]:
     """The aiohttp handler that runs ``endpoint`` through the pipeline."""
 
@@ -566,39 +600,28 @@ def make_handler(sim: Simulator, endpoint: Endpoint) -> Callable[[web.Request], 
         fault: Fault | None = None
         try:
             params = parse_params(raw_query, raw_body)
-            rejection = sim.limiter.admit(endpoint.weight(params), now)
-            if rejection is not None:
-                raise BinanceError(rejection.code, rejection.msg, rejection.status, rejection.retry_after)
-            if endpoint.signed:
-                sim.authenticate(request.headers.get("X-MBX-APIKEY"), raw_query, raw_body, params, now)
-            if endpoint.new_order:
-                rejection = sim.limiter.admit_order(now)
-                if rejection is not None:
-                    raise BinanceError(rejection.code, rejection.msg, rejection.status, rejection.retry_after)
+            _admit(
+                sim,
+                endpoint,
+                params,
+                now,
+                api_key=request.headers.get("X-MBX-APIKEY"),
+                raw_query=raw_query,
+                raw_body=raw_body,
+            )
             fault = sim.faults.take(endpoint.fault)
             if fault is not None and fault.when == "before":
-                if fault.delay_ms:
-                    await asyncio.sleep(fault.delay_ms / 1000)
-                failure = _fault_error(fault)
+                failure = await _delay_and_fault(fault)
                 if failure is not None:
                     raise failure
             body = endpoint.handler(sim, params, now)
         except BinanceError as error:
             status, body, retry_after = error.status, error.body(), error.retry_after
         if fault is not None and fault.when == "after":
-            if fault.delay_ms:
-                await asyncio.sleep(fault.delay_ms / 1000)
-            failure = _fault_error(fault)
+            failure = await _delay_and_fault(fault)
             if failure is not None:
                 status, body = failure.status, failure.body()
-        done = sim.clock()
-        headers = {"X-MBX-USED-WEIGHT-1M": str(sim.limiter.used_weight(done))}
-        if endpoint.new_order and status == 200:
-            headers["X-MBX-ORDER-COUNT-10S"] = str(sim.limiter.order_count_10s(done))
-            headers["X-MBX-ORDER-COUNT-1D"] = str(sim.limiter.order_count_day(done))
-        if retry_after is not None:
-            headers["Retry-After"] = str(retry_after)
-        return _json(status, body, headers)
+        return _json(status, body, _usage_headers(sim, endpoint, status, retry_after))
 
     return handle
 
