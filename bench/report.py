@@ -152,6 +152,37 @@ def soak_verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def table(result: dict[str, Any]) -> str:
     """The human summary: machine, phases, per-RPC latency, processes, verdicts."""
+    lines = _phase_lines(result)
+    lines += _fixed_rate_lines(result)
+    lines += _saturation_lines(result)
+    lines += _serial_lines(result)
+    echo = result.get("echo")
+    if echo:
+        lines.append(
+            f"Echo (bare grpc.aio unary, {echo.get('concurrency')} in flight, {echo.get('channels')} channels): "
+            f"{_fmt(result.get('echo_rps'), 0)}/s best of {echo.get('runs_rps')}; "
+            f"ratio to echo {_fmt(result.get('ratio_to_echo'), 3)}"
+        )
+    lines.extend(floor_lines(result.get("floor") or {}))
+    lines += _process_lines(result)
+    ledger = result.get("ledger")
+    if ledger:
+        lines.append("")
+        lines.append(
+            f"Ledgers: {'consistent' if ledger.get('consistent') else 'NOT consistent'} "
+            f"for {ledger.get('users')} users ({ledger.get('entries')} entries read, "
+            f"{ledger.get('mismatch_count')} mismatches)"
+        )
+    lines.append("")
+    lines.append("Targets:")
+    for v in result.get("targets", []):
+        note = f"  [{v['note']}]" if v.get("note") else ""
+        lines.append(f"  {v['status']:<5} {v['name']:<58} target {v['target']:<34} measured {v['measured']}{note}")
+    return "\n".join(lines)
+
+
+def _phase_lines(result: dict[str, Any]) -> list[str]:
+    """The machine, then each phase and saturation step: offered and achieved rates, latency, errors."""
     lines: list[str] = []
     machine = result.get("machine", {})
     lines.append(
@@ -174,6 +205,12 @@ def table(result: dict[str, Any]) -> str:
             f"{_fmt(phase.get('max_ms'), 1):>9}{phase['errors']:>8}{phase['error_rate']:>9.4f}{_fmt(fill, 1):>9}"
             f"{_fmt(phase.get('generator_cpu_pct'), 0, '%'):>8}"
         )
+    return lines
+
+
+def _fixed_rate_lines(result: dict[str, Any]) -> list[str]:
+    """The fixed-rate (or soak) run per RPC: latency, fills seen on WatchOrders, send lag, the mix sent."""
+    lines: list[str] = []
     fixed = result.get("fixed_rate")
     if fixed:
         lines.append("")
@@ -207,6 +244,12 @@ def table(result: dict[str, Any]) -> str:
             lines.append(
                 f"  cancels that lost the race with a fill (not counted as errors): {fixed['cancel_after_fill']}"
             )
+    return lines
+
+
+def _saturation_lines(result: dict[str, Any]) -> list[str]:
+    """The saturation search: its best step and the highest step that kept up."""
+    lines: list[str] = []
     sat = result.get("saturation")
     if sat:
         lines.append("")
@@ -223,6 +266,12 @@ def table(result: dict[str, Any]) -> str:
             )
         else:
             lines.append("  no step kept up (>= 90% of offered, <= 1% errors, p95 <= 1 s)")
+    return lines
+
+
+def _serial_lines(result: dict[str, Any]) -> list[str]:
+    """Unloaded latency, one request at a time: placements, cancels and single hops."""
+    lines: list[str] = []
     serial = result.get("serial")
     if serial:
         place, cancel = serial["PlaceOrder"], serial["CancelOrder"]
@@ -239,14 +288,12 @@ def table(result: dict[str, Any]) -> str:
                 + " (GetLastPrice: the gateway, no database; Reserve/ReleaseFunds: the user service, one durable"
                 " transaction each)"
             )
-    echo = result.get("echo")
-    if echo:
-        lines.append(
-            f"Echo (bare grpc.aio unary, {echo.get('concurrency')} in flight, {echo.get('channels')} channels): "
-            f"{_fmt(result.get('echo_rps'), 0)}/s best of {echo.get('runs_rps')}; "
-            f"ratio to echo {_fmt(result.get('ratio_to_echo'), 3)}"
-        )
-    lines.extend(floor_lines(result.get("floor") or {}))
+    return lines
+
+
+def _process_lines(result: dict[str, Any]) -> list[str]:
+    """Peak RSS and CPU per process and phase, and CPU milliseconds per request."""
+    lines: list[str] = []
     lines.append("")
     shown = result.get("cpu_phases_shown", [])
     lines.append(f"{'process':<20}{'peak RSS MB':>12}" + "".join(f"{'CPU ' + p[:12]:>18}" for p in shown))
@@ -270,20 +317,7 @@ def table(result: dict[str, Any]) -> str:
             f"{_fmt(sum((per_request.get(p) or {}).get(n, 0.0) for n in SERVICES), 2):>18}" for p in loaded
         )
         lines.append(f"{'services total':<20}{'':>12}{totals}")
-    ledger = result.get("ledger")
-    if ledger:
-        lines.append("")
-        lines.append(
-            f"Ledgers: {'consistent' if ledger.get('consistent') else 'NOT consistent'} "
-            f"for {ledger.get('users')} users ({ledger.get('entries')} entries read, "
-            f"{ledger.get('mismatch_count')} mismatches)"
-        )
-    lines.append("")
-    lines.append("Targets:")
-    for v in result.get("targets", []):
-        note = f"  [{v['note']}]" if v.get("note") else ""
-        lines.append(f"  {v['status']:<5} {v['name']:<58} target {v['target']:<34} measured {v['measured']}{note}")
-    return "\n".join(lines)
+    return lines
 
 
 def floor_lines(floor: dict[str, Any]) -> list[str]:
