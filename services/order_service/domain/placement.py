@@ -118,14 +118,7 @@ def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_pri
         # A market-type buy is sent as a limit at its price cap (see ``submission``).
         raise InvalidArgument("type", f"{type_} buys are not possible on {request.symbol} (no capped limit type)")
 
-    if type_ in TIME_IN_FORCE_TYPES:
-        tif = request.time_in_force or TimeInForce.GTC
-        if tif is TimeInForce.NONE:
-            tif = TimeInForce.GTC
-    else:
-        if request.time_in_force not in (None, TimeInForce.NONE):
-            raise InvalidArgument("time_in_force", f"must be unset for {type_} orders")
-        tif = TimeInForce.NONE
+    tif = _time_in_force(type_, request.time_in_force)
 
     if request.client_order_id and not CLIENT_ORDER_ID.match(request.client_order_id):
         raise InvalidArgument("client_order_id", "must be 1 to 64 characters of [A-Za-z0-9_.:-]")
@@ -141,6 +134,43 @@ def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_pri
     if request.expire_time_ms is not None and request.expire_time_ms <= now_ms:
         raise InvalidArgument("expire_time", "must be in the future")
 
+    _check_value(type_, quantity, price=price, stop_price=stop_price, last_price=last_price, rules=rules)
+    if type_ is OrderType.LIMIT_MAKER:
+        _check_post_only(request.side, price, last_price)
+
+    return ValidOrder(
+        symbol=request.symbol,
+        side=request.side,
+        type=type_,
+        time_in_force=tif,
+        quantity=quantity,
+        price=price,
+        stop_price=stop_price,
+        expire_time_ms=request.expire_time_ms,
+        client_order_id=request.client_order_id,
+    )
+
+
+def _time_in_force(type_: OrderType, requested: TimeInForce | None) -> TimeInForce:
+    """GTC by default for the types that take one; unset (NONE) for the others, which refuse one."""
+    if type_ in TIME_IN_FORCE_TYPES:
+        tif = requested or TimeInForce.GTC
+        return TimeInForce.GTC if tif is TimeInForce.NONE else tif
+    if requested not in (None, TimeInForce.NONE):
+        raise InvalidArgument("time_in_force", f"must be unset for {type_} orders")
+    return TimeInForce.NONE
+
+
+def _check_value(
+    type_: OrderType,
+    quantity: Decimal,
+    *,
+    price: Decimal | None,
+    stop_price: Decimal | None,
+    last_price: Decimal | None,
+    rules: SymbolRules,
+) -> None:
+    """The NOTIONAL rule on the order's value."""
     # The order's value: limit types at their price; market types (when the symbol applies the limits to
     # them) at the price they would trade at: the last price for MARKET, the trigger for STOP.
     if price is not None:
@@ -162,28 +192,18 @@ def validate(request: NewOrderRequest, rules: SymbolRules, now_ms: int, last_pri
             rules.apply_max_to_market,
         )
 
-    if type_ is OrderType.LIMIT_MAKER and price is not None and last_price is not None and last_price > 0:
-        # Post-only: a maker order that would trade at once is refused before anything is reserved.
-        takes = price >= last_price if request.side is Side.BUY else price <= last_price
-        if takes:
-            where = "at or above" if request.side is Side.BUY else "at or below"
-            raise InvalidArgument(
-                "price",
-                f"a LIMIT_MAKER {request.side} {where} the market ({fmt(last_price)}) would take liquidity; "
-                "it must rest",
-            )
 
-    return ValidOrder(
-        symbol=request.symbol,
-        side=request.side,
-        type=type_,
-        time_in_force=tif,
-        quantity=quantity,
-        price=price,
-        stop_price=stop_price,
-        expire_time_ms=request.expire_time_ms,
-        client_order_id=request.client_order_id,
-    )
+def _check_post_only(side: Side, price: Decimal | None, last_price: Decimal | None) -> None:
+    """Post-only: a LIMIT_MAKER order that would trade at once is refused before anything is reserved."""
+    if price is None or last_price is None or last_price <= 0:
+        return
+    takes = price >= last_price if side is Side.BUY else price <= last_price
+    if takes:
+        where = "at or above" if side is Side.BUY else "at or below"
+        raise InvalidArgument(
+            "price",
+            f"a LIMIT_MAKER {side} {where} the market ({fmt(last_price)}) would take liquidity; it must rest",
+        )
 
 
 def _check_quantity(quantity: Decimal, minimum: Decimal, maximum: Decimal, step: Decimal) -> None:
