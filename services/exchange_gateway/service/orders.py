@@ -515,6 +515,45 @@ class Orders:
             return recording.Applied(cached)
         return None
 
+    async def _ours_and_foreign(
+        self, listed: list[OrderSnapshot]
+    ) -> tuple[dict[str, OrderSnapshot], list[OrderSnapshot]]:
+        """The exchange's open orders split into the journal's (by client order id) and foreign ones."""
+        ours: dict[str, OrderSnapshot] = {}
+        foreign: list[OrderSnapshot] = []
+        for snap in listed:
+            cid = snap.client_order_id
+            mine = self.journal.cached_order(cid) or await self.journal.get_order(cid)
+            if mine is not None and recording.belongs(mine, snap.symbol, snap.exchange_order_id):
+                ours[cid] = snap
+            else:
+                foreign.append(snap)
+        return ours, foreign
+
+    async def _reconcile_order(self, stale: Order, open_snap: OrderSnapshot | None) -> None:
+        """One journal order that is not final against the exchange's open order (None: not listed open)."""
+        cid = stale.client_order_id
+        order = await self.journal.get_order(cid) or stale
+        if order.is_final:
+            return
+        try:
+            if open_snap is not None:
+                if (
+                    order.status is OrderStatus.UNKNOWN
+                    or not order.reported_new
+                    or open_snap.executed_qty > order.executed_qty
+                ):
+                    order = await self._apply(cid, open_snap)
+                if order.cancel_requested:
+                    self._cancel_in_background(cid)
+            elif order.status is OrderStatus.UNKNOWN:
+                self._start_resolver(cid)
+            else:
+                await self._sync(cid, missing_from_open=True)
+        except (ExchangeError, DomainError) as exc:
+            log.warning("reconcile: order sync failed", extra={"client_order_id": cid, "error": str(exc)})
+            self.request_sync(cid, delay=1.0)
+
     async def reconcile(self, why: str) -> None:
         """Bring every order that is not final in line with the exchange, and find foreign orders.
 
@@ -535,43 +574,13 @@ class Orders:
                     if stale.client_order_id not in self._inflight:
                         self.request_sync(stale.client_order_id, delay=1.0)
                 return
-            ours: dict[str, OrderSnapshot] = {}
-            foreign: list[OrderSnapshot] = []
-            for snap in listed:
-                cid = snap.client_order_id
-                mine = self.journal.cached_order(cid) or await self.journal.get_order(cid)
-                if mine is not None and recording.belongs(mine, snap.symbol, snap.exchange_order_id):
-                    ours[cid] = snap
-                else:
-                    foreign.append(snap)
+            ours, foreign = await self._ours_and_foreign(listed)
             if pending:
                 log.info("reconciling", extra={"why": why, "orders": len(pending)})
             forgot_before = self.stats["exchange_forgot_order"]
             for stale in pending:
-                cid = stale.client_order_id
-                if cid in self._inflight:
-                    continue
-                order = await self.journal.get_order(cid) or stale
-                if order.is_final:
-                    continue
-                open_snap = ours.get(cid)
-                try:
-                    if open_snap is not None:
-                        if (
-                            order.status is OrderStatus.UNKNOWN
-                            or not order.reported_new
-                            or open_snap.executed_qty > order.executed_qty
-                        ):
-                            order = await self._apply(cid, open_snap)
-                        if order.cancel_requested:
-                            self._cancel_in_background(cid)
-                    elif order.status is OrderStatus.UNKNOWN:
-                        self._start_resolver(cid)
-                    else:
-                        await self._sync(cid, missing_from_open=True)
-                except (ExchangeError, DomainError) as exc:
-                    log.warning("reconcile: order sync failed", extra={"client_order_id": cid, "error": str(exc)})
-                    self.request_sync(cid, delay=1.0)
+                if stale.client_order_id not in self._inflight:
+                    await self._reconcile_order(stale, ours.get(stale.client_order_id))
             forgotten = self.stats["exchange_forgot_order"] - forgot_before
             if forgotten:
                 log.error(
