@@ -181,6 +181,25 @@ def house_keys(command: Settle) -> list[HouseKey]:
     return keys
 
 
+def _settled_reservation(reservation: Reservation | None, command: Settle) -> Reservation:
+    """The reservation ``command`` settles against: the order's, of the same user and the debit asset."""
+    if reservation is None:
+        raise ReservationMismatch(
+            f"order {command.order_id} has no reservation to settle against", metadata={"order_id": command.order_id}
+        )
+    if reservation.user_id != command.user_id:
+        raise ReservationMismatch(
+            f"the reservation of order {command.order_id} belongs to another user",
+            metadata={"order_id": command.order_id},
+        )
+    if reservation.asset != command.debit_asset:
+        raise ReservationMismatch(
+            f"order {command.order_id} reserved {reservation.asset}, not {command.debit_asset}",
+            metadata={"order_id": command.order_id, "reserved_asset": reservation.asset},
+        )
+    return reservation
+
+
 def settle(
     reservation: Reservation | None,
     balances: dict[str, Balance],
@@ -196,20 +215,7 @@ def settle(
     ``exchange_fees`` only, whatever its asset. ``balances`` must hold the user's debit and credit
     assets and ``house`` the balances of ``house_keys(command)`` (zero balances if new).
     """
-    if reservation is None:
-        raise ReservationMismatch(
-            f"order {command.order_id} has no reservation to settle against", metadata={"order_id": command.order_id}
-        )
-    if reservation.user_id != command.user_id:
-        raise ReservationMismatch(
-            f"the reservation of order {command.order_id} belongs to another user",
-            metadata={"order_id": command.order_id},
-        )
-    if reservation.asset != command.debit_asset:
-        raise ReservationMismatch(
-            f"order {command.order_id} reserved {reservation.asset}, not {command.debit_asset}",
-            metadata={"order_id": command.order_id, "reserved_asset": reservation.asset},
-        )
+    reservation = _settled_reservation(reservation, command)
     change = LedgerChange()
 
     from_locked = min(command.debit_amount, reservation.remaining)
