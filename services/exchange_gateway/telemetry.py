@@ -65,6 +65,18 @@ class GatewayStateCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._rate_limits()
+        yield from self._user_stream()
+        yield from self._unknown_outcomes()
+        events = CounterMetricFamily(
+            "trading_gateway_events", "The order use cases' counters, by event.", labels=["event"]
+        )
+        for name, value in sorted(dict(self.orders.stats).items()):
+            events.add_metric([name], value)
+        yield events
+
+    def _rate_limits(self) -> Iterator[Metric]:
+        """Each exchange rate limit's use, the queue waiting for capacity, a 429/418 pause and their count."""
         status = self.limiter.status()
         used = GaugeMetricFamily(
             "trading_exchange_limit_used",
@@ -102,6 +114,9 @@ class GatewayStateCollector(Collector):
         limited.add_metric(["429"], status.http_429)
         limited.add_metric(["418"], status.http_418)
         yield limited
+
+    def _user_stream(self) -> Iterator[Metric]:
+        """Whether the user data stream is subscribed, and its resubscriptions."""
         connected = GaugeMetricFamily(
             "trading_exchange_ws_connected", "1 while the user data stream (WebSocket API) is subscribed."
         )
@@ -112,6 +127,9 @@ class GatewayStateCollector(Collector):
         )
         reconnects.add_metric([], max(0, self.stream.connects - 1))
         yield reconnects
+
+    def _unknown_outcomes(self) -> Iterator[Metric]:
+        """Orders of unknown outcome still being resolved, and the oldest one's age."""
         unknown = [
             order
             for cid, order in list(self.journal.cache.items())
@@ -130,12 +148,6 @@ class GatewayStateCollector(Collector):
         now_ms = self.clock() * 1000.0
         oldest.add_metric([], max(0.0, (now_ms - min(o.create_time_ms for o in unknown)) / 1000.0) if unknown else 0.0)
         yield oldest
-        events = CounterMetricFamily(
-            "trading_gateway_events", "The order use cases' counters, by event.", labels=["event"]
-        )
-        for name, value in sorted(dict(self.orders.stats).items()):
-            events.add_metric([name], value)
-        yield events
 
 
 def readiness_checks(
