@@ -754,19 +754,10 @@ class Exchange:
     ) -> None:
         spec = market.spec
         quote = price * qty
-        account = self.account
-        if order.side == BUY:
-            release = (order.price if order.has_limit_price else price) * qty
-            order.locked -= release
-            account.adjust(spec.quote, free=release - quote, locked=-release)
-            account.adjust(spec.base, free=qty)
-        else:
-            order.locked -= qty
-            account.adjust(spec.base, locked=-qty)
-            account.adjust(spec.quote, free=quote)
+        self._move_funds(spec, order, price, qty, quote)
         commission_asset, commission = self._commission(spec, qty, quote, order.side)
         if commission:
-            account.adjust(commission_asset, free=-commission)
+            self.account.adjust(commission_asset, free=-commission)
         trade = Trade(
             symbol=spec.symbol,
             id=market.next_trade_id,
@@ -793,31 +784,22 @@ class Exchange:
         else:
             order.status = PARTIALLY_FILLED
         self._execution_id += 1
-        events.append(
-            ExecutionReport(
-                order=order,
-                event_time=now,
-                execution_type=TRADE,
-                status=order.status,
-                client_order_id=order.client_order_id,
-                orig_client_order_id="",
-                last_qty=qty,
-                last_price=price,
-                last_quote=quote,
-                cum_qty=order.executed_qty,
-                cum_quote=order.cum_quote,
-                commission=commission,
-                commission_asset=commission_asset,
-                trade_id=trade.id,
-                execution_id=self._execution_id,
-                is_working=order.book is not None,
-                is_maker=maker,
-                working_time=order.working_time,
-                expiry_reason=None,
-            )
-        )
+        events.append(_trade_report(order, trade, self._execution_id))
         if first_fill and self.on_first_fill is not None:
             self.on_first_fill(order, now)
+
+    def _move_funds(self, spec: SymbolSpec, order: Order, price: Decimal, qty: Decimal, quote: Decimal) -> None:
+        """A fill's own balance changes: the order's locked funds paid out, the bought asset credited."""
+        account = self.account
+        if order.side == BUY:
+            release = (order.price if order.has_limit_price else price) * qty
+            order.locked -= release
+            account.adjust(spec.quote, free=release - quote, locked=-release)
+            account.adjust(spec.base, free=qty)
+        else:
+            order.locked -= qty
+            account.adjust(spec.base, locked=-qty)
+            account.adjust(spec.quote, free=quote)
 
     def _commission(self, spec: SymbolSpec, qty: Decimal, quote: Decimal, side: str) -> tuple[str, Decimal]:
         """(asset, amount) of a fill's commission, decided after the fill's own balance changes are applied."""
@@ -979,6 +961,31 @@ def _check_notional(spec: SymbolSpec, request: NewOrder, average: Decimal) -> No
     check_max = spec.apply_max_to_market or not is_market_like
     if (check_min and notional < spec.min_notional) or (check_max and notional > spec.max_notional):
         raise errors.filter_failure("NOTIONAL")
+
+
+def _trade_report(order: Order, trade: Trade, execution_id: int) -> ExecutionReport:
+    """The TRADE execution report of ``trade``, with the order's state after it."""
+    return ExecutionReport(
+        order=order,
+        event_time=trade.time,
+        execution_type=TRADE,
+        status=order.status,
+        client_order_id=order.client_order_id,
+        orig_client_order_id="",
+        last_qty=trade.qty,
+        last_price=trade.price,
+        last_quote=trade.quote_qty,
+        cum_qty=order.executed_qty,
+        cum_quote=order.cum_quote,
+        commission=trade.commission,
+        commission_asset=trade.commission_asset,
+        trade_id=trade.id,
+        execution_id=execution_id,
+        is_working=order.book is not None,
+        is_maker=trade.is_maker,
+        working_time=order.working_time,
+        expiry_reason=None,
+    )
 
 
 def _crosses(side: str, price: Decimal, last: Decimal) -> bool:
