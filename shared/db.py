@@ -443,6 +443,8 @@ class _Request:
     fn: Callable[[Any], Any]
     future: asyncio.Future[Any]
     settled: Callable[[], Any] | None
+    due: float | None = None
+    """Loop time by which a deferred write must be committed; None: as soon as the writer is free."""
 
 
 class TransactionObserver(Protocol):
@@ -484,6 +486,11 @@ class GroupCommit(Generic[C]):
       ``error_mapper(exc)`` (by default ``busy_error``) and the failure is logged on ``logger`` (with
       the traceback unless the mapped error is an ``Unavailable``, an expected and retryable
       condition such as a busy database). A broken PostgreSQL connection is replaced for the next batch.
+    - ``write(fn, defer=seconds)``: a write nobody waits for before answering a request (what
+      recovery can rebuild) does not start a transaction of its own. It waits in the queue for the
+      next transaction another write starts, and is committed in it; if none starts within
+      ``defer`` seconds, it starts one then. Queue order is kept: a write queued after a deferred
+      one is committed with it or after it, never before.
     - Requests still queued when the draining task ends by cancellation (shutdown) get
       ``shutdown_error()``, by default ``Unavailable(..., reason="SHUTTING_DOWN")``.
     """
@@ -512,6 +519,7 @@ class GroupCommit(Generic[C]):
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-writer")
         self._queue: list[_Request] = []
         self._drainer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._conn: Connection | None = None
         self._closed = False
         self.batches = 0
@@ -521,20 +529,45 @@ class GroupCommit(Generic[C]):
         self.observer: TransactionObserver | None = None
         """Metrics and spans of the writes (set by the service's bootstrap)."""
 
-    def submit(self, fn: Callable[[C], T], *, settled: Callable[[], T | None] | None = None) -> asyncio.Future[T]:
+    def submit(
+        self, fn: Callable[[C], T], *, settled: Callable[[], T | None] | None = None, defer: float | None = None
+    ) -> asyncio.Future[T]:
         """Queue ``fn`` (keeping the order of submission); the future holds its result after the COMMIT."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if self.observer is not None:
             future.add_done_callback(self.observer.write_started())
-        self._queue.append(_Request(fn, future, settled))
+        due = None if defer is None else loop.time() + defer
+        self._queue.append(_Request(fn, future, settled, due))
         if self._drainer is None:
-            self._drainer = loop.create_task(self._drain())
+            if due is None:
+                self._start(loop)
+            elif self._timer is None:
+                self._timer = loop.call_at(due, self._start, loop)
         return future
 
-    async def write(self, fn: Callable[[C], T], *, settled: Callable[[], T | None] | None = None) -> T:
+    async def write(
+        self, fn: Callable[[C], T], *, settled: Callable[[], T | None] | None = None, defer: float | None = None
+    ) -> T:
         """Run ``fn(context)`` in a write transaction (possibly shared with other writes); raise what it raised."""
-        return await self.submit(fn, settled=settled)
+        return await self.submit(fn, settled=settled, defer=defer)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._drainer is None and self._queue:
+            self._drainer = loop.create_task(self._drain())
+
+    def _only_deferred(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether everything queued may wait; if so, arm the timer of the earliest and return True."""
+        due = min((r.due for r in self._queue if r.due is not None), default=None)
+        if due is None or len(self._queue) == 0 or any(r.due is None for r in self._queue):
+            return False
+        if due <= loop.time():
+            return False
+        self._timer = loop.call_at(due, self._start, loop)
+        return True
 
     def _take(self) -> list[_Request]:
         batch: list[_Request] = []
@@ -565,8 +598,11 @@ class GroupCommit(Generic[C]):
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        ended = False
         try:
             while self._queue:
+                if self._only_deferred(loop):
+                    break  # nothing urgent: the deferred writes wait for the next transaction or their time
                 batch = self._take()
                 if not batch:
                     continue
@@ -592,13 +628,21 @@ class GroupCommit(Generic[C]):
                     else:
                         # A deadlock or lost connection met by one function is as retryable as a whole batch's.
                         request.future.set_exception(self._error_mapper(value) if is_transient(value) else value)
+            ended = True
         finally:
             self._drainer = None
-            # Only non-empty if this task was cancelled (shutdown): nobody would serve these.
-            stranded, self._queue = self._queue, []
-            for request in stranded:
-                if not request.future.done():
-                    request.future.set_exception(self._shutdown_error())
+            if not ended:  # cancelled (shutdown); what is still queued and deferred has its timer otherwise
+                self._strand()
+
+    def _strand(self) -> None:
+        """Nobody will serve what is queued: answer it with ``shutdown_error()``."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        stranded, self._queue = self._queue, []
+        for request in stranded:
+            if not request.future.done():
+                request.future.set_exception(self._shutdown_error())
 
     def _connection(self) -> Connection:
         # One connection kept for the writer thread: no pool checkout or SQLAlchemy transaction per batch.

@@ -588,13 +588,17 @@ class SqlJournal:
 
     # --- writes ---------------------------------------------------------------------------------------
 
-    def submit(self, fn: Callable[[Any], T], *, settled: Callable[[], T | None] | None = None) -> asyncio.Future[T]:
+    def submit(
+        self, fn: Callable[[Any], T], *, settled: Callable[[], T | None] | None = None, defer: float | None = None
+    ) -> asyncio.Future[T]:
         if self._group is None:
             raise RuntimeError("journal is not open")
-        return self._group.submit(lambda tx: tx.run(fn), settled=settled)
+        return self._group.submit(lambda tx: tx.run(fn), settled=settled, defer=defer)
 
-    async def transact(self, fn: Callable[[Any], T], *, settled: Callable[[], T | None] | None = None) -> T:
-        return await self.submit(fn, settled=settled)
+    async def transact(
+        self, fn: Callable[[Any], T], *, settled: Callable[[], T | None] | None = None, defer: float | None = None
+    ) -> T:
+        return await self.submit(fn, settled=settled, defer=defer)
 
     def _committed(self, tx: _Tx) -> None:
         """After a COMMIT: adopt the batch's orders, then publish its executions, anomalies and foreign orders."""

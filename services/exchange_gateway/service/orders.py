@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from services.exchange_gateway.domain import lifecycle
 from services.exchange_gateway.domain.errors import ExchangeError, ExchangeOutcome, Failure
 from services.exchange_gateway.domain.model import (
     OPEN_STATUSES,
@@ -84,6 +85,7 @@ class Orders:
         not_placed_margin_ms: int = 1000,
         cancel_foreign: bool = False,
         clock: Callable[[], int] = wall_ms,
+        record_delay_s: float = 0.005,
     ):
         self.journal = journal
         self.exchange = exchange
@@ -93,6 +95,8 @@ class Orders:
         self.resolve_max_delay_s = resolve_max_delay_s
         self.not_placed_margin_ms = not_placed_margin_ms
         self.clock = clock
+        # How long the journal entry of an accepted order may wait to share a transaction (after the reply).
+        self.record_delay_s = record_delay_s
         self.stats: Counter[str] = Counter()
         self._inflight: dict[str, asyncio.Task[Order]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -167,12 +171,36 @@ class Orders:
         running = self._inflight.get(cid)
         if running is not None:  # the same id arrived twice at once: one placement only
             return self._same(await asyncio.shield(running), request)
+        reply: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
         task: asyncio.Task[Order] = self.spawn(
-            self._place(request, ticket, deadline, fair_share_key), name=f"place-{cid}"
+            self._answered(request, ticket, deadline, fair_share_key, reply), name=f"place-{cid}"
         )
         self._inflight[cid] = task
         task.add_done_callback(lambda _t: self._inflight.pop(cid, None))
-        return self._same(await asyncio.shield(task), request)
+        return self._same(await asyncio.shield(reply), request)
+
+    async def _answered(
+        self,
+        request: OrderRequest,
+        ticket: Any,
+        deadline: float | None,
+        fair_share_key: str,
+        reply: asyncio.Future[Order],
+    ) -> Order:
+        """Place the order; ``reply`` gets the caller's answer as soon as it is known (maybe before it is journaled)."""
+        try:
+            order = await self._place(request, ticket, deadline, fair_share_key, reply)
+        except asyncio.CancelledError:
+            if not reply.done():
+                reply.cancel()
+            raise
+        except BaseException as exc:
+            if not reply.done():
+                reply.set_exception(exc)
+            raise
+        if not reply.done():
+            reply.set_result(order)
+        return order
 
     def in_flight(self, client_order_id: str) -> bool:
         """Whether a submission of this order is running in this process (its outcome is not known yet)."""
@@ -187,7 +215,14 @@ class Orders:
             )
         return order
 
-    async def _place(self, request: OrderRequest, ticket: Any, deadline: float | None, fair_share_key: str) -> Order:
+    async def _place(
+        self,
+        request: OrderRequest,
+        ticket: Any,
+        deadline: float | None,
+        fair_share_key: str,
+        reply: asyncio.Future[Order] | None = None,
+    ) -> Order:
         cid = request.client_order_id
         timestamp = self.exchange.now_ms()
         fresh = Order.from_request(
@@ -230,7 +265,7 @@ class Orders:
         except BaseException:
             self._start_resolver(cid)
             raise
-        return await self._apply(cid, snap)
+        return await self._apply(cid, snap, reply)
 
     async def _current(self, cid: str, fallback: Order) -> Order:
         return await self.journal.get_order(cid) or fallback
@@ -242,17 +277,30 @@ class Orders:
             return recording.Applied(cached)
         return None
 
-    async def _apply(self, cid: str, snap: OrderSnapshot) -> Order:
-        """Journal a snapshot; fetch the order's trades (myTrades) when the journal lacks some."""
+    async def _apply(self, cid: str, snap: OrderSnapshot, reply: asyncio.Future[Order] | None = None) -> Order:
+        """Journal a snapshot; fetch the order's trades (myTrades) when the journal lacks some.
+
+        With ``reply`` (a placement's caller): an order the exchange accepted with nothing filled
+        is answered at once, and its journal entry joins the next transaction (``record_delay_s``).
+        A crash before that commit leaves the order journaled as sent, which the resolver settles
+        by querying the exchange, as for any outcome not yet known.
+        """
         covered = self._covered(cid, snap)
         if covered is not None:
             assert covered.order is not None
             return covered.order  # the user data stream got there first: nothing new to journal
         now = self.clock()
+        defer: float | None = None
+        if reply is not None and not reply.done():
+            early = self._accepted_answer(cid, snap, now)
+            if early is not None:
+                reply.set_result(early)
+                defer = self.record_delay_s
         # Checked again when the journal gets to it: a stream report queued just before may settle it.
         applied = await self.journal.transact(
             lambda tx: recording.apply_snapshot(tx, snap, None, now_ms=now, client_order_id=cid),
             settled=lambda: self._covered(cid, snap),
+            defer=defer,
         )
         if applied.order is None:
             raise NotFound(f"no order with client_order_id {cid!r}", reason="ORDER_NOT_FOUND")
@@ -273,11 +321,28 @@ class Orders:
         assert applied.order is not None
         return applied.order
 
+    def _accepted_answer(self, cid: str, snap: OrderSnapshot, now: int) -> Order | None:
+        """The order as journaling ``snap`` will leave it, if the exchange accepted it with nothing filled."""
+        if snap.status is not OrderStatus.NEW or snap.fills or snap.executed_qty:
+            return None
+        journaled = self.journal.cached_order(cid)
+        if journaled is None or journaled.reported_new or journaled.is_final:
+            return None
+        answer, _ = lifecycle.accepted(
+            journaled, exchange_order_id=snap.exchange_order_id, time_ms=snap.time_ms, now_ms=now
+        )
+        return answer
+
     # --- CancelOrder ----------------------------------------------------------------------------------
 
     async def cancel(self, client_order_id: str, *, remaining_s: float | None) -> Order:
         """Cancel an order; an order already final is returned as it is."""
         cid = check_client_order_id(client_order_id)
+        placing = self._inflight.get(cid)
+        if placing is not None:
+            # Its placement was answered and is still being journaled (a few milliseconds): cancel
+            # what the journal will hold, not the order as it was before it was sent.
+            await asyncio.wait([placing], timeout=remaining_s)
         order = await self.journal.get_order(cid)
         if order is None:
             raise NotFound(f"no order with client_order_id {cid!r}", reason="ORDER_NOT_FOUND")

@@ -142,18 +142,26 @@ class JournalTx(Protocol):
 class Journal(Protocol):
     last_sequence: int
 
-    async def transact(self, fn: Callable[[JournalTx], T], *, settled: Callable[[], T | None] | None = None) -> T:
+    async def transact(
+        self, fn: Callable[[JournalTx], T], *, settled: Callable[[], T | None] | None = None, defer: float | None = None
+    ) -> T:
         """Run ``fn`` in a journal transaction (batched with others) and return its result after commit.
 
         ``settled``, if given, runs when the writer takes ``fn``, after every earlier write has
         committed: a result other than None means the journal already holds what ``fn`` would
         write, and is returned without touching the database. It is a shortcut only: its result
-        must be what ``fn`` would return when it finds nothing to write.
+        must be what ``fn`` would return when it finds nothing to write. ``defer`` (seconds): the
+        write waits for a transaction another write starts, or starts one after that long; for
+        what recovery can rebuild by querying the exchange only.
         """
         ...
 
     def submit(
-        self, fn: Callable[[JournalTx], T], *, settled: Callable[[], T | None] | None = None
+        self,
+        fn: Callable[[JournalTx], T],
+        *,
+        settled: Callable[[], T | None] | None = None,
+        defer: float | None = None,
     ) -> asyncio.Future[T]:
         """Queue ``fn`` without waiting (keeps the order of submission); ``settled`` as for ``transact``."""
         ...

@@ -576,8 +576,8 @@ class SqlOrderStore:
             logger=log,
         )
 
-    async def write(self, fn: Callable[[SqlTx], T]) -> T:
-        return await self.group.write(fn)
+    async def write(self, fn: Callable[[SqlTx], T], *, defer: float | None = None) -> T:
+        return await self.group.write(fn, defer=defer)
 
     async def _rows(self, statement: Any, convert: Callable[[Any], T]) -> list[T]:
         """Run a Core SELECT in a read transaction; ``convert`` each row."""

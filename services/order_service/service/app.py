@@ -114,7 +114,7 @@ class OrderApp:
         )
         self.cancel_order = CancelOrder(self.core, gateway)
         self.cancel_all_orders = CancelAllOrders(self.core, self.cancel_order)
-        self.queries = Queries(store)
+        self.queries = Queries(store, self.core.recorded)
         self.executions = ExecutionConsumer(
             self.core,
             gateway,

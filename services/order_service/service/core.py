@@ -78,9 +78,28 @@ class Core:
         # Submissions running in this process (a placement, or recovery's resubmission), by order id:
         # recovery leaves them alone, and a cancel waits for them before it is sent.
         self.placing: dict[str, asyncio.Task[Any]] = {}
+        # Placements already answered whose answer is not committed yet (order id -> user id, task):
+        # reads of that user's orders wait for them, so a caller reads what it was answered.
+        self.recording: dict[str, tuple[str, asyncio.Task[Any]]] = {}
 
-    async def mutate(self, order_id: str, change: Callable[[Order], Outcome]) -> Outcome:
-        """Apply ``change`` to the order in one transaction; NOT_FOUND if it does not exist."""
+    async def recorded(self, user_id: str, order_id: str = "", timeout: float = 2.0) -> None:
+        """Wait until the answers this process gave ``user_id`` (for ``order_id``, or all) are committed."""
+        if not self.recording:
+            return
+        if order_id:
+            entry = self.recording.get(order_id)
+            tasks = [entry[1]] if entry is not None and entry[0] == user_id else []
+        else:
+            tasks = [task for user, task in self.recording.values() if user == user_id]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def mutate(self, order_id: str, change: Callable[[Order], Outcome], *, defer: float | None = None) -> Outcome:
+        """Apply ``change`` to the order in one transaction; NOT_FOUND if it does not exist.
+
+        ``defer`` (seconds): the write need not start a transaction of its own; it joins the next
+        one, or starts one after that long (``GroupCommit``). For what recovery can rebuild only.
+        """
         committed = Committed()
 
         def tx(t: OrderTx) -> Outcome:
@@ -91,7 +110,7 @@ class Core:
             persist(t, order, outcome, committed)
             return outcome
 
-        outcome = await self.store.write(tx)
+        outcome = await self.store.write(tx, defer=defer)
         self.after_commit(committed)
         return outcome
 

@@ -72,6 +72,7 @@ class PlaceOrder:
         reserve_timeout: float = 5.0,
         submit_timeout: float = 10.0,
         drain_timeout: float = 2.0,
+        record_delay: float = 0.005,
     ):
         self.core = core
         self.users = users
@@ -83,7 +84,8 @@ class PlaceOrder:
         self.reserve_timeout = reserve_timeout
         self.submit_timeout = submit_timeout
         self.drain_timeout = drain_timeout
-        self._by_client_id: dict[tuple[str, str], asyncio.Task[Order]] = {}
+        self.record_delay = record_delay
+        self._by_client_id: dict[tuple[str, str], asyncio.Future[Order]] = {}
 
     async def __call__(self, caller: Caller, request: NewOrderRequest, deadline: Deadline) -> Order:
         """Place the order (or return the caller's earlier order with the same client_order_id)."""
@@ -132,20 +134,51 @@ class PlaceOrder:
             update_time_ms=now,
         )
         sending = submission(order, rules.tick_size)
-        task = asyncio.create_task(self._place(order, sending, deadline), name=f"place-{order_id}")
+        reply: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._run(order, sending, deadline, reply), name=f"place-{order_id}")
         self.core.placing[order_id] = task
         if valid.client_order_id:
-            self._by_client_id[key] = task
+            self._by_client_id[key] = reply
 
-        def forget(_task: asyncio.Task[Order]) -> None:
+        def forget(_task: asyncio.Task[None]) -> None:
             self.core.placing.pop(order_id, None)
-            if self._by_client_id.get(key) is _task:
+            self.core.recording.pop(order_id, None)
+            if self._by_client_id.get(key) is reply:
                 del self._by_client_id[key]
 
         task.add_done_callback(forget)
-        return _same_or_abort(await asyncio.shield(task), valid)
+        return _same_or_abort(await asyncio.shield(reply), valid)
 
-    async def _place(self, order: Order, sending: Submission, deadline: Deadline) -> Order:
+    async def _run(self, order: Order, sending: Submission, deadline: Deadline, reply: asyncio.Future[Order]) -> None:
+        """Place the order; ``reply`` is answered as soon as the caller's answer is known.
+
+        The task itself may go on after that (recording the gateway's answer), and stays in
+        ``core.placing`` until it is done, so that recovery and cancels wait for it.
+        """
+        try:
+            order = await self._place(order, sending, deadline, reply)
+        except asyncio.CancelledError:
+            if not reply.done():
+                reply.cancel()
+            raise
+        except Exception as exc:
+            if not reply.done():
+                reply.set_exception(exc)
+            else:  # the caller has its answer; the order stays PLACING and recovery records it
+                log.exception("recording the gateway's answer failed", extra={"order_id": order.order_id})
+            return
+        except BaseException as exc:  # the process is going down (as the crash tests simulate it)
+            if not reply.done():
+                reply.set_exception(exc)
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            return
+        if not reply.done():
+            reply.set_result(order)
+
+    async def _place(
+        self, order: Order, sending: Submission, deadline: Deadline, reply: asyncio.Future[Order]
+    ) -> Order:
         # Step 2: persist first. A duplicate client_order_id returns the first order unchanged.
         def insert(t: OrderTx) -> Order | None:
             if t.insert_order(order):
@@ -204,7 +237,19 @@ class PlaceOrder:
 
         self._sent(order, inserted)
         # Step 5: record the answer (fills only ever come from the stream).
-        outcome = await self.core.mutate(order.order_id, lambda o: apply_exchange_order(o, answer, self.core.clock()))
+        now = self.core.clock()
+        preview = apply_exchange_order(order, answer, now)
+        defer: float | None = None
+        if not preview.effects and not preview.order.is_final and preview.order.state is not State.PLACING:
+            # Accepted: the caller is answered now, and the answer is written with the next transaction
+            # (or within record_delay). A crash before that commit leaves the order PLACING, and
+            # recovery records the same answer from the gateway (queried by client order id).
+            reply.set_result(preview.order)
+            defer = self.record_delay
+            task = asyncio.current_task()
+            if task is not None:
+                self.core.recording[order.order_id] = (order.user_id, task)
+        outcome = await self.core.mutate(order.order_id, lambda o: apply_exchange_order(o, answer, now), defer=defer)
         if outcome.effects:
             await self.core.outbox.drain(order.order_id, deadline.left(self.drain_timeout))
         self._arm_expiry(outcome.order)

@@ -176,8 +176,11 @@ class OrderTx(Protocol):
 class OrderStore(Protocol):
     """The service's own database."""
 
-    async def write(self, fn: Callable[[OrderTx], T]) -> T:
-        """Run ``fn`` in one write transaction, on the writer thread; commit unless it raises."""
+    async def write(self, fn: Callable[[OrderTx], T], *, defer: float | None = None) -> T:
+        """Run ``fn`` in one write transaction, on the writer thread; commit unless it raises.
+
+        ``defer``: seconds the write may wait to share a transaction started by another write.
+        """
         ...
 
     async def get_order(self, order_id: str) -> Order | None:

@@ -7,6 +7,7 @@ of silently returning a wrong page.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from services.order_service.domain.model import Caller, Fill, Order
@@ -65,13 +66,20 @@ class TradesPage:
 class Queries:
     """The read-only use cases."""
 
-    def __init__(self, store: OrderStore):
+    def __init__(self, store: OrderStore, recorded: Callable[[str, str], Awaitable[None]] | None = None):
         self.store = store
+        # Waits for answers given to the caller and not yet committed (``Core.recorded``).
+        self._recorded = recorded
+
+    async def _caught_up(self, caller: Caller, order_id: str = "") -> None:
+        if self._recorded is not None:
+            await self._recorded(caller.user_id, order_id)
 
     async def get_order(self, caller: Caller, order_id: str) -> Order:
         """One of the caller's orders."""
         if not order_id:
             raise InvalidArgument("order_id", "is required")
+        await self._caught_up(caller, order_id)
         order = await self.store.get_order(order_id)
         if order is None or order.user_id != caller.user_id:
             raise not_found(order_id)
@@ -99,6 +107,7 @@ class Queries:
         states = states_for(status, active_only)
         if states is not None and not states:
             return OrdersPage([], "")
+        await self._caught_up(caller)
         rows = await self.store.list_orders(
             caller.user_id, symbol=symbol, states=states, before_order_id=before, limit=limit + 1
         )

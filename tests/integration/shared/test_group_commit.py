@@ -266,3 +266,65 @@ async def test_on_postgresql_a_lost_writer_connection_fails_one_batch_as_unavail
         group.close()
     assert names(engine) == {"before", "after"}
     engine.dispose()
+
+
+async def test_a_deferred_write_waits_for_the_next_transaction_and_shares_it(
+    group: GroupCommit[Connection], engine: Engine
+) -> None:
+    deferred = group.submit(insert("later"), defer=60.0)
+    await asyncio.sleep(0.05)
+    assert not deferred.done() and group.batches == 0  # nothing else wrote: it waits (up to 60 s)
+    assert "later" not in names(engine)
+    assert await group.write(insert("now")) == "now"
+    assert deferred.done() and deferred.result() == "later"
+    assert group.batches == 1  # both in one transaction
+    assert names(engine) == {"later", "now"}
+
+
+async def test_a_deferred_write_alone_is_committed_once_its_delay_has_passed(
+    group: GroupCommit[Connection], engine: Engine
+) -> None:
+    assert await group.write(insert("alone"), defer=0.01) == "alone"
+    assert group.batches == 1 and names(engine) == {"alone"}
+
+
+async def test_writes_queued_behind_a_deferred_one_are_committed_in_queue_order(
+    group: GroupCommit[Connection], engine: Engine
+) -> None:
+    order: list[str] = []
+
+    def record(name: str) -> Any:
+        def job(conn: Connection) -> str:
+            order.append(name)
+            Cursor(conn).execute(INSERT, {"name": name})
+            return name
+
+        return job
+
+    first = group.submit(record("a"), defer=60.0)
+    second = group.submit(record("b"), defer=60.0)
+    await group.write(record("c"))
+    assert (first.result(), second.result()) == ("a", "b")
+    assert order == ["a", "b", "c"]
+
+
+async def test_a_deferred_write_queued_at_shutdown_fails_as_shutting_down(
+    group: GroupCommit[Connection], engine: Engine
+) -> None:
+    gate = threading.Event()
+
+    def blocked(conn: Connection) -> None:
+        assert gate.wait(5)
+        insert("first")(conn)
+
+    first = asyncio.create_task(group.write(blocked))
+    await asyncio.sleep(0.05)  # the drainer is now running ``blocked`` on the writer thread
+    deferred = group.submit(insert("later"), defer=60.0)
+    assert group._drainer is not None
+    group._drainer.cancel()  # what the loop does at shutdown
+    with pytest.raises(Unavailable):
+        await deferred
+    gate.set()
+    first.cancel()
+    group.close()
+    assert names(engine) == {"first"}

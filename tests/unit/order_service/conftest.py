@@ -67,7 +67,9 @@ class Harness:
                 await asyncio.sleep(0.005)
 
     async def settle(self) -> None:
-        """Wait until every execution the gateway emitted is applied and the outbox is empty."""
+        """Wait until every answer and execution is recorded and the outbox is empty."""
+        while self.app.core.recording:
+            await asyncio.wait([task for _, task in self.app.core.recording.values()])
         await self.applied()
         await self.app.outbox.idle()
 

@@ -355,6 +355,7 @@ async def test_a_slow_watcher_is_dropped_with_resource_exhausted(harness: Harnes
     subscription = h.app.hub.subscribe(ALICE)
     for _ in range(3):
         await h.place(limit_buy())
+    await h.settle()  # the answers are recorded (and published) just after the replies
     assert subscription.dropped
     with pytest.raises(ResourceExhausted) as dropped:
         async for _ in h.app.feed.follow(subscription, None):
