@@ -750,6 +750,9 @@ class Run:
             for phase in shown
             if phase in cpu and achieved.get(phase)
         }
+        main_cpu = result["cpu_ms_per_request"].get(main_phase["name"]) if main_phase is not None else None
+        if main_cpu:
+            result["core_cpu_ms_per_request"] = report.core_cpu_ms(main_cpu)
         if main_phase is not None and main_phase["name"] in cpu:
             shares = cpu[main_phase["name"]]["cpu_pct"]
             services_cpu = sum(shares.get(n, 0.0) for n in report.SERVICES)

@@ -10,9 +10,12 @@ and pass opaque bytes along the path a resting LIMIT placement takes through the
 No protobuf, no validation, no ledger, no matching, no signing, no logging. With ``--durable``
 each process also makes the SQLite commits the real one makes on that path, each a one-row
 INSERT in WAL mode with ``synchronous=FULL`` on one writer thread that puts every waiting write
-in one transaction (as the services' GroupCommit does): order 2 (the order before Reserve, the
-answer after Submit) plus 1 per event, user 1, gateway 2 (before the POST and after the answer).
-As in the real gateway, an order's event is passed on only once its answer is committed.
+in one transaction (as the services' GroupCommit does). On the request's path: order 1 (the order
+before Reserve), user 1 (the reservation), gateway 1 (the order before the POST). After the reply,
+as the services do with what recovery can rebuild, the gateway and the order each write the answer
+deferred: it joins the next transaction or starts one 5 ms later. Per event: the gateway 1 (which
+carries the deferred answer), the order 1. As in the real gateway, an order's event is passed on
+only once its answer is committed.
 
 Whatever this measures is more than any implementation of that shape can do in Python on this
 machine, so it separates the cost of the design from the cost of the code in it.
@@ -59,6 +62,7 @@ ANSWER_PAD = b"a" * 300
 EVENT_PAD = b"e" * 400
 # After a phase's last answer, how long its last events may take to arrive before they count as missing.
 EVENT_WAIT_S = 5.0
+RECORD_DELAY_S = 0.005  # how long a recoverable write may wait to share a transaction (the services' default)
 SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
 
 
@@ -69,14 +73,34 @@ class Committer:
         self._loop = asyncio.get_running_loop()
         self._queue: queue.SimpleQueue[asyncio.Future[None] | None] = queue.SimpleQueue()
         self._path = path
+        self._deferred: list[asyncio.Future[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._thread = threading.Thread(target=self._run, name="floor-writer", daemon=True)
         self._thread.start()
 
-    async def write(self) -> None:
-        """Return once a row is committed and synced."""
+    async def write(self, defer: float | None = None) -> None:
+        """Return once a row is committed and synced.
+
+        ``defer`` (seconds), as the services' GroupCommit: the row waits for the next transaction
+        another write starts, or starts one after that long.
+        """
         future: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put(future)
+        if defer is None:
+            self._flush()
+            self._queue.put(future)
+        else:
+            self._deferred.append(future)
+            if self._timer is None:
+                self._timer = self._loop.call_later(defer, self._flush)
         await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for future in self._deferred:
+            self._queue.put(future)
+        self._deferred.clear()
 
     def close(self) -> None:
         self._queue.put(None)
@@ -124,15 +148,23 @@ def _resolve_all(batch: list[asyncio.Future[None]], error: Exception | None) -> 
             future.set_exception(error)
 
 
-def _commit_function(db: str | None) -> tuple[Callable[[], Awaitable[None]], Committer | None]:
+def _commit_function(db: str | None) -> tuple[Callable[..., Awaitable[None]], Committer | None]:
     if not db:
         return _nothing, None
     committer = Committer(db)
     return committer.write, committer
 
 
-async def _nothing() -> None:
+async def _nothing(defer: float | None = None) -> None:
     return None
+
+
+def _later(commit: Callable[..., Awaitable[None]], pending: set[asyncio.Future[None]]) -> asyncio.Future[None]:
+    """Start a deferred commit nobody waits for (kept referenced in ``pending`` until it is done)."""
+    future = asyncio.ensure_future(commit(defer=RECORD_DELAY_S))
+    pending.add(future)
+    future.add_done_callback(pending.discard)
+    return future
 
 
 async def _serve_until_signal(
@@ -240,7 +272,7 @@ async def serve_user(port: int, db: str | None) -> None:
 
 
 async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
-    """Submit: commit, POST to the exchange, commit the answer, reply; Stream: the exchange's events."""
+    """Submit: commit, POST to the exchange, reply, commit the answer deferred; Stream: the exchange's events."""
     commit, committer = _commit_function(db)
     events = _Fanout()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
@@ -250,6 +282,7 @@ async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
     # that overtakes the answer waits for it.
     answered: dict[bytes, asyncio.Future[None]] = {}
     releasing: set[asyncio.Task[None]] = set()
+    recording: set[asyncio.Future[None]] = set()
 
     def answer_slot(key: bytes) -> asyncio.Future[None]:
         slot = answered.get(key)
@@ -258,6 +291,8 @@ async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
         return slot
 
     async def release(key: bytes, event: bytes, slot: asyncio.Future[None]) -> None:
+        # The event's own journal write starts a transaction, which carries the deferred answer.
+        await commit()
         await slot
         answered.pop(key, None)
         events.publish(event)
@@ -276,17 +311,25 @@ async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
                 releasing.add(task)
                 task.add_done_callback(releasing.discard)
 
+    def answered_when_done(key: bytes) -> Callable[[asyncio.Future[None]], None]:
+        def done(_future: asyncio.Future[None]) -> None:
+            slot = answer_slot(key)
+            if not slot.done():
+                slot.set_result(None)
+
+        return done
+
     async def submit(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
         key = request[:ID_BYTES]
         try:
             await commit()
             async with session.post(f"http://{exchange}/order", data=request) as response:
                 answer = await response.read()
-            await commit()
-        finally:
-            slot = answer_slot(key)
-            if not slot.done():
-                slot.set_result(None)
+        except BaseException:
+            answered_when_done(key)(asyncio.get_running_loop().create_future())
+            raise
+        # Answered at once; the answer is journaled with the next transaction (as the real gateway).
+        _later(commit, recording).add_done_callback(answered_when_done(key))
         return answer
 
     pumping = asyncio.create_task(pump())
@@ -304,7 +347,7 @@ async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
 
 
 async def serve_order(port: int, user: str, gateway: str, db: str | None) -> None:
-    """Place: commit, Reserve, Submit, commit, reply; every gateway event: commit, then to the watchers."""
+    """Place: commit, Reserve, Submit, reply, commit deferred; every gateway event: commit, then to the watchers."""
     commit, committer = _commit_function(db)
     watchers = _Fanout()
     user_channel = grpc.aio.insecure_channel(user)
@@ -314,6 +357,7 @@ async def serve_order(port: int, user: str, gateway: str, db: str | None) -> Non
     stream_call = gateway_channel.unary_stream(STREAM)
 
     applying: set[asyncio.Task[None]] = set()
+    recording: set[asyncio.Future[None]] = set()
     subscribed = asyncio.Event()
 
     async def apply(event: bytes) -> None:
@@ -335,7 +379,7 @@ async def serve_order(port: int, user: str, gateway: str, db: str | None) -> Non
         await commit()
         await reserve_call(request, timeout=10)
         answer: bytes = await submit_call(request, timeout=10)
-        await commit()
+        _later(commit, recording)  # the answer is recorded after the reply (as the real order service)
         return answer
 
     consuming = asyncio.create_task(consume())

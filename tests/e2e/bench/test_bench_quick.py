@@ -58,7 +58,10 @@ def test_the_quick_run_completes_and_prints_the_table_and_verdicts(quick_run):
     assert re.search(r"Unloaded \(one request at a time, 10 placements", out), "no unloaded-latency line"
     assert re.search(r"single hops, same way: GetLastPrice p50 [\d.]+ p95 [\d.]+ ms, ReserveFunds", out)
     for target in (
+        "trading core CPU per request",
         "p95 at 100 orders/s",
+        "stack p95 / durable floor p95",
+        "unloaded PlaceOrder p50",
         "saturation, end to end",
         "marketable order to FILLED",
         "all processes together",
@@ -90,6 +93,9 @@ def test_the_json_has_every_figure_the_issue_asks_for(quick_run):
     assert _number(result["echo_rps"]) and result["echo_rps"] > 0
     assert _number(result["ratio_to_echo"]) and result["ratio_to_echo"] > 0
     assert _number(result["fill_latency_p95_ms"])
+    per_request = result["cpu_ms_per_request"]["fixed"]
+    core = sum(per_request[name] for name in ("order_service", "user_service", "exchange_gateway"))
+    assert result["core_cpu_ms_per_request"] == round(core, 3) > 0
     assert set(PROCESSES) <= set(result["peak_rss_mb"])
     for name in PROCESSES:
         assert _number(result["peak_rss_mb"][name]) and result["peak_rss_mb"][name] > 0, name
