@@ -89,20 +89,26 @@ class _ClientCall:
     def __init__(self, telemetry: Telemetry, method: str, grpc_type: str):
         self.metrics = telemetry.grpc_client.of(grpc_type, method)
         self.metrics.started.inc()
-        service, name = self.metrics.labels[1], self.metrics.labels[2]
-        self.span = telemetry.tracer.start_span(
-            f"{service}/{name}",
-            kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-        )
+        self.span = None
+        if telemetry.tracing:
+            service, name = self.metrics.labels[1], self.metrics.labels[2]
+            self.span = telemetry.tracer.start_span(
+                f"{service}/{name}",
+                kind=SpanKind.CLIENT,
+                attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            )
         self.started = time.perf_counter()
 
-    def metadata(self, metadata: Any) -> list[tuple[str, str]]:
-        """The call's metadata with this span's trace context."""
+    def metadata(self, metadata: Any) -> Any:
+        """The call's metadata with this span's trace context (as it is when nothing is traced)."""
+        if self.span is None:
+            return metadata
         return metadata_with_context(metadata, self.span)
 
     def done(self, code: grpc.StatusCode) -> None:
         self.metrics.done(code, time.perf_counter() - self.started)
+        if self.span is None:
+            return
         if self.span.is_recording():
             self.span.set_attribute("rpc.grpc.status_code", code.value[0])
             if code is not grpc.StatusCode.OK:

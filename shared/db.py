@@ -450,6 +450,9 @@ class _Request:
 class TransactionObserver(Protocol):
     """Telemetry of a writer (``shared.telemetry.DatabaseObserver``): a span per write, the commit time."""
 
+    tracing: bool
+    """Whether ``write_started`` is called (spans go somewhere)."""
+
     def write_started(self) -> Callable[[asyncio.Future[Any]], None]:
         """Called on the caller's task when a write is queued; the result is called when it is answered."""
         ...
@@ -535,7 +538,7 @@ class GroupCommit(Generic[C]):
         """Queue ``fn`` (keeping the order of submission); the future holds its result after the COMMIT."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        if self.observer is not None:
+        if self.observer is not None and self.observer.tracing:
             future.add_done_callback(self.observer.write_started())
         due = None if defer is None else loop.time() + defer
         self._queue.append(_Request(fn, future, settled, due))

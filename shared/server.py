@@ -120,6 +120,9 @@ class _Observed:
         method = details.method
         self.metrics = telemetry.grpc_server.of(grpc_type, method)
         self.metrics.started.inc()
+        if not telemetry.tracing:
+            self.span = None
+            return
         service, name = self.metrics.labels[1], self.metrics.labels[2]
         self.span = telemetry.tracer.start_span(
             f"{service}/{name}",
@@ -132,6 +135,8 @@ class _Observed:
     def done(self, code: grpc.StatusCode, started: float) -> None:
         self.metrics.done(code, time.perf_counter() - started)
         span = self.span
+        if span is None:
+            return
         if span.is_recording():
             span.set_attribute("rpc.grpc.status_code", code.value[0])
             if code in _SERVER_ERRORS:
