@@ -271,6 +271,49 @@ async def serve_user(port: int, db: str | None) -> None:
     await _serve_until_signal(port, "floor.User", {"Reserve": grpc.unary_unary_rpc_method_handler(reserve)}, committer)
 
 
+class _Answers:
+    """The floor gateway's rule: an order's event goes out only once its answer is committed.
+
+    An event that overtakes the answer waits for it; its own journal write starts a transaction,
+    which carries the deferred answer (as in the real gateway).
+    """
+
+    def __init__(self, commit: Callable[..., Awaitable[None]], events: _Fanout) -> None:
+        self._commit = commit
+        self._events = events
+        self._slots: dict[bytes, asyncio.Future[None]] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
+
+    def _slot(self, key: bytes) -> asyncio.Future[None]:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = asyncio.get_running_loop().create_future()
+        return slot
+
+    def answered(self, key: bytes) -> None:
+        """The answer of order ``key`` is committed (or will never be): its events may go out."""
+        slot = self._slot(key)
+        if not slot.done():
+            slot.set_result(None)
+
+    def event(self, event: bytes) -> None:
+        key = event[:ID_BYTES]
+        slot = self._slot(key)
+        if slot.done():
+            self._slots.pop(key, None)
+            self._events.publish(event)
+            return
+        task = asyncio.create_task(self._release(key, event, slot))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _release(self, key: bytes, event: bytes, slot: asyncio.Future[None]) -> None:
+        await self._commit()
+        await slot
+        self._slots.pop(key, None)
+        self._events.publish(event)
+
+
 async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
     """Submit: commit, POST to the exchange, reply, commit the answer deferred; Stream: the exchange's events."""
     commit, committer = _commit_function(db)
@@ -278,46 +321,13 @@ async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
     ws = await session.ws_connect(f"http://{exchange}/ws", autoping=True)
 
-    # As in the real gateway, an order's event goes out only once its answer is committed: an event
-    # that overtakes the answer waits for it.
-    answered: dict[bytes, asyncio.Future[None]] = {}
-    releasing: set[asyncio.Task[None]] = set()
+    answers = _Answers(commit, events)
     recording: set[asyncio.Future[None]] = set()
-
-    def answer_slot(key: bytes) -> asyncio.Future[None]:
-        slot = answered.get(key)
-        if slot is None:
-            slot = answered[key] = asyncio.get_running_loop().create_future()
-        return slot
-
-    async def release(key: bytes, event: bytes, slot: asyncio.Future[None]) -> None:
-        # The event's own journal write starts a transaction, which carries the deferred answer.
-        await commit()
-        await slot
-        answered.pop(key, None)
-        events.publish(event)
 
     async def pump() -> None:
         async for message in ws:
-            if message.type != aiohttp.WSMsgType.BINARY:
-                continue
-            key = message.data[:ID_BYTES]
-            slot = answer_slot(key)
-            if slot.done():
-                answered.pop(key, None)
-                events.publish(message.data)
-            else:
-                task = asyncio.create_task(release(key, message.data, slot))
-                releasing.add(task)
-                task.add_done_callback(releasing.discard)
-
-    def answered_when_done(key: bytes) -> Callable[[asyncio.Future[None]], None]:
-        def done(_future: asyncio.Future[None]) -> None:
-            slot = answer_slot(key)
-            if not slot.done():
-                slot.set_result(None)
-
-        return done
+            if message.type == aiohttp.WSMsgType.BINARY:
+                answers.event(message.data)
 
     async def submit(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
         key = request[:ID_BYTES]
@@ -326,10 +336,10 @@ async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
             async with session.post(f"http://{exchange}/order", data=request) as response:
                 answer = await response.read()
         except BaseException:
-            answered_when_done(key)(asyncio.get_running_loop().create_future())
+            answers.answered(key)
             raise
         # Answered at once; the answer is journaled with the next transaction (as the real gateway).
-        _later(commit, recording).add_done_callback(answered_when_done(key))
+        _later(commit, recording).add_done_callback(lambda _f: answers.answered(key))
         return answer
 
     pumping = asyncio.create_task(pump())

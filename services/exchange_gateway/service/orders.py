@@ -328,10 +328,10 @@ class Orders:
         journaled = self.journal.cached_order(cid)
         if journaled is None or journaled.reported_new or journaled.is_final:
             return None
-        answer, _ = lifecycle.accepted(
+        change = lifecycle.accepted(
             journaled, exchange_order_id=snap.exchange_order_id, time_ms=snap.time_ms, now_ms=now
         )
-        return answer
+        return None if change.refused is not None else change.order
 
     # --- CancelOrder ----------------------------------------------------------------------------------
 
