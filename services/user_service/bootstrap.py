@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health
+from sqlalchemy.engine import Engine
 
 from services.user_service.adapters.gateway_client import GrpcGatewayAssets
 from services.user_service.adapters.transactions import SqlTransactions, migrate
@@ -26,6 +27,7 @@ from shared.readiness import Readiness
 from shared.ready import announce_ready
 from shared.server import Registration, create_server, wait_for_signal
 from shared.telemetry import Telemetry
+from shared.tls import ServiceIdentity
 from trading.user.v1 import user_service_pb2_grpc
 
 SERVICE_NAME = "trading.user.v1.UserService"
@@ -82,33 +84,33 @@ def _client_addr(listen_addr: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def start(config: Config, telemetry: Telemetry | None = None) -> RunningService:
-    """Migrate the database to the newest schema, bind ``config.listen_addr`` (port 0 allowed) and start serving."""
-    register_secret(config.admin_token)
-    register_secret(config.service_token)
-    # TLS certificates read, or plaintext checked, before anything starts (shared.tls)
-    security = config.tls.server_security("user_service", config.listen_addr, "USER_SERVICE_ADDR")
-    identity = security.identity
+def _migrated_engine(config: Config) -> Engine:
+    """The database engine, its schema migrated to the newest (the engine is disposed of if that fails)."""
     engine = create_db_engine(config.db_url, synchronous=config.db_synchronous)
     try:
         migrate(engine)
     except BaseException:
         engine.dispose()
         raise
-    telemetry = telemetry or Telemetry.create("user_service", otlp_endpoint=config.otlp_endpoint)
-    transactions = SqlTransactions(engine, max_batch=config.max_batch)
-    transactions.group.observer = telemetry.database(engine.dialect.name)
-    # The channel connects lazily: the gateway is asked at the first deposit, not now (it may start later).
+    return engine
+
+
+def _asset_source(
+    config: Config, telemetry: Telemetry, identity: ServiceIdentity | None
+) -> tuple[ExchangeAssets, grpc.aio.Channel | None]:
+    """The assets as configured, else the gateway's list over a channel (None with configured assets).
+
+    The channel connects lazily: the gateway is asked at the first deposit, not now (it may start later).
+    """
+    if config.assets:
+        return FixedAssets(config.assets), None
     gateway_target = config.tls.target("exchange_gateway", config.exchange_gateway_addr)
-    gateway_channel = None if config.assets else open_channel(gateway_target, telemetry, identity)
-    source: ExchangeAssets
-    if gateway_channel is None:
-        source = FixedAssets(config.assets)
-    else:
-        source = GrpcGatewayAssets(gateway_channel, config.service_token)
-    assets = ListedAssets(source, refresh_seconds=config.assets_refresh_seconds)
-    users = UserApp(transactions, assets)
-    audit = AuditTrail(transactions, window_ms=int(config.audit_window_seconds * 1000))
+    gateway_channel = open_channel(gateway_target, telemetry, identity)
+    return GrpcGatewayAssets(gateway_channel, config.service_token), gateway_channel
+
+
+def _authorizer(config: Config, users: UserApp, audit: AuditTrail, identity: ServiceIdentity | None) -> Authorizer:
+    """Who may call what, with failed authentications throttled and recorded in the audit trail."""
     policy = ThrottlePolicy(
         slow_after=config.auth_slow_after,
         ban_after=config.auth_ban_after,
@@ -117,8 +119,25 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     guard = AuthenticationGuard(Throttle(policy), audit)
     # With TLS the service token counts only from the order service's certificate (mutual TLS).
     peers = SERVICE_PEERS if identity is not None else None
-    authorizer = Authorizer(config.admin_token, config.service_token, users, guard=guard, peers=peers)
-    servicer = UserServiceServicer(users, authorizer, audit)
+    return Authorizer(config.admin_token, config.service_token, users, guard=guard, peers=peers)
+
+
+async def start(config: Config, telemetry: Telemetry | None = None) -> RunningService:
+    """Migrate the database to the newest schema, bind ``config.listen_addr`` (port 0 allowed) and start serving."""
+    register_secret(config.admin_token)
+    register_secret(config.service_token)
+    # TLS certificates read, or plaintext checked, before anything starts (shared.tls)
+    security = config.tls.server_security("user_service", config.listen_addr, "USER_SERVICE_ADDR")
+    identity = security.identity
+    engine = _migrated_engine(config)
+    telemetry = telemetry or Telemetry.create("user_service", otlp_endpoint=config.otlp_endpoint)
+    transactions = SqlTransactions(engine, max_batch=config.max_batch)
+    transactions.group.observer = telemetry.database(engine.dialect.name)
+    source, gateway_channel = _asset_source(config, telemetry, identity)
+    assets = ListedAssets(source, refresh_seconds=config.assets_refresh_seconds)
+    users = UserApp(transactions, assets)
+    audit = AuditTrail(transactions, window_ms=int(config.audit_window_seconds * 1000))
+    servicer = UserServiceServicer(users, _authorizer(config, users, audit, identity), audit)
     registration = Registration(SERVICE_NAME, user_service_pb2_grpc.add_UserServiceServicer_to_server, servicer)
     try:
         server, port, health_servicer, internal_port = await create_server(
