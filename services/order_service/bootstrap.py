@@ -88,6 +88,28 @@ class RunningService:
         await self.telemetry.close()
 
 
+async def _open_store(config: Config, telemetry: Telemetry) -> SqlOrderStore:
+    """The order store on its database, observed by ``telemetry`` (which is closed if the store cannot open)."""
+    try:
+        store = SqlOrderStore(check_db_url("ORDER_DB_URL", config.db_url), synchronous=config.db_synchronous)
+    except BaseException:
+        await telemetry.close()
+        raise
+    store.group.observer = telemetry.database(store.engine.dialect.name)
+    return store
+
+
+def _authenticator(config: Config, users: GrpcUsers, audit: GrpcAuditTrail) -> Authenticator:
+    """Users' API keys, checked by the user service and cached a while; the service tokens never pass as one."""
+    return Authenticator(
+        users,
+        ttl=config.auth_cache_seconds,
+        reserved_tokens=(config.service_token, config.admin_token),
+        admin_token=config.admin_token,
+        audit=audit,
+    )
+
+
 async def start(config: Config, telemetry: Telemetry | None = None) -> RunningService:
     """Open the database, connect to the user service and the gateway, recover, and serve.
 
@@ -98,12 +120,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     identity = security.identity
     telemetry = telemetry or Telemetry.create("order_service", otlp_endpoint=config.otlp_endpoint)
     await telemetry.serve_metrics(config.metrics_addr, "ORDER_METRICS_ADDR")
-    try:
-        store = SqlOrderStore(check_db_url("ORDER_DB_URL", config.db_url), synchronous=config.db_synchronous)
-    except BaseException:
-        await telemetry.close()
-        raise
-    store.group.observer = telemetry.database(store.engine.dialect.name)
+    store = await _open_store(config, telemetry)
     # With TLS: mutual TLS to the services' internal ports, presenting the order service's certificate.
     user_channel = open_channel(config.tls.target("user_service", config.user_service_addr), telemetry, identity)
     gateway_channel = open_channel(
@@ -122,13 +139,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         quotes=GrpcQuotes(gateway_channel, config.service_token),
         audit=audit,
     )
-    auth = Authenticator(
-        users,
-        ttl=config.auth_cache_seconds,
-        reserved_tokens=(config.service_token, config.admin_token),
-        admin_token=config.admin_token,
-        audit=audit,
-    )
+    auth = _authenticator(config, users, audit)
     telemetry.registry.register(OrderStateCollector(app.outbox, app.reconciliation, app.market.listed_assets))
     await app.start()
     registration = Registration(
