@@ -289,7 +289,7 @@ async def test_cancel_of_an_unknown_order_is_not_found(setup):
 async def test_retries_and_duplicate_reports_of_an_order_no_longer_cached_use_the_journal(setup):
     orders, exchange, journal = setup
     journal.max_final_orders = 1
-    orders.events = lambda raw: raw  # the test hands in domain events
+    orders.intake.events = lambda raw: raw  # the test hands in domain events
     for cid in ("c1", "c2"):
         await orders.submit(limit(cid), remaining_s=5)
         await orders.cancel(cid, remaining_s=5)
