@@ -110,6 +110,22 @@ def _authenticator(config: Config, users: GrpcUsers, audit: GrpcAuditTrail) -> A
     )
 
 
+def _servicer(app: OrderApp, auth: Authenticator) -> OrderServiceServicer:
+    """The servicer over the use cases its RPCs call."""
+    return OrderServiceServicer(
+        auth,
+        place_order=app.place_order,
+        cancel_order=app.cancel_order,
+        cancel_all_orders=app.cancel_all_orders,
+        queries=app.queries,
+        feed=app.feed,
+        fair_share=app.fair_share,
+        outbox=app.outbox,
+        reconciliation=app.reconciliation,
+        quotes=app.quotes,
+    )
+
+
 async def start(config: Config, telemetry: Telemetry | None = None) -> RunningService:
     """Open the database, connect to the user service and the gateway, recover, and serve.
 
@@ -143,7 +159,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
     telemetry.registry.register(OrderStateCollector(app.outbox, app.reconciliation, app.market.listed_assets))
     await app.start()
     registration = Registration(
-        SERVICE_NAME, order_service_pb2_grpc.add_OrderServiceServicer_to_server, OrderServiceServicer(app, auth)
+        SERVICE_NAME, order_service_pb2_grpc.add_OrderServiceServicer_to_server, _servicer(app, auth)
     )
     try:
         server, port, health_servicer, _ = await create_server(

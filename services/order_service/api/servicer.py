@@ -21,10 +21,15 @@ from services.order_service.api.codec import (
 )
 from services.order_service.api.market_data import encode_book, encode_symbol, encode_ticker
 from services.order_service.domain.model import Caller, Scope
-from services.order_service.service.app import OrderApp
+from services.order_service.service.cancellation import CancelAllOrders, CancelOrder
 from services.order_service.service.deadline import Deadline
-from services.order_service.service.limits import rate_text
+from services.order_service.service.limits import FairShare, rate_text
+from services.order_service.service.outbox import Outbox
+from services.order_service.service.placement import PlaceOrder
+from services.order_service.service.queries import Queries
 from services.order_service.service.quotes import Quotes
+from services.order_service.service.reconciliation import ClientMoneyReconciliation
+from services.order_service.service.watch import OrderFeed
 from shared.auth import bearer_token
 from shared.errors import InvalidArgument, Unavailable
 from shared.proto_time import ms_from_ts, ts_from_ms
@@ -41,11 +46,33 @@ def _peer(context: Context) -> str:
 
 
 class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
-    """The public trading API over ``OrderApp``."""
+    """The public trading API over the use cases it is given."""
 
-    def __init__(self, app: OrderApp, auth: Authenticator):
-        self.app = app
+    def __init__(
+        self,
+        auth: Authenticator,
+        *,
+        place_order: PlaceOrder,
+        cancel_order: CancelOrder,
+        cancel_all_orders: CancelAllOrders,
+        queries: Queries,
+        feed: OrderFeed,
+        fair_share: FairShare,
+        outbox: Outbox,
+        reconciliation: ClientMoneyReconciliation,
+        quotes: Quotes | None,
+    ):
         self.auth = auth
+        self.place_order = place_order
+        self.cancel_order = cancel_order
+        self.cancel_all_orders = cancel_all_orders
+        self.queries = queries
+        self.feed = feed
+        self.fair_share = fair_share
+        self.outbox = outbox
+        self.reconciliation = reconciliation
+        # None in a service built without a source of tickers and books: its market data RPCs are UNAVAILABLE.
+        self.quotes = quotes
 
     async def _caller(self, context: Context, rpc: str, scope: Scope = Scope.READ) -> Caller:
         """The user calling ``rpc`` with an API key that has ``scope`` (the client's address goes along)."""
@@ -59,14 +86,14 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         self, request: order_service_pb2.ListParkedEffectsRequest, context: Context
     ) -> order_service_pb2.ListParkedEffectsResponse:
         self._admin(context, "ListParkedEffects")
-        parked = await self.app.outbox.parked()
+        parked = await self.outbox.parked()
         return order_service_pb2.ListParkedEffectsResponse(effects=[encode_parked(p) for p in parked])
 
     async def GetReconciliationReport(
         self, request: order_service_pb2.GetReconciliationReportRequest, context: Context
     ) -> order_service_pb2.GetReconciliationReportResponse:
         self._admin(context, "GetReconciliationReport")
-        report = await self.app.reconciliation.report()
+        report = await self.reconciliation.report()
         return order_service_pb2.GetReconciliationReportResponse(report=encode_report(report))
 
     async def GetUserLimits(
@@ -81,7 +108,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
     ) -> order_service_pb2.SetUserLimitsResponse:
         self._admin(context, "SetUserLimits")
         user_id = check_user_id(request.user_id)
-        await self.app.fair_share.set_limits(user_id, decode_limits(request.orders_per_second, request.max_open_orders))
+        await self.fair_share.set_limits(user_id, decode_limits(request.orders_per_second, request.max_open_orders))
         limits = self._limits(user_id)
         self.auth.admin_action(
             "SetUserLimits",
@@ -95,12 +122,12 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         return order_service_pb2.SetUserLimitsResponse(limits=limits)
 
     def _limits(self, user_id: str) -> order_service_pb2.UserLimits:
-        limits = self.app.fair_share.limits_of(user_id)
+        limits = self.fair_share.limits_of(user_id)
         return order_service_pb2.UserLimits(
             user_id=user_id,
             orders_per_second=rate_text(limits.orders_per_second),
             max_open_orders=limits.max_open_orders,
-            is_default=self.app.fair_share.is_default(user_id),
+            is_default=self.fair_share.is_default(user_id),
         )
 
     async def RetryParkedEffect(
@@ -109,7 +136,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         self._admin(context, "RetryParkedEffect")
         if request.effect_id <= 0:
             raise InvalidArgument("effect_id", "is required: the effect_id from ListParkedEffects")
-        parked = await self.app.outbox.retry(request.effect_id)
+        parked = await self.outbox.retry(request.effect_id)
         self.auth.admin_action("RetryParkedEffect", {"effect_id": str(request.effect_id)}, peer=_peer(context))
         return order_service_pb2.RetryParkedEffectResponse(effect=encode_parked(parked))
 
@@ -117,7 +144,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         self, request: order_service_pb2.PlaceOrderRequest, context: Context
     ) -> order_service_pb2.PlaceOrderResponse:
         caller = await self._caller(context, "PlaceOrder", Scope.TRADE)
-        order = await self.app.place_order(caller, decode_place(request), Deadline.after(context.time_remaining()))
+        order = await self.place_order(caller, decode_place(request), Deadline.after(context.time_remaining()))
         return order_service_pb2.PlaceOrderResponse(order=encode_order(order))
 
     async def CancelOrder(
@@ -126,21 +153,21 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         caller = await self._caller(context, "CancelOrder", Scope.TRADE)
         if not request.order_id:
             raise InvalidArgument("order_id", "is required")
-        order = await self.app.cancel_order(caller, request.order_id, Deadline.after(context.time_remaining()))
+        order = await self.cancel_order(caller, request.order_id, Deadline.after(context.time_remaining()))
         return order_service_pb2.CancelOrderResponse(order=encode_order(order))
 
     async def GetOrder(
         self, request: order_service_pb2.GetOrderRequest, context: Context
     ) -> order_service_pb2.GetOrderResponse:
         caller = await self._caller(context, "GetOrder")
-        order = await self.app.queries.get_order(caller, request.order_id)
+        order = await self.queries.get_order(caller, request.order_id)
         return order_service_pb2.GetOrderResponse(order=encode_order(order))
 
     async def ListOrders(
         self, request: order_service_pb2.ListOrdersRequest, context: Context
     ) -> order_service_pb2.ListOrdersResponse:
         caller = await self._caller(context, "ListOrders")
-        page = await self.app.queries.list_orders(
+        page = await self.queries.list_orders(
             caller,
             symbol=request.symbol,
             status=decode_status(request.status),
@@ -156,9 +183,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         self, request: order_service_pb2.ListFillsRequest, context: Context
     ) -> order_service_pb2.ListFillsResponse:
         caller = await self._caller(context, "ListFills")
-        page = await self.app.queries.list_fills(
-            caller, request.order_id, size=request.page_size, token=request.page_token
-        )
+        page = await self.queries.list_fills(caller, request.order_id, size=request.page_size, token=request.page_token)
         return order_service_pb2.ListFillsResponse(
             fills=[encode_fill(f) for f in page.fills], next_page_token=page.next_page_token
         )
@@ -167,7 +192,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         self, request: order_service_pb2.ListTradesRequest, context: Context
     ) -> order_service_pb2.ListTradesResponse:
         caller = await self._caller(context, "ListTrades")
-        page = await self.app.queries.list_trades(
+        page = await self.queries.list_trades(
             caller,
             symbol=request.symbol,
             start_ms=ms_from_ts(request.start_time) if request.HasField("start_time") else None,
@@ -183,7 +208,7 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
         self, request: order_service_pb2.CancelAllOrdersRequest, context: Context
     ) -> order_service_pb2.CancelAllOrdersResponse:
         caller = await self._caller(context, "CancelAllOrders", Scope.TRADE)
-        done = await self.app.cancel_all_orders(caller, request.symbol, Deadline.after(context.time_remaining()))
+        done = await self.cancel_all_orders(caller, request.symbol, Deadline.after(context.time_remaining()))
         return order_service_pb2.CancelAllOrdersResponse(
             cancelled=[encode_order(o) for o in done.cancelled],
             pending=[encode_order(o) for o in done.pending],
@@ -195,18 +220,18 @@ class OrderServiceServicer(order_service_pb2_grpc.OrderServiceServicer):
     ) -> AsyncIterator[order_service_pb2.WatchOrdersResponse]:
         caller = await self._caller(context, "WatchOrders")
         after = request.after_sequence if request.HasField("after_sequence") else None
-        subscription = self.app.feed.subscribe(caller.user_id, request.symbol)
+        subscription = self.feed.subscribe(caller.user_id, request.symbol)
         # Tell the client the stream is live (headers) before the first change arrives.
         await context.send_initial_metadata(())
-        async for order, sequence in self.app.feed.follow(subscription, after):
+        async for order, sequence in self.feed.follow(subscription, after):
             yield order_service_pb2.WatchOrdersResponse(
                 order=encode_order(order), event_time=ts_from_ms(order.update_time_ms), sequence=sequence
             )
 
     def _quotes(self) -> Quotes:
-        if self.app.quotes is None:
+        if self.quotes is None:
             raise Unavailable("market data is not available from this order service", reason="NO_MARKET_DATA")
-        return self.app.quotes
+        return self.quotes
 
     async def ListSymbols(
         self, request: market_data_pb2.ListSymbolsRequest, context: Context

@@ -1,8 +1,8 @@
 """The order service's use cases and background tasks, wired over the three ports.
 
-``OrderApp`` is what the servicer talks to and what tests build over fakes. ``start`` loads the
-outbox, then runs the execution consumer, the expiry timers, recovery and the periodic
-reconciler as tasks; ``stop`` ends them (work in flight is finished by the next start).
+``OrderApp`` builds them (bootstrap hands the servicer the ones its RPCs call; tests build it over
+fakes). ``start`` loads the outbox, then runs the execution consumer, the expiry timers, recovery
+and the periodic reconciler as tasks; ``stop`` ends them (work in flight is finished by the next start).
 """
 
 from __future__ import annotations
