@@ -57,65 +57,93 @@ READINESS_INTERVAL = 0.5
 log = logging.getLogger("exchange_gateway")
 
 
-@dataclass
-class RunningService:
-    """A started gateway: its address, its parts (tests reach in), and ``stop``."""
+@dataclass(frozen=True)
+class Internals:
+    """The started parts that tests observe or drive where no RPC or metric reaches.
 
-    port: int
-    addr: str
+    ``orders`` reconciles on demand and takes user data stream reports; ``journal.transact`` waits
+    for the writes queued before it; the user data stream counts its subscriptions and events;
+    the REST client's clock can be skewed and its transport watched; the market data shows which
+    symbols it follows and whether their streams are live.
+    """
+
+    orders: Orders
+    journal: SqlJournal
+    user_stream: UserDataStream
+    rest: BinanceRestClient
+    clock: ExchangeClock
+    quotes: Quotes
+    market_stream: MarketStream
+
+
+@dataclass
+class _Parts:
+    """Everything ``RunningService.stop`` ends, in the order it ends them."""
+
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     gateway: GatewayApp
-    exchange: BinanceExchange
-    rest: BinanceRestClient
-    limiter: RateLimiter
-    clock: ExchangeClock
-    journal: SqlJournal
-    stream: UserDataStream
-    db: Database
-    session: aiohttp.ClientSession
-    stream_task: asyncio.Task[None]
     quotes: Quotes
-    market_stream: MarketStream
+    stream_task: asyncio.Task[None]
     market_tasks: list[asyncio.Task[None]]
-    telemetry: Telemetry | None = None
+    audit: GrpcAuditTrail | None
+    user_channel: grpc.aio.Channel | None
+    limiter: RateLimiter
+    journal: SqlJournal
+    session: aiohttp.ClientSession
+    db: Database
     readiness: Readiness | None = None
-    audit: GrpcAuditTrail | None = None
-    user_channel: grpc.aio.Channel | None = None
-    internal_port: int | None = None
-    """The mutual TLS port bound for the other services (with TLS only)."""
-    _stopped: bool = False
 
-    @property
-    def orders(self) -> Orders:
-        return self.gateway.orders
+
+class RunningService:
+    """A started gateway: its address and ports, its telemetry, and ``stop``."""
+
+    def __init__(
+        self,
+        port: int,
+        addr: str,
+        internal_port: int | None,
+        internals: Internals,
+        parts: _Parts,
+        telemetry: Telemetry | None = None,
+    ):
+        self.port = port
+        self.addr = addr
+        self.internal_port = internal_port
+        """The mutual TLS port bound for the other services (with TLS only)."""
+        self.internals = internals
+        """For tests only (see ``Internals``)."""
+        self.telemetry = telemetry
+        self._parts = parts
+        self._stopped = False
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving (NOT_SERVING first), finish requests already sent, close everything."""
         if self._stopped:
             return
         self._stopped = True
-        if self.readiness is not None:
-            await self.readiness.stop()
-        await self.health.enter_graceful_shutdown()
-        self.gateway.hub.close()  # ends StreamExecutions so the server need not wait for them
-        self.quotes.close()  # ends WatchTickers likewise
-        await self.server.stop(grace)
-        for task in (self.stream_task, *self.market_tasks):
+        parts = self._parts
+        if parts.readiness is not None:
+            await parts.readiness.stop()
+        await parts.health.enter_graceful_shutdown()
+        parts.gateway.hub.close()  # ends StreamExecutions so the server need not wait for them
+        parts.quotes.close()  # ends WatchTickers likewise
+        await parts.server.stop(grace)
+        for task in (parts.stream_task, *parts.market_tasks):
             task.cancel()
-        for task in (self.stream_task, *self.market_tasks):
+        for task in (parts.stream_task, *parts.market_tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.gateway.stop_upkeep()
-        await self.gateway.orders.close(grace)
-        if self.audit is not None:
-            await self.audit.stop()  # delivers the security events still queued, if it can
-        if self.user_channel is not None:
-            await self.user_channel.close()
-        self.limiter.close()
-        await self.journal.close()
-        await self.session.close()
-        await asyncio.to_thread(self.db.close)
+        await parts.gateway.stop_upkeep()
+        await parts.gateway.orders.close(grace)
+        if parts.audit is not None:
+            await parts.audit.stop()  # delivers the security events still queued, if it can
+        if parts.user_channel is not None:
+            await parts.user_channel.close()
+        parts.limiter.close()
+        await parts.journal.close()
+        await parts.session.close()
+        await asyncio.to_thread(parts.db.close)
         if self.telemetry is not None:
             await self.telemetry.close()
         log.info("stopped")
@@ -351,45 +379,46 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
         await asyncio.to_thread(db.close)
         raise
     host = config.listen_addr.rsplit(":", 1)[0] or "127.0.0.1"
-    running = RunningService(
-        port=port,
-        addr=f"{host}:{port}",
-        internal_port=internal_port,
+    parts = _Parts(
         server=server,
         health=health_servicer,
         gateway=gateway,
-        exchange=exchange,
-        rest=rest,
-        limiter=limiter,
-        clock=clock,
-        journal=journal,
-        stream=stream,
-        db=db,
-        session=session,
-        stream_task=stream_task,
         quotes=quotes,
-        market_stream=market_stream,
+        stream_task=stream_task,
         market_tasks=market_tasks,
         audit=audit,
         user_channel=user_channel,
+        limiter=limiter,
+        journal=journal,
+        session=session,
+        db=db,
     )
+    internals = Internals(
+        orders=orders,
+        journal=journal,
+        user_stream=stream,
+        rest=rest,
+        clock=clock,
+        quotes=quotes,
+        market_stream=market_stream,
+    )
+    running = RunningService(port, f"{host}:{port}", internal_port, internals, parts, telemetry)
     telemetry.registry.register(GatewayStateCollector(limiter, stream, journal, orders))
     # Ready while the exchange answers, does not hold us off and streams our executions; "" stays
     # SERVING for liveness (see shared.readiness).
-    readiness = Readiness(
+    parts.readiness = Readiness(
         health_servicer,
         SERVICE_NAME,
         readiness_checks(limiter, exchange_telemetry, rest, stream),
         registry=telemetry.registry,
         interval=READINESS_INTERVAL,
     )
-    running.telemetry, running.readiness = telemetry, readiness
     try:
         await telemetry.serve_metrics(config.metrics_addr, "GATEWAY_METRICS_ADDR")
     except BaseException:
         await running.stop(0)
         raise
-    readiness.start()
+    parts.readiness.start()
     log.info(
         "exchange gateway listening",
         extra={

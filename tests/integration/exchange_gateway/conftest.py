@@ -147,7 +147,7 @@ class Gateway:
     def record_requests(self) -> list[tuple[str, str, dict[str, str]]]:
         """From now on, every REST request the gateway sends: (method, path, parameters)."""
         sent: list[tuple[str, str, dict[str, str]]] = []
-        transport = self.running.rest.transport
+        transport = self.running.internals.rest.transport
         send = transport.request
 
         async def request(method: str, url: str, **kwargs: Any) -> Any:

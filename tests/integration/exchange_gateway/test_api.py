@@ -46,7 +46,7 @@ async def test_market_order_fills_and_reports_its_trade(gateway: Gateway, sim: S
     assert trade.order_status == gateway_pb2.EXCHANGE_ORDER_STATUS_FILLED
     assert trade.cumulative_quantity == "0.01000000"
     # The user data stream reported the same trade: still journaled once.
-    await gateway.running.journal.transact(lambda tx: None)
+    await gateway.running.internals.journal.transact(lambda tx: None)
     assert len(await gateway.all_executions(settle=0.3)) == 2
 
 

@@ -11,7 +11,7 @@ from .conftest import Gateway, Sim
 
 @pytest.mark.parametrize("skew_ms", [-10_000, +3_000], ids=["behind-beyond-recvWindow", "ahead-of-server"])
 async def test_a_skewed_clock_is_resynced_after_one_invalid_timestamp(gateway: Gateway, sim: Sim, skew_ms):
-    clock, rest = gateway.running.clock, gateway.running.rest
+    clock, rest = gateway.running.internals.clock, gateway.running.internals.rest
     clock.offset_ms += skew_ms
     sent = gateway.record_requests()
     order = await gateway.submit("skew-1")

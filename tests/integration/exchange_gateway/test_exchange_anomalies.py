@@ -97,9 +97,9 @@ async def test_a_trade_key_reused_with_other_content_is_an_anomaly_and_is_not_st
     assert second.executed_quantity == "0.00000000"
 
     # An identical repeat of the first trade (the stream reporting it again) is a silent duplicate.
-    gateway.running.orders.on_event(trade_report(traded))
-    await gateway.running.journal.transact(lambda tx: None)
-    await gateway.running.orders.reconcile("test")
+    gateway.running.internals.orders.on_event(trade_report(traded))
+    await gateway.running.internals.journal.transact(lambda tx: None)
+    await gateway.running.internals.orders.reconcile("test")
     assert len(await gateway.all_executions(settle=0.3)) == len(executions)
     assert len(await gateway.anomalies()) == 1
     assert len(security_errors(caplog, "TRADE_KEY_CLASH")) == 1
@@ -170,14 +170,14 @@ async def test_an_exchange_reset_while_connected_is_caught_by_the_reconciliation
 ):
     gateway = await start_gateway(ws_reconnect_max_s=0.5)
     await gateway.submit("live-rest", price="48000.00")
-    connects = gateway.running.stream.connects
+    connects = gateway.running.internals.user_stream.connects
     await sim.restart()
 
     async def expired() -> bool:
         return (await gateway.get("live-rest")).status == gateway_pb2.EXCHANGE_ORDER_STATUS_EXPIRED
 
     await eventually(expired, timeout=15, what="the forgotten order to be ended after the reconnect")
-    assert gateway.running.stream.connects > connects
+    assert gateway.running.internals.user_stream.connects > connects
     (anomaly,) = await gateway.anomalies()
     assert (anomaly.kind, anomaly.client_order_id) == (FORGOT, "live-rest")
 
@@ -199,7 +199,7 @@ async def test_a_reset_that_sets_the_ids_back_gives_anomalies_and_never_a_silent
 
     # The exchange forgets everything and hands out the same order and trade ids again.
     await sim.post("reset", {"next_order_id": traded.exchange_order_id, "next_trade_id": traded.trade_id})
-    await gateway.running.orders.reconcile("test")
+    await gateway.running.internals.orders.reconcile("test")
     assert (await gateway.get("back-open")).status == gateway_pb2.EXCHANGE_ORDER_STATUS_EXPIRED
 
     after = await gateway.submit("back-after", type=MARKET, price="")

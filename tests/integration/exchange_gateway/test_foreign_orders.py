@@ -40,7 +40,7 @@ async def test_an_order_placed_directly_on_the_account_is_listed_as_foreign_and_
         price="3100.00",
         newClientOrderId="web_manual_1",
     )
-    await gateway.running.orders.reconcile("test")
+    await gateway.running.internals.orders.reconcile("test")
 
     listed = await gateway.foreign_orders()
     assert [o.client_order_id for o in listed] == ["web_manual_1"]  # never the gateway's own order
@@ -74,7 +74,7 @@ async def test_an_order_placed_directly_on_the_account_is_listed_as_foreign_and_
         return order is not None and order.status == gateway_pb2.EXCHANGE_ORDER_STATUS_FILLED
 
     await eventually(filled, what="the foreign order's fill to be recorded")
-    await gateway.running.orders.reconcile("test")
+    await gateway.running.internals.orders.reconcile("test")
     done = await foreign_by_id(gateway, "web_manual_1")
     assert done is not None and done.executed_quantity == "0.50000000" and not done.open
     assert done.status == gateway_pb2.EXCHANGE_ORDER_STATUS_FILLED
@@ -91,7 +91,7 @@ async def test_a_foreign_order_that_ends_while_nobody_listens_is_marked_with_its
     placed = await sim.place_directly(
         symbol="BNBUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="1", price="590.00"
     )
-    await gateway.running.orders.reconcile("test")
+    await gateway.running.internals.orders.reconcile("test")
     assert (await foreign_by_id(gateway, placed["clientOrderId"])).open
     await gateway.channel.close()
     await gateway.running.stop()
@@ -99,7 +99,7 @@ async def test_a_foreign_order_that_ends_while_nobody_listens_is_marked_with_its
     status, _ = await sim.signed("DELETE", "/api/v3/order", {"symbol": "BNBUSDT", "orderId": str(placed["orderId"])})
     assert status == 200
     again = await start_gateway()  # its first reconciliation no longer sees the order open
-    await again.running.orders.reconcile("test")
+    await again.running.internals.orders.reconcile("test")
     ended = await foreign_by_id(again, placed["clientOrderId"])
     assert ended is not None and not ended.open
     assert ended.status == gateway_pb2.EXCHANGE_ORDER_STATUS_CANCELED
@@ -125,7 +125,7 @@ async def test_with_the_cancel_policy_foreign_orders_are_cancelled_by_symbol_and
         return statuses == ["CANCELED", "CANCELED"]
 
     await eventually(cancelled, what="both foreign orders to be cancelled at the exchange")
-    await gateway.running.orders.reconcile("test")
+    await gateway.running.internals.orders.reconcile("test")
 
     for placed in (early, late):
         recorded = await foreign_by_id(gateway, placed["clientOrderId"])
@@ -145,8 +145,8 @@ async def test_the_account_open_orders_are_fetched_once_per_reconciliation_for_e
     await gateway.submit("once-bnb", symbol="BNBUSDT", price="590.00", quantity="1")
     sent = gateway.record_requests()
 
-    await gateway.running.orders.reconcile("test")
-    await gateway.running.orders.reconcile("test")
+    await gateway.running.internals.orders.reconcile("test")
+    await gateway.running.internals.orders.reconcile("test")
 
     open_orders = [params for method, path, params in sent if path == "/api/v3/openOrders"]
     assert len(open_orders) == 2  # one per reconciliation

@@ -162,7 +162,7 @@ async def test_orders_cancels_queries_and_the_user_data_stream_work_with_the_key
     assert cancelled.status == gateway_pb2.EXCHANGE_ORDER_STATUS_CANCELED
 
     to_fill = await gateway.submit("key-fill", price="49500.00")
-    events_before = gateway.running.stream.events
+    events_before = gateway.running.internals.user_stream.events
     await keyed_sim.price("BTCUSDT", "49400.00")  # the resting buy fills as maker: only the stream tells
     executions = await gateway.executions(0, 4)
     assert [(e.client_order_id, e.execution_type) for e in executions] == [
@@ -172,7 +172,7 @@ async def test_orders_cancels_queries_and_the_user_data_stream_work_with_the_key
         ("key-fill", gateway_pb2.EXECUTION_TYPE_TRADE),
     ]
     assert executions[-1].exchange_order_id == to_fill.exchange_order_id
-    assert gateway.running.stream.events > events_before
+    assert gateway.running.internals.user_stream.events > events_before
 
     balances = await gateway.stub.GetAccountBalances(pb.GetAccountBalancesRequest(), metadata=SERVICE)
     assert {b.asset for b in balances.balances} >= {"BTC", "USDT"}
@@ -185,7 +185,7 @@ async def test_the_gateway_reconnects_its_stream_with_a_fresh_signature(
 ) -> None:
     gateway = await start_keyed()
     await eventually(lambda: _subscribed(keyed_sim), what="first subscription")
-    connects = gateway.running.stream.connects
+    connects = gateway.running.internals.user_stream.connects
     await keyed_sim.post("faults", {"action": "drop_ws"})
     await eventually(
         lambda: _connects_above(gateway, connects), timeout=15.0, what="the stream resubscribed with the key"
@@ -274,4 +274,5 @@ async def _subscribed(sim: Sim) -> bool:
 
 
 async def _connects_above(gateway: Gateway, connects: int) -> bool:
-    return gateway.running.stream.connects > connects and gateway.running.stream.connected.is_set()
+    stream = gateway.running.internals.user_stream
+    return stream.connects > connects and stream.connected.is_set()

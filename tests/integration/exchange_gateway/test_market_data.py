@@ -156,7 +156,7 @@ async def test_a_symbol_nobody_asks_about_is_unsubscribed(sim: Sim, start_gatewa
         return (await sim.get("streams"))["subscriptions"] == {}
 
     await eventually(unsubscribed, what="the idle symbol's streams unsubscribed")
-    assert gateway.running.quotes.followed == []
+    assert gateway.running.internals.quotes.followed == []
 
 
 @pytest.mark.parametrize(
@@ -188,4 +188,4 @@ async def test_bad_market_data_requests_are_refused(gateway: Gateway, call: str,
     assert caught.value.code() == code
     if field:
         assert caught.value.details().startswith(f"{field}:")
-    assert gateway.running.quotes.followed == []
+    assert gateway.running.internals.quotes.followed == []

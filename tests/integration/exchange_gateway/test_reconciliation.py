@@ -30,7 +30,7 @@ def check_journal(executions: list[gateway_pb2.Execution], after: int = 0) -> No
 
 async def test_a_fill_while_the_stream_is_down_arrives_once_through_reconciliation(gateway: Gateway, sim: Sim):
     await gateway.submit("ws-1", quantity="0.01", price="49000.00")
-    stream = gateway.running.stream
+    stream = gateway.running.internals.user_stream
     connects = stream.connects
     # The connection drops and stays refused for 1.5 s; the fill happens meanwhile and its event is lost.
     await sim.post("faults", {"action": "drop_ws", "drop_events_ms": 1500})
@@ -41,7 +41,7 @@ async def test_a_fill_while_the_stream_is_down_arrives_once_through_reconciliati
 
     await eventually(reconciled, timeout=15, what="the missed trade to be reconciled")
     assert stream.connects > connects
-    assert gateway.running.orders.stats["trades_fetched"] >= 1  # it came from myTrades, not the stream
+    assert gateway.running.internals.orders.stats["trades_fetched"] >= 1  # it came from myTrades, not the stream
 
     # The rest fills live, over the new connection.
     await sim.price("BTCUSDT", "48998.00")
@@ -60,7 +60,7 @@ async def test_a_fill_while_the_stream_is_down_arrives_once_through_reconciliati
     assert {first.trade_id, second.trade_id} == sim_trade_ids(sim, {"ws-1"})
 
     # Reconciling again (as after any reconnect) adds nothing.
-    await gateway.running.orders.reconcile("test")
+    await gateway.running.internals.orders.reconcile("test")
     executions = await gateway.all_executions(settle=0.5)
     check_journal(executions)
     assert len(executions) == 3

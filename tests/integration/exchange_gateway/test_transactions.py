@@ -9,7 +9,7 @@ from .conftest import Gateway, Sim, eventually
 
 
 async def test_a_placed_and_cancelled_limit_order_costs_three_journal_transactions(gateway: Gateway, sim: Sim):
-    journal, stream = gateway.running.journal, gateway.running.stream
+    journal, stream = gateway.running.internals.journal, gateway.running.internals.user_stream
     await journal.transact(lambda tx: None)  # start-up writes (if any) are behind us
     batches, events = journal.batches, stream.events
 

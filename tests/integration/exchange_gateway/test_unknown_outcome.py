@@ -39,7 +39,7 @@ async def test_an_order_accepted_but_answered_with_an_error_ends_as_one_open_ord
     stats = await sim.stats()
     # Sent once: a second POST with the same id would have been refused as a duplicate (or placed twice).
     assert stats["orders_accepted"] == 1 and stats["orders_rejected"] == 0
-    assert gateway.running.orders.stats["unknown_outcome"] == 1
+    assert gateway.running.internals.orders.stats["unknown_outcome"] == 1
 
     (execution,) = await gateway.executions(0, 1)
     assert execution.execution_type == gateway_pb2.EXECUTION_TYPE_NEW

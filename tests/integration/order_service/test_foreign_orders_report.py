@@ -63,7 +63,7 @@ async def test_orders_placed_directly_on_the_account_are_in_the_report_and_their
         newClientOrderId="web_person_1",
     )  # fmt: skip
     await place_directly(stack, symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.01")
-    await stack.gateway_running.orders.reconcile("test")
+    await stack.gateway_running.internals.orders.reconcile("test")
     got = await report(stack)
     (foreign,) = [o for o in got.foreign_orders if o.client_order_id == "web_person_1"]
     assert (foreign.symbol, foreign.side, foreign.type, foreign.exchange_order_id) == (
@@ -81,7 +81,7 @@ async def test_orders_placed_directly_on_the_account_are_in_the_report_and_their
     assert mine.order_id not in {o.client_order_id for o in got.foreign_orders}, "the platform's own order"
 
     await stack.price("49400.00")  # the foreign order fills
-    await stack.gateway_running.orders.reconcile("test")
+    await stack.gateway_running.internals.orders.reconcile("test")
     await stack.settled()
     (ended,) = [o for o in (await report(stack)).foreign_orders if o.client_order_id == "web_person_1"]
     assert (ended.status, D(ended.executed_quantity), ended.open) == ("FILLED", D("0.02"), False)

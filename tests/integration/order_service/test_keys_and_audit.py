@@ -357,7 +357,7 @@ async def test_every_kind_of_security_event_is_in_the_audit_trail_and_no_secret_
         stack, symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.02", price="41000.00",
         newClientOrderId="web_person_audit",
     )  # fmt: skip
-    await stack.gateway_running.orders.reconcile("test")
+    await stack.gateway_running.internals.orders.reconcile("test")
     too_much = (await exchange_balances(stack))["USDT"] + Decimal(1000)
     await stack.trader({"USDT": str(too_much)}, name="short")
     await stack.order_stub.GetReconciliationReport(  # RECONCILIATION_SHORTFALL (order service)

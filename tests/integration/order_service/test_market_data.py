@@ -39,7 +39,7 @@ async def get_ticker(trader: Trader, symbol: str) -> mpb.Ticker:
 def record_gateway_requests(stack: Stack) -> list[tuple[str, str, dict[str, str]]]:
     """From now on, every REST request the gateway sends to the exchange: (method, path, parameters)."""
     sent: list[tuple[str, str, dict[str, str]]] = []
-    transport = stack.gateway_running.rest.transport
+    transport = stack.gateway_running.internals.rest.transport
     send = transport.request
 
     async def request(method: str, url: str, **kwargs: Any) -> Any:
@@ -139,8 +139,8 @@ async def test_a_price_moved_on_the_simulator_reaches_watch_tickers(stack: Stack
         current = {(await alice_call.read()).ticker.symbol for _ in range(2)}
         assert current == {"BTCUSDT", "ETHUSDT"}
         assert (await bob_call.read()).ticker.last_price == "50000.00000000"
-        gateway_quotes = stack.gateway_running.quotes
-        await until(lambda: stack.gateway_running.market_stream.is_live("BTCUSDT"), "BTCUSDT's streams live")
+        gateway_quotes = stack.gateway_running.internals.quotes
+        await until(lambda: stack.gateway_running.internals.market_stream.is_live("BTCUSDT"), "BTCUSDT's streams live")
         assert stack.orders_running.app.quotes.feeds == ["BTCUSDT", "ETHUSDT"]  # one gateway stream per symbol
 
         await stack.price("50100.00")
