@@ -47,3 +47,20 @@ def new_ulid() -> str:
 def new_id(prefix: str) -> str:
     """Return ``<prefix>_<ulid>``, for example ``ord_01J9Z3...``; at most 30 characters for 3-letter prefixes."""
     return f"{prefix}_{new_ulid()}"
+
+
+def first_id_at(prefix: str, at_ms: int) -> str:
+    """The smallest ``new_id(prefix)`` made at ``at_ms`` or later sorts at or after this one.
+
+    Ids sort in creation order, so a range of them (``first_id_at(p, a) < id < first_id_at(p, b)``)
+    is a range of creation times; a process's clock bounds the ids it made before a moment.
+    """
+    return f"{prefix}_{_encode(max(0, at_ms), 10)}{'0' * 16}"
+
+
+def id_time_ms(identifier: str) -> int:
+    """The creation time (ms) of a ``new_id``/``new_ulid`` identifier."""
+    value = 0
+    for char in identifier.rsplit("_", 1)[-1][:10]:
+        value = value * 32 + _ALPHABET.index(char)
+    return value

@@ -247,6 +247,7 @@ _OUTBOX = (outbox.c.id, outbox.c.kind, outbox.c.payload)
 
 SELECT_ORDER = select(orders)
 _GET_ORDER = Statement(SELECT_ORDER.where(orders.c.order_id == bindparam("order_id")))
+_NEWEST_ORDER_ID = Statement(select(func.max(orders.c.order_id)))
 _FIND_BY_CLIENT_ID = Statement(
     SELECT_ORDER.where(
         orders.c.user_id == bindparam("user_id"), orders.c.client_order_id == bindparam("client_order_id")
@@ -658,6 +659,13 @@ class SqlOrderStore:
             orders.c.update_time_ms <= requested_before_ms,
         ).order_by(orders.c.order_id)
         return await self._rows(query, order_from_row)
+
+    async def newest_order_id(self) -> str:
+        def read(conn: Connection) -> str:
+            row = Cursor(conn).one(_NEWEST_ORDER_ID)
+            return str(row[0]) if row is not None and row[0] is not None else ""
+
+        return await self.db.read(read)
 
     async def get_orders(self, order_ids: Collection[str]) -> list[Order]:
         ids = list(order_ids)

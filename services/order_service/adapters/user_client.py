@@ -19,6 +19,7 @@ STATUS_IN = {
     user_pb2.USER_STATUS_SUSPENDED: UserStatus.SUSPENDED,
 }
 SCOPE_IN = {user_pb2.SCOPE_READ: Scope.READ, user_pb2.SCOPE_TRADE: Scope.TRADE}
+RESERVATIONS_PAGE = 500
 
 
 class GrpcUsers:
@@ -55,6 +56,18 @@ class GrpcUsers:
             order_id=order_id, release_id=release_id, amount="" if amount is None else fmt(amount)
         )
         await self.call(self.stub.ReleaseFunds, request, timeout=timeout)
+
+    async def open_reservations(self, after: str, before: str, timeout: float) -> list[str]:
+        found: list[str] = []
+        while True:
+            request = user_service_pb2.ListReservationsRequest(
+                after_order_id=after, before_order_id=before, open_only=True, page_size=RESERVATIONS_PAGE
+            )
+            response = await self.call(self.stub.ListReservations, request, timeout=timeout)
+            found.extend(r.order_id for r in response.reservations)
+            if len(response.reservations) < RESERVATIONS_PAGE:
+                return found
+            after = response.reservations[-1].order_id
 
     async def ledger_totals(self, timeout: float) -> dict[str, LedgerTotal]:
         response = await self.call(

@@ -71,6 +71,10 @@ class Scope(StrEnum):
 TRADE_SCOPES = frozenset({Scope.READ, Scope.TRADE})
 
 
+ORDER_ID_PREFIX = "ord"
+"""Order ids are ``new_id(ORDER_ID_PREFIX)``: they sort in creation order."""
+
+
 @dataclass(frozen=True)
 class Caller:
     """The user an API key acts for, what the key may do, and when it expires (None: never)."""

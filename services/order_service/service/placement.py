@@ -1,15 +1,19 @@
-"""PlaceOrder: validate, persist, reserve, submit, record, in that order.
+"""PlaceOrder: validate, then persist and reserve at once, submit, answer, record.
 
     1. validate everything (symbol rules from the cache)         nothing written
     2. INSERT the order as PLACING                               txn 1; UNIQUE(user, client_order_id):
                                                                  a duplicate returns the first order
-    3. ReserveFunds(order_id, ...) at the user service           idempotent on order_id
+    3. ReserveFunds(order_id, ...) at the user service           idempotent on order_id; runs at the
+                                                                 same time as step 2
     4. SubmitOrder(client_order_id = order_id) at the gateway    idempotent on client_order_id
-    5. UPDATE with the gateway's answer (+ outbox release if it was refused)   txn 2
+    5. answer the caller, then UPDATE with the gateway's answer  txn 2, deferred: it joins the next
+       (at once, before answering, if it was refused)            transaction (``record_delay``)
 
-Two durable writes on the path, because both remote steps are idempotent on keys fixed in step 2:
-an order interrupted anywhere after step 2 is finished by asking the gateway whether it has it and,
-if not, doing steps 3 and 4 again with the same keys (see ``recovery``). The whole sequence runs as a
+One durable write of this service on the path, because both remote steps are idempotent on keys
+fixed before step 2: an order interrupted anywhere after its INSERT is finished by asking the gateway
+whether it has it and, if not, doing steps 3 and 4 again with the same keys; an accepted order whose
+UPDATE was lost gets the gateway's answer the same way (see ``recovery``). A reservation whose INSERT
+never committed is released by recovery at the next start (``Reconciler.release_orphans``). The whole sequence runs as a
 task of its own, shielded from the caller: a client that disconnects or runs out of deadline cannot
 stop it between two steps.
 """
@@ -22,7 +26,7 @@ import time
 from decimal import Decimal
 
 from services.order_service.domain.lifecycle import apply_exchange_order, submit_unknown
-from services.order_service.domain.model import Caller, Order, Submission, UserStatus, final_release
+from services.order_service.domain.model import ORDER_ID_PREFIX, Caller, Order, Submission, UserStatus, final_release
 from services.order_service.domain.placement import (
     NewOrderRequest,
     ValidOrder,
@@ -111,7 +115,7 @@ class PlaceOrder:
                 return _same_or_abort(await asyncio.shield(running), valid)
 
         self.fair_share.admit(caller.user_id)  # the user's share of the exchange, before anything is written
-        order_id = new_id("ord")
+        order_id = new_id(ORDER_ID_PREFIX)
         asset, amount = reservation(valid, rules, last_price, self.protection)
         order = Order(
             order_id=order_id,
@@ -179,44 +183,10 @@ class PlaceOrder:
     async def _place(
         self, order: Order, sending: Submission, deadline: Deadline, reply: asyncio.Future[Order]
     ) -> Order:
-        # Step 2: persist first. A duplicate client_order_id returns the first order unchanged.
-        def insert(t: OrderTx) -> Order | None:
-            if t.insert_order(order):
-                return None
-            return t.find_by_client_order_id(order.user_id, order.client_order_id)
-
-        existing = await self.core.store.write(insert)
+        existing = await self._store_and_reserve(order, deadline)
         if existing is not None:
             return existing
         inserted = time.perf_counter()
-        self.fair_share.opened(order)
-
-        # Step 3: reserve.
-        try:
-            await self.users.reserve_funds(
-                order.order_id,
-                order.user_id,
-                order.reserve_asset,
-                order.reserve_amount,
-                deadline.left(self.reserve_timeout),
-            )
-        except OUTCOME_UNKNOWN as exc:
-            # The reservation may exist. The order stays PLACING and the reconciler finishes it (same
-            # keys: the reservation is made at most once, the order sent at most once).
-            log.warning("reservation outcome unknown", extra={"order_id": order.order_id, "error": str(exc)})
-            raise Unavailable(
-                f"could not reserve funds ({exc.message}); order {order.order_id} is being resolved, "
-                "see GetOrder or place again with the same client_order_id",
-                reason="RESERVATION_UNKNOWN",
-                metadata={"order_id": order.order_id},
-            ) from None
-        except DomainError as exc:
-            # A definite refusal (insufficient funds, user not ACTIVE...): nothing was reserved.
-            await self.core.store.write(lambda t: t.delete_order(order.order_id))
-            self.fair_share.closed(order)
-            if isinstance(exc, FailedPrecondition | InvalidArgument):
-                raise
-            raise Unavailable(f"the user service refused the reservation: {exc.message}", reason=exc.reason) from None
 
         # Step 4: submit.
         try:
@@ -254,6 +224,77 @@ class PlaceOrder:
             await self.core.outbox.drain(order.order_id, deadline.left(self.drain_timeout))
         self._arm_expiry(outcome.order)
         return outcome.order
+
+    async def _store_and_reserve(self, order: Order, deadline: Deadline) -> Order | None:
+        """Steps 2 and 3; the order already stored under its client_order_id if there is one."""
+
+        # Steps 2 and 3 at once: the INSERT (a duplicate client_order_id returns the first order
+        # unchanged) and the reservation do not depend on each other. Both are done before anything
+        # is sent. A reservation whose order was not stored (a duplicate, a failed INSERT, a crash
+        # between the two commits) is released: here, or by recovery at the next start.
+        def insert(t: OrderTx) -> Order | None:
+            if t.insert_order(order):
+                return None
+            return t.find_by_client_order_id(order.user_id, order.client_order_id)
+
+        inserting = asyncio.ensure_future(self.core.store.write(insert))
+        reserving = asyncio.ensure_future(
+            self.users.reserve_funds(
+                order.order_id,
+                order.user_id,
+                order.reserve_asset,
+                order.reserve_amount,
+                deadline.left(self.reserve_timeout),
+            )
+        )
+        try:
+            existing = await inserting
+        except Exception:
+            await self._unreserve(order, reserving)
+            raise
+        if existing is not None:
+            await self._unreserve(order, reserving)
+            return existing
+        self.fair_share.opened(order)
+
+        try:
+            await reserving
+        except OUTCOME_UNKNOWN as exc:
+            # The reservation may exist. The order stays PLACING and the reconciler finishes it (same
+            # keys: the reservation is made at most once, the order sent at most once).
+            log.warning("reservation outcome unknown", extra={"order_id": order.order_id, "error": str(exc)})
+            raise Unavailable(
+                f"could not reserve funds ({exc.message}); order {order.order_id} is being resolved, "
+                "see GetOrder or place again with the same client_order_id",
+                reason="RESERVATION_UNKNOWN",
+                metadata={"order_id": order.order_id},
+            ) from None
+        except DomainError as exc:
+            # A definite refusal (insufficient funds, user not ACTIVE...): nothing was reserved.
+            await self.core.store.write(lambda t: t.delete_order(order.order_id))
+            self.fair_share.closed(order)
+            if isinstance(exc, FailedPrecondition | InvalidArgument):
+                raise
+            raise Unavailable(f"the user service refused the reservation: {exc.message}", reason=exc.reason) from None
+
+        return None
+
+    async def _unreserve(self, order: Order, reserving: asyncio.Future[None]) -> None:
+        """The order was not stored: give back whatever its reservation holds (nothing else refers to it)."""
+        try:
+            await reserving
+        except OUTCOME_UNKNOWN:
+            pass  # it may exist: release (a release of no reservation releases nothing)
+        except DomainError:
+            return  # refused: nothing was reserved
+        try:
+            release = final_release(order.order_id)
+            await self.users.release_funds(order.order_id, release.release_id, None, self.reserve_timeout)
+        except DomainError as exc:
+            log.warning(
+                "could not release the reservation of an order that was not stored; the next start releases it",
+                extra={"order_id": order.order_id, "error": str(exc)},
+            )
 
     def _sent(self, order: Order, inserted: float) -> None:
         telemetry = self.core.telemetry

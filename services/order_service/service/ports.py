@@ -62,6 +62,10 @@ class UserPort(Protocol):
         """Per asset, what the ledger holds: users' available and locked, and the house accounts."""
         ...
 
+    async def open_reservations(self, after: str, before: str, timeout: float) -> list[str]:
+        """The order ids with ``after < order_id < before`` that still have funds reserved, ascending."""
+        ...
+
 
 class GatewayPort(Protocol):
     """What the order service asks of the exchange gateway (with the service token)."""
@@ -226,6 +230,10 @@ class OrderStore(Protocol):
 
     async def get_orders(self, order_ids: Collection[str]) -> list[Order]:
         """The orders with these ids that exist."""
+        ...
+
+    async def newest_order_id(self) -> str:
+        """The greatest order id stored ("" when there is none); ids sort in creation order."""
         ...
 
     async def user_limits(self) -> dict[str, UserLimits]:

@@ -42,7 +42,7 @@ import asyncio
 import logging
 
 from services.order_service.domain.lifecycle import apply_exchange_order, cancel_refused, end, give_up
-from services.order_service.domain.model import ExchangeOrder, Order, Outcome
+from services.order_service.domain.model import ORDER_ID_PREFIX, ExchangeOrder, Order, Outcome, final_release
 from services.order_service.domain.placement import submission
 from services.order_service.domain.states import ACTIVE_STATES, IN_FLIGHT_STATES, State
 from services.order_service.service.cancellation import send_cancel
@@ -57,10 +57,14 @@ from shared.errors import (
     NotFound,
     ResourceExhausted,
 )
+from shared.ids import first_id_at, id_time_ms
 
 log = logging.getLogger("order_service.recovery")
 
 INTERRUPTED = "interrupted before submission"
+# How much older than the newest stored order an orphaned reservation may be: a placement's INSERT
+# and reservation both finish within its reservation timeout, far less than this.
+ORPHAN_MARGIN_MS = 60_000
 WORKING_STATES = frozenset({State.NEW, State.PARTIALLY_FILLED})
 
 
@@ -102,6 +106,8 @@ class Reconciler:
         self.drain_timeout = drain_timeout
         self._slots = asyncio.Semaphore(concurrency)
         self.recovered = asyncio.Event()
+        # Every order id this process makes sorts after the first id of this moment.
+        self.started_ms = core.clock()
 
     async def recover(self) -> None:
         """At start: re-arm expiries, finish in-flight orders, reconcile working ones with the journal."""
@@ -112,7 +118,36 @@ class Reconciler:
         if active:
             log.info("reconciling active orders", extra={"count": len(active)})
         await asyncio.gather(*(self._guarded(order, query_working=True) for order in active))
+        try:
+            await self.release_orphans()
+        except DomainError as exc:
+            log.warning(
+                "could not look for orphaned reservations; the next start looks again", extra={"error": str(exc)}
+            )
         self.recovered.set()
+
+    async def release_orphans(self) -> list[str]:
+        """Release the reservations of orders that were never stored; return their order ids.
+
+        A placement reserves while it stores the order, so a crash between the reservation's commit
+        and the INSERT's leaves a reservation no order refers to. Such an order id is younger than the
+        newest stored order less the time a placement may take (``ORPHAN_MARGIN_MS``) and older than
+        this process; the user service lists the open reservations in that range of ids.
+        """
+        newest = await self.core.store.newest_order_id()
+        lower_ms = (id_time_ms(newest) if newest else self.started_ms) - ORPHAN_MARGIN_MS
+        candidates = await self.users.open_reservations(
+            first_id_at(ORDER_ID_PREFIX, lower_ms), first_id_at(ORDER_ID_PREFIX, self.started_ms), self.timeout
+        )
+        if not candidates:
+            return []
+        stored = {order.order_id for order in await self.core.store.get_orders(candidates)}
+        orphans = [order_id for order_id in candidates if order_id not in stored]
+        for order_id in orphans:
+            release = final_release(order_id)
+            await self.users.release_funds(order_id, release.release_id, None, self.timeout)
+            log.warning("released the reservation of an order that was never stored", extra={"order_id": order_id})
+        return orphans
 
     async def run(self) -> None:
         """Every ``interval`` seconds (every ``cancel_retry_interval`` while a cancel waits), reconcile."""

@@ -113,6 +113,20 @@ _GET_RESERVATION = select(
     reservations.c.consumed,
     reservations.c.released,
 ).where(reservations.c.order_id == bindparam("order_id"))
+_LIST_RESERVATIONS = (
+    select(
+        reservations.c.order_id,
+        reservations.c.user_id,
+        reservations.c.asset,
+        reservations.c.reserved,
+        reservations.c.consumed,
+        reservations.c.released,
+    )
+    .where(reservations.c.order_id > bindparam("after"), reservations.c.order_id < bindparam("before"))
+    .order_by(reservations.c.order_id)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))  # SQLite's LIMIT comes with an OFFSET: bound here, always 0
+)
 _UPSERT_RESERVATION = upsert(reservations, ["order_id"], ["consumed", "released", "update_ms"])
 
 _GET_IDEMPOTENCY = select(idempotency_keys.c.fingerprint, idempotency_keys.c.result).where(
@@ -147,6 +161,7 @@ class _Sql:
     insert_house_entry = Statement(_INSERT_HOUSE_ENTRY, _HOUSE_ENTRY_COLUMNS)
     get_reservation = Statement(_GET_RESERVATION)
     get_reservation_locked = Statement(_GET_RESERVATION.with_for_update())
+    list_reservations = Statement(_LIST_RESERVATIONS)
     upsert_reservation = Statement(
         _UPSERT_RESERVATION,
         ["order_id", "user_id", "asset", "reserved", "consumed", "released", "create_ms", "update_ms"],
@@ -428,6 +443,10 @@ class SqlRepository:
         if row is None:
             return None
         return Reservation(row[0], row[1], row[2], Decimal(row[3]), Decimal(row[4]), Decimal(row[5]))
+
+    def list_reservations(self, after: str, before: str, limit: int) -> list[Reservation]:
+        rows = self.cursor.all(self._sql.list_reservations, {"after": after, "before": before, "limit": limit, "offset": 0})
+        return [Reservation(r[0], r[1], r[2], Decimal(r[3]), Decimal(r[4]), Decimal(r[5])) for r in rows]
 
     def save_reservation(self, reservation: Reservation, now_ms: int) -> None:
         self.cursor.execute(

@@ -20,6 +20,7 @@ AuthenticateApiKey     no     yes      no
 ReserveFunds           no     yes      no
 ReleaseFunds           no     yes      no
 SettleTrade            no     yes      no
+ListReservations       no     yes      no
 GetLedgerTotals        yes    yes      no
 ListHouseEntries       yes    no       no
 ListAuditEvents        yes    no       no
@@ -99,6 +100,7 @@ POLICY: dict[str, Access] = {
     "ReserveFunds": Access.INTERNAL,
     "ReleaseFunds": Access.INTERNAL,
     "SettleTrade": Access.INTERNAL,
+    "ListReservations": Access.INTERNAL,
     "GetLedgerTotals": Access.OPERATORS,
     "ListHouseEntries": Access.ADMIN,
     "ListAuditEvents": Access.ADMIN,

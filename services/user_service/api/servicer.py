@@ -158,6 +158,18 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
             balance=codec.encode_balance(result.balance), reservation=codec.encode_reservation(result.reservation)
         )
 
+    async def ListReservations(
+        self, request: pb.ListReservationsRequest, context: Context
+    ) -> pb.ListReservationsResponse:
+        await self._auth.authorize(context, "ListReservations")
+        found = await self._users.list_reservations(
+            request.after_order_id,
+            request.before_order_id,
+            open_only=request.open_only,
+            page_size=request.page_size,
+        )
+        return pb.ListReservationsResponse(reservations=[codec.encode_reservation(r) for r in found])
+
     async def ReleaseFunds(self, request: pb.ReleaseFundsRequest, context: Context) -> pb.ReleaseFundsResponse:
         await self._auth.authorize(context, "ReleaseFunds")
         command = Release.parse(request.order_id, request.release_id, request.amount)

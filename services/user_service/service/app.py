@@ -21,6 +21,7 @@ from services.user_service.domain.model import (
     Balance,
     HouseEntry,
     LedgerEntry,
+    Reservation,
     Scope,
     User,
     UserStatus,
@@ -246,6 +247,26 @@ class UserApp:
         """Lock funds for an order, once per order_id."""
         now = self._clock()
         return await self._tx.write(lambda repo: ledger.reserve(repo, command, now))
+
+    async def list_reservations(self, after: str, before: str, *, open_only: bool, page_size: int) -> list[Reservation]:
+        """Reservations with ``after < order_id < before`` ("" for no bound), in order id order."""
+        limit = page_size or 100
+        if not 1 <= limit <= 1000:
+            raise InvalidArgument("page_size", "must be between 1 and 1000 (0 means 100)")
+        upper = before or "~"  # above every id character (ids are ASCII letters, digits and "_")
+
+        def run(repo: Repository) -> list[Reservation]:
+            found: list[Reservation] = []
+            cursor = after
+            while len(found) < limit:
+                chunk = repo.list_reservations(cursor, upper, limit)
+                found.extend(r for r in chunk if not open_only or r.remaining > 0)
+                if len(chunk) < limit:
+                    break
+                cursor = chunk[-1].order_id
+            return found[:limit]
+
+        return await self._tx.read(run)
 
     async def release(self, command: Release) -> ReleaseResult:
         """Return reserved funds, once per release_id."""

@@ -164,6 +164,14 @@ class FakeUsers:
             self._change(user_id, asset, "RESERVE", -amount, amount, ref=order_id)
         self._hook("reserve", "after")
 
+    async def open_reservations(self, after: str, before: str, timeout: float) -> list[str]:
+        self.calls["open_reservations"] += 1
+        return sorted(
+            order_id
+            for order_id, reservation in self.reservations.items()
+            if after < order_id < before and reservation.remaining > 0
+        )
+
     async def release_funds(self, order_id: str, release_id: str, amount: Decimal | None, timeout: float) -> None:
         self.calls["release"] += 1
         self._hook("release", "before")

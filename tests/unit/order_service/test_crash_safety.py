@@ -14,11 +14,13 @@ from decimal import Decimal
 
 import pytest
 
+from services.order_service.domain.model import ORDER_ID_PREFIX
 from services.order_service.domain.states import State, Status
 from services.order_service.service import executions as executions_module
 from services.order_service.service.deadline import Deadline
 from services.order_service.service.recovery import INTERRUPTED
 from shared.errors import Unavailable
+from shared.ids import new_id
 
 from .conftest import ALICE, Harness, limit_buy
 from .fakes import Crash
@@ -305,3 +307,55 @@ async def test_a_crash_between_the_expiry_intent_and_the_cancel_still_expires(ha
     await h.settle()
     assert (await h.order(order.order_id)).status is Status.EXPIRED
     assert h.users.balance(ALICE, "USDT") == (D("100000"), D("0"))
+
+
+async def test_a_crash_between_the_reservation_and_the_insert_is_released_at_the_next_start(harness: Harness) -> None:
+    # The INSERT and the reservation run at once: the process dies after the reservation committed
+    # and before the INSERT did, leaving a reservation that no stored order refers to.
+    h = harness
+    store = h.app.core.store
+
+    async def dies_before_the_insert_commits(fn, **kwargs):  # type: ignore[no-untyped-def]
+        while not h.users.reservations:
+            await asyncio.sleep(0)
+        raise Crash("killed before the INSERT committed")
+
+    store.write = dies_before_the_insert_commits  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        await h.place(limit_buy())
+    await h.crash()
+    assert ledger(h, "RESERVE") == 1 and ledger(h, "RELEASE") == 0
+    assert h.users.balance(ALICE, "USDT") == (D("99510"), D("490"))
+    await h.restart()
+    await h.settle()
+    assert (await h.app.queries.list_orders(h.alice)).orders == []
+    assert ledger(h, "RESERVE") == ledger(h, "RELEASE") == 1
+    assert h.users.balance(ALICE, "USDT") == (D("100000"), D("0"))
+    assert h.gateway.calls["submit"] == 0
+
+
+async def test_recovery_releases_only_reservations_without_a_stored_order(harness: Harness) -> None:
+    h = harness
+    placed = await h.place(limit_buy())
+    await h.settle()
+    await h.crash()
+    # An orphan made by the same process just after the placement (its INSERT never committed).
+    orphan = new_id(ORDER_ID_PREFIX)
+    await h.users.reserve_funds(orphan, ALICE, "USDT", D("10"), 1.0)
+    app = await h.restart()
+    await h.settle()
+    assert h.users.reservations[orphan].remaining == 0
+    assert h.users.reservations[placed.order_id].remaining == D("490")  # the stored order keeps its funds
+    assert (await h.order(placed.order_id)).state is State.NEW
+    assert await app.reconciler.release_orphans() == []  # nothing left to release
+    assert ledger(h, "RELEASE") == 1
+
+
+async def test_a_duplicate_client_order_id_releases_what_its_reservation_took(harness: Harness) -> None:
+    h = harness
+    first = await h.place(limit_buy(client_order_id="same"))
+    again = await h.place(limit_buy(client_order_id="same"))
+    await h.settle()
+    assert again.order_id == first.order_id
+    assert h.users.balance(ALICE, "USDT") == (D("99510"), D("490"))  # one order's reservation, not two
+    assert h.gateway.sent[first.order_id] == 1
