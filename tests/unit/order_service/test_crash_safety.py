@@ -359,3 +359,22 @@ async def test_a_duplicate_client_order_id_releases_what_its_reservation_took(ha
     assert again.order_id == first.order_id
     assert h.users.balance(ALICE, "USDT") == (D("99510"), D("490"))  # one order's reservation, not two
     assert h.gateway.sent[first.order_id] == 1
+
+
+async def test_a_crash_after_the_answer_before_its_update_commits_records_the_same_answer_at_restart(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.app.place_order.record_delay = 60.0  # the deferred UPDATE waits: the process dies before it commits
+    answered = await h.place(limit_buy())
+    assert answered.state is State.NEW and answered.exchange_order_id
+    stored = await h.order(answered.order_id)
+    assert stored.state is State.PLACING  # answered, not yet recorded
+    await h.crash()
+    await h.restart()
+    await h.settle()
+    recorded = await h.order(answered.order_id)
+    assert recorded.state is State.NEW
+    assert recorded.exchange_order_id == answered.exchange_order_id
+    assert h.gateway.sent[answered.order_id] == 1
+    assert ledger(h, "RESERVE") == 1 and ledger(h, "RELEASE") == 0

@@ -31,7 +31,14 @@ ADMIN_ONLY = {
     "ListHouseEntries",
     "ListAuditEvents",
 }
-INTERNAL = {"AuthenticateApiKey", "ReserveFunds", "ReleaseFunds", "SettleTrade", "RecordAuditEvents"}
+INTERNAL = {
+    "AuthenticateApiKey",
+    "ReserveFunds",
+    "ReleaseFunds",
+    "SettleTrade",
+    "ListReservations",
+    "RecordAuditEvents",
+}
 OWNER_READ = {"GetUser", "GetBalances", "ListLedgerEntries"}
 OWNER_KEYS = {"ListApiKeys", "CreateApiKey", "RevokeApiKey"}
 OPERATORS = {"GetLedgerTotals"}
