@@ -445,7 +445,9 @@ class SqlRepository:
         return Reservation(row[0], row[1], row[2], Decimal(row[3]), Decimal(row[4]), Decimal(row[5]))
 
     def list_reservations(self, after: str, before: str, limit: int) -> list[Reservation]:
-        rows = self.cursor.all(self._sql.list_reservations, {"after": after, "before": before, "limit": limit, "offset": 0})
+        rows = self.cursor.all(
+            self._sql.list_reservations, {"after": after, "before": before, "limit": limit, "offset": 0}
+        )
         return [Reservation(r[0], r[1], r[2], Decimal(r[3]), Decimal(r[4]), Decimal(r[5])) for r in rows]
 
     def save_reservation(self, reservation: Reservation, now_ms: int) -> None:

@@ -13,12 +13,19 @@ def _spawn(code: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
 
 
-def test_ready_on_the_first_line_passes():
-    process = _spawn("print('ready', flush=True)")
+def test_ready_with_its_port_on_the_first_line_passes_and_gives_the_port():
+    process = _spawn("print('ready 43127', flush=True)")
     try:
-        _await_ready(process, "the stand-in", timeout=20)
+        assert _await_ready(process, "the stand-in", timeout=20) == 43127
     finally:
         process.wait(timeout=10)
+
+
+def test_ready_without_a_port_is_an_error():
+    process = _spawn("print('ready', flush=True)")
+    process.wait(timeout=10)
+    with pytest.raises(RuntimeError, match="the stand-in did not start"):
+        _await_ready(process, "the stand-in", timeout=5)
 
 
 def test_silence_past_the_timeout_is_an_error_naming_the_process():
