@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import aiohttp
-import grpc
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -16,14 +14,19 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.exchange_gateway.bootstrap import start as start_gateway
-from services.exchange_gateway.config import Config as GatewayConfig
 from services.exchange_simulator.app import SimConfig, start_simulator
-from services.order_service.bootstrap import start as start_orders
-from services.order_service.config import Config as OrderConfig
 from services.user_service.bootstrap import start as start_users
 from services.user_service.config import Config as UserConfig
 from shared.telemetry import Telemetry
-from tests.integration.order_service.conftest import ADMIN_TOKEN, SERVICE_TOKEN, Stack
+from tests.integration.in_process import gateway_config
+from tests.integration.order_service.conftest import (
+    ADMIN_TOKEN,
+    SERVICE_TOKEN,
+    Stack,
+    order_service_config,
+    order_service_on,
+    user_service_config,
+)
 
 METRICS_ON_A_FREE_PORT = "127.0.0.1:0"
 
@@ -63,59 +66,18 @@ async def observed(tmp_path: Path) -> AsyncIterator[Observed]:
     }
     sim = await start_simulator(SimConfig(port=0, log_level="WARNING"))
     gateway = await start_gateway(
-        GatewayConfig(
-            listen_addr="127.0.0.1:0",
-            db_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-            binance_env="sim",
-            base_url=sim.base_url,
-            ws_api_url=sim.ws_api_url,
+        gateway_config(
+            tmp_path,
+            sim,
             service_token=SERVICE_TOKEN,
             admin_token=ADMIN_TOKEN,
-            log_level="WARNING",
-            db_synchronous="NORMAL",
             metrics_addr=METRICS_ON_A_FREE_PORT,
         ),
         telemetry["exchange_gateway"],
     )
-    user_config = UserConfig(
-        listen_addr="127.0.0.1:0",
-        db_url=f"sqlite:///{tmp_path / 'users.db'}",
-        admin_token=ADMIN_TOKEN,
-        service_token=SERVICE_TOKEN,
-        log_level="WARNING",
-        db_synchronous="NORMAL",
-        access_log=False,
-        exchange_gateway_addr=gateway.addr,
-        metrics_addr=METRICS_ON_A_FREE_PORT,
-    )
+    user_config = user_service_config(tmp_path, exchange_gateway_addr=gateway.addr, metrics_addr=METRICS_ON_A_FREE_PORT)
     users = await start_users(user_config, telemetry["user_service"])
     user_config = replace(user_config, listen_addr=users.addr, metrics_addr="")
-    order_config = OrderConfig(
-        service_token=SERVICE_TOKEN,
-        admin_token=ADMIN_TOKEN,
-        listen_addr="127.0.0.1:0",
-        db_url=f"sqlite:///{tmp_path / 'orders.db'}",
-        user_service_addr=users.addr,
-        exchange_gateway_addr=gateway.addr,
-        auth_cache_seconds=0.3,
-        reconcile_interval=1.0,
-        resolve_after=2.0,
-        db_synchronous="NORMAL",
-        metrics_addr=METRICS_ON_A_FREE_PORT,
-    )
-    orders = await start_orders(order_config, telemetry["order_service"])
-    order_config = replace(order_config, listen_addr=orders.addr)
-    http = aiohttp.ClientSession()
-    user_channel = grpc.aio.insecure_channel(users.addr)
-    order_channel = grpc.aio.insecure_channel(orders.addr)
-    stack = Stack(tmp_path, sim, users, gateway, orders, http, user_channel, order_channel, order_config)
-    try:
+    order_config = order_service_config(tmp_path, users.addr, gateway.addr, metrics_addr=METRICS_ON_A_FREE_PORT)
+    async with order_service_on(tmp_path, sim, users, gateway, order_config, telemetry["order_service"]) as stack:
         yield Observed(stack, exporter, telemetry, user_config)
-    finally:
-        await stack.order_channel.close()
-        await stack.user_channel.close()
-        await http.close()
-        await stack.orders_running.stop(0.5)
-        await gateway.stop(0.5)
-        await stack.users_running.stop(0.5)
-        await sim.stop()

@@ -8,6 +8,7 @@ key for the order service) and moves the market through the simulator's control 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -20,13 +21,14 @@ import grpc
 import pytest
 
 from services.exchange_gateway.bootstrap import start as start_gateway
-from services.exchange_gateway.config import Config as GatewayConfig
 from services.exchange_simulator.app import RunningSimulator, SimConfig, start_simulator
 from services.order_service.bootstrap import RunningService
 from services.order_service.bootstrap import start as start_orders
 from services.order_service.config import Config as OrderConfig
 from services.user_service.bootstrap import start as start_users
 from services.user_service.config import Config as UserConfig
+from shared.telemetry import Telemetry
+from tests.integration.in_process import gateway_config
 from trading.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from trading.user.v1 import user_pb2, user_service_pb2, user_service_pb2_grpc
 
@@ -197,47 +199,51 @@ class Stack:
         self.order_channel = grpc.aio.insecure_channel(self.orders_running.addr)
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    sim = await start_simulator(SimConfig(port=0, log_level="WARNING"))
-    gateway = await start_gateway(
-        GatewayConfig(
-            listen_addr="127.0.0.1:0",
-            db_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-            binance_env="sim",
-            base_url=sim.base_url,
-            ws_api_url=sim.ws_api_url,
-            service_token=SERVICE_TOKEN,
-            admin_token=ADMIN_TOKEN,
-            log_level="WARNING",
-            db_synchronous="NORMAL",
-        )
+def user_service_config(tmp_path: Path, **fields: Any) -> UserConfig:
+    """The user service of an in-process stack, with no access log."""
+    return UserConfig(
+        listen_addr="127.0.0.1:0",
+        db_url=f"sqlite:///{tmp_path / 'users.db'}",
+        admin_token=ADMIN_TOKEN,
+        service_token=SERVICE_TOKEN,
+        log_level="WARNING",
+        db_synchronous="NORMAL",
+        access_log=False,
+        **fields,
     )
-    users = await start_users(
-        UserConfig(
-            listen_addr="127.0.0.1:0",
-            db_url=f"sqlite:///{tmp_path / 'users.db'}",
-            admin_token=ADMIN_TOKEN,
-            service_token=SERVICE_TOKEN,
-            log_level="WARNING",
-            db_synchronous="NORMAL",
-            access_log=False,
-            exchange_gateway_addr=gateway.addr,  # deposits only in the assets the exchange lists
-        )
-    )
-    order_config = OrderConfig(
+
+
+def order_service_config(tmp_path: Path, users_addr: str, gateway_addr: str, **fields: Any) -> OrderConfig:
+    """The order service of an in-process stack: quick to re-authenticate, reconcile and resolve."""
+    return OrderConfig(
         service_token=SERVICE_TOKEN,
         admin_token=ADMIN_TOKEN,
         listen_addr="127.0.0.1:0",
         db_url=f"sqlite:///{tmp_path / 'orders.db'}",
-        user_service_addr=users.addr,
-        exchange_gateway_addr=gateway.addr,
+        user_service_addr=users_addr,
+        exchange_gateway_addr=gateway_addr,
         auth_cache_seconds=0.3,
         reconcile_interval=1.0,
         resolve_after=2.0,
         db_synchronous="NORMAL",
+        **fields,
     )
-    orders = await start_orders(order_config)
+
+
+@contextlib.asynccontextmanager
+async def order_service_on(
+    tmp_path: Path,
+    sim: RunningSimulator,
+    users: Any,
+    gateway: Any,
+    order_config: OrderConfig,
+    telemetry: Telemetry | None = None,
+) -> AsyncIterator[Stack]:
+    """Start the order service on the running ``users`` and ``gateway`` and connect clients to it.
+
+    On the way out every client is closed and all four services are stopped, the order service first.
+    """
+    orders = await start_orders(order_config, telemetry)
     order_config = replace(order_config, listen_addr=orders.addr)
     http = aiohttp.ClientSession()
     user_channel = grpc.aio.insecure_channel(users.addr)
@@ -251,5 +257,17 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         await http.close()
         await s.orders_running.stop(0.5)
         await gateway.stop(0.5)
-        await users.stop(0.5)
+        await s.users_running.stop(0.5)  # the one running now: a test may restart it
         await sim.stop()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    sim = await start_simulator(SimConfig(port=0, log_level="WARNING"))
+    gateway = await start_gateway(gateway_config(tmp_path, sim, service_token=SERVICE_TOKEN, admin_token=ADMIN_TOKEN))
+    # deposits only in the assets the exchange lists
+    users = await start_users(user_service_config(tmp_path, exchange_gateway_addr=gateway.addr))
+    async with order_service_on(
+        tmp_path, sim, users, gateway, order_service_config(tmp_path, users.addr, gateway.addr)
+    ) as s:
+        yield s

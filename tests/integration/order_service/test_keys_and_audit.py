@@ -13,33 +13,37 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.exchange_gateway.bootstrap import start as start_gateway
-from services.exchange_gateway.config import Config as GatewayConfig
 from services.exchange_simulator.app import SimConfig, start_simulator
-from services.order_service.bootstrap import start as start_orders
-from services.order_service.config import Config as OrderConfig
 from services.user_service.bootstrap import start as start_users
-from services.user_service.config import Config as UserConfig
 from services.user_service.domain import api_keys
 from services.user_service.domain.api_keys import Grant
 from services.user_service.domain.model import TRADE_SCOPES
 from services.user_service.service import accounts
 from shared.config import SIM_DEV_API_KEY, SIM_DEV_API_SECRET
+from tests.integration.in_process import gateway_config
 from trading.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from trading.user.v1 import user_pb2, user_service_pb2
 
-from .conftest import ADMIN, ADMIN_TOKEN, SERVICE_TOKEN, Stack, Trader
+from .conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    SERVICE_TOKEN,
+    Stack,
+    Trader,
+    order_service_config,
+    order_service_on,
+    user_service_config,
+)
 from .test_bnb_commissions import exchange_balances
 from .test_foreign_orders_report import place_directly
 
@@ -94,14 +98,8 @@ class Relay:
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     sim = await start_simulator(SimConfig(port=0, log_level="WARNING"))
     users = await start_users(
-        UserConfig(
-            listen_addr="127.0.0.1:0",
-            db_url=f"sqlite:///{tmp_path / 'users.db'}",
-            admin_token=ADMIN_TOKEN,
-            service_token=SERVICE_TOKEN,
-            log_level="WARNING",
-            db_synchronous="NORMAL",
-            access_log=False,
+        user_service_config(
+            tmp_path,
             assets=("BTC", "USDT", "ETH", "BNB"),
             auth_slow_after=2,
             auth_ban_after=BAN_AFTER,
@@ -109,47 +107,18 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         )
     )
     gateway = await start_gateway(
-        GatewayConfig(
-            listen_addr="127.0.0.1:0",
-            db_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-            binance_env="sim",
-            base_url=sim.base_url,
-            ws_api_url=sim.ws_api_url,
+        gateway_config(
+            tmp_path,
+            sim,
             service_token=SERVICE_TOKEN,
             admin_token=ADMIN_TOKEN,
-            log_level="WARNING",
-            db_synchronous="NORMAL",
             user_service_addr=users.addr,  # its security events go to the audit trail
         )
     )
-    order_config = OrderConfig(
-        service_token=SERVICE_TOKEN,
-        admin_token=ADMIN_TOKEN,
-        listen_addr="127.0.0.1:0",
-        db_url=f"sqlite:///{tmp_path / 'orders.db'}",
-        user_service_addr=users.addr,
-        exchange_gateway_addr=gateway.addr,
-        auth_cache_seconds=0.3,
-        reconcile_interval=1.0,
-        resolve_after=2.0,
-        db_synchronous="NORMAL",
-    )
-    orders = await start_orders(order_config)
-    order_config = replace(order_config, listen_addr=orders.addr)
-    http = aiohttp.ClientSession()
-    user_channel = grpc.aio.insecure_channel(users.addr)
-    order_channel = grpc.aio.insecure_channel(orders.addr)
-    s = Stack(tmp_path, sim, users, gateway, orders, http, user_channel, order_channel, order_config)
-    try:
+    async with order_service_on(
+        tmp_path, sim, users, gateway, order_service_config(tmp_path, users.addr, gateway.addr)
+    ) as s:
         yield s
-    finally:
-        await s.order_channel.close()
-        await s.user_channel.close()
-        await http.close()
-        await s.orders_running.stop(0.5)
-        await gateway.stop(0.5)
-        await users.stop(0.5)
-        await sim.stop()
 
 
 @pytest.fixture

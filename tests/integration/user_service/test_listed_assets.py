@@ -18,9 +18,9 @@ import grpc
 import pytest
 
 from services.exchange_gateway.bootstrap import start as start_gateway
-from services.exchange_gateway.config import Config as GatewayConfig
 from services.exchange_simulator.app import SimConfig, start_simulator
 from services.user_service.bootstrap import RunningService, start
+from tests.integration.in_process import gateway_config
 from tests.integration.user_service.conftest import make_config
 from tests.integration.user_service.helpers import (
     ADMIN,
@@ -46,17 +46,7 @@ async def test_deposits_follow_what_the_real_gateway_lists_asked_at_the_first_de
         sim = await start_simulator(SimConfig(port=0, log_level="WARNING"))
         stack.push_async_callback(sim.stop)
         gateway = await start_gateway(
-            GatewayConfig(
-                listen_addr="127.0.0.1:0",
-                db_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-                binance_env="sim",
-                base_url=sim.base_url,
-                ws_api_url=sim.ws_api_url,
-                service_token=SERVICE_TOKEN,
-                admin_token=ADMIN_TOKEN,
-                log_level="WARNING",
-                db_synchronous="NORMAL",
-            )
+            gateway_config(tmp_path, sim, service_token=SERVICE_TOKEN, admin_token=ADMIN_TOKEN)
         )
         stack.push_async_callback(gateway.stop, 0.5)
         config = replace(make_config(tmp_path / "users.db"), assets=(), exchange_gateway_addr=gateway.addr)
