@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from services.exchange_simulator import errors, market_data
+from services.exchange_simulator import market_data
 from services.exchange_simulator.rate_limits import FIVE_MINUTES_MS, SECOND_MS, FixedWindow
+from services.exchange_simulator.websocket import Connection, close_politely, dumps, ping_loop, refuse_connect
 
 if TYPE_CHECKING:
     from services.exchange_simulator.simulator import Simulator
@@ -42,17 +43,11 @@ TICK_MS = 100
 """The publisher's period: the 100 ms streams go every tick, the 1000 ms ones every ``SLOW_TICKS``."""
 SLOW_TICKS = 10
 MAX_MESSAGES_PER_SECOND = 5
-MAX_QUEUED = 10_000
-"""A client this far behind is disconnected rather than buffered without bound."""
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 
 _NAME = re.compile(r"^([a-z0-9]+)@(bookTicker|ticker|depth(5|10|20)(@100ms|@1000ms)?)$")
 _ID = re.compile(r"^[a-zA-Z0-9]{1,36}$")
 _INT64 = 2**63
-
-
-def _dumps(body: Any) -> str:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -89,46 +84,17 @@ class StreamError(Exception):
         self.msg = msg
 
 
-class StreamConnection:
+class StreamConnection(Connection):
     """One client: its streams (in subscription order), whether payloads are wrapped, and its outgoing queue."""
 
+    what = "market stream client"
+    log = log
+
     def __init__(self, hub: StreamHub, ws: web.WebSocketResponse, transport: asyncio.Transport | None, now: float):
-        self.hub = hub
-        self.ws = ws
-        self.transport = transport
+        super().__init__(hub, ws, transport, now)
         self.combined = False
         self.streams: dict[str, None] = {}
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self.alive = True
-        self.last_pong = now
         self.messages = FixedWindow(SECOND_MS)
-
-    def send_text(self, text: str) -> None:
-        if not self.alive:
-            return
-        if self.queue.qsize() >= MAX_QUEUED:
-            log.warning("market stream client too slow; disconnecting it")
-            self.abort()
-            return
-        self.queue.put_nowait(text)
-
-    def abort(self) -> None:
-        """Drop the connection at once, with no close frame (what a network failure looks like)."""
-        self.alive = False
-        self.hub.connections.discard(self)
-        if self.transport is not None:
-            self.transport.abort()
-        self.queue.put_nowait(None)
-
-    async def write_loop(self) -> None:
-        while True:
-            text = await self.queue.get()
-            if text is None or not self.alive:
-                return
-            try:
-                await self.ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                return
 
 
 class StreamHub:
@@ -200,8 +166,8 @@ class StreamHub:
                 payload = market_data.ticker_event(market_data.day_stats(market, now))
             if payload is None:
                 continue
-            raw = _dumps(payload)
-            wrapped = f'{{"stream":{_dumps(name)},"data":{raw}}}'
+            raw = dumps(payload)
+            wrapped = f'{{"stream":{dumps(name)},"data":{raw}}}'
             for conn in conns:
                 conn.send_text(wrapped if conn.combined else raw)
                 self.messages_sent += 1
@@ -220,19 +186,9 @@ class StreamHub:
 
     async def _serve(self, request: web.Request, names: list[str], *, combined: bool) -> web.StreamResponse:
         sim = self.sim
-        now = sim.clock()
-        if now < self.refuse_until:
-            return web.json_response(errors.internal_error().body(), status=503)
-        if self._connects.add(now) > sim.config.ws_connections_per_5m:
-            return web.json_response(
-                {
-                    "code": -1003,
-                    "msg": f"Too many connection attempts; current limit is {sim.config.ws_connections_per_5m} "
-                    "per 5 MINUTE.",
-                },
-                status=429,
-                headers={"Retry-After": str(max(1, (self._connects.end(now) - now) // 1000))},
-            )
+        refusal = refuse_connect(sim.clock(), self.refuse_until, self._connects, sim.config)
+        if refusal is not None:
+            return refusal
         ws = web.WebSocketResponse(autoping=False, timeout=2.0, max_msg_size=1 << 20)
         await ws.prepare(request)
         loop = asyncio.get_running_loop()
@@ -241,7 +197,7 @@ class StreamHub:
         conn.streams = dict.fromkeys(names)
         self.connections.add(conn)
         writer = loop.create_task(conn.write_loop())
-        pinger = loop.create_task(self._ping_loop(conn))
+        pinger = loop.create_task(ping_loop(conn, sim.config))
         try:
             async for message in ws:
                 counted = message.type in (WSMsgType.TEXT, WSMsgType.PING, WSMsgType.PONG, WSMsgType.BINARY)
@@ -256,7 +212,7 @@ class StreamHub:
                 elif message.type == WSMsgType.PONG:
                     conn.last_pong = loop.time()
                 elif message.type == WSMsgType.BINARY:
-                    conn.send_text(_dumps(_error(None, StreamError(3, "Invalid JSON: expected value"))))
+                    conn.send_text(dumps(_error(None, StreamError(3, "Invalid JSON: expected value"))))
         except ConnectionError:
             pass
         finally:
@@ -265,22 +221,6 @@ class StreamHub:
             pinger.cancel()
             writer.cancel()
         return ws
-
-    async def _ping_loop(self, conn: StreamConnection) -> None:
-        config = self.sim.config
-        loop = asyncio.get_running_loop()
-        while conn.alive:
-            await asyncio.sleep(config.ws_ping_interval_s)
-            if not conn.alive:
-                return
-            if loop.time() - conn.last_pong > config.ws_pong_timeout_s:
-                log.info("market stream client did not answer pings; disconnecting it")
-                conn.abort()
-                return
-            try:
-                await conn.ws.ping(b"")
-            except (ConnectionError, RuntimeError):
-                return
 
     def drop_all(self, refuse_ms: int = 0) -> int:
         """Abort every connection now; refuse new ones for ``refuse_ms`` (0 ends a refusal). Returns how many."""
@@ -297,11 +237,7 @@ class StreamHub:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for conn in list(self.connections):
-            conn.alive = False
-            conn.queue.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await conn.ws.close(code=1001, message=b"server shutdown")
+        await close_politely(self.connections)
         self.connections.clear()
 
     def stats(self) -> dict[str, Any]:
@@ -324,7 +260,7 @@ class StreamHub:
             request = json.loads(text)
         except json.JSONDecodeError as exc:
             error = StreamError(3, f"Invalid JSON: expected value at line {exc.lineno} column {exc.colno}")
-            conn.send_text(_dumps(_error(None, error)))
+            conn.send_text(dumps(_error(None, error)))
             return
         request_id = request.get("id") if isinstance(request, dict) else None
         try:
@@ -333,9 +269,9 @@ class StreamHub:
             request_id = _request_id(request)
             result = self._call(conn, request)
         except StreamError as error:
-            conn.send_text(_dumps(_error(request_id if _valid_id(request_id) else None, error)))
+            conn.send_text(dumps(_error(request_id if _valid_id(request_id) else None, error)))
             return
-        conn.send_text(_dumps({"result": result, "id": request_id}))
+        conn.send_text(dumps({"result": result, "id": request_id}))
 
     def _call(self, conn: StreamConnection, request: dict[str, Any]) -> Any:
         method = request.get("method")

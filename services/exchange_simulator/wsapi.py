@@ -11,7 +11,6 @@ a pong for ``ws_pong_timeout_s``. Connecting costs 2 weight; at most ``ws_connec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -23,61 +22,27 @@ from services.exchange_simulator import errors, signing, wire
 from services.exchange_simulator.errors import BinanceError
 from services.exchange_simulator.matching import Event
 from services.exchange_simulator.rate_limits import FIVE_MINUTES_MS, FixedWindow
+from services.exchange_simulator.websocket import Connection, close_politely, dumps, ping_loop, refuse_connect
 
 if TYPE_CHECKING:
     from services.exchange_simulator.simulator import Simulator
 
 log = logging.getLogger(__name__)
 
-MAX_QUEUED = 10_000
-"""A client this far behind is disconnected rather than buffered without bound."""
 CONNECT_WEIGHT = 2
 
 
-def _dumps(body: Any) -> str:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-
-
-class WsConnection:
+class WsConnection(Connection):
     """One client connection: an ordered outgoing queue (answers and events) and its subscription."""
 
+    what = "WebSocket API client"
+    log = log
+
     def __init__(self, hub: WsHub, ws: web.WebSocketResponse, transport: asyncio.Transport | None, now: float):
-        self.hub = hub
-        self.ws = ws
-        self.transport = transport
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        super().__init__(hub, ws, transport, now)
         self.subscription_id: int | None = None
         self.next_subscription_id = 0
-        self.last_pong = now
-        self.alive = True
         self.follow_ups: list[str] = []
-
-    def send_text(self, text: str) -> None:
-        if not self.alive:
-            return
-        if self.queue.qsize() >= MAX_QUEUED:
-            log.warning("WebSocket API client too slow; disconnecting it")
-            self.abort()
-            return
-        self.queue.put_nowait(text)
-
-    def abort(self) -> None:
-        """Drop the connection at once, with no close frame (what a network failure looks like)."""
-        self.alive = False
-        self.hub.connections.discard(self)
-        if self.transport is not None:
-            self.transport.abort()
-        self.queue.put_nowait(None)
-
-    async def write_loop(self) -> None:
-        while True:
-            text = await self.queue.get()
-            if text is None or not self.alive:
-                return
-            try:
-                await self.ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                return
 
 
 class WsHub:
@@ -103,7 +68,7 @@ class WsHub:
         targets = [c for c in self.connections if c.subscription_id is not None and c.alive]
         if not targets:
             return
-        encoded = [_dumps(wire.event_payload(event)) for event in events]
+        encoded = [dumps(wire.event_payload(event)) for event in events]
         for conn in targets:
             prefix = f'{{"subscriptionId":{conn.subscription_id},"event":'
             for text in encoded:
@@ -120,11 +85,7 @@ class WsHub:
 
     async def close_all(self) -> None:
         """Close every connection politely (server shutdown)."""
-        for conn in list(self.connections):
-            conn.alive = False
-            conn.queue.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await conn.ws.close(code=1001, message=b"server shutdown")
+        await close_politely(self.connections)
         self.connections.clear()
 
     # ------------------------------------------------------------------ connections
@@ -133,18 +94,9 @@ class WsHub:
         """The aiohttp handler of ``/ws-api/v3``."""
         sim = self.sim
         now = sim.clock()
-        if now < self.refuse_until:
-            return web.json_response(errors.internal_error().body(), status=503)
-        if self._connects.add(now) > sim.config.ws_connections_per_5m:
-            return web.json_response(
-                {
-                    "code": -1003,
-                    "msg": f"Too many connection attempts; current limit is {sim.config.ws_connections_per_5m} "
-                    "per 5 MINUTE.",
-                },
-                status=429,
-                headers={"Retry-After": str(max(1, (self._connects.end(now) - now) // 1000))},
-            )
+        refusal = refuse_connect(now, self.refuse_until, self._connects, sim.config)
+        if refusal is not None:
+            return refusal
         rejection = sim.limiter.admit(CONNECT_WEIGHT, now)
         if rejection is not None:
             return web.json_response(
@@ -158,7 +110,7 @@ class WsHub:
         conn = WsConnection(self, ws, request.transport, loop.time())
         self.connections.add(conn)
         writer = loop.create_task(conn.write_loop())
-        pinger = loop.create_task(self._ping_loop(conn))
+        pinger = loop.create_task(ping_loop(conn, sim.config))
         try:
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
@@ -168,7 +120,7 @@ class WsHub:
                 elif message.type == WSMsgType.PONG:
                     conn.last_pong = loop.time()
                 elif message.type == WSMsgType.BINARY:
-                    conn.send_text(_dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request"))))
+                    conn.send_text(dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request"))))
         except ConnectionError:
             pass
         finally:
@@ -177,22 +129,6 @@ class WsHub:
             pinger.cancel()
             writer.cancel()
         return ws
-
-    async def _ping_loop(self, conn: WsConnection) -> None:
-        config = self.sim.config
-        loop = asyncio.get_running_loop()
-        while conn.alive:
-            await asyncio.sleep(config.ws_ping_interval_s)
-            if not conn.alive:
-                return
-            if loop.time() - conn.last_pong > config.ws_pong_timeout_s:
-                log.info("WebSocket API client did not answer pings; disconnecting it")
-                conn.abort()
-                return
-            try:
-                await conn.ws.ping(b"")
-            except (ConnectionError, RuntimeError):
-                return
 
     # ------------------------------------------------------------------ requests
 
@@ -207,20 +143,20 @@ class WsHub:
         try:
             request = json.loads(text)
         except ValueError:
-            conn.send_text(_dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request"))))
+            conn.send_text(dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request"))))
             return
         if not isinstance(request, dict):
-            conn.send_text(_dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request"))))
+            conn.send_text(dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request"))))
             return
         request_id = request.get("id")
         method = request.get("method")
         params = request.get("params") or {}
         entry = self._methods.get(method) if isinstance(method, str) else None
         if entry is None:
-            conn.send_text(_dumps(self._error(request_id, BinanceError(-1020, "This operation is not supported."))))
+            conn.send_text(dumps(self._error(request_id, BinanceError(-1020, "This operation is not supported."))))
             return
         if not isinstance(params, dict):
-            conn.send_text(_dumps(self._error(request_id, BinanceError(-1135, "Invalid JSON Request"))))
+            conn.send_text(dumps(self._error(request_id, BinanceError(-1135, "Invalid JSON Request"))))
             return
         weight, handler = entry
         now = sim.clock()
@@ -229,14 +165,14 @@ class WsHub:
         if rejection is not None:
             body = self._error(request_id, BinanceError(rejection.code, rejection.msg, rejection.status), rate_limits)
             body["error"]["data"] = {"serverTime": now, "retryAfter": rejection.retry_at_ms}
-            conn.send_text(_dumps(body))
+            conn.send_text(dumps(body))
             return
         try:
             result = handler(conn, params, now)
         except BinanceError as error:
-            conn.send_text(_dumps(self._error(request_id, error, rate_limits)))
+            conn.send_text(dumps(self._error(request_id, error, rate_limits)))
             return
-        conn.send_text(_dumps({"id": request_id, "status": 200, "result": result, "rateLimits": rate_limits}))
+        conn.send_text(dumps({"id": request_id, "status": 200, "result": result, "rateLimits": rate_limits}))
         while conn.follow_ups:
             conn.send_text(conn.follow_ups.pop(0))
 
@@ -272,7 +208,7 @@ class WsHub:
             conn.subscription_id = None
             # Binance closes the stream with this event; it follows the answer on the same connection.
             terminated = {"subscriptionId": current, "event": {"e": "eventStreamTerminated", "E": now}}
-            conn.follow_ups.append(_dumps(terminated))
+            conn.follow_ups.append(dumps(terminated))
         return {}
 
     def _subscriptions(self, conn: WsConnection, params: dict[str, Any], now: int) -> Any:
