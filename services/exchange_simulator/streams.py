@@ -32,7 +32,7 @@ from aiohttp import WSMsgType, web
 
 from services.exchange_simulator import market_data
 from services.exchange_simulator.rate_limits import FIVE_MINUTES_MS, SECOND_MS, FixedWindow
-from services.exchange_simulator.websocket import Connection, close_politely, dumps, ping_loop, refuse_connect
+from services.exchange_simulator.websocket import Connection, close_politely, converse, dumps, refuse_connect
 
 if TYPE_CHECKING:
     from services.exchange_simulator.simulator import Simulator
@@ -43,6 +43,8 @@ TICK_MS = 100
 """The publisher's period: the 100 ms streams go every tick, the 1000 ms ones every ``SLOW_TICKS``."""
 SLOW_TICKS = 10
 MAX_MESSAGES_PER_SECOND = 5
+COUNTED = (WSMsgType.TEXT, WSMsgType.PING, WSMsgType.PONG, WSMsgType.BINARY)
+"""The frames a client's message rate counts."""
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 
 _NAME = re.compile(r"^([a-z0-9]+)@(bookTicker|ticker|depth(5|10|20)(@100ms|@1000ms)?)$")
@@ -95,6 +97,15 @@ class StreamConnection(Connection):
         self.combined = False
         self.streams: dict[str, None] = {}
         self.messages = FixedWindow(SECOND_MS)
+        self.clock = hub.sim.clock
+
+    def admits(self, kind: WSMsgType) -> bool:
+        """At most 5 frames (text, ping, pong or binary) a second: a client that sends more is dropped."""
+        if kind in COUNTED and self.messages.add(self.clock()) > MAX_MESSAGES_PER_SECOND:
+            log.info("market stream client sent more than 5 messages in a second; disconnecting it")
+            self.abort()
+            return False
+        return True
 
 
 class StreamHub:
@@ -195,31 +206,8 @@ class StreamHub:
         conn = StreamConnection(self, ws, request.transport, loop.time())
         conn.combined = combined
         conn.streams = dict.fromkeys(names)
-        self.connections.add(conn)
-        writer = loop.create_task(conn.write_loop())
-        pinger = loop.create_task(ping_loop(conn, sim.config))
-        try:
-            async for message in ws:
-                counted = message.type in (WSMsgType.TEXT, WSMsgType.PING, WSMsgType.PONG, WSMsgType.BINARY)
-                if counted and conn.messages.add(sim.clock()) > MAX_MESSAGES_PER_SECOND:
-                    log.info("market stream client sent more than 5 messages in a second; disconnecting it")
-                    conn.abort()
-                    break
-                if message.type == WSMsgType.TEXT:
-                    self._on_text(conn, message.data)
-                elif message.type == WSMsgType.PING:
-                    await ws.pong(message.data)
-                elif message.type == WSMsgType.PONG:
-                    conn.last_pong = loop.time()
-                elif message.type == WSMsgType.BINARY:
-                    conn.send_text(dumps(_error(None, StreamError(3, "Invalid JSON: expected value"))))
-        except ConnectionError:
-            pass
-        finally:
-            conn.alive = False
-            self.connections.discard(conn)
-            pinger.cancel()
-            writer.cancel()
+        invalid_json = dumps(_error(None, StreamError(3, "Invalid JSON: expected value")))
+        await converse(conn, sim.config, lambda text: self._on_text(conn, text), invalid_json)
         return ws
 
     def drop_all(self, refuse_ms: int = 0) -> int:

@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from services.exchange_simulator import errors
 from services.exchange_simulator.rate_limits import FixedWindow
@@ -71,6 +71,10 @@ class Connection:
             self.transport.abort()
         self.queue.put_nowait(None)
 
+    def admits(self, kind: WSMsgType) -> bool:
+        """Whether the connection stays up after receiving a frame of ``kind`` (a server may limit the rate)."""
+        return True
+
     async def write_loop(self) -> None:
         while True:
             text = await self.queue.get()
@@ -96,6 +100,37 @@ def refuse_connect(now: int, refuse_until: int, connects: FixedWindow, config: S
             headers={"Retry-After": str(max(1, (connects.end(now) - now) // 1000))},
         )
     return None
+
+
+async def converse(conn: Connection, config: SimConfig, on_text: Callable[[str], None], invalid_json: str) -> None:
+    """Serve the prepared connection ``conn`` until it closes, with its writer and pinger alongside.
+
+    Texts go to ``on_text``, pings are answered and pongs noted; a binary frame is answered with
+    ``invalid_json``, as Binance does.
+    """
+    loop = asyncio.get_running_loop()
+    conn.hub.connections.add(conn)
+    writer = loop.create_task(conn.write_loop())
+    pinger = loop.create_task(ping_loop(conn, config))
+    try:
+        async for message in conn.ws:
+            if not conn.admits(message.type):
+                break
+            if message.type == WSMsgType.TEXT:
+                on_text(message.data)
+            elif message.type == WSMsgType.PING:
+                await conn.ws.pong(message.data)
+            elif message.type == WSMsgType.PONG:
+                conn.last_pong = loop.time()
+            elif message.type == WSMsgType.BINARY:
+                conn.send_text(invalid_json)
+    except ConnectionError:
+        pass
+    finally:
+        conn.alive = False
+        conn.hub.connections.discard(conn)
+        pinger.cancel()
+        writer.cancel()
 
 
 async def ping_loop(conn: Connection, config: SimConfig) -> None:

@@ -16,13 +16,13 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from services.exchange_simulator import errors, signing, wire
 from services.exchange_simulator.errors import BinanceError
 from services.exchange_simulator.matching import Event
 from services.exchange_simulator.rate_limits import FIVE_MINUTES_MS, FixedWindow
-from services.exchange_simulator.websocket import Connection, close_politely, dumps, ping_loop, refuse_connect
+from services.exchange_simulator.websocket import Connection, close_politely, converse, dumps, refuse_connect
 
 if TYPE_CHECKING:
     from services.exchange_simulator.simulator import Simulator
@@ -108,26 +108,8 @@ class WsHub:
         await ws.prepare(request)
         loop = asyncio.get_running_loop()
         conn = WsConnection(self, ws, request.transport, loop.time())
-        self.connections.add(conn)
-        writer = loop.create_task(conn.write_loop())
-        pinger = loop.create_task(ping_loop(conn, sim.config))
-        try:
-            async for message in ws:
-                if message.type == WSMsgType.TEXT:
-                    self._on_text(conn, message.data)
-                elif message.type == WSMsgType.PING:
-                    await ws.pong(message.data)
-                elif message.type == WSMsgType.PONG:
-                    conn.last_pong = loop.time()
-                elif message.type == WSMsgType.BINARY:
-                    conn.send_text(dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request"))))
-        except ConnectionError:
-            pass
-        finally:
-            conn.alive = False
-            self.connections.discard(conn)
-            pinger.cancel()
-            writer.cancel()
+        invalid_json = dumps(self._error(None, BinanceError(-1135, "Invalid JSON Request")))
+        await converse(conn, sim.config, lambda text: self._on_text(conn, text), invalid_json)
         return ws
 
     # ------------------------------------------------------------------ requests
