@@ -12,9 +12,15 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from launcher.stack import Child, child_env, passed_on, plan
 from shared.ready import NotReady, wait_ready
@@ -33,6 +39,13 @@ ANY_PORT = {
 
 STACK_ORDER = ("exchange_simulator", "exchange_gateway", "user_service", "order_service")
 """The launcher's start order: each process after the ones whose address it needs."""
+
+SERVICES = {
+    "user_service": ("USER_SERVICE_ADDR", "trading.user.v1.UserService"),
+    "exchange_gateway": ("EXCHANGE_GATEWAY_ADDR", "trading.gateway.v1.ExchangeGateway"),
+    "order_service": ("ORDER_SERVICE_ADDR", "trading.order.v1.OrderService"),
+}
+"""Each gRPC service of a stack: the variable that holds its users' address, and its name in gRPC health."""
 
 _CHILDREN = {child.name: child for child in plan({"BINANCE_ENV": "sim"})}
 
@@ -109,6 +122,75 @@ class OutputCollector:
     def text(self) -> str:
         with self._new:
             return "".join(self.lines)
+
+
+@dataclass
+class Proc:
+    """A process of a stack and what it wrote to stdout and stderr."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    out: OutputCollector
+    err: OutputCollector
+
+    def logs(self, tail: int = 4000) -> str:
+        return f"--- {self.name} stdout\n{self.out.text[-tail:]}\n--- {self.name} stderr\n{self.err.text[-tail:]}"
+
+
+def spawn_collected(name: str, env: dict[str, str], ready_file: Path) -> Proc:
+    """``spawn`` with its output read on threads, kept for the failure messages."""
+    process = spawn(name, env, ready_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return Proc(name, process, OutputCollector(process.stdout), OutputCollector(process.stderr))
+
+
+def wait_answering(proc: Proc, env: dict[str, str], channel: Callable[[str], grpc.Channel]) -> None:
+    """Wait until the ready process answers: the simulator its ping, a service gRPC health SERVING.
+
+    ``channel`` opens a channel to an address as a user's client would (plain or TLS).
+    """
+    if proc.name == "exchange_simulator":
+        wait_http(f"http://127.0.0.1:{env['SIM_PORT']}/api/v3/ping", proc)
+    else:
+        variable, service = SERVICES[proc.name]
+        wait_serving(env[variable], service, proc, channel)
+
+
+def wait_serving(
+    addr: str, service: str, proc: Proc, channel: Callable[[str], grpc.Channel], timeout: float = 60.0
+) -> None:
+    """Ask gRPC health at ``addr`` until ``service`` is SERVING; fail with the logs if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.process.poll() is not None:
+            raise AssertionError(f"{proc.name} exited with {proc.process.returncode}\n{proc.logs()}")
+        # A fresh channel each time: a channel that failed to connect waits out its back-off.
+        with channel(addr) as opened:
+            try:
+                answer = health_pb2_grpc.HealthStub(opened).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=1
+                )
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"{proc.name} did not become SERVING at {addr}\n{proc.logs()}")
+
+
+def wait_http(url: str, proc: Proc, timeout: float = 60.0) -> None:
+    """GET ``url`` until it answers 200; fail with the logs if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.process.poll() is not None:
+            raise AssertionError(f"{proc.name} exited with {proc.process.returncode}\n{proc.logs()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{proc.name} did not answer at {url}\n{proc.logs()}")
 
 
 def grpcurl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

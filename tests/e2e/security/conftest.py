@@ -13,24 +13,16 @@ import os
 import secrets
 import signal
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from launcher.certs import issue, make_dev_certs, new_ca
-from tests.support import ANY_PORT, STACK_ORDER, OutputCollector, await_ready, spawn
+from tests.support import ANY_PORT, SERVICES, STACK_ORDER, Proc, await_ready, spawn_collected, wait_answering
 
-SERVICES = {
-    "user_service": ("USER_SERVICE_ADDR", "trading.user.v1.UserService"),
-    "exchange_gateway": ("EXCHANGE_GATEWAY_ADDR", "trading.gateway.v1.ExchangeGateway"),
-    "order_service": ("ORDER_SERVICE_ADDR", "trading.order.v1.OrderService"),
-}
 INTERNAL_PORTS = {"user_service": "USER_SERVICE_INTERNAL_PORT", "exchange_gateway": "EXCHANGE_GATEWAY_INTERNAL_PORT"}
 
 
@@ -69,17 +61,6 @@ class Certs:
 
 
 @dataclass
-class Proc:
-    name: str
-    process: subprocess.Popen[bytes]
-    out: OutputCollector
-    err: OutputCollector
-
-    def logs(self, tail: int = 4000) -> str:
-        return f"--- {self.name} stdout\n{self.out.text[-tail:]}\n--- {self.name} stderr\n{self.err.text[-tail:]}"
-
-
-@dataclass
 class TlsStack:
     env: dict[str, str]
     certs: Certs
@@ -108,14 +89,10 @@ class TlsStack:
 
     def start(self, name: str) -> Proc:
         ready_file = self.var / f"{name}.ready"
-        process = spawn(name, self.env, ready_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        proc = Proc(name, process, OutputCollector(process.stdout), OutputCollector(process.stderr))
+        proc = spawn_collected(name, self.env, ready_file)
         self.procs[name] = proc
-        await_ready(name, process, ready_file, self.env, proc.logs)
-        if name == "exchange_simulator":
-            self._wait_http(f"{self.sim_url}/api/v3/ping", proc)
-        else:
-            self._wait_serving(self.addr(name), SERVICES[name][1], proc)
+        await_ready(name, proc.process, ready_file, self.env, proc.logs)
+        wait_answering(proc, self.env, lambda addr: grpc.secure_channel(addr, self.certs.user_credentials()))
         return proc
 
     def stop_all(self) -> None:
@@ -130,39 +107,6 @@ class TlsStack:
 
     def logs(self) -> str:
         return "\n".join(proc.logs() for proc in self.procs.values())
-
-    def _wait_serving(self, addr: str, service: str, proc: Proc, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.process.poll() is not None:
-                raise AssertionError(f"{proc.name} exited with {proc.process.returncode}\n{proc.logs()}")
-            # A fresh channel each time: a channel that failed to connect waits out its back-off.
-            with grpc.secure_channel(addr, self.certs.user_credentials()) as channel:
-                try:
-                    answer = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(service=service), timeout=1
-                    )
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-            time.sleep(0.1)
-        raise AssertionError(f"{proc.name} did not become SERVING at {addr}\n{proc.logs()}")
-
-    @staticmethod
-    def _wait_http(url: str, proc: Proc, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.process.poll() is not None:
-                raise AssertionError(f"{proc.name} exited with {proc.process.returncode}\n{proc.logs()}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"{proc.name} did not answer at {url}\n{proc.logs()}")
 
 
 def base_env(var: Path) -> dict[str, str]:
