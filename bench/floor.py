@@ -3,16 +3,16 @@
 Four processes stand in for the order service, the user service, the gateway and the exchange
 and pass opaque bytes along the path a resting LIMIT placement takes through the real stack::
 
-    client --Place--> order --Reserve--> user                       (gRPC unary)
+    client --Place--> order --Reserve--> user                       (gRPC unary; the order's commit meanwhile)
                       order --Submit---> gateway --POST--> exchange (gRPC unary, HTTP keep-alive)
     exchange --WebSocket event--> gateway --Stream--> order --Watch--> client (server streams)
 
 No protobuf, no validation, no ledger, no matching, no signing, no logging. With ``--durable``
 each process also makes the SQLite commits the real one makes on that path, each a one-row
 INSERT in WAL mode with ``synchronous=FULL`` on one writer thread that puts every waiting write
-in one transaction (as the services' GroupCommit does). On the request's path: order 1 (the order
-before Reserve), user 1 (the reservation), gateway 1 (the order before the POST). After the reply,
-as the services do with what recovery can rebuild, the gateway and the order each write the answer
+in one transaction (as the services' GroupCommit does). On the request's path: order 1 (the order,
+at the same time as the Reserve hop), user 1 (the reservation), gateway 1 (the order before the
+POST). After the reply, as the services do with what recovery can rebuild, the gateway and the order each write the answer
 deferred: it joins the next transaction or starts one 5 ms later. Per event: the gateway 1 (which
 carries the deferred answer), the order 1. As in the real gateway, an order's event is passed on
 only once its answer is committed.
@@ -357,7 +357,7 @@ async def serve_gateway(port: int, exchange: str, db: str | None) -> None:
 
 
 async def serve_order(port: int, user: str, gateway: str, db: str | None) -> None:
-    """Place: commit, Reserve, Submit, reply, commit deferred; every gateway event: commit, then to the watchers."""
+    """Place: commit and Reserve at once, Submit, reply, commit deferred; every event: commit, then to the watchers."""
     commit, committer = _commit_function(db)
     watchers = _Fanout()
     user_channel = grpc.aio.insecure_channel(user)
@@ -386,8 +386,7 @@ async def serve_order(port: int, user: str, gateway: str, db: str | None) -> Non
             task.add_done_callback(applying.discard)
 
     async def place(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
-        await commit()
-        await reserve_call(request, timeout=10)
+        await asyncio.gather(commit(), reserve_call(request, timeout=10))  # the INSERT and Reserve at once
         answer: bytes = await submit_call(request, timeout=10)
         _later(commit, recording)  # the answer is recorded after the reply (as the real order service)
         return answer

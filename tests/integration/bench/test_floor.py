@@ -100,5 +100,6 @@ def test_with_a_database_each_hop_commits_what_the_module_says(tmp_path):
             return conn.execute("SELECT count(*) FROM rows").fetchone()[0]
 
     assert rows("user") == placements  # Reserve
-    assert rows("gateway") == 2 * placements  # before the POST, after the answer
-    assert rows("order") == 3 * placements  # before Reserve, after Submit, each event
+    # before the POST, the answer (deferred), the event's own write (which carries the deferred answer)
+    assert rows("gateway") == 3 * placements
+    assert rows("order") == 3 * placements  # with Reserve, the answer after the reply (deferred), each event
