@@ -32,11 +32,10 @@ from services.exchange_gateway.adapters.binance.signing import (
 )
 from services.exchange_gateway.config import Config
 from shared.config import ConfigError
+from tests.binance_vectors import API_KEY, SECRET, WS_SELL, WS_SELL_SIGNATURE, WS_UNICODE, WS_UNICODE_SIGNATURE
 
 from .fakes import FakeTransport, answer
 
-API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
-SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
 ORDER = [
     ("side", "BUY"),
     ("type", "LIMIT"),
@@ -88,38 +87,16 @@ def test_reserved_characters_are_encoded_and_unreserved_kept():
 
 
 def test_websocket_api_vector_sorted_and_not_encoded():
-    params = {
-        "symbol": "BTCUSDT",
-        "side": "SELL",
-        "type": "LIMIT",
-        "timeInForce": "GTC",
-        "quantity": "0.01000000",
-        "price": "52000.00",
-        "recvWindow": 100,
-        "timestamp": 1645423376532,
-        "apiKey": API_KEY,
-    }
-    assert ws_payload(params).startswith(
+    assert ws_payload(WS_SELL).startswith(
         "apiKey=vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A&price="
     )
-    assert sign_ws(HmacSigner(SECRET), params) == "aa1b5712c094bc4e57c05a1a5c1fd8d88dcd628338ea863fec7b88e59fe2db24"
+    assert sign_ws(HmacSigner(SECRET), WS_SELL) == WS_SELL_SIGNATURE
 
 
 def test_websocket_api_vector_with_unicode_symbol_and_signature_excluded():
-    params = {
-        "apiKey": API_KEY,
-        "price": "0.10000000",
-        "quantity": "1.00000000",
-        "recvWindow": 5000,
-        "side": "BUY",
-        "symbol": "１２３４５６",
-        "timeInForce": "GTC",
-        "timestamp": 1645423376532,
-        "type": "LIMIT",
-        "signature": "ignored",
-    }
+    params = {**WS_UNICODE, "signature": "ignored"}
     assert "signature" not in ws_payload(params)
-    assert sign_ws(HmacSigner(SECRET), params) == "b33892ae8e687c939f4468c6268ddd4c40ac1af18ad19a064864c47bae0752cd"
+    assert sign_ws(HmacSigner(SECRET), params) == WS_UNICODE_SIGNATURE
 
 
 # ------------------------------------------------------------------------------------------ Ed25519 and RSA

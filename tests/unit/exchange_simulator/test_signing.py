@@ -8,9 +8,7 @@ import pytest
 
 from services.exchange_simulator import signing
 from services.exchange_simulator.errors import BinanceError
-
-API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
-SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
+from tests.binance_vectors import API_KEY, SECRET, WS_SELL, WS_SELL_SIGNATURE, WS_UNICODE, WS_UNICODE_SIGNATURE
 
 VECTOR_A = (
     "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559",
@@ -56,36 +54,16 @@ def test_percent_encoded_payload_is_signed_as_received_not_decoded() -> None:
 
 WS_VECTORS = [
     (
-        {
-            "symbol": "BTCUSDT",
-            "side": "SELL",
-            "type": "LIMIT",
-            "timeInForce": "GTC",
-            "quantity": "0.01000000",
-            "price": "52000.00",
-            "recvWindow": 100,
-            "timestamp": 1645423376532,
-            "apiKey": API_KEY,
-        },
+        WS_SELL,
         f"apiKey={API_KEY}&price=52000.00&quantity=0.01000000&recvWindow=100&side=SELL&symbol=BTCUSDT"
         "&timeInForce=GTC&timestamp=1645423376532&type=LIMIT",
-        "aa1b5712c094bc4e57c05a1a5c1fd8d88dcd628338ea863fec7b88e59fe2db24",
+        WS_SELL_SIGNATURE,
     ),
     (
-        {
-            "symbol": "１２３４５６",
-            "side": "BUY",
-            "type": "LIMIT",
-            "timeInForce": "GTC",
-            "quantity": "1.00000000",
-            "price": "0.10000000",
-            "recvWindow": 5000,
-            "timestamp": 1645423376532,
-            "apiKey": API_KEY,
-        },
+        WS_UNICODE,
         f"apiKey={API_KEY}&price=0.10000000&quantity=1.00000000&recvWindow=5000&side=BUY&symbol=１２３４５６"
         "&timeInForce=GTC&timestamp=1645423376532&type=LIMIT",
-        "b33892ae8e687c939f4468c6268ddd4c40ac1af18ad19a064864c47bae0752cd",
+        WS_UNICODE_SIGNATURE,
     ),
 ]
 
