@@ -107,8 +107,15 @@ class Resolution:
     # --- GetOrder and syncing with the exchange ---------------------------------------------------------
 
     async def get(self, client_order_id: str, *, refresh: bool, remaining_s: float | None) -> Order:
-        """The journaled order, or (refresh) the exchange's view of it, journaled first."""
+        """The journaled order, or (refresh) the exchange's view of it, journaled first.
+
+        A placement answered but not yet journaled (its answer is written just after the reply) is
+        waited for, so that a caller reads at least what SubmitOrder answered.
+        """
         cid = check_client_order_id(client_order_id)
+        placing = self.ctx.tasks.placing.get(cid)
+        if placing is not None:
+            await asyncio.wait([placing], timeout=remaining_s)
         order = await self.ctx.journal.get_order(cid)
         if order is None:
             raise NotFound(f"no order with client_order_id {cid!r}", reason="ORDER_NOT_FOUND")

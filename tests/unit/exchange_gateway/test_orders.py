@@ -378,3 +378,18 @@ async def test_with_the_cancel_policy_a_foreign_order_is_cancelled_and_the_cance
     assert order.status is OrderStatus.CANCELED and not order.is_open and order.cancel_error == ""
     assert order.side is Side.SELL  # what the cancel answer does not say is kept
     assert [c for c in exchange.calls if c[0] == "cancel"] == [("cancel", "web_1")]
+
+
+async def test_an_accepted_order_is_answered_before_it_is_journaled_and_reads_wait_for_the_journal(setup):
+    orders, exchange, journal = setup
+    orders.placement.record_delay_s = 60.0  # the deferred journal entry waits (no other write starts one)
+    answered = await orders.submit(limit(), remaining_s=5)
+    assert answered.status is OrderStatus.NEW and answered.exchange_order_id
+    assert journal.cached_order("c1").status is OrderStatus.UNKNOWN  # journaled as sent, not yet as answered
+    read = asyncio.create_task(orders.get("c1", refresh=False, remaining_s=5))
+    await asyncio.sleep(0.05)
+    assert not read.done()  # GetOrder waits for the placement's journal entry
+    journal.submit(lambda tx: None)  # any other write starts the transaction that carries it
+    order = await read
+    assert (order.status, order.exchange_order_id) == (OrderStatus.NEW, answered.exchange_order_id)
+    assert [e.exec_type for e in await journal.executions_after(0, 10)] == [ExecType.NEW]
