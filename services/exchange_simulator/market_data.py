@@ -224,6 +224,19 @@ def day_stats(market: Market, now: int) -> DayStats:
     )
 
 
+def _day_totals(stats: DayStats) -> dict[str, Any]:
+    """The 24-hour window's volumes, times and trade ids, the same in the FULL and the MINI ticker."""
+    return {
+        "volume": fmt8(stats.volume),
+        "quoteVolume": fmt8(stats.quote_volume),
+        "openTime": stats.open_time,
+        "closeTime": stats.close_time,
+        "firstId": stats.first_id,
+        "lastId": stats.last_id,
+        "count": stats.count,
+    }
+
+
 def ticker_rest(stats: DayStats, *, mini: bool = False) -> dict[str, Any]:
     """``GET /api/v3/ticker/24hr`` for one symbol (``type=FULL``, or ``MINI``)."""
     if mini:
@@ -233,13 +246,7 @@ def ticker_rest(stats: DayStats, *, mini: bool = False) -> dict[str, Any]:
             "highPrice": fmt8(stats.high),
             "lowPrice": fmt8(stats.low),
             "lastPrice": fmt8(stats.last),
-            "volume": fmt8(stats.volume),
-            "quoteVolume": fmt8(stats.quote_volume),
-            "openTime": stats.open_time,
-            "closeTime": stats.close_time,
-            "firstId": stats.first_id,
-            "lastId": stats.last_id,
-            "count": stats.count,
+            **_day_totals(stats),
         }
     return {
         "symbol": stats.symbol,
@@ -256,13 +263,7 @@ def ticker_rest(stats: DayStats, *, mini: bool = False) -> dict[str, Any]:
         "openPrice": fmt8(stats.open),
         "highPrice": fmt8(stats.high),
         "lowPrice": fmt8(stats.low),
-        "volume": fmt8(stats.volume),
-        "quoteVolume": fmt8(stats.quote_volume),
-        "openTime": stats.open_time,
-        "closeTime": stats.close_time,
-        "firstId": stats.first_id,
-        "lastId": stats.last_id,
-        "count": stats.count,
+        **_day_totals(stats),
     }
 
 

@@ -29,24 +29,27 @@ def order_ack(order: Order, transact_time: int) -> dict[str, Any]:
     }
 
 
+def _state(order: Order) -> dict[str, Any]:
+    """Prices, quantities, status and kind of an order, as the RESULT answer and a cancel's answer give them."""
+    return {
+        "price": fmt8(order.price),
+        "origQty": fmt8(order.quantity),
+        "executedQty": fmt8(order.executed_qty),
+        "origQuoteOrderQty": fmt8(order.quote_order_qty),
+        "cummulativeQuoteQty": fmt8(order.cum_quote),
+        "status": order.status,
+        "timeInForce": order.time_in_force,
+        "type": order.type,
+        "side": order.side,
+    }
+
+
 def order_result(order: Order, transact_time: int) -> dict[str, Any]:
     """newOrderRespType=RESULT."""
     body = order_ack(order, transact_time)
-    body.update(
-        {
-            "price": fmt8(order.price),
-            "origQty": fmt8(order.quantity),
-            "executedQty": fmt8(order.executed_qty),
-            "origQuoteOrderQty": fmt8(order.quote_order_qty),
-            "cummulativeQuoteQty": fmt8(order.cum_quote),
-            "status": order.status,
-            "timeInForce": order.time_in_force,
-            "type": order.type,
-            "side": order.side,
-            "workingTime": order.working_time,
-            "selfTradePreventionMode": STP_MODE,
-        }
-    )
+    body.update(_state(order))
+    body["workingTime"] = order.working_time
+    body["selfTradePreventionMode"] = STP_MODE
     if order.type in STOP_TYPES:
         body["stopPrice"] = fmt8(order.stop_price)
     if order.status == "EXPIRED":
@@ -109,15 +112,7 @@ def order_cancel(order: Order, cancel_client_order_id: str, transact_time: int) 
         "orderListId": -1,
         "clientOrderId": cancel_client_order_id,
         "transactTime": transact_time,
-        "price": fmt8(order.price),
-        "origQty": fmt8(order.quantity),
-        "executedQty": fmt8(order.executed_qty),
-        "origQuoteOrderQty": fmt8(order.quote_order_qty),
-        "cummulativeQuoteQty": fmt8(order.cum_quote),
-        "status": order.status,
-        "timeInForce": order.time_in_force,
-        "type": order.type,
-        "side": order.side,
+        **_state(order),
         "selfTradePreventionMode": STP_MODE,
     }
     if order.type in STOP_TYPES:
