@@ -8,6 +8,7 @@ here writes a ready file (``shared.ready``) that ``await_ready`` reads and passe
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import sys
@@ -135,6 +136,17 @@ class Proc:
 
     def logs(self, tail: int = 4000) -> str:
         return f"--- {self.name} stdout\n{self.out.text[-tail:]}\n--- {self.name} stderr\n{self.err.text[-tail:]}"
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` unless the process has ended, and wait for it to end (SIGKILL after 10 seconds)."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
 
 def spawn_collected(name: str, env: dict[str, str], ready_file: Path) -> Proc:

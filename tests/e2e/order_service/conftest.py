@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -69,14 +68,8 @@ class ProcessStack:
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.get(name)
-        if proc is None or proc.process.poll() is not None:
-            return
-        proc.process.send_signal(sig)
-        try:
-            proc.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.process.kill()
-            proc.process.wait(timeout=10)
+        if proc is not None:
+            proc.stop(sig)
 
     def stop_all(self) -> None:
         for name in reversed(list(self.procs)):

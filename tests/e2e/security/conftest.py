@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,13 +96,7 @@ class TlsStack:
 
     def stop_all(self) -> None:
         for proc in reversed(list(self.procs.values())):
-            if proc.process.poll() is None:
-                proc.process.send_signal(signal.SIGTERM)
-                try:
-                    proc.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.process.kill()
-                    proc.process.wait(timeout=10)
+            proc.stop(signal.SIGTERM)
 
     def logs(self) -> str:
         return "\n".join(proc.logs() for proc in self.procs.values())
