@@ -23,10 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from launcher.stack import Child, LaunchError, build_environment, child_env, health_target, passed_on, plan
+from launcher.stack import Child, LaunchError, build_environment, child_env, plan, ready_target
 from shared.config import REPO_ROOT
 from shared.healthcheck import probe
-from shared.ready import read_ready
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -138,11 +137,10 @@ class BenchStack:
                 if time.monotonic() > deadline:
                     limit = f"{START_TIMEOUT:.0f} s"
                     raise LaunchError(f"{child.name} not healthy within {limit}:\n{self.tail(child.name)}")
-                record = None if target else read_ready(ready_file)
-                if record is not None:
-                    self.env.update(passed_on(child, record, self.env))
-                    target = health_target(child, self.env)
-                    continue
+                if not target:
+                    target = ready_target(child, ready_file, self.env)
+                    if target:
+                        continue
                 time.sleep(0.1)
             self.say(f"  {child.name:<18} healthy (pid {child.process.pid}, log {log_path})")
             if child.name == "exchange_simulator":

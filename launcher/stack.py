@@ -197,6 +197,15 @@ def health_target(child: Child, env: Mapping[str, str]) -> str:
     return env[child.env_var]
 
 
+def ready_target(child: Child, ready_file: Path, env: dict[str, str]) -> str:
+    """``child``'s health target once its ready file is written (its addresses passed on into ``env``), else ""."""
+    record = read_ready(ready_file)
+    if record is None:
+        return ""
+    env.update(passed_on(child, record, env))
+    return health_target(child, env)
+
+
 ADDRESS_VARIABLES = ("ORDER_SERVICE_ADDR", "USER_SERVICE_ADDR", "EXCHANGE_GATEWAY_ADDR")
 
 
@@ -309,11 +318,10 @@ class Stack:
                 raise LaunchError(f"{child.name} exited with code {child.process.returncode} while starting")
             if time.monotonic() > deadline:
                 raise LaunchError(f"{child.name} did not become healthy within {START_TIMEOUT:.0f} s")
-            record = None if target else read_ready(ready_file)
-            if record is not None:
-                self.env.update(passed_on(child, record, self.env))
-                target = health_target(child, self.env)
-                continue
+            if not target:
+                target = ready_target(child, ready_file, self.env)
+                if target:
+                    continue
             time.sleep(0.1)
         return True
 
