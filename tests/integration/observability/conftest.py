@@ -18,11 +18,9 @@ from services.exchange_simulator.app import SimConfig, start_simulator
 from services.user_service.bootstrap import start as start_users
 from services.user_service.config import Config as UserConfig
 from shared.telemetry import Telemetry
-from tests.integration.in_process import gateway_config
 from tests.integration.order_service.conftest import (
-    ADMIN_TOKEN,
-    SERVICE_TOKEN,
     Stack,
+    gateway_service_config,
     order_service_config,
     order_service_on,
     user_service_config,
@@ -65,16 +63,8 @@ async def observed(tmp_path: Path) -> AsyncIterator[Observed]:
         for name in ("order_service", "user_service", "exchange_gateway")
     }
     sim = await start_simulator(SimConfig(port=0, log_level="WARNING"))
-    gateway = await start_gateway(
-        gateway_config(
-            tmp_path,
-            sim,
-            service_token=SERVICE_TOKEN,
-            admin_token=ADMIN_TOKEN,
-            metrics_addr=METRICS_ON_A_FREE_PORT,
-        ),
-        telemetry["exchange_gateway"],
-    )
+    gateway_config = gateway_service_config(tmp_path, sim, metrics_addr=METRICS_ON_A_FREE_PORT)
+    gateway = await start_gateway(gateway_config, telemetry["exchange_gateway"])
     user_config = user_service_config(tmp_path, exchange_gateway_addr=gateway.addr, metrics_addr=METRICS_ON_A_FREE_PORT)
     users = await start_users(user_config, telemetry["user_service"])
     user_config = replace(user_config, listen_addr=users.addr, metrics_addr="")

@@ -21,6 +21,7 @@ import grpc
 import pytest
 
 from services.exchange_gateway.bootstrap import start as start_gateway
+from services.exchange_gateway.config import Config as GatewayConfig
 from services.exchange_simulator.app import RunningSimulator, SimConfig, start_simulator
 from services.order_service.bootstrap import RunningService
 from services.order_service.bootstrap import start as start_orders
@@ -199,6 +200,11 @@ class Stack:
         self.order_channel = grpc.aio.insecure_channel(self.orders_running.addr)
 
 
+def gateway_service_config(tmp_path: Path, sim: RunningSimulator, **fields: Any) -> GatewayConfig:
+    """The gateway of an in-process stack, trading on ``sim``."""
+    return gateway_config(tmp_path, sim, service_token=SERVICE_TOKEN, admin_token=ADMIN_TOKEN, **fields)
+
+
 def user_service_config(tmp_path: Path, **fields: Any) -> UserConfig:
     """The user service of an in-process stack, with no access log."""
     return UserConfig(
@@ -264,7 +270,7 @@ async def order_service_on(
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     sim = await start_simulator(SimConfig(port=0, log_level="WARNING"))
-    gateway = await start_gateway(gateway_config(tmp_path, sim, service_token=SERVICE_TOKEN, admin_token=ADMIN_TOKEN))
+    gateway = await start_gateway(gateway_service_config(tmp_path, sim))
     # deposits only in the assets the exchange lists
     users = await start_users(user_service_config(tmp_path, exchange_gateway_addr=gateway.addr))
     async with order_service_on(

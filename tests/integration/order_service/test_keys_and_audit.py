@@ -30,7 +30,6 @@ from services.user_service.domain.api_keys import Grant
 from services.user_service.domain.model import TRADE_SCOPES
 from services.user_service.service import accounts
 from shared.config import SIM_DEV_API_KEY, SIM_DEV_API_SECRET
-from tests.integration.in_process import gateway_config
 from trading.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from trading.user.v1 import user_pb2, user_service_pb2
 
@@ -40,6 +39,7 @@ from .conftest import (
     SERVICE_TOKEN,
     Stack,
     Trader,
+    gateway_service_config,
     order_service_config,
     order_service_on,
     user_service_config,
@@ -106,15 +106,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             auth_ban_seconds=120,
         )
     )
-    gateway = await start_gateway(
-        gateway_config(
-            tmp_path,
-            sim,
-            service_token=SERVICE_TOKEN,
-            admin_token=ADMIN_TOKEN,
-            user_service_addr=users.addr,  # its security events go to the audit trail
-        )
-    )
+    # its security events go to the audit trail
+    gateway = await start_gateway(gateway_service_config(tmp_path, sim, user_service_addr=users.addr))
     async with order_service_on(
         tmp_path, sim, users, gateway, order_service_config(tmp_path, users.addr, gateway.addr)
     ) as s:

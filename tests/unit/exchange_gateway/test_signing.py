@@ -209,18 +209,7 @@ def test_rest_signature_is_percent_encoded_base64_over_exactly_the_query(ed_key:
 
 
 def test_websocket_api_signature_is_plain_base64_over_the_sorted_params(rsa_key: rsa.RSAPrivateKey) -> None:
-    params = {
-        "symbol": "BTCUSDT",
-        "side": "SELL",
-        "type": "LIMIT",
-        "timeInForce": "GTC",
-        "quantity": "0.01000000",
-        "price": "52000.00",
-        "recvWindow": 100,
-        "timestamp": 1645423376532,
-        "apiKey": API_KEY,
-    }
-    signature = sign_ws(signer_from_pem(pem(rsa_key)), params)
+    signature = sign_ws(signer_from_pem(pem(rsa_key)), WS_SELL)
     verify(rsa_key, signature, WS_VECTOR)
 
 
