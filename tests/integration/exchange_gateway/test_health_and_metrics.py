@@ -11,9 +11,9 @@ import time
 import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from services.exchange_gateway.bootstrap import SERVICE_NAME
+from tests.metrics import scrape
 
 from .conftest import Gateway, Sim, StartGateway, early_in_window
 
@@ -58,14 +58,8 @@ class HealthWatch:
 async def metrics(gateway: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     server = gateway.running.telemetry.metrics_server
     assert server is not None
-    async with aiohttp.ClientSession() as session, session.get(server.url) as response:
-        assert response.status == 200
-        text = await response.text()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    async with aiohttp.ClientSession() as session:
+        return await scrape(session, server.url)
 
 
 def requests(samples: dict, code: str, endpoint: str = "POST /api/v3/order") -> float:

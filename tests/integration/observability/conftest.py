@@ -11,7 +11,6 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client.parser import text_string_to_metric_families
 
 from services.exchange_gateway.bootstrap import start as start_gateway
 from services.exchange_simulator.app import SimConfig, start_simulator
@@ -25,6 +24,7 @@ from tests.integration.order_service.conftest import (
     order_service_on,
     user_service_config,
 )
+from tests.metrics import scrape
 
 METRICS_ON_A_FREE_PORT = "127.0.0.1:0"
 
@@ -45,14 +45,7 @@ class Observed:
         """The service's /metrics over HTTP, parsed by prometheus_client: {(sample name, labels): value}."""
         server = self.telemetry[service].metrics_server
         assert server is not None
-        async with self.stack.http.get(server.url) as response:
-            assert response.status == 200
-            text = await response.text()
-        return {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+        return await scrape(self.stack.http, server.url)
 
 
 @pytest.fixture

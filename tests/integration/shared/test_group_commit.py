@@ -62,6 +62,19 @@ def insert_then_fail(name: str) -> Any:
     return job
 
 
+async def occupy_writer(group: GroupCommit[Connection]) -> tuple[threading.Event, asyncio.Task[Any]]:
+    """Start a write that inserts "first" once the returned gate is set, and let the writer thread take it up."""
+    gate = threading.Event()
+
+    def blocked(conn: Connection) -> None:
+        assert gate.wait(5)
+        insert("first")(conn)
+
+    first = asyncio.create_task(group.write(blocked))
+    await asyncio.sleep(0.05)  # the drainer is now running ``blocked`` on the writer thread
+    return gate, first
+
+
 def names(engine: Engine) -> set[str]:
     with engine.connect() as conn:
         return {row[0] for row in conn.exec_driver_sql("SELECT name FROM t")}
@@ -154,14 +167,7 @@ async def test_without_skip_abandoned_a_request_whose_caller_gave_up_is_still_wr
 async def test_requests_stranded_by_shutdown_fail_as_shutting_down(
     group: GroupCommit[Connection], engine: Engine
 ) -> None:
-    gate = threading.Event()
-
-    def blocked(conn: Connection) -> None:
-        assert gate.wait(5)
-        insert("first")(conn)
-
-    first = asyncio.create_task(group.write(blocked))
-    await asyncio.sleep(0.05)  # the drainer is now running ``blocked`` on the writer thread
+    gate, first = await occupy_writer(group)
     later = [asyncio.create_task(group.write(insert(f"l{i}"))) for i in range(3)]
     await asyncio.sleep(0)  # queued behind it
     assert group._drainer is not None
@@ -311,14 +317,7 @@ async def test_writes_queued_behind_a_deferred_one_are_committed_in_queue_order(
 async def test_a_deferred_write_queued_at_shutdown_fails_as_shutting_down(
     group: GroupCommit[Connection], engine: Engine
 ) -> None:
-    gate = threading.Event()
-
-    def blocked(conn: Connection) -> None:
-        assert gate.wait(5)
-        insert("first")(conn)
-
-    first = asyncio.create_task(group.write(blocked))
-    await asyncio.sleep(0.05)  # the drainer is now running ``blocked`` on the writer thread
+    gate, first = await occupy_writer(group)
     deferred = group.submit(insert("later"), defer=60.0)
     assert group._drainer is not None
     group._drainer.cancel()  # what the loop does at shutdown

@@ -13,7 +13,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client.parser import text_string_to_metric_families
 
 from shared.client import open_channel
 from shared.errors import InvalidArgument
@@ -21,6 +20,7 @@ from shared.logs import MaskingFormatter
 from shared.readiness import Readiness
 from shared.server import PortInUse, Registration, create_server
 from shared.telemetry import Telemetry
+from tests.metrics import parse_samples
 from trading.user.v1 import user_service_pb2, user_service_pb2_grpc
 
 SERVICE = "trading.user.v1.UserService"
@@ -61,11 +61,7 @@ def samples(telemetry: Telemetry, text: str | None = None) -> dict:
     from prometheus_client import generate_latest
 
     text = text if text is not None else generate_latest(telemetry.registry).decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return parse_samples(text)
 
 
 def handled(method: str, code: str) -> tuple[str, tuple[tuple[str, str], ...]]:
