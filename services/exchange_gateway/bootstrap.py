@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -149,14 +150,14 @@ class RunningService:
         log.info("stopped")
 
 
-async def _until_ready(what: str, attempt: object, timeout: float) -> None:
+async def _until_ready(what: str, attempt: Callable[[], Awaitable[object]], timeout: float) -> None:
     """Retry ``attempt()`` with back-off until it succeeds or ``timeout`` seconds have passed."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + timeout
     delay = 0.2
     while True:
         try:
-            await attempt()  # type: ignore[operator]
+            await attempt()
             return
         except (ExchangeError, DomainError, aiohttp.ClientError, OSError) as exc:
             if loop.time() + delay > give_up:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -32,6 +33,9 @@ from prometheus_client.registry import Collector
 
 from services.order_service.domain.model import Order, OrderType, Side
 from services.order_service.domain.states import FINAL_STATES
+
+if TYPE_CHECKING:
+    from services.order_service.service.outbox import Outbox
 
 SUBMIT_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -107,7 +111,7 @@ class OrderStateCollector(Collector):
 
     def __init__(
         self,
-        outbox: object,
+        outbox: Outbox,
         reconciliation: object,
         listed_assets: Callable[[], set[str]],
         clock: Callable[[], float] = time.monotonic,
@@ -126,19 +130,19 @@ class OrderStateCollector(Collector):
             "trading_outbox_backlog",
             "Effects (SettleTrade, ReleaseFunds) written to the outbox and not yet performed, parked ones included.",
         )
-        backlog.add_metric([], outbox.pending())  # type: ignore[attr-defined]
+        backlog.add_metric([], outbox.pending())
         yield backlog
         oldest = GaugeMetricFamily(
             "trading_outbox_oldest_seconds",
             "Age of the oldest effect waiting in the outbox (since this process queued it); 0 when empty.",
         )
-        oldest.add_metric([], outbox.oldest_age(self.clock()))  # type: ignore[attr-defined]
+        oldest.add_metric([], outbox.oldest_age(self.clock()))
         yield oldest
         parked = GaugeMetricFamily(
             "trading_parked_effects",
             "Effects parked after failing for a definite reason: each waits for an operator (RetryParkedEffect).",
         )
-        parked.add_metric([], outbox.parked_count())  # type: ignore[attr-defined]
+        parked.add_metric([], outbox.parked_count())
         yield parked
         report = getattr(self.reconciliation, "last", None)
         difference = GaugeMetricFamily(

@@ -59,12 +59,12 @@ MAX_RECORDED_EVENTS = 1000
 """Most events one RecordAuditEvents call may carry."""
 
 
-def decode_status(number: int, field: str = "status") -> UserStatus | None:
+def decode_status(number: user_pb2.UserStatus.ValueType, field: str = "status") -> UserStatus | None:
     """UNSPECIFIED gives None; a number the proto does not define is INVALID_ARGUMENT."""
     if number == user_pb2.USER_STATUS_UNSPECIFIED:
         return None
     try:
-        return STATUS_IN[number]  # type: ignore[index]
+        return STATUS_IN[number]
     except KeyError:
         raise InvalidArgument(field, f"unknown status {number}") from None
 
@@ -84,11 +84,11 @@ def encode_user(user: User) -> user_pb2.User:
     return message
 
 
-def decode_scopes(numbers: Iterable[int], field: str = "scopes") -> frozenset[Scope]:
+def decode_scopes(numbers: Iterable[user_pb2.Scope.ValueType], field: str = "scopes") -> frozenset[Scope]:
     """The scopes asked for; UNSPECIFIED or a number the proto does not define is INVALID_ARGUMENT."""
     scopes = set()
     for number in numbers:
-        scope = SCOPE_IN.get(number)  # type: ignore[call-overload]
+        scope = SCOPE_IN.get(number)
         if scope is None:
             raise InvalidArgument(field, f"unknown scope {number}: use SCOPE_READ or SCOPE_TRADE")
         scopes.add(scope)
@@ -118,12 +118,12 @@ def encode_api_key(key: ApiKey) -> user_pb2.ApiKey:
     return message
 
 
-def decode_audit_kind(number: int, field: str = "kind") -> AuditKind | None:
+def decode_audit_kind(number: user_pb2.AuditEventKind.ValueType, field: str = "kind") -> AuditKind | None:
     """UNSPECIFIED gives None (every kind); a number the proto does not define is INVALID_ARGUMENT."""
     if number == user_pb2.AUDIT_EVENT_KIND_UNSPECIFIED:
         return None
     try:
-        return AUDIT_KIND_IN[number]  # type: ignore[index]
+        return AUDIT_KIND_IN[number]
     except KeyError:
         raise InvalidArgument(field, f"unknown audit event kind {number}") from None
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -40,7 +40,7 @@ class RequestRecord:
 class ExchangeTelemetry:
     """Metrics, spans and reachability of the exchange's HTTP API."""
 
-    def __init__(self, registry: CollectorRegistry, tracer: trace.Tracer, clock: object = time.monotonic):
+    def __init__(self, registry: CollectorRegistry, tracer: trace.Tracer, clock: Callable[[], float] = time.monotonic):
         self.tracer = tracer
         self.clock = clock
         self.requests = Counter(
@@ -87,7 +87,7 @@ class ExchangeTelemetry:
             self.seconds.labels(endpoint).observe(elapsed)
             if status is None:
                 if self.no_answer_since is None:
-                    self.no_answer_since = self.clock()  # type: ignore[operator]
+                    self.no_answer_since = self.clock()
                 if span.is_recording():
                     span.set_status(error_status(NO_ANSWER))
             else:
