@@ -8,6 +8,7 @@ here writes a ready file (``shared.ready``) that ``await_ready`` reads and passe
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,16 @@ def wait_http(url: str, proc: Proc, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{proc.name} did not answer at {url}\n{proc.logs()}")
+
+
+def assert_no_secret(secrets: Iterable[str], events: Iterable[object], records: list[logging.LogRecord]) -> None:
+    """No secret stands in the audit ``events`` nor in the log ``records``, which include the security log."""
+    recorded = "\n".join(str(e) for e in events)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__} {r.exc_text or ''}" for r in records)
+    assert any(r.name == "security" for r in records)
+    for secret in secrets:
+        assert secret not in recorded
+        assert secret not in logged
 
 
 def grpcurl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

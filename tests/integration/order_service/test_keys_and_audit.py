@@ -30,6 +30,7 @@ from services.user_service.domain.api_keys import Grant
 from services.user_service.domain.model import TRADE_SCOPES
 from services.user_service.service import accounts
 from shared.config import SIM_DEV_API_KEY, SIM_DEV_API_SECRET
+from tests.support import assert_no_secret
 from trading.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from trading.user.v1 import user_pb2, user_service_pb2
 
@@ -347,9 +348,4 @@ async def test_every_kind_of_security_event_is_in_the_audit_trail_and_no_secret_
 
     keys = [trader.api_key, other.api_key, reader_key, expired, *map(wrong_key, range(BAN_AFTER + 1))]
     secrets = [ADMIN_TOKEN, SERVICE_TOKEN, SIM_DEV_API_SECRET, SIM_DEV_API_KEY] + keys + [k[-43:] for k in keys]
-    recorded = "\n".join(str(e) for e in events)
-    logged = "\n".join(f"{r.getMessage()} {r.__dict__} {r.exc_text or ''}" for r in caplog.records)
-    assert any(r.name == "security" for r in caplog.records)
-    for secret in secrets:
-        assert secret not in recorded
-        assert secret not in logged
+    assert_no_secret(secrets, events, caplog.records)

@@ -38,6 +38,7 @@ from tests.integration.user_service.helpers import (
     error_info,
     rich_status,
 )
+from tests.support import assert_no_secret
 from trading.user.v1 import user_pb2
 from trading.user.v1 import user_service_pb2 as pb
 
@@ -405,12 +406,7 @@ async def test_no_key_token_or_secret_is_in_an_audit_event_or_a_log_record(
         "AUDIT_EVENT_KIND_AUTHENTICATION_THROTTLED",
         "AUDIT_EVENT_KIND_API_KEY_REVOKED",
     }
-    recorded = "\n".join(str(e) for e in events)
-    logged = "\n".join(f"{r.getMessage()} {r.__dict__} {r.exc_text or ''}" for r in caplog.records)
-    assert any(r.name == "security" for r in caplog.records)
-    for secret in secrets:
-        assert secret not in recorded
-        assert secret not in logged
+    assert_no_secret(secrets, events, caplog.records)
 
 
 async def test_on_both_engines_the_trail_keeps_each_event_once_lists_it_and_refuses_changes(
