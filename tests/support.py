@@ -7,6 +7,7 @@ here writes a ready file (``shared.ready``) that ``await_ready`` reads and passe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -214,6 +215,16 @@ def assert_no_secret(secrets: Iterable[str], events: Iterable[object], records: 
     for secret in secrets:
         assert secret not in recorded
         assert secret not in logged
+
+
+async def next_ticker(call: Any, until: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+    """The next ticker on the WatchTickers stream ``call`` for which ``until`` holds (earlier ones are skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await call.read()
+            assert message is not grpc.aio.EOF
+            if until(message.ticker):
+                return message.ticker
 
 
 def grpcurl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from tests.integration.exchange_gateway.conftest import SERVICE, Gateway, Sim, StartGateway, eventually
+from tests.support import next_ticker
 from trading.gateway.v1 import market_data_pb2
 
 mpb = market_data_pb2
@@ -98,16 +99,6 @@ async def test_a_hundred_concurrent_callers_cost_one_rest_request_and_none_once_
 
 async def watch(gateway: Gateway, symbols: list[str]) -> Any:
     return gateway.stub.WatchTickers(mpb.WatchTickersRequest(symbols=symbols), metadata=SERVICE)
-
-
-async def next_ticker(call: Any, until: Any, timeout: float = 10.0) -> mpb.Ticker:
-    """The next ticker on ``call`` for which ``until`` holds (earlier ones are skipped)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            message = await call.read()
-            assert message is not grpc.aio.EOF
-            if until(message.ticker):
-                return message.ticker
 
 
 async def test_a_price_moved_on_the_simulator_reaches_watch_tickers(sim: Sim, gateway: Gateway) -> None:

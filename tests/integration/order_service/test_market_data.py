@@ -12,6 +12,7 @@ import pytest
 
 from services.exchange_simulator.rest import ENDPOINTS
 from services.order_service.api.codec import TYPE_IN
+from tests.support import next_ticker
 from trading.gateway.v1 import gateway_service_pb2_grpc
 from trading.gateway.v1 import market_data_pb2 as gateway_market_data_pb2
 from trading.order.v1 import market_data_pb2
@@ -119,16 +120,6 @@ async def test_a_users_key_lists_symbols_and_reads_a_ticker_and_a_book(stack: St
     assert [a.price for a in book.asks] == ["3000.00000000", "3000.30000000", "3000.60000000"]
     default = (await alice.stub.GetOrderBook(mpb.GetOrderBookRequest(symbol="ETHUSDT"), metadata=alice.auth)).book
     assert len(default.bids) == len(default.asks) == 10
-
-
-async def next_ticker(call: Any, until: Any, timeout: float = 10.0) -> mpb.Ticker:
-    """The next ticker on ``call`` for which ``until`` holds (earlier ones are skipped)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            message = await call.read()
-            assert message is not grpc.aio.EOF
-            if until(message.ticker):
-                return message.ticker
 
 
 async def test_a_price_moved_on_the_simulator_reaches_watch_tickers(stack: Stack) -> None:
