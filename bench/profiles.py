@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,28 @@ def find_py_spy(explicit: str | None) -> str | None:
         if candidate and Path(candidate).exists():
             return candidate
     return None
+
+
+def _stop_recorders(
+    running: dict[str, tuple[subprocess.Popen[bytes], Path]], stopping: Callable[[str], None] | None = None
+) -> dict[str, Path]:
+    """SIGINT every recorder so that it writes its file (``stopping`` hears each name as it is asked), wait for
+    each (SIGKILL after 30 s), forget them all; return the files written by name."""
+    written = {}
+    for name, (process, out) in running.items():
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        if stopping is not None:
+            stopping(name)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if out.exists():
+            written[name] = out
+    running.clear()
+    return written
 
 
 class Recorder:
@@ -58,20 +81,10 @@ class Recorder:
 
     def stop(self) -> dict[str, Path]:
         """Stop every recorder; return the files written."""
-        written = {}
-        for name, (process, out) in self.running.items():
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-            self.elapsed[name] = time.monotonic() - self.started[name]
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if out.exists():
-                written[name] = out
-        self.running.clear()
-        return written
+        return _stop_recorders(self.running, self._note_elapsed)
+
+    def _note_elapsed(self, name: str) -> None:
+        self.elapsed[name] = time.monotonic() - self.started[name]
 
 
 class PerfRecorder:
@@ -93,19 +106,7 @@ class PerfRecorder:
 
     def stop(self) -> dict[str, Path]:
         """Stop every recorder; return the files written."""
-        written = {}
-        for name, (process, out) in self.running.items():
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if out.exists():
-                written[name] = out
-        self.running.clear()
-        return written
+        return _stop_recorders(self.running)
 
 
 def perf_by_library(perf: str, data: Path, top: int = 12) -> list[dict[str, Any]]:
