@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -202,34 +203,43 @@ def limit_request(
 StartGateway = Callable[..., Awaitable[Gateway]]
 
 
-@pytest.fixture
-async def start_gateway(sim: Sim, tmp_path: Path) -> AsyncIterator[StartGateway]:
-    """Start a gateway on the simulator (same database file each time, so a second start is a restart)."""
+@contextlib.asynccontextmanager
+async def launcher(config: Config) -> AsyncIterator[StartGateway]:
+    """Start gateways on ``config`` with the overrides each call names; close and stop them all on the way out."""
     started: list[Gateway] = []
 
     async def launch(**overrides: Any) -> Gateway:
-        config = Config(
-            listen_addr="127.0.0.1:0",
-            db_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-            binance_env="sim",
-            base_url=sim.running.base_url,
-            ws_api_url=sim.running.ws_api_url,
-            service_token=SERVICE_TOKEN,
-            admin_token=ADMIN_TOKEN,
-            log_level="WARNING",
-            reconcile_interval_s=0,
-            db_synchronous="NORMAL",
-        )
         running = await start(replace(config, **overrides))
         channel = grpc.aio.insecure_channel(running.addr)
         gateway = Gateway(running, channel, gateway_service_pb2_grpc.ExchangeGatewayStub(channel))
         started.append(gateway)
         return gateway
 
-    yield launch
-    for gateway in started:
-        await gateway.channel.close()
-        await gateway.running.stop(grace=0.5)
+    try:
+        yield launch
+    finally:
+        for gateway in started:
+            await gateway.channel.close()
+            await gateway.running.stop(grace=0.5)
+
+
+@pytest.fixture
+async def start_gateway(sim: Sim, tmp_path: Path) -> AsyncIterator[StartGateway]:
+    """Start a gateway on the simulator (same database file each time, so a second start is a restart)."""
+    config = Config(
+        listen_addr="127.0.0.1:0",
+        db_url=f"sqlite:///{tmp_path / 'gateway.db'}",
+        binance_env="sim",
+        base_url=sim.running.base_url,
+        ws_api_url=sim.running.ws_api_url,
+        service_token=SERVICE_TOKEN,
+        admin_token=ADMIN_TOKEN,
+        log_level="WARNING",
+        reconcile_interval_s=0,
+        db_synchronous="NORMAL",
+    )
+    async with launcher(config) as launch:
+        yield launch
 
 
 @pytest.fixture

@@ -15,10 +15,8 @@ import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -28,9 +26,9 @@ from services.exchange_gateway.config import Config
 from services.exchange_simulator.app import SimConfig, start_simulator
 from shared.config import ConfigError
 from tests.support import PYTHON, ROOT
-from trading.gateway.v1 import gateway_pb2, gateway_service_pb2_grpc
+from trading.gateway.v1 import gateway_pb2
 
-from .conftest import ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, Gateway, Sim, eventually, pb
+from .conftest import ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, Gateway, Sim, eventually, launcher, pb
 
 KEY_API_KEY = "keyTypeTestApiKey0000000000000000000000000000000000000000000000"
 PASSPHRASE = "a passphrase for the test key 0001"
@@ -125,19 +123,8 @@ StartKeyed = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 async def start_keyed(keyed_sim: Sim, keys: KeyFiles, tmp_path: Path) -> AsyncIterator[StartKeyed]:
-    started: list[Gateway] = []
-
-    async def launch(**overrides: Any) -> Gateway:
-        running = await start(replace(gateway_config(keyed_sim, tmp_path, keys), **overrides))
-        channel = grpc.aio.insecure_channel(running.addr)
-        gateway = Gateway(running, channel, gateway_service_pb2_grpc.ExchangeGatewayStub(channel))
-        started.append(gateway)
-        return gateway
-
-    yield launch
-    for gateway in started:
-        await gateway.channel.close()
-        await gateway.running.stop(grace=0.5)
+    async with launcher(gateway_config(keyed_sim, tmp_path, keys)) as launch:
+        yield launch
 
 
 # ------------------------------------------------------------------------------------------ working keys
