@@ -39,6 +39,12 @@ def _spawn(db: Path, ready_file: Path, **extra: str) -> tuple[subprocess.Popen[b
     return process, OutputCollector(process.stderr)
 
 
+async def _listening_port(process: subprocess.Popen[bytes], output: OutputCollector, ready_file: Path) -> int:
+    """Wait until the process logs that it listens and its ready file names the port; return its gRPC port."""
+    assert await asyncio.to_thread(output.wait_for, '"listening"', 30), output.text
+    return int((await asyncio.to_thread(wait_ready, ready_file, process.poll, 30))["grpc_port"])
+
+
 def _stop(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGTERM)
     return process.wait(timeout=30)
@@ -50,8 +56,7 @@ async def test_data_survives_a_restart_of_the_process(tmp_path: Path) -> None:
     ready_file = tmp_path / "user_service.ready"
     process, output = _spawn(db, ready_file)
     try:
-        assert await asyncio.to_thread(output.wait_for, '"listening"', 30), output.text
-        port = (await asyncio.to_thread(wait_ready, ready_file, process.poll, 30))["grpc_port"]
+        port = await _listening_port(process, output, ready_file)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             client = Client(channel)
             user = await client.new_user("ann")
@@ -65,8 +70,7 @@ async def test_data_survives_a_restart_of_the_process(tmp_path: Path) -> None:
 
     process, output = _spawn(db, ready_file)
     try:
-        assert await asyncio.to_thread(output.wait_for, '"listening"', 30), output.text
-        port = (await asyncio.to_thread(wait_ready, ready_file, process.poll, 30))["grpc_port"]
+        port = await _listening_port(process, output, ready_file)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             client = Client(channel)
             assert await client.balances(user) == {"BTC": ("0.73456789", "0.50000000", "1.23456789")}
