@@ -157,6 +157,14 @@ def spawn_collected(name: str, env: dict[str, str], ready_file: Path) -> Proc:
     return Proc(name, process, OutputCollector(process.stdout), OutputCollector(process.stderr))
 
 
+def spawn_launcher(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], OutputCollector, OutputCollector]:
+    """Start ``python -m launcher`` with ``env``; its stdout and stderr are read on threads."""
+    process = subprocess.Popen(
+        [PYTHON, "-m", "launcher"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    return process, OutputCollector(process.stdout), OutputCollector(process.stderr)
+
+
 def wait_answering(proc: Proc, env: dict[str, str], channel: Callable[[str], grpc.Channel]) -> None:
     """Wait until the ready process answers: the simulator its ping, a service gRPC health SERVING.
 

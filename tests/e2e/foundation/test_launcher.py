@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from shared.ready import READY_FILE, wait_ready
-from tests.support import ANY_PORT, PYTHON, ROOT, OutputCollector, grpcurl, pid_alive, port_is_free
+from tests.support import ANY_PORT, ROOT, grpcurl, pid_alive, port_is_free, spawn_launcher
 
 pytestmark = pytest.mark.e2e
 
@@ -40,10 +40,7 @@ def stack(tmp_path_factory):
     }
     env.pop("BINANCE_API_KEY", None)
     env.pop("BINANCE_API_SECRET", None)
-    process = subprocess.Popen(
-        [PYTHON, "-m", "launcher"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = OutputCollector(process.stdout), OutputCollector(process.stderr)
+    process, out, err = spawn_launcher(env)
     try:
         assert out.wait_for("Trading core is up.", timeout=90), out.text + err.text[-3000:]
         # The addresses the processes bound on port 0, as the launcher's ready file reports them.

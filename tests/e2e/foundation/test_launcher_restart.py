@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 from shared.ready import READY_FILE, wait_ready
-from tests.support import ANY_PORT, PYTHON, ROOT, OutputCollector
+from tests.support import ANY_PORT, spawn_launcher
 from trading.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from trading.user.v1 import user_service_pb2, user_service_pb2_grpc
 
@@ -50,10 +50,7 @@ class Launcher:
     def start_capturing(self) -> None:
         self.ready_file.unlink(missing_ok=True)
         env = {**self.env, **ANY_PORT, READY_FILE: str(self.ready_file)}
-        self.process = subprocess.Popen(
-            [PYTHON, "-m", "launcher"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        self.out, err = OutputCollector(self.process.stdout), OutputCollector(self.process.stderr)
+        self.process, self.out, err = spawn_launcher(env)
         assert self.out.wait_for("Trading core is up.", timeout=90), self.out.text + err.text[-3000:]
         assert self.out.wait_for("Ctrl-C", timeout=10)
         self.env.update(wait_ready(self.ready_file, self.process.poll, timeout=30)["addresses"])

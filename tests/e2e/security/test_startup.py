@@ -14,7 +14,7 @@ import pytest
 
 from launcher.certs import make_dev_certs
 from shared.ready import wait_ready
-from tests.support import PYTHON, ROOT, OutputCollector
+from tests.support import PYTHON, ROOT, spawn_launcher
 
 from .conftest import base_env
 
@@ -63,10 +63,7 @@ def test_the_launcher_with_tls_prints_grpcurl_lines_that_work(tmp_path: Path):
         "GATEWAY_METRICS_ADDR": "127.0.0.1:0",
         "TRADING_READY_FILE": str(tmp_path / "launcher.ready"),
     }
-    process = subprocess.Popen(
-        [PYTHON, "-m", "launcher"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = OutputCollector(process.stdout), OutputCollector(process.stderr)
+    process, out, err = spawn_launcher(env)
     try:
         assert out.wait_for("Ctrl-C stops everything.", timeout=120), out.text + err.text[-3000:]
         addresses = wait_ready(tmp_path / "launcher.ready", process.poll, timeout=30)["addresses"]
