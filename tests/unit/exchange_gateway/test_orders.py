@@ -381,7 +381,7 @@ async def test_with_the_cancel_policy_a_foreign_order_is_cancelled_and_the_cance
 
 
 async def test_an_accepted_order_is_answered_before_it_is_journaled_and_reads_wait_for_the_journal(setup):
-    orders, exchange, journal = setup
+    orders, _, journal = setup
     orders.placement.record_delay_s = 60.0  # the deferred journal entry waits (no other write starts one)
     answered = await orders.submit(limit(), remaining_s=5)
     assert answered.status is OrderStatus.NEW and answered.exchange_order_id
