@@ -14,8 +14,8 @@ in one transaction (as the services' GroupCommit does). On the request's path: o
 at the same time as the Reserve hop), user 1 (the reservation), gateway 1 (the order before the
 POST). After the reply, as the services do with what recovery can rebuild, the gateway and the
 order each write the answer deferred: it joins the next transaction or starts one 5 ms later. Per
-event: the gateway 1 (which carries the deferred answer), the order 1. As in the real gateway, an order's event is passed on
-only once its answer is committed.
+event: the gateway 1 (which carries the deferred answer), the order 1. As in the real gateway, an
+order's event is passed on only once its answer is committed.
 
 Whatever this measures is more than any implementation of that shape can do in Python on this
 machine, so it separates the cost of the design from the cost of the code in it.
