@@ -203,6 +203,23 @@ def limit_request(
 StartGateway = Callable[..., Awaitable[Gateway]]
 
 
+def sim_gateway_config(sim: Sim, tmp_path: Path, **fields: Any) -> Config:
+    """A gateway on ``sim`` with its journal in ``tmp_path``, reconciling only when asked."""
+    return Config(
+        listen_addr="127.0.0.1:0",
+        db_url=f"sqlite:///{tmp_path / 'gateway.db'}",
+        binance_env="sim",
+        base_url=sim.running.base_url,
+        ws_api_url=sim.running.ws_api_url,
+        service_token=SERVICE_TOKEN,
+        admin_token=ADMIN_TOKEN,
+        log_level="WARNING",
+        reconcile_interval_s=0,
+        db_synchronous="NORMAL",
+        **fields,
+    )
+
+
 @contextlib.asynccontextmanager
 async def launcher(config: Config) -> AsyncIterator[StartGateway]:
     """Start gateways on ``config`` with the overrides each call names; close and stop them all on the way out."""
@@ -226,19 +243,7 @@ async def launcher(config: Config) -> AsyncIterator[StartGateway]:
 @pytest.fixture
 async def start_gateway(sim: Sim, tmp_path: Path) -> AsyncIterator[StartGateway]:
     """Start a gateway on the simulator (same database file each time, so a second start is a restart)."""
-    config = Config(
-        listen_addr="127.0.0.1:0",
-        db_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-        binance_env="sim",
-        base_url=sim.running.base_url,
-        ws_api_url=sim.running.ws_api_url,
-        service_token=SERVICE_TOKEN,
-        admin_token=ADMIN_TOKEN,
-        log_level="WARNING",
-        reconcile_interval_s=0,
-        db_synchronous="NORMAL",
-    )
-    async with launcher(config) as launch:
+    async with launcher(sim_gateway_config(sim, tmp_path)) as launch:
         yield launch
 
 

@@ -28,7 +28,7 @@ from shared.config import ConfigError
 from tests.support import PYTHON, ROOT
 from trading.gateway.v1 import gateway_pb2
 
-from .conftest import ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, Gateway, Sim, eventually, launcher, pb
+from .conftest import ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, Gateway, Sim, eventually, launcher, pb, sim_gateway_config
 
 KEY_API_KEY = "keyTypeTestApiKey0000000000000000000000000000000000000000000000"
 PASSPHRASE = "a passphrase for the test key 0001"
@@ -75,31 +75,33 @@ def write_keys(tmp_path: Path, kind: str) -> KeyFiles:
 
 
 def gateway_config(sim: Sim, tmp_path: Path, keys: KeyFiles) -> Config:
-    return Config(
-        listen_addr="127.0.0.1:0",
-        db_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-        binance_env="sim",
-        base_url=sim.running.base_url,
-        ws_api_url=sim.running.ws_api_url,
+    return sim_gateway_config(
+        sim,
+        tmp_path,
         api_key=KEY_API_KEY,
         api_secret="",
         private_key_file=str(keys.private_file),
         private_key_passphrase=keys.passphrase,
-        service_token=SERVICE_TOKEN,
-        admin_token=ADMIN_TOKEN,
-        log_level="WARNING",
-        reconcile_interval_s=0,
-        db_synchronous="NORMAL",
         startup_timeout_s=5.0,
     )
 
 
-def leaked(keys: KeyFiles, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> list[str]:
-    """The secrets of ``keys`` found in any captured log record (message, arguments, extras, traceback) or output."""
-    texts = [f"{record.getMessage()} {record.__dict__!r}" for record in caplog.records]
-    captured = capsys.readouterr()
-    texts += [captured.out, captured.err]
-    return [secret for secret in keys.secrets if any(secret in text for text in texts)]
+Leaked = Callable[[KeyFiles], list[str]]
+
+
+@pytest.fixture
+def leaked(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Leaked:
+    """Logs every record (DEBUG and up) and gives the secrets of a ``KeyFiles`` found in any captured record
+    (message, arguments, extras, traceback) or output."""
+    caplog.set_level(logging.DEBUG)
+
+    def found(keys: KeyFiles) -> list[str]:
+        texts = [f"{record.getMessage()} {record.__dict__!r}" for record in caplog.records]
+        captured = capsys.readouterr()
+        texts += [captured.out, captured.err]
+        return [secret for secret in keys.secrets if any(secret in text for text in texts)]
+
+    return found
 
 
 @pytest.fixture(params=["ed25519-encrypted", "rsa"])
@@ -134,10 +136,8 @@ async def test_orders_cancels_queries_and_the_user_data_stream_work_with_the_key
     start_keyed: StartKeyed,
     keyed_sim: Sim,
     keys: KeyFiles,
-    caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str],
+    leaked: Leaked,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     gateway = await start_keyed()
     await eventually(lambda: _subscribed(keyed_sim), what="user data stream subscribed with the key")
 
@@ -164,7 +164,7 @@ async def test_orders_cancels_queries_and_the_user_data_stream_work_with_the_key
     balances = await gateway.stub.GetAccountBalances(pb.GetAccountBalancesRequest(), metadata=SERVICE)
     assert {b.asset for b in balances.balances} >= {"BTC", "USDT"}
     assert (await keyed_sim.stats())["ws_subscriptions"] == 1
-    assert leaked(keys, caplog, capsys) == []
+    assert leaked(keys) == []
 
 
 async def test_the_gateway_reconnects_its_stream_with_a_fresh_signature(
@@ -187,10 +187,8 @@ async def test_an_unreadable_key_file_stops_the_start_naming_the_variable(
     keyed_sim: Sim,
     keys: KeyFiles,
     tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str],
+    leaked: Leaked,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     config = gateway_config(keyed_sim, tmp_path, keys)
     with pytest.raises(ConfigError, match="BINANCE_PRIVATE_KEY_FILE: cannot read") as missing:
         await start(replace(config, private_key_file=str(tmp_path / "no-such-key.pem")))
@@ -198,27 +196,24 @@ async def test_an_unreadable_key_file_stops_the_start_naming_the_variable(
         await start(replace(config, private_key_file=str(tmp_path)))  # a directory
     assert "no-such-key.pem" in str(missing.value)
     assert not (tmp_path / "gateway.db").exists()  # refused before anything was opened
-    assert leaked(keys, caplog, capsys) == []
+    assert leaked(keys) == []
 
 
 async def test_a_wrong_key_file_stops_the_start_naming_the_variable(
     keyed_sim: Sim,
     keys: KeyFiles,
     tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str],
+    leaked: Leaked,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     config = gateway_config(keyed_sim, tmp_path, keys)
     with pytest.raises(ConfigError, match="BINANCE_PRIVATE_KEY_FILE is not a PEM private key"):
         await start(replace(config, private_key_file=str(keys.public_file), private_key_passphrase=""))
-    assert leaked(keys, caplog, capsys) == []
+    assert leaked(keys) == []
 
 
 async def test_a_wrong_passphrase_stops_the_start_naming_the_variable(
-    keyed_sim: Sim, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    keyed_sim: Sim, tmp_path: Path, leaked: Leaked
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     keys = write_keys(tmp_path, "ed25519")
     config = gateway_config(keyed_sim, tmp_path, keys)
     wrong = "not the passphrase of this key"
@@ -227,7 +222,7 @@ async def test_a_wrong_passphrase_stops_the_start_naming_the_variable(
     assert wrong not in str(info.value)
     with pytest.raises(ConfigError, match="set BINANCE_PRIVATE_KEY_PASSPHRASE"):
         await start(replace(config, private_key_passphrase=""))
-    assert leaked(replace(keys, secrets=(*keys.secrets, wrong)), caplog, capsys) == []
+    assert leaked(replace(keys, secrets=(*keys.secrets, wrong))) == []
 
 
 def test_the_process_exits_2_naming_the_variable_without_key_material(tmp_path: Path) -> None:
