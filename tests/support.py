@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -155,6 +155,25 @@ def spawn_collected(name: str, env: dict[str, str], ready_file: Path) -> Proc:
     """``spawn`` with its output read on threads, kept for the failure messages."""
     process = spawn(name, env, ready_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return Proc(name, process, OutputCollector(process.stdout), OutputCollector(process.stderr))
+
+
+class ProcessGroup(Protocol):
+    def start(self, name: str) -> Proc: ...
+
+    def stop_all(self) -> None: ...
+
+
+G = TypeVar("G", bound=ProcessGroup)
+
+
+def running_in_order(stack: G) -> Iterator[G]:
+    """Start every process of ``stack`` in the launcher's order and yield it; stop them all afterwards."""
+    try:
+        for name in STACK_ORDER:
+            stack.start(name)
+        yield stack
+    finally:
+        stack.stop_all()
 
 
 def spawn_launcher(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], OutputCollector, OutputCollector]:

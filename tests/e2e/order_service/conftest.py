@@ -22,7 +22,15 @@ import aiohttp
 import grpc
 import pytest
 
-from tests.support import ANY_PORT, SERVICES, STACK_ORDER, Proc, await_ready, spawn_collected, wait_answering
+from tests.support import (
+    ANY_PORT,
+    SERVICES,
+    Proc,
+    await_ready,
+    running_in_order,
+    spawn_collected,
+    wait_answering,
+)
 from trading.order.v1 import order_service_pb2_grpc
 from trading.user.v1 import user_service_pb2, user_service_pb2_grpc
 
@@ -108,11 +116,8 @@ def processes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         env.pop(name, None)
     stack = ProcessStack(var, env)
     try:
-        for name in STACK_ORDER:
-            stack.start(name)
-        yield stack
+        yield from running_in_order(stack)
     finally:
-        stack.stop_all()
         for name in list(stack.procs):
             stack.kill(name)
 

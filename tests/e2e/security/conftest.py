@@ -20,7 +20,15 @@ import grpc
 import pytest
 
 from launcher.certs import issue, make_dev_certs, new_ca
-from tests.support import ANY_PORT, SERVICES, STACK_ORDER, Proc, await_ready, spawn_collected, wait_answering
+from tests.support import (
+    ANY_PORT,
+    SERVICES,
+    Proc,
+    await_ready,
+    running_in_order,
+    spawn_collected,
+    wait_answering,
+)
 
 INTERNAL_PORTS = {"user_service": "USER_SERVICE_INTERNAL_PORT", "exchange_gateway": "EXCHANGE_GATEWAY_INTERNAL_PORT"}
 
@@ -147,10 +155,4 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 def tls_stack(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[TlsStack]:
     var = tmp_path_factory.mktemp("tls-e2e")
     env = {**base_env(var), "TRADING_TLS_DIR": str(certs.directory)}
-    stack = TlsStack(env, certs, var)
-    try:
-        for name in STACK_ORDER:
-            stack.start(name)
-        yield stack
-    finally:
-        stack.stop_all()
+    yield from running_in_order(TlsStack(env, certs, var))
