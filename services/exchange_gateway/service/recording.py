@@ -289,6 +289,10 @@ def foreign_cancel(
     known = tx.get_foreign(key)
     if known is None:
         return None
+    if answer is None and (known.cancel_time_ms or not known.is_open):
+        # Already cancelled (or ended): a later attempt that raced it (from an open-orders answer
+        # listed before that cancel) and failed with "unknown order" changes nothing.
+        return known
     if answer is not None:
         known = note_foreign(tx, ForeignOrder.seen_in(answer, now_ms=now_ms))
         known = replace(known, cancel_time_ms=now_ms, cancel_error="")
