@@ -493,7 +493,8 @@ class GroupCommit(Generic[C]):
       recovery can rebuild) does not start a transaction of its own. It waits in the queue for the
       next transaction another write starts, and is committed in it; if none starts within
       ``defer`` seconds, it starts one then. Queue order is kept: a write queued after a deferred
-      one is committed with it or after it, never before.
+      one is committed with it or after it, never before. ``hurry()`` commits what waits at once
+      (somebody is waiting for it: a read that must see it, a cancel of the order it records).
     - Requests still queued when the draining task ends by cancellation (shutdown) get
       ``shutdown_error()``, by default ``Unavailable(..., reason="SHUTTING_DOWN")``.
     """
@@ -523,6 +524,7 @@ class GroupCommit(Generic[C]):
         self._queue: list[_Request] = []
         self._drainer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._urgent = False
         self._conn: Connection | None = None
         self._closed = False
         self.batches = 0
@@ -555,6 +557,13 @@ class GroupCommit(Generic[C]):
         """Run ``fn(context)`` in a write transaction (possibly shared with other writes); raise what it raised."""
         return await self.submit(fn, settled=settled, defer=defer)
 
+    def hurry(self) -> None:
+        """Commit the deferred writes now: somebody waits for one of them (a read, a cancel)."""
+        if not self._queue:
+            return
+        self._urgent = True
+        self._start(asyncio.get_running_loop())
+
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -564,6 +573,8 @@ class GroupCommit(Generic[C]):
 
     def _only_deferred(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether everything queued may wait; if so, arm the timer of the earliest and return True."""
+        if self._urgent:
+            return False
         due = min((r.due for r in self._queue if r.due is not None), default=None)
         if due is None or len(self._queue) == 0 or any(r.due is None for r in self._queue):
             return False
@@ -573,6 +584,7 @@ class GroupCommit(Generic[C]):
         return True
 
     def _take(self) -> list[_Request]:
+        self._urgent = False  # everything queued now goes into this batch (or the next, if it is full)
         batch: list[_Request] = []
         while self._queue and len(batch) < self.max_batch:
             taken = self._queue[: self.max_batch - len(batch)]

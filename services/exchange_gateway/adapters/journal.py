@@ -588,6 +588,10 @@ class SqlJournal:
 
     # --- writes ---------------------------------------------------------------------------------------
 
+    def hurry(self) -> None:
+        if self._group is not None:
+            self._group.hurry()
+
     def submit(
         self, fn: Callable[[Any], T], *, settled: Callable[[], T | None] | None = None, defer: float | None = None
     ) -> asyncio.Future[T]:

@@ -34,6 +34,7 @@ class Cancellation:
         if placing is not None:
             # Its placement was answered and is still being journaled (a few milliseconds): cancel
             # what the journal will hold, not the order as it was before it was sent.
+            ctx.journal.hurry()
             await asyncio.wait([placing], timeout=remaining_s)
         order = await ctx.journal.get_order(cid)
         if order is None:

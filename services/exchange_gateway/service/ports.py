@@ -156,6 +156,10 @@ class Journal(Protocol):
         """
         ...
 
+    def hurry(self) -> None:
+        """Commit the deferred writes now (somebody waits for one of them)."""
+        ...
+
     def submit(
         self,
         fn: Callable[[JournalTx], T],

@@ -115,6 +115,7 @@ class Resolution:
         cid = check_client_order_id(client_order_id)
         placing = self.ctx.tasks.placing.get(cid)
         if placing is not None:
+            self.ctx.journal.hurry()
             await asyncio.wait([placing], timeout=remaining_s)
         order = await self.ctx.journal.get_order(cid)
         if order is None:

@@ -577,6 +577,9 @@ class SqlOrderStore:
             logger=log,
         )
 
+    def hurry(self) -> None:
+        self.group.hurry()
+
     async def write(self, fn: Callable[[SqlTx], T], *, defer: float | None = None) -> T:
         return await self.group.write(fn, defer=defer)
 

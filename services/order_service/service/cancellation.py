@@ -79,6 +79,7 @@ class CancelOrder:
         if order.state is State.PLACING:
             placing = self.core.placing.get(order_id)
             if placing is not None:
+                self.core.store.hurry()  # its answer may be waiting to be recorded
                 await asyncio.wait([placing], timeout=deadline.left(self.timeout))
             order = await self.core.store.get_order(order_id)
             if order is None:

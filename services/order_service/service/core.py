@@ -92,6 +92,7 @@ class Core:
         else:
             tasks = [task for user, task in self.recording.values() if user == user_id]
         if tasks:
+            self.store.hurry()
             await asyncio.wait(tasks, timeout=timeout)
 
     async def mutate(self, order_id: str, change: Callable[[Order], Outcome], *, defer: float | None = None) -> Outcome:

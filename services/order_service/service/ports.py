@@ -180,6 +180,10 @@ class OrderTx(Protocol):
 class OrderStore(Protocol):
     """The service's own database."""
 
+    def hurry(self) -> None:
+        """Commit the deferred writes now (somebody waits for one of them)."""
+        ...
+
     async def write(self, fn: Callable[[OrderTx], T], *, defer: float | None = None) -> T:
         """Run ``fn`` in one write transaction, on the writer thread; commit unless it raises.
 

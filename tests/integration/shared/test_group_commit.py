@@ -327,3 +327,12 @@ async def test_a_deferred_write_queued_at_shutdown_fails_as_shutting_down(
     first.cancel()
     group.close()
     assert names(engine) == {"first"}
+
+
+async def test_hurry_commits_the_deferred_writes_at_once(group: GroupCommit[Connection], engine: Engine) -> None:
+    deferred = group.submit(insert("later"), defer=60.0)
+    await asyncio.sleep(0.05)
+    assert not deferred.done()
+    group.hurry()  # somebody waits for it
+    assert await asyncio.wait_for(deferred, 10) == "later"
+    assert group.batches == 1 and names(engine) == {"later"}

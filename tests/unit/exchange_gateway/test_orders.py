@@ -380,16 +380,13 @@ async def test_with_the_cancel_policy_a_foreign_order_is_cancelled_and_the_cance
     assert [c for c in exchange.calls if c[0] == "cancel"] == [("cancel", "web_1")]
 
 
-async def test_an_accepted_order_is_answered_before_it_is_journaled_and_reads_wait_for_the_journal(setup):
+async def test_an_accepted_order_is_answered_before_it_is_journaled_and_a_read_has_it_journaled_at_once(setup):
     orders, _, journal = setup
     orders.placement.record_delay_s = 60.0  # the deferred journal entry waits (no other write starts one)
     answered = await orders.submit(limit(), remaining_s=5)
     assert answered.status is OrderStatus.NEW and answered.exchange_order_id
     assert journal.cached_order("c1").status is OrderStatus.UNKNOWN  # journaled as sent, not yet as answered
-    read = asyncio.create_task(orders.get("c1", refresh=False, remaining_s=5))
-    await asyncio.sleep(0.05)
-    assert not read.done()  # GetOrder waits for the placement's journal entry
-    journal.submit(lambda tx: None)  # any other write starts the transaction that carries it
-    order = await read
+    # GetOrder waits for the placement's journal entry, and has it committed now rather than in 60 s.
+    order = await asyncio.wait_for(orders.get("c1", refresh=False, remaining_s=30), 10)
     assert (order.status, order.exchange_order_id) == (OrderStatus.NEW, answered.exchange_order_id)
     assert [e.exec_type for e in await journal.executions_after(0, 10)] == [ExecType.NEW]

@@ -378,3 +378,12 @@ async def test_a_crash_after_the_answer_before_its_update_commits_records_the_sa
     assert recorded.exchange_order_id == answered.exchange_order_id
     assert h.gateway.sent[answered.order_id] == 1
     assert ledger(h, "RESERVE") == 1 and ledger(h, "RELEASE") == 0
+
+
+async def test_a_cancel_right_after_the_answer_has_the_answer_recorded_at_once(harness: Harness) -> None:
+    h = harness
+    h.app.place_order.record_delay = 60.0  # nothing else would commit the deferred UPDATE for a minute
+    placed = await h.place(limit_buy())
+    cancelled = await asyncio.wait_for(h.app.cancel_order(h.alice, placed.order_id, Deadline.after(30)), 10)
+    assert cancelled.cancel_requested or cancelled.state is State.CANCELLED
+    assert (await h.order(placed.order_id)).exchange_order_id == placed.exchange_order_id
