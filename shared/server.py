@@ -15,7 +15,6 @@ NOT_SERVING first, ends its server streams, stops the server with a grace period
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import logging
 import secrets
@@ -394,7 +393,6 @@ def reflection_pb2_grpc_add(servicer: ReflectionServicer, server: grpc.aio.Serve
 
 async def wait_for_signal() -> None:
     """Return when the process gets SIGTERM or SIGINT (each service's ``stop()`` then shuts down in its order)."""
-    settle_garbage_collector()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -405,26 +403,6 @@ async def wait_for_signal() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("shutting down")
-
-
-GC_GEN0_THRESHOLD = 20_000
-"""Allocations between young-generation collections once a service is up (CPython's default is 700)."""
-
-
-def settle_garbage_collector() -> None:
-    """Move everything built at start-up out of the collector's sight and make young collections rarer.
-
-    Called once a service is up. A service keeps its modules, descriptors, caches and connections
-    for its whole life; ``gc.freeze()`` stops every collection from traversing them again, and a
-    higher young-generation threshold makes the collector run every 20,000 container allocations
-    instead of every 700. Per order a service allocates a few thousand short-lived objects that
-    reference counting frees at once; the collector is only needed for the rare cycles. Measured
-    with interleaved A/B runs of ``make bench`` (bench/README.md).
-    """
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def install_uvloop() -> None:
