@@ -89,15 +89,18 @@ def bench_verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
     )
     sat = result.get("saturation") or {}
     achieved = sat.get("achieved_rps")
+    # Kept up: the highest step that achieved at least 90% of its offered rate (the best step may not have).
+    kept_up = (sat.get("sustainable") or {}).get("achieved_rps")
     ratio = result.get("ratio_to_echo")
     sat_ok = None
     if achieved is not None:
-        sat_ok = achieved >= 400
+        sat_ok = kept_up is not None and kept_up >= 400
     out.append(
         _verdict(
             "saturation, end to end (kept up)",
             ">= 400 orders/s",
-            f"{_fmt(achieved, 0, '/s')} (echo {_fmt(result.get('echo_rps'), 0, '/s')}, ratio {_fmt(ratio, 3)})",
+            f"{_fmt(kept_up, 0, '/s')} kept up, best step {_fmt(achieved, 0, '/s')} "
+            f"(echo {_fmt(result.get('echo_rps'), 0, '/s')}, ratio {_fmt(ratio, 3)})",
             sat_ok if not result.get("quick") else None,
             "quick run: steps too short to saturate" if result.get("quick") else "",
         )
