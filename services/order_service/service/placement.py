@@ -13,9 +13,9 @@ One durable write of this service on the path, because both remote steps are ide
 fixed before step 2: an order interrupted anywhere after its INSERT is finished by asking the gateway
 whether it has it and, if not, doing steps 3 and 4 again with the same keys; an accepted order whose
 UPDATE was lost gets the gateway's answer the same way (see ``recovery``). A reservation whose INSERT
-never committed is released by recovery at the next start (``Reconciler.release_orphans``). The whole sequence runs as a
-task of its own, shielded from the caller: a client that disconnects or runs out of deadline cannot
-stop it between two steps.
+never committed is released by recovery at the next start (``Reconciler.release_orphans``). The
+whole sequence runs as a task of its own, shielded from the caller: a client that disconnects or
+runs out of deadline cannot stop it between two steps.
 """
 
 from __future__ import annotations
