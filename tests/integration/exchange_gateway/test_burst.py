@@ -1,12 +1,12 @@
 """A burst of three times the ORDERS-per-10s limit: no 429, each full window used to at least 90%.
 
-This test takes 10-20 s: it has to wait for two window roll-overs.
+This test takes 10-20 s: it has to wait for two window roll-overs. It measures no time itself: the
+simulator counts what each window received.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 
@@ -24,14 +24,13 @@ async def test_a_burst_of_three_times_the_orders_limit(start_gateway: StartGatew
     gateway = await start_gateway()  # reads the limit from exchangeInfo
     await early_in_window(3.0)  # the first window must hold the first ten whatever the machine's load
 
-    async def submit(cid: str, deadline: float) -> tuple[str, float, float, object]:
-        started = time.monotonic()
+    async def submit(cid: str, deadline: float) -> tuple[str, object]:
         try:
             reply = await gateway.stub.SubmitOrder(limit_request(cid), metadata=SERVICE, timeout=deadline)
             outcome: object = reply.order
         except grpc.aio.AioRpcError as exc:
             outcome = exc
-        return cid, deadline, time.monotonic() - started, outcome
+        return cid, outcome
 
     burst = [asyncio.create_task(submit(f"burst-{i:02d}", 25.0)) for i in range(3 * LIMIT)]
     await asyncio.sleep(0.3)
@@ -40,19 +39,17 @@ async def test_a_burst_of_three_times_the_orders_limit(start_gateway: StartGatew
     late_results = await asyncio.gather(*late)
     results = await asyncio.gather(*burst)
 
-    for cid, _deadline, elapsed, outcome in late_results:
+    for cid, outcome in late_results:
+        # Refused as soon as the wait is known to exceed the deadline: held to it, the call would end
+        # DEADLINE_EXCEEDED instead.
         assert isinstance(outcome, grpc.aio.AioRpcError), cid
         assert outcome.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert elapsed < 1.0, f"{cid} waited {elapsed:.2f}s before failing"  # fast: not at its 3 s deadline
         error = from_rpc_error(outcome)
         assert isinstance(error, ResourceExhausted) and error.retry_after and error.retry_after > 3.0
 
-    for cid, deadline, elapsed, outcome in results:
+    for cid, outcome in results:
         assert isinstance(outcome, gateway_pb2.ExchangeOrder), f"{cid}: {outcome}"
         assert outcome.status == gateway_pb2.EXCHANGE_ORDER_STATUS_NEW
-        assert elapsed < deadline
-    waits = sorted(elapsed for *_, elapsed, _ in results)
-    assert waits[LIMIT - 1] < 2.0  # the first window's share went at once
 
     stats = await sim.stats()
     assert stats["http_429"] == 0 and stats["http_418"] == 0
