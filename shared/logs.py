@@ -39,8 +39,10 @@ _GENERIC = [
     (re.compile(r"\btk_[A-Za-z0-9]+_[A-Za-z0-9_-]{16,}"), "tk_" + MASK),
     # authorization: Bearer <token>
     (re.compile(r"(?i)(bearer\s+)[^\s'\",;)]+"), r"\1" + MASK),
-    # signature=<hex> in Binance query strings
-    (re.compile(r"(?i)(signature=)[0-9a-fA-F]{16,}"), r"\1" + MASK),
+    # A request's signature: hex (HMAC) or base64, URL-encoded or not (Ed25519, RSA), in a query
+    # string or a WebSocket API request's JSON parameters
+    (re.compile(r"(?i)(signature=)[A-Za-z0-9+/=%_-]{16,}"), r"\1" + MASK),
+    (re.compile(r"(?i)(['\"]signature['\"]\s*:\s*['\"])[A-Za-z0-9+/=%_-]{16,}"), r"\1" + MASK),
     # key: value or key=value pairs whose key names a secret
     (
         re.compile(

@@ -41,6 +41,15 @@ def test_a_registered_secret_is_masked_in_message_arguments_extra_and_traceback(
     [
         ("authorization: Bearer abcdef0123456789", "abcdef0123456789"),
         ("GET /api/v3/order?symbol=BTCUSDT&timestamp=1&signature=" + "ab" * 32, "ab" * 32),
+        # Ed25519 and RSA signatures are base64, URL-encoded in a query string, plain in WebSocket JSON
+        (
+            "DELETE /api/v3/order?symbol=BTCUSDT&signature=E7luAubOlcRxL10iQszvNCff%2BxJjwJrfajEHj1hOncmsgaSB4NE%2F",
+            "E7luAubOlcRxL10",
+        ),
+        (
+            '{"method": "order.place", "params": {"signature": "Qm9vbXZ3a2ZqZGtzbGFqZGZrbGFzamRma2xq+/=="}}',
+            "Qm9vbXZ3a2Zq",
+        ),
         ("user key tk_01J9ZZZZZZZZZZZZZZZZZZZZZZ_" + "s" * 43, "s" * 43),
         ('{"api_key": "plain-api-key-value"}', "plain-api-key-value"),
         ("X-MBX-APIKEY=vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A", "vmPUZE6mv9SD5VNH"),
