@@ -23,10 +23,10 @@ MAX_PAGE = 1000
 
 
 def page_size(value: int) -> int:
-    """0 means the default; 1 to 1000 are allowed."""
-    if value < 0 or value > MAX_PAGE:
-        raise InvalidArgument("page_size", f"must be between 0 and {MAX_PAGE}")
-    return value or DEFAULT_PAGE
+    """0 means the default, 100; larger values than 1000 are lowered to 1000 (AIP-158); negative is refused."""
+    if value < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    return min(value, MAX_PAGE) or DEFAULT_PAGE
 
 
 def states_for(status: Status | None, active_only: bool) -> frozenset[State] | None:

@@ -184,7 +184,7 @@ async def test_a_hundred_users_asking_for_the_same_ticker_cost_the_weight_budget
         ("GetOrderBook", {"symbol": "BTCUSDT", "depth": -1}, grpc.StatusCode.INVALID_ARGUMENT, "depth"),
         ("GetOrderBook", {"symbol": "", "depth": 5}, grpc.StatusCode.INVALID_ARGUMENT, "symbol"),
         ("GetOrderBook", {"symbol": "NOPEUSDT"}, grpc.StatusCode.NOT_FOUND, ""),
-        ("ListSymbols", {"page_size": 1001}, grpc.StatusCode.INVALID_ARGUMENT, "page_size"),
+        ("ListSymbols", {"page_size": -1}, grpc.StatusCode.INVALID_ARGUMENT, "page_size"),
         ("ListSymbols", {"page_token": "not-a-token"}, grpc.StatusCode.INVALID_ARGUMENT, "page_token"),
         ("WatchTickers", {"symbols": []}, grpc.StatusCode.INVALID_ARGUMENT, "symbols"),
         ("WatchTickers", {"symbols": [f"SYM{i}USDT" for i in range(21)]}, grpc.StatusCode.INVALID_ARGUMENT, "symbols"),

@@ -51,6 +51,8 @@ async def test_list_trades_returns_exactly_the_callers_fills_across_orders_newes
     assert {t.order_id for t in everything.trades} == {o.order_id for o in mine}, "never bob's"
     assert all(D(t.commission) > 0 and t.commission_asset for t in everything.trades)
     assert everything.next_page_token == ""
+    beyond = await list_trades(alice, page_size=5000)  # lowered to the maximum, as the user service does
+    assert [t.fill_id for t in beyond.trades] == [t.fill_id for t in everything.trades]
 
     btc = await list_trades(alice, symbol="BTCUSDT")
     assert {t.symbol for t in btc.trades} == {"BTCUSDT"} and len(btc.trades) == len(fills) - 1
