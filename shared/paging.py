@@ -12,8 +12,33 @@ import base64
 import binascii
 import hashlib
 import json
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from shared.errors import InvalidArgument
+
+T = TypeVar("T")
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list and the token of the next page ('' on the last page)."""
+
+    items: list[T]
+    next_page_token: str
+
+
+def page_limit(value: int, field: str = "page_size") -> int:
+    """The number of items a page may hold: 0 means 100, above 1000 is lowered to 1000 (AIP-158).
+
+    A negative size is INVALID_ARGUMENT naming ``field``.
+    """
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    return min(value, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
 
 
 def encode_page_token(position: str | int, scope: str) -> str:

@@ -56,6 +56,7 @@ from sqlalchemy import (
     bindparam,
     func,
     select,
+    tuple_,
 )
 
 from services.exchange_gateway.domain.model import (
@@ -65,6 +66,7 @@ from services.exchange_gateway.domain.model import (
     ExecType,
     Execution,
     ForeignOrder,
+    ForeignPosition,
     Order,
     OrderStatus,
     OrderType,
@@ -223,13 +225,45 @@ _SELECT_EXECUTIONS = Statement(
 _LAST_SEQUENCE = Statement(select(func.max(executions.c.sequence)))
 _SELECT_EXECUTION_BY_KEY = Statement(select(executions).where(executions.c.dedup_key == bindparam("dedup_key")))
 _INSERT_ANOMALY = Statement(upsert(anomalies, ["dedup_key"]), ANOMALY_COLUMNS)
-_SELECT_ANOMALIES = Statement(select(*(anomalies.c[c] for c in ANOMALY_COLUMNS)).order_by(anomalies.c.id))
+_PAGE_OF_ANOMALIES = Statement(
+    select(anomalies.c.id, *(anomalies.c[c] for c in ANOMALY_COLUMNS))
+    .where(anomalies.c.id > bindparam("after"))
+    .order_by(anomalies.c.id)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))  # bound, always 0 (as for executions)
+)
 _SELECT_FOREIGN = Statement(select(foreign_orders).where(*(foreign_orders.c[k] == bindparam(k) for k in _FOREIGN_KEYS)))
-_FOREIGN_ORDER = (foreign_orders.c.first_seen_ms, foreign_orders.c.symbol, foreign_orders.c.exchange_order_id)
+_FOREIGN_ORDER = (
+    foreign_orders.c.first_seen_ms,
+    foreign_orders.c.symbol,
+    foreign_orders.c.exchange_order_id,
+    foreign_orders.c.client_order_id,
+)
 _SELECT_FOREIGN_ALL = Statement(select(foreign_orders).order_by(*_FOREIGN_ORDER))
 _SELECT_FOREIGN_OPEN = Statement(
     select(foreign_orders).where(foreign_orders.c.is_open.is_(True)).order_by(*_FOREIGN_ORDER)
 )
+_FOREIGN_AFTER = tuple_(*_FOREIGN_ORDER) > tuple_(
+    bindparam("first_seen_ms"), bindparam("symbol"), bindparam("exchange_order_id"), bindparam("client_order_id")
+)
+
+
+def _page_of_foreign(*conditions: Any) -> Statement:
+    query = select(foreign_orders).where(*conditions).order_by(*_FOREIGN_ORDER)
+    return Statement(query.limit(bindparam("limit")).offset(bindparam("offset")))
+
+
+# ListForeignOrders, a page at a time: the first page, the next ones, each of all or only open orders.
+_FOREIGN_FIRST_PAGE = _page_of_foreign()
+_FOREIGN_NEXT_PAGE = _page_of_foreign(_FOREIGN_AFTER)
+_OPEN_FOREIGN_FIRST_PAGE = _page_of_foreign(foreign_orders.c.is_open.is_(True))
+_OPEN_FOREIGN_NEXT_PAGE = _page_of_foreign(_FOREIGN_AFTER, foreign_orders.c.is_open.is_(True))
+_PAGES_OF_FOREIGN = {
+    (True, False): _FOREIGN_FIRST_PAGE,
+    (False, False): _FOREIGN_NEXT_PAGE,
+    (True, True): _OPEN_FOREIGN_FIRST_PAGE,
+    (False, True): _OPEN_FOREIGN_NEXT_PAGE,
+}
 _UPSERT_FOREIGN = Statement(
     upsert(foreign_orders, _FOREIGN_KEYS, [c for c in FOREIGN_COLUMNS if c not in (*_FOREIGN_KEYS, "first_seen_ms")]),
     FOREIGN_COLUMNS,
@@ -688,8 +722,25 @@ class SqlJournal:
 
         return await self.db.read(load)
 
-    async def anomalies(self) -> list[Anomaly]:
-        def load(conn: Connection) -> list[Anomaly]:
-            return [_anomaly_from_row(r) for r in Cursor(conn).all(_SELECT_ANOMALIES)]
+    async def page_of_foreign_orders(
+        self, after: ForeignPosition | None, limit: int, *, open_only: bool = False
+    ) -> list[ForeignOrder]:
+        """Up to ``limit`` foreign orders after ``after`` (None: from the first), in their listing order."""
+        statement = _PAGES_OF_FOREIGN[(after is None, open_only)]
+        params: dict[str, Any] = {"limit": limit, "offset": 0}
+        if after is not None:
+            params.update(zip(("first_seen_ms", "symbol", "exchange_order_id", "client_order_id"), after, strict=True))
+
+        def load(conn: Connection) -> list[ForeignOrder]:
+            return [_foreign_from_row(r) for r in Cursor(conn).all(statement, params)]
+
+        return await self.db.read(load)
+
+    async def page_of_anomalies(self, after_id: int, limit: int) -> list[tuple[int, Anomaly]]:
+        """Up to ``limit`` anomalies whose row id is above ``after_id``, with their ids, oldest first."""
+
+        def load(conn: Connection) -> list[tuple[int, Anomaly]]:
+            rows = Cursor(conn).all(_PAGE_OF_ANOMALIES, {"after": after_id, "limit": limit, "offset": 0})
+            return [(int(r[0]), _anomaly_from_row(tuple(r[1:]))) for r in rows]
 
         return await self.db.read(load)

@@ -106,12 +106,16 @@ class ExchangeGatewayServicer(gateway_service_pb2_grpc.ExchangeGatewayServicer):
     async def ListForeignOrders(
         self, request: pb.ListForeignOrdersRequest, context: Context
     ) -> pb.ListForeignOrdersResponse:
-        orders = await self.gateway.foreign_orders()
-        return pb.ListForeignOrdersResponse(orders=[codec.encode_foreign_order(o) for o in orders])
+        page = await self.gateway.foreign_orders(request.page_size, request.page_token, open_only=request.open_only)
+        return pb.ListForeignOrdersResponse(
+            orders=[codec.encode_foreign_order(o) for o in page.items], next_page_token=page.next_page_token
+        )
 
     async def ListAnomalies(self, request: pb.ListAnomaliesRequest, context: Context) -> pb.ListAnomaliesResponse:
-        anomalies = await self.gateway.anomalies()
-        return pb.ListAnomaliesResponse(anomalies=[codec.encode_anomaly(a) for a in anomalies])
+        page = await self.gateway.anomalies(request.page_size, request.page_token)
+        return pb.ListAnomaliesResponse(
+            anomalies=[codec.encode_anomaly(a) for a in page.items], next_page_token=page.next_page_token
+        )
 
     async def GetTicker(
         self, request: market_data_pb2.GetTickerRequest, context: Context

@@ -433,6 +433,10 @@ class Anomaly:
         )
 
 
+ForeignPosition = tuple[int, str, int, str]
+"""A foreign order's place in the listing: (first_seen_ms, symbol, exchange_order_id, client_order_id)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ForeignOrder:
     """An order on the exchange account that the gateway did not place (kept apart from the journal's orders).
@@ -459,6 +463,11 @@ class ForeignOrder:
     @property
     def key(self) -> tuple[str, int, str]:
         return (self.symbol, self.exchange_order_id, self.client_order_id)
+
+    @property
+    def position(self) -> ForeignPosition:
+        """Where the order stands in the listing: first found first."""
+        return (self.first_seen_ms, self.symbol, self.exchange_order_id, self.client_order_id)
 
     @classmethod
     def seen_in(cls, snap: OrderSnapshot, *, now_ms: int) -> ForeignOrder:

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from services.exchange_gateway.domain.errors import ExchangeError
-from services.exchange_gateway.domain.model import Anomaly, Execution, ForeignOrder
+from services.exchange_gateway.domain.model import Anomaly, Execution, ForeignOrder, ForeignPosition
 from services.exchange_gateway.service.executions import ExecutionHub
 from services.exchange_gateway.service.market import Market
 from services.exchange_gateway.service.orders import Orders
 from services.exchange_gateway.service.ports import Exchange, RateStatus
 from shared.errors import DomainError, InvalidArgument
+from shared.paging import Page, decode_page_token, encode_page_token, page_limit
 
 log = logging.getLogger("exchange_gateway")
 
@@ -79,10 +80,35 @@ class GatewayApp:
     def rate_limit_status(self) -> RateStatus:
         return self.exchange.rate_limit_status()
 
-    async def foreign_orders(self) -> list[ForeignOrder]:
-        """Every order found on the exchange account that the gateway did not place, oldest first."""
-        return await self.orders.journal.foreign_orders()
+    async def foreign_orders(self, size: int, token: str, *, open_only: bool = False) -> Page[ForeignOrder]:
+        """A page of the orders found on the exchange account that the gateway did not place, oldest first."""
+        limit = page_limit(size)
+        scope = f"foreign_orders|{open_only}"
+        after = _foreign_position(decode_page_token(token, scope)) if token else None
+        rows = await self.orders.journal.page_of_foreign_orders(after, limit + 1, open_only=open_only)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        position = ":".join(str(part) for part in rows[-1].position) if more else ""
+        return Page(rows, encode_page_token(position, scope) if more else "")
 
-    async def anomalies(self) -> list[Anomaly]:
-        """Every recorded contradiction between the exchange's reports and the journal, oldest first."""
-        return await self.orders.journal.anomalies()
+    async def anomalies(self, size: int, token: str) -> Page[Anomaly]:
+        """A page of the recorded contradictions between the exchange's reports and the journal, oldest first."""
+        limit = page_limit(size)
+        after = decode_page_token(token, "anomalies") if token else 0
+        if not isinstance(after, int):
+            raise InvalidArgument("page_token", "is not a page token of this list")
+        rows = await self.orders.journal.page_of_anomalies(after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_token = encode_page_token(rows[-1][0], "anomalies") if more else ""
+        return Page([anomaly for _, anomaly in rows], next_token)
+
+
+def _foreign_position(position: str | int) -> ForeignPosition:
+    """The foreign order a page token points after: "first_seen_ms:symbol:exchange_order_id:client_order_id"."""
+    parts = position.split(":", 3) if isinstance(position, str) else []
+    try:
+        first_seen_ms, symbol, exchange_order_id, client_order_id = parts
+        return (int(first_seen_ms), symbol, int(exchange_order_id), client_order_id)
+    except ValueError:
+        raise InvalidArgument("page_token", "is not a page token of this list") from None

@@ -16,6 +16,7 @@ from services.exchange_gateway.domain.model import (
     Execution,
     Fill,
     ForeignOrder,
+    ForeignPosition,
     Order,
     OrderRequest,
     OrderSnapshot,
@@ -189,8 +190,14 @@ class Journal(Protocol):
         """Every recorded foreign order (or only those still open), oldest first."""
         ...
 
-    async def anomalies(self) -> list[Anomaly]:
-        """Every recorded anomaly, oldest first."""
+    async def page_of_foreign_orders(
+        self, after: ForeignPosition | None, limit: int, *, open_only: bool = False
+    ) -> list[ForeignOrder]:
+        """Up to ``limit`` recorded foreign orders after ``after`` (None: from the first), oldest first."""
+        ...
+
+    async def page_of_anomalies(self, after_id: int, limit: int) -> list[tuple[int, Anomaly]]:
+        """Up to ``limit`` recorded anomalies with a row id above ``after_id``, with their ids, oldest first."""
         ...
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -190,9 +191,17 @@ class GrpcGateway:
         return {b.asset: (_dec(b.free), _dec(b.locked)) for b in response.balances}
 
     async def foreign_orders(self, timeout: float) -> list[ForeignOrder]:
-        response = await self.call(
-            self.stub.ListForeignOrders, gateway_service_pb2.ListForeignOrdersRequest(), timeout=timeout
-        )
+        """Every foreign order the gateway recorded: all its pages, within ``timeout`` in all."""
+        deadline = time.monotonic() + timeout
+        found: list[gateway_pb2.ForeignOrder] = []
+        token = ""
+        while True:
+            request = gateway_service_pb2.ListForeignOrdersRequest(page_size=_ALL_AT_ONCE, page_token=token)
+            response = await self.call(self.stub.ListForeignOrders, request, timeout=_left(deadline))
+            found.extend(response.orders)
+            token = response.next_page_token
+            if not token:
+                break
         return [
             ForeignOrder(
                 symbol=o.symbol,
@@ -207,11 +216,21 @@ class GrpcGateway:
                 open=o.open,
                 first_seen_ms=ms_from_ts(o.first_seen_time) or 0,
             )
-            for o in response.orders
+            for o in found
         ]
 
     async def anomalies(self, timeout: float) -> list[ExchangeAnomaly]:
-        response = await self.call(self.stub.ListAnomalies, gateway_service_pb2.ListAnomaliesRequest(), timeout=timeout)
+        """Every anomaly the gateway recorded: all its pages, within ``timeout`` in all."""
+        deadline = time.monotonic() + timeout
+        found: list[gateway_pb2.Anomaly] = []
+        token = ""
+        while True:
+            request = gateway_service_pb2.ListAnomaliesRequest(page_size=_ALL_AT_ONCE, page_token=token)
+            response = await self.call(self.stub.ListAnomalies, request, timeout=_left(deadline))
+            found.extend(response.anomalies)
+            token = response.next_page_token
+            if not token:
+                break
         return [
             ExchangeAnomaly(
                 kind=gateway_pb2.AnomalyKind.Name(a.kind).removeprefix("ANOMALY_KIND_"),
@@ -221,7 +240,7 @@ class GrpcGateway:
                 detail=a.detail,
                 first_seen_ms=ms_from_ts(a.first_seen_time) or 0,
             )
-            for a in response.anomalies
+            for a in found
         ]
 
     async def stream_executions(self, after_sequence: int) -> AsyncIterator[ExecutionReport]:
@@ -236,3 +255,12 @@ class GrpcGateway:
             raise from_rpc_error(exc, what="exchange gateway execution stream") from None
         finally:
             call.cancel()
+
+
+_ALL_AT_ONCE = 1000
+"""The largest page the gateway's lists return."""
+
+
+def _left(deadline: float) -> float:
+    """Seconds left before ``deadline`` (a time.monotonic() value), at least a millisecond."""
+    return max(0.001, deadline - time.monotonic())

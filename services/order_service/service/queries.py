@@ -16,17 +16,7 @@ from services.order_service.domain.states import ACTIVE_STATES, PUBLIC_STATUS, S
 from services.order_service.service.cancellation import not_found
 from services.order_service.service.ports import OrderStore
 from shared.errors import InvalidArgument
-from shared.paging import decode_page_token, encode_page_token
-
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
-
-
-def page_size(value: int) -> int:
-    """0 means the default, 100; larger values than 1000 are lowered to 1000 (AIP-158); negative is refused."""
-    if value < 0:
-        raise InvalidArgument("page_size", "must not be negative")
-    return min(value, MAX_PAGE) or DEFAULT_PAGE
+from shared.paging import decode_page_token, encode_page_token, page_limit
 
 
 def states_for(status: Status | None, active_only: bool) -> frozenset[State] | None:
@@ -96,7 +86,7 @@ class Queries:
         token: str = "",
     ) -> OrdersPage:
         """The caller's orders, newest first."""
-        limit = page_size(size)
+        limit = page_limit(size)
         filters = f"orders|{caller.user_id}|{symbol}|{status or ''}|{active_only}"
         before = ""
         if token:
@@ -119,7 +109,7 @@ class Queries:
     async def list_fills(self, caller: Caller, order_id: str, *, size: int = 0, token: str = "") -> FillsPage:
         """The fills of one of the caller's orders, oldest first."""
         await self.get_order(caller, order_id)
-        limit = page_size(size)
+        limit = page_limit(size)
         filters = f"fills|{order_id}"
         after = 0
         if token:
@@ -144,7 +134,7 @@ class Queries:
         token: str = "",
     ) -> TradesPage:
         """The caller's fills across orders, newest first, optionally of one symbol within [start, end)."""
-        limit = page_size(size)
+        limit = page_limit(size)
         if symbol:
             check_symbol(symbol)
         if start_ms is not None and end_ms is not None and end_ms <= start_ms:

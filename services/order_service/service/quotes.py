@@ -23,9 +23,8 @@ from services.order_service.domain.market_data import OrderBook, SymbolInfo, Tic
 from services.order_service.domain.placement import SYMBOL
 from services.order_service.service.deadline import Deadline
 from services.order_service.service.ports import GatewayPort
-from services.order_service.service.queries import page_size
 from shared.errors import DomainError, InvalidArgument, NotFound
-from shared.paging import decode_page_token, encode_page_token
+from shared.paging import decode_page_token, encode_page_token, page_limit
 
 log = logging.getLogger("order_service.quotes")
 
@@ -133,7 +132,7 @@ class Quotes:
 
     async def symbols(self, size: int, token: str) -> SymbolsPage:
         """One page of the symbols the exchange lists, sorted by symbol."""
-        limit = page_size(size)
+        limit = page_limit(size)
         after = str(decode_page_token(token, _SYMBOLS_FILTER)) if token else ""
         remaining = [info for info in await self._symbol_list() if info.symbol > after]
         page = remaining[:limit]

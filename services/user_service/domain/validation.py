@@ -17,6 +17,7 @@ from decimal import Decimal
 from services.user_service.domain.model import HouseAccount, UserStatus
 from shared.errors import InvalidArgument
 from shared.money import parse_decimal
+from shared.paging import page_limit
 
 _ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
 USER_ID = re.compile(rf"^usr_{_ULID}$")
@@ -34,8 +35,6 @@ MAX_REQUEST_ID = 64
 MAX_ORDER_ID = 64
 MAX_RELEASE_ID = 128
 MAX_TRADE_ID = 128
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 
 
 def user_id(value: str, field: str = "user_id") -> str:
@@ -144,8 +143,4 @@ def house_account(value: str, field: str = "account") -> HouseAccount | None:
 
 def page_size(value: int, field: str = "page_size") -> int:
     """1 to 1000; 0 means 100 and larger values are lowered to 1000 (AIP-158)."""
-    if value < 0:
-        raise InvalidArgument(field, "must not be negative")
-    if value == 0:
-        return DEFAULT_PAGE_SIZE
-    return min(value, MAX_PAGE_SIZE)
+    return page_limit(value, field)

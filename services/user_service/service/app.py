@@ -8,8 +8,7 @@ without its record. ``actor`` says who made the change (and, for a user's key, b
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from services.user_service.domain import api_keys, audit
 from services.user_service.domain import validation as v
@@ -39,21 +38,11 @@ from services.user_service.service.ports import Repository, Transactions
 from shared.errors import InvalidArgument
 from shared.ids import new_id
 from shared.money import fmt
-from shared.paging import decode_page_token, encode_page_token
+from shared.paging import Page, decode_page_token, encode_page_token
 from shared.timeutil import now_ms
-
-T = TypeVar("T")
 
 DEFAULT_LOGIN_TOUCH_INTERVAL_MS = 1000
 """Successful authentications are recorded at most this often per key, to keep reads off the writer."""
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    """One page of a list and the token of the next page ('' on the last page)."""
-
-    items: list[T]
-    next_page_token: str
 
 
 def _entry_cursor(page_token: str, kind: str) -> int | None:

@@ -135,15 +135,27 @@ class Gateway:
             call.cancel()
         return result
 
-    async def foreign_orders(self) -> list[gateway_pb2.ForeignOrder]:
-        """ListForeignOrders with the admin token (a read-only RPC)."""
-        response = await self.stub.ListForeignOrders(pb.ListForeignOrdersRequest(), metadata=ADMIN)
-        return list(response.orders)
+    async def foreign_orders(self, page_size: int = 0, *, open_only: bool = False) -> list[gateway_pb2.ForeignOrder]:
+        """Every page of ListForeignOrders with the admin token (a read-only RPC)."""
+        found: list[gateway_pb2.ForeignOrder] = []
+        token = ""
+        while True:
+            request = pb.ListForeignOrdersRequest(page_size=page_size, page_token=token, open_only=open_only)
+            response = await self.stub.ListForeignOrders(request, metadata=ADMIN)
+            found.extend(response.orders)
+            if not (token := response.next_page_token):
+                return found
 
-    async def anomalies(self) -> list[gateway_pb2.Anomaly]:
-        """ListAnomalies with the admin token (a read-only RPC)."""
-        response = await self.stub.ListAnomalies(pb.ListAnomaliesRequest(), metadata=ADMIN)
-        return list(response.anomalies)
+    async def anomalies(self, page_size: int = 0) -> list[gateway_pb2.Anomaly]:
+        """Every page of ListAnomalies with the admin token (a read-only RPC)."""
+        found: list[gateway_pb2.Anomaly] = []
+        token = ""
+        while True:
+            request = pb.ListAnomaliesRequest(page_size=page_size, page_token=token)
+            response = await self.stub.ListAnomalies(request, metadata=ADMIN)
+            found.extend(response.anomalies)
+            if not (token := response.next_page_token):
+                return found
 
     def record_requests(self) -> list[tuple[str, str, dict[str, str]]]:
         """From now on, every REST request the gateway sends: (method, path, parameters)."""

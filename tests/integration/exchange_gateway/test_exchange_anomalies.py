@@ -9,7 +9,7 @@ import pytest
 
 from trading.gateway.v1 import gateway_pb2
 
-from .conftest import Gateway, Sim, StartGateway, eventually
+from .conftest import ADMIN, Gateway, Sim, StartGateway, eventually, pb
 from .test_reconciliation import check_journal, sim_trade_ids
 
 TRADE = gateway_pb2.EXECUTION_TYPE_TRADE
@@ -212,6 +212,9 @@ async def test_a_reset_that_sets_the_ids_back_gives_anomalies_and_never_a_silent
     await eventually(both, what="the forgotten order and the clash to be recorded")
     anomalies = sorted((a.kind, a.client_order_id, a.trade_id) for a in await gateway.anomalies())
     assert anomalies == [(CLASH, "back-after", traded.trade_id), (FORGOT, "back-open", 0)]
+    first = await gateway.stub.ListAnomalies(pb.ListAnomaliesRequest(page_size=1), metadata=ADMIN)
+    assert len(first.anomalies) == 1 and first.next_page_token
+    assert await gateway.anomalies(page_size=1) == await gateway.anomalies()  # one a page, in the same order
     executions = await gateway.all_executions()
     check_journal(executions)
     assert [e.execution_type for e in executions if e.client_order_id == "back-after"] == [

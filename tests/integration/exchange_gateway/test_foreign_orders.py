@@ -9,7 +9,7 @@ import pytest
 
 from trading.gateway.v1 import gateway_pb2
 
-from .conftest import SERVICE, Gateway, Sim, StartGateway, eventually, pb
+from .conftest import ADMIN, SERVICE, Gateway, Sim, StartGateway, eventually, pb
 
 FOREIGN_MESSAGE = "order on the exchange account that the system did not place"
 
@@ -162,3 +162,38 @@ async def test_foreign_orders_and_anomalies_are_listed_for_the_service_token_too
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gateway.stub.ListAnomalies(pb.ListAnomaliesRequest())
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_foreign_orders_are_listed_a_page_at_a_time_and_a_token_keeps_its_filter(gateway: Gateway, sim: Sim):
+    for n, price in enumerate(("3100.00", "3110.00", "3120.00")):
+        await sim.place_directly(
+            symbol="ETHUSDT",
+            side="SELL",
+            type="LIMIT",
+            timeInForce="GTC",
+            quantity="0.1",
+            price=price,
+            newClientOrderId=f"web_page_{n}",
+        )
+    await gateway.running.internals.orders.reconcile("test")
+
+    everything = [o.client_order_id for o in await gateway.foreign_orders(page_size=1000)]
+    assert sorted(everything) == ["web_page_0", "web_page_1", "web_page_2"]
+    first = await gateway.stub.ListForeignOrders(pb.ListForeignOrdersRequest(page_size=2), metadata=ADMIN)
+    assert len(first.orders) == 2 and first.next_page_token
+    assert [o.client_order_id for o in await gateway.foreign_orders(page_size=2)] == everything
+    assert [o.client_order_id for o in await gateway.foreign_orders(page_size=1, open_only=True)] == everything
+
+    bad = [
+        (pb.ListForeignOrdersRequest(page_size=-1), "page_size"),
+        (pb.ListForeignOrdersRequest(page_token="not-a-token"), "page_token"),
+        (pb.ListForeignOrdersRequest(page_token=first.next_page_token, open_only=True), "page_token"),
+    ]
+    for request, field in bad:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await gateway.stub.ListForeignOrders(request, metadata=ADMIN)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (refused.value.details() or "").startswith(f"{field}:"), refused.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gateway.stub.ListAnomalies(pb.ListAnomaliesRequest(page_token=first.next_page_token), metadata=ADMIN)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

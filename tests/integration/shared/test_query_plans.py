@@ -30,8 +30,8 @@ SERVICES: dict[str, tuple[History, Any]] = {
 WHOLE_TABLE_READS = {
     "order_service": set(),
     "user_service": set(),
-    # ListAnomalies and the foreign-order report list every row.
-    "exchange_gateway": {"_SELECT_ANOMALIES", "_SELECT_FOREIGN_ALL"},
+    # ListForeignOrders reads foreign orders (orders placed by hand, a few) in the order they were found.
+    "exchange_gateway": {"_FOREIGN_FIRST_PAGE", "_FOREIGN_NEXT_PAGE", "_SELECT_FOREIGN_ALL"},
 }
 
 

@@ -10,10 +10,12 @@ import pytest
 
 from services.exchange_gateway.adapters.journal import SqlJournal
 from services.exchange_gateway.domain.model import (
+    Anomaly,
     AnomalyKind,
     ExchangeEvent,
     ExecType,
     Fill,
+    ForeignOrder,
     Order,
     OrderRequest,
     OrderSnapshot,
@@ -63,6 +65,16 @@ class Opened:
     async def __aexit__(self, *exc) -> None:
         await self.journal.close()
         self.db.close()
+
+
+async def recorded_anomalies(journal: SqlJournal) -> list[Anomaly]:
+    """Every anomaly the journal holds, read two to a page."""
+    found: list[Anomaly] = []
+    after = 0
+    while page := await journal.page_of_anomalies(after, 2):
+        found.extend(anomaly for _, anomaly in page)
+        after = page[-1][0]
+    return found
 
 
 @pytest.fixture
@@ -280,7 +292,7 @@ async def test_a_trade_key_that_comes_again_with_other_content_is_an_anomaly_and
             assert applied.order is not None and applied.order.executed_qty == D(0) and not applied.complete
         assert journal.last_sequence == sequence + 1  # only b's NEW: the trade is held back
         assert [e.exec_type for e in await journal.executions_after(sequence, 10)] == [ExecType.NEW]
-        (anomaly,) = await journal.anomalies()
+        (anomaly,) = await recorded_anomalies(journal)
         assert (anomaly.kind, anomaly.symbol, anomaly.trade_id, anomaly.client_order_id) == (
             AnomalyKind.TRADE_KEY_CLASH,
             "BTCUSDT",
@@ -300,7 +312,7 @@ async def test_the_same_order_reporting_a_trade_key_with_another_price_is_a_clas
         other = Fill(1, D("1"), D("49999"), D("49999"), D("0.001"), "BTC", False, 1001)
         snap = OrderSnapshot("a", 7, "BTCUSDT", OrderStatus.FILLED, D("2"), D("99999"), 5, fills=(other,))
         await journal.transact(lambda tx: recording.apply_snapshot(tx, snap, None, now_ms=11))
-        (anomaly,) = await journal.anomalies()
+        (anomaly,) = await recorded_anomalies(journal)
         assert "price=50000" in anomaly.journaled and "price=49999" in anomaly.received
 
 
@@ -315,7 +327,7 @@ async def test_an_identical_repeat_of_a_trade_is_a_silent_duplicate_on_every_pat
         await journal.transact(lambda tx: recording.apply_event(tx, event, now_ms=10))
         await journal.transact(lambda tx: recording.apply_snapshot(tx, snap, [fill(1, "1")], now_ms=11))
         assert journal.last_sequence == sequence
-        assert await journal.anomalies() == [] and opened.anomalies == []
+        assert await recorded_anomalies(journal) == [] and opened.anomalies == []
 
 
 async def test_the_recent_trade_hint_only_recognises_the_same_trade(db_path):
@@ -351,7 +363,7 @@ async def test_an_open_order_the_exchange_forgot_expires_after_its_trades_with_a
         # An order whose submission is still UNKNOWN is the resolver's business, not forgotten.
         untouched = await journal.transact(lambda tx: recording.forgotten(tx, "unknown", answer, now_ms=20))
         assert untouched is not None and untouched.status is OrderStatus.UNKNOWN
-        (anomaly,) = await journal.anomalies()
+        (anomaly,) = await recorded_anomalies(journal)
         assert (anomaly.kind, anomaly.client_order_id, anomaly.trade_id) == (AnomalyKind.EXCHANGE_FORGOT_ORDER, "a", 0)
         assert "status=PARTIALLY_FILLED" in anomaly.journaled and anomaly.received == answer
 
@@ -369,7 +381,7 @@ async def test_a_move_the_table_refuses_is_an_anomaly_and_a_late_trade_still_jou
         # The end's answer, with the trade it reports, again: duplicates, not refused moves.
         snap = OrderSnapshot("a", 7, "BTCUSDT", OrderStatus.CANCELED, D("0.5"), D("25000"), 5, fills=(fill(1, "0.5"),))
         await journal.transact(lambda tx: recording.apply_snapshot(tx, snap, None, now_ms=10))
-        assert await journal.anomalies() == []
+        assert await recorded_anomalies(journal) == []
         sequence = journal.last_sequence
         for _ in range(3):  # a trade after the end, reported by the stream, the answer and myTrades
             applied = await journal.transact(
@@ -386,7 +398,7 @@ async def test_a_move_the_table_refuses_is_an_anomaly_and_a_late_trade_still_jou
         assert [(e.exec_type, e.trade_id, e.order_status, e.cum_qty) for e in late] == [
             (ExecType.TRADE, 2, OrderStatus.CANCELED, D("0.75"))
         ]
-        anomalies = await journal.anomalies()
+        anomalies = await recorded_anomalies(journal)
         assert [(a.kind, a.client_order_id, a.trade_id, a.journaled) for a in anomalies] == [
             (AnomalyKind.REFUSED_TRANSITION, "a", 2, "status=CANCELED"),
             (AnomalyKind.REFUSED_TRANSITION, "a", 0, "status=CANCELED"),
@@ -432,3 +444,38 @@ async def test_a_report_with_a_known_client_order_id_but_another_order_id_is_for
         applied = await journal.transact(lambda tx: recording.apply_event(tx, reused, now_ms=12))
         assert applied.order is None and journal.last_sequence == sequence
         assert [(o.client_order_id, o.exchange_order_id) for o in await journal.foreign_orders()] == [("a", 8)]
+
+
+def foreign(
+    cid: str, exchange_order_id: int, symbol: str = "BTCUSDT", *, status: OrderStatus = OrderStatus.NEW
+) -> OrderSnapshot:
+    """An order of the account's as the exchange reports it, placed by someone else."""
+    return OrderSnapshot(cid, exchange_order_id, symbol, status, D(0), D(0), 1, side=Side.SELL, order_type="LIMIT")
+
+
+async def test_foreign_orders_are_listed_a_page_at_a_time_in_the_order_they_were_found(db_path):
+    # Three found in the same millisecond: the symbol, the exchange's id and the client id order them.
+    found = [
+        (foreign("web_c", 30, "ETHUSDT"), 100),
+        (foreign("web_a", 10), 100),
+        (foreign("web_b", 20, status=OrderStatus.FILLED), 100),
+        (foreign("web_d", 5), 50),
+        (foreign("web_e", 40, status=OrderStatus.CANCELED), 200),
+    ]
+    async with Opened(db_path) as opened:
+        journal = opened.journal
+        for snap, now_ms in found:
+            seen = ForeignOrder.seen_in(snap, now_ms=now_ms)
+            await journal.transact(lambda tx, seen=seen: recording.note_foreign(tx, seen))
+
+        async def listed(size: int, *, open_only: bool = False) -> list[list[str]]:
+            pages: list[list[str]] = []
+            after = None
+            while page := await journal.page_of_foreign_orders(after, size, open_only=open_only):
+                pages.append([o.client_order_id for o in page])
+                after = page[-1].position
+            return pages
+
+        assert await listed(2) == [["web_d", "web_a"], ["web_b", "web_c"], ["web_e"]]
+        assert await listed(10) == [["web_d", "web_a", "web_b", "web_c", "web_e"]]
+        assert await listed(2, open_only=True) == [["web_d", "web_a"], ["web_c"]]

@@ -328,7 +328,7 @@ async def test_reconciliation_ends_an_order_the_exchange_forgot_and_keeps_the_ot
     assert forgot.reject_reason.startswith("EXCHANGE_FORGOT:")
     assert (await journal.get_order("c2")).status is OrderStatus.NEW  # type: ignore[union-attr]
     assert exchange.calls == [("open", "*"), ("query", "c1")]  # one open-orders request for every symbol
-    assert [a.client_order_id for a in await journal.anomalies()] == ["c1"]
+    assert [a.client_order_id for a in [a for _, a in await journal.page_of_anomalies(0, 1000)]] == ["c1"]
     assert [r.client_order_id for r in caplog.records if r.name == security_log.name] == ["c1"]
     assert any(r.name == "exchange_gateway.orders" and r.orders == 1 for r in caplog.records)
     executions = await journal.executions_after(0, 10)
