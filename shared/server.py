@@ -4,8 +4,8 @@
 the request-context interceptor (request ids, access log: every call at DEBUG, failures at
 WARNING; a ``DomainError`` mapped to its status by ``shared.grpc_errors``; with a ``Telemetry``,
 the go-grpc-prometheus server metrics and a SERVER span per call, child of the caller's span from
-the ``traceparent`` metadata) wraps every handler, and SO_REUSEPORT is off so that a port clash
-is an error instead of two servers sharing a port.
+the ``traceparent`` metadata; with ``max_in_flight``, load shedding by ``Admission``) wraps every
+handler, and SO_REUSEPORT is off so that a port clash is an error instead of two servers sharing a port.
 With TLS (``shared.tls``) the address serves TLS only and a called service adds its mutual TLS port;
 plaintext is refused on a non-loopback address unless explicitly allowed.
 ``wait_for_signal`` returns on SIGTERM or SIGINT; each service's ``stop()`` then flips health to
@@ -33,7 +33,7 @@ from grpc_reflection.v1alpha._async import ReflectionServicer
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from shared.errors import DomainError
+from shared.errors import DomainError, ResourceExhausted
 from shared.grpc_errors import internal_status, status_code, to_status
 from shared.logs import request_id_var
 from shared.tls import ServerSecurity, ServiceIdentity, check_plaintext_bind
@@ -144,6 +144,53 @@ class _Observed:
         otel_context.detach(self.token)
 
 
+class Admission:
+    """Load shedding: at most ``limit`` unary calls in progress (0: no limit); more are refused at once.
+
+    A refused call ends RESOURCE_EXHAUSTED (reason OVERLOADED, with a retry delay) before its handler
+    runs, so an overloaded server keeps a bounded backlog and answers the calls it took in time
+    instead of letting every caller wait towards its deadline. Server streams (watchers) are not
+    counted: they are long-lived and cost nothing while idle. Refusals are logged once a second at
+    most, as a count, not one line each.
+    """
+
+    RETRY_AFTER_S = 0.5
+    LOG_EVERY_S = 1.0
+
+    def __init__(self, limit: int):
+        if limit < 0:
+            raise ValueError("the in-flight limit must not be negative")
+        self.limit = limit
+        self.in_flight = 0
+        self.refused = 0
+        self._unlogged = 0
+        self._logged_at = 0.0
+
+    def enter(self, method: str) -> bool:
+        """Admit a call (True) or raise ResourceExhausted when ``limit`` calls are in progress."""
+        if self.limit and self.in_flight >= self.limit:
+            self.refused += 1
+            self._unlogged += 1
+            now = time.monotonic()
+            if now - self._logged_at >= self.LOG_EVERY_S:
+                log.warning(
+                    "overloaded: calls refused",
+                    extra={"refused": self._unlogged, "limit": self.limit, "method": method},
+                )
+                self._unlogged = 0
+                self._logged_at = now
+            raise ResourceExhausted(
+                f"the server has {self.limit} calls in progress, its limit; try again shortly",
+                retry_after=self.RETRY_AFTER_S,
+                reason="OVERLOADED",
+            )
+        self.in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     """Binds a request id, logs one access line per call and maps exceptions to statuses.
 
@@ -153,9 +200,10 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     inside a SERVER span.
     """
 
-    def __init__(self, access_log: bool = True, telemetry: Telemetry | None = None):
+    def __init__(self, access_log: bool = True, telemetry: Telemetry | None = None, max_in_flight: int = 0):
         self.access_log = access_log
         self.telemetry = telemetry
+        self.admission = Admission(max_in_flight)
 
     async def intercept_service(
         self,
@@ -209,12 +257,16 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
 
         telemetry = self.telemetry
 
+        admission = self.admission
+
         async def wrapper(request: Any, context: Context) -> Any:
             token = request_id_var.set(_request_id(details))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             observed = _Observed(telemetry, details, "unary") if telemetry is not None else None
+            admitted = False
             try:
+                admitted = admission.enter(method)
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
@@ -226,7 +278,9 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                 code = _code_of(exc)
                 await self._fail(context, exc, method)
             finally:
-                self._done(method, code, started)
+                if admitted:
+                    admission.leave()
+                    self._done(method, code, started)
                 if observed is not None:
                     observed.done(code, started)
                 request_id_var.reset(token)
@@ -337,19 +391,21 @@ async def create_server(
     options: Sequence[tuple[str, Any]] = (),
     telemetry: Telemetry | None = None,
     security: ServerSecurity | None = None,
+    max_in_flight: int = 0,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer, int | None]:
     """Start an aio server on ``bind`` (port 0 picks a free port); return (server, port, health, internal_port).
 
     With ``telemetry`` every call is counted and traced (health and reflection excepted). ``security``
     (see ``shared.tls``) serves TLS only, plus a mutual TLS internal port when it has one (port 0 there
     picks a free one too; ``internal_port`` is the port bound, None without); without a certificate the
-    server is plaintext, which it refuses on a non-loopback ``bind`` unless allowed.
+    server is plaintext, which it refuses on a non-loopback ``bind`` unless allowed. ``max_in_flight``
+    (0: no limit) sheds unary calls beyond that many in progress (``Admission``).
     """
     security = security or ServerSecurity()
     if security.identity is None:
         check_plaintext_bind(bind, security.variable, security.allow_plaintext)
     server = grpc.aio.server(
-        interceptors=[RequestContextInterceptor(access_log, telemetry), *interceptors],
+        interceptors=[RequestContextInterceptor(access_log, telemetry, max_in_flight), *interceptors],
         options=[*SERVER_OPTIONS, *options],
     )
     for registration in registrations:

@@ -168,6 +168,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> RunningSe
             access_log=config.access_log,
             telemetry=telemetry,
             security=security,
+            max_in_flight=config.max_in_flight,
         )
     except BaseException:
         await app.stop(0)

@@ -51,6 +51,8 @@ class Config:
     user_max_open_orders: int = 100
     db_synchronous: str = "FULL"
     access_log: bool = False
+    # Unary calls in progress at most; more are refused RESOURCE_EXHAUSTED at once (0: no limit)
+    max_in_flight: int = 1000
     log_level: str = "INFO"
     # Prometheus /metrics (host:port; "" serves none) and the OTLP endpoint for traces ("" exports none)
     metrics_addr: str = ""
@@ -88,11 +90,20 @@ class Config:
             user_max_open_orders=env_int(env, "ORDER_USER_MAX_OPEN_ORDERS", 100),
             db_synchronous=env_sqlite_synchronous(env, "ORDER_DB_SYNCHRONOUS"),
             access_log=env_bool(env, "ORDER_ACCESS_LOG", False),
+            max_in_flight=_not_negative(env, "ORDER_MAX_IN_FLIGHT", 1000),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
             metrics_addr=metrics_addr(env, "ORDER_METRICS_ADDR"),
             otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ""),
             tls=TlsSettings.from_env(env),
         )
+
+
+def _not_negative(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number, 0 or more, naming the variable when it is not."""
+    value = env_int(env, name, default)
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more")
+    return value
 
 
 def _fraction(env: Mapping[str, str], name: str, default: str) -> Decimal:
