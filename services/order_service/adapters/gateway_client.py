@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from decimal import Decimal
+from typing import TypeVar
 
 import grpc
 
@@ -192,16 +193,13 @@ class GrpcGateway:
 
     async def foreign_orders(self, timeout: float) -> list[ForeignOrder]:
         """Every foreign order the gateway recorded: all its pages, within ``timeout`` in all."""
-        deadline = time.monotonic() + timeout
-        found: list[gateway_pb2.ForeignOrder] = []
-        token = ""
-        while True:
-            request = gateway_service_pb2.ListForeignOrdersRequest(page_size=_ALL_AT_ONCE, page_token=token)
-            response = await self.call(self.stub.ListForeignOrders, request, timeout=_left(deadline))
-            found.extend(response.orders)
-            token = response.next_page_token
-            if not token:
-                break
+
+        async def page(token: str, left: float) -> tuple[Sequence[gateway_pb2.ForeignOrder], str]:
+            request = gateway_service_pb2.ListForeignOrdersRequest(page_size=_PAGE, page_token=token)
+            response = await self.call(self.stub.ListForeignOrders, request, timeout=left)
+            return response.orders, response.next_page_token
+
+        found = await _every_page(page, timeout)
         return [
             ForeignOrder(
                 symbol=o.symbol,
@@ -221,16 +219,13 @@ class GrpcGateway:
 
     async def anomalies(self, timeout: float) -> list[ExchangeAnomaly]:
         """Every anomaly the gateway recorded: all its pages, within ``timeout`` in all."""
-        deadline = time.monotonic() + timeout
-        found: list[gateway_pb2.Anomaly] = []
-        token = ""
-        while True:
-            request = gateway_service_pb2.ListAnomaliesRequest(page_size=_ALL_AT_ONCE, page_token=token)
-            response = await self.call(self.stub.ListAnomalies, request, timeout=_left(deadline))
-            found.extend(response.anomalies)
-            token = response.next_page_token
-            if not token:
-                break
+
+        async def page(token: str, left: float) -> tuple[Sequence[gateway_pb2.Anomaly], str]:
+            request = gateway_service_pb2.ListAnomaliesRequest(page_size=_PAGE, page_token=token)
+            response = await self.call(self.stub.ListAnomalies, request, timeout=left)
+            return response.anomalies, response.next_page_token
+
+        found = await _every_page(page, timeout)
         return [
             ExchangeAnomaly(
                 kind=gateway_pb2.AnomalyKind.Name(a.kind).removeprefix("ANOMALY_KIND_"),
@@ -257,10 +252,22 @@ class GrpcGateway:
             call.cancel()
 
 
-_ALL_AT_ONCE = 1000
+_PAGE = 1000
 """The largest page the gateway's lists return."""
 
+T = TypeVar("T")
 
-def _left(deadline: float) -> float:
-    """Seconds left before ``deadline`` (a time.monotonic() value), at least a millisecond."""
-    return max(0.001, deadline - time.monotonic())
+
+async def _every_page(page: Callable[[str, float], Awaitable[tuple[Sequence[T], str]]], timeout: float) -> list[T]:
+    """Every item of a paged list: ``page(token, seconds left)`` gives a page and the next token ("" at the end).
+
+    All the pages together get ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    found: list[T] = []
+    token = ""
+    while True:
+        items, token = await page(token, max(0.001, deadline - time.monotonic()))
+        found.extend(items)
+        if not token:
+            return found
