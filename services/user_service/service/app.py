@@ -239,9 +239,7 @@ class UserApp:
 
     async def list_reservations(self, after: str, before: str, *, open_only: bool, page_size: int) -> list[Reservation]:
         """Reservations with ``after < order_id < before`` ("" for no bound), in order id order."""
-        limit = page_size or 100
-        if not 1 <= limit <= 1000:
-            raise InvalidArgument("page_size", "must be between 1 and 1000 (0 means 100)")
+        limit = v.page_size(page_size)
         upper = before or "~"  # above every id character (ids are ASCII letters, digits and "_")
 
         def run(repo: Repository) -> list[Reservation]:

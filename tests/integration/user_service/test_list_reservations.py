@@ -50,12 +50,14 @@ async def test_pages_continue_after_the_last_id_and_open_only_fills_a_page(engin
     assert await _ids(engine_client, page_size=2, open_only=True) == ["ord_1", "ord_3"]
 
 
-async def test_a_page_size_out_of_range_is_invalid_argument_naming_it(client: Client) -> None:
+async def test_a_negative_page_size_is_invalid_argument_naming_it_and_a_large_one_is_lowered(client: Client) -> None:
     code, status = await rich_status(
-        client.stub.ListReservations(pb.ListReservationsRequest(page_size=1001), metadata=SERVICE)
+        client.stub.ListReservations(pb.ListReservationsRequest(page_size=-1), metadata=SERVICE)
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_field(status) == "page_size"
+    await _setup(client)
+    assert await _ids(client, page_size=5000) == ["ord_1", "ord_2", "ord_3", "ord_4", "ord_5"]
 
 
 async def test_only_the_service_token_may_list_reservations(client: Client) -> None:
