@@ -169,6 +169,13 @@ class GrpcServerMetrics(_RpcFamily):
 
     def __init__(self, registry: CollectorRegistry):
         super().__init__(registry, "grpc_server", "server")
+        self.shed = Counter(
+            "trading_calls_shed_total",
+            "Calls refused RESOURCE_EXHAUSTED (OVERLOADED) before their handler ran: the server had its limit "
+            "of calls in progress.",
+            ["grpc_service", "grpc_method"],
+            registry=registry,
+        )
 
 
 class GrpcClientMetrics(_RpcFamily):

@@ -113,10 +113,11 @@ _SERVER_ERRORS = frozenset(
 class _Observed:
     """One call's metrics and span (only with a ``Telemetry``)."""
 
-    __slots__ = ("metrics", "span", "token")
+    __slots__ = ("metrics", "span", "telemetry", "token")
 
     def __init__(self, telemetry: Telemetry, details: grpc.HandlerCallDetails, grpc_type: str):
         method = details.method
+        self.telemetry = telemetry
         self.metrics = telemetry.grpc_server.of(grpc_type, method)
         self.metrics.started.inc()
         if not telemetry.tracing:
@@ -130,6 +131,10 @@ class _Observed:
             attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
         )
         self.token = otel_context.attach(trace.set_span_in_context(self.span))
+
+    def shed(self) -> None:
+        """Count the call as refused by load shedding (``Admission``)."""
+        self.telemetry.grpc_server.shed.labels(self.metrics.labels[1], self.metrics.labels[2]).inc()
 
     def done(self, code: grpc.StatusCode, started: float) -> None:
         self.metrics.done(code, time.perf_counter() - started)
@@ -283,6 +288,8 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                     self._done(method, code, started)
                 if observed is not None:
                     observed.done(code, started)
+                    if not admitted:
+                        observed.shed()
                 request_id_var.reset(token)
 
         return wrapper

@@ -12,6 +12,7 @@ import pytest
 from shared.errors import ResourceExhausted
 from shared.grpc_errors import from_rpc_error
 from shared.server import Admission, Registration, create_server
+from shared.telemetry import Telemetry
 from trading.order.v1 import order_service_pb2 as pb
 from trading.order.v1 import order_service_pb2_grpc
 
@@ -35,15 +36,19 @@ class HeldServicer(order_service_pb2_grpc.OrderServiceServicer):
         await self.release.wait()
 
 
+SHED = {"grpc_service": "trading.order.v1.OrderService", "grpc_method": "GetOrder"}
+
+
 @pytest.fixture
-async def held() -> AsyncIterator[tuple[HeldServicer, order_service_pb2_grpc.OrderServiceStub]]:
+async def held() -> AsyncIterator[tuple[HeldServicer, order_service_pb2_grpc.OrderServiceStub, Telemetry]]:
     servicer = HeldServicer()
     registration = Registration(
         "trading.order.v1.OrderService", order_service_pb2_grpc.add_OrderServiceServicer_to_server, servicer
     )
-    server, port, _, _ = await create_server("127.0.0.1:0", [registration], max_in_flight=LIMIT)
+    telemetry = Telemetry.create("shedding")
+    server, port, _, _ = await create_server("127.0.0.1:0", [registration], max_in_flight=LIMIT, telemetry=telemetry)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield servicer, order_service_pb2_grpc.OrderServiceStub(channel)
+    yield servicer, order_service_pb2_grpc.OrderServiceStub(channel), telemetry
     servicer.release.set()
     await channel.close()
     await server.stop(None)
@@ -58,7 +63,7 @@ async def wait_until(condition: Any) -> None:
 
 
 async def test_calls_beyond_the_limit_are_refused_with_a_retry_delay_and_admitted_again_after(held) -> None:
-    servicer, stub = held
+    servicer, stub, telemetry = held
     # Streams are not counted: two open watchers leave room for LIMIT unary calls.
     watchers = [stub.WatchOrders(pb.WatchOrdersRequest()) for _ in range(2)]
     for watcher in watchers:
@@ -73,10 +78,13 @@ async def test_calls_beyond_the_limit_are_refused_with_a_retry_delay_and_admitte
     assert isinstance(error, ResourceExhausted)
     assert error.reason == "OVERLOADED" and error.retry_after == Admission.RETRY_AFTER_S
     assert servicer.entered == LIMIT  # the handler never ran
+    # Counted once the server has finished the call, which may be just after the client has its status.
+    await wait_until(lambda: telemetry.registry.get_sample_value("trading_calls_shed_total", SHED) == 1)
 
     servicer.release.set()
     assert all(isinstance(reply, pb.GetOrderResponse) for reply in await asyncio.gather(*taken))
     assert isinstance(await stub.GetOrder(pb.GetOrderRequest(order_id="later"), timeout=10), pb.GetOrderResponse)
+    assert telemetry.registry.get_sample_value("trading_calls_shed_total", SHED) == 1  # the calls taken: not shed
     for watcher in watchers:
         watcher.cancel()
 

@@ -387,7 +387,9 @@ async def test_list_orders_newest_first_with_filters_and_page_tokens(harness: Ha
     with pytest.raises(InvalidArgument):
         await h.app.queries.list_orders(h.alice, token="garbage!")
     with pytest.raises(InvalidArgument):
-        await h.app.queries.list_orders(h.alice, size=1001)
+        await h.app.queries.list_orders(h.alice, size=-1)
+    lowered = await h.app.queries.list_orders(h.alice, size=5000)  # to 1000, the most a page holds
+    assert [o.order_id for o in lowered.orders] == [p.order_id for p in reversed(placed)]
 
 
 async def test_the_admin_and_service_tokens_are_not_users(harness: Harness) -> None:
